@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# vnflab installer: apt packages + a Python venv with vnflab in it. Idempotent: run it again
+# at any time. Used by the README, by CI (.ci/run) and by the VM recipe, so there is one way
+# to get a working machine. Debian 12 is what CI runs; Ubuntu 22.04/24.04 use the same names.
+#
+# Python: a venv built from the *system* python3 (/usr/bin/python3), because Mininet's Python
+# package comes from apt (package "mininet") together with its C helper mnexec. PyPI's only
+# mininet release is a 2020 pre-release (2.3.0.dev6); mixing it with apt's mnexec 2.3.x invites
+# version skew. So we link apt's mininet package (and nothing else from the system) into the
+# venv, and every other Python dependency comes from PyPI, pinned by pyproject.toml.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV=${VNFLAB_VENV:-$HERE/.venv}
+export DEBIAN_FRONTEND=noninteractive
+
+if [ "$(id -u)" != 0 ]; then
+    echo "install.sh: run as root (Mininet, namespaces and huge pages need it): sudo $0" >&2
+    exit 1
+fi
+
+APT_PACKAGES=(
+    python3 python3-venv python3-dev build-essential pkg-config git
+    mininet openvswitch-switch openvswitch-testcontroller openvswitch-switch-dpdk
+    dpdk dpdk-dev libdpdk-dev
+    iproute2 iputils-ping ethtool tcpdump netsniff-ng iperf3 curl procps psmisc util-linux
+)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "install.sh: apt-get install ${missing[*]}"
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# The system OVS service is not needed (vnflab runs private OVS instances inside its own
+# namespaces); the Debian package may have started it, which is harmless.
+
+SYSPY=/usr/bin/python3
+if [ ! -x "$VENV/bin/python" ]; then
+    "$SYSPY" -m venv "$VENV"
+fi
+SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+APT_MININET=$("$SYSPY" -c 'import mininet, os; print(os.path.dirname(mininet.__file__))')
+ln -sfn "$APT_MININET" "$SITE/mininet"
+
+"$VENV/bin/python" -m pip install -q --upgrade pip setuptools wheel
+"$VENV/bin/python" -m pip install -q -e "$HERE[test]"
+ln -sfn "$VENV/bin/vnflab" /usr/local/bin/vnflab
+
+"$VENV/bin/python" -c 'import mininet.net, vnf, vnflab' >/dev/null
+echo "install.sh: ok. venv: $VENV ; 'vnflab' is on PATH (/usr/local/bin/vnflab)"
