@@ -2,6 +2,8 @@
 
 * ``vnf._fastpath``: batch parse / flow hash / rewrite over packet buffers, plain C, no
   dependencies. The AF_PACKET and DPDK ways use it; it mirrors ``vnf/packet.py`` exactly.
+* ``vnf.afpacket._ring``: walks TPACKET_V3 ring blocks and fills the TX ring in C, so the
+  Python loop of way 2 touches each packet once (for the flow-table lookup).
 * ``vnf.dpdk._dpdk``: the DPDK binding. ``rte_eth_rx_burst``/``tx_burst`` are static inline
   functions in DPDK's headers, so a binding must be compiled against them (dlopen cannot
   reach them). Built only when ``pkg-config libdpdk`` answers (Debian: ``libdpdk-dev``);
@@ -30,6 +32,9 @@ def extensions():
     exts = []
     if os.path.exists(os.path.join(HERE, "vnf/csrc/fastpath.c")):
         exts.append(Extension("vnf._fastpath", ["vnf/csrc/fastpath.c"],
+                              include_dirs=["vnf/csrc"], extra_compile_args=CFLAGS))
+    if os.path.exists(os.path.join(HERE, "vnf/afpacket/_ring.c")):
+        exts.append(Extension("vnf.afpacket._ring", ["vnf/afpacket/_ring.c"],
                               include_dirs=["vnf/csrc"], extra_compile_args=CFLAGS))
     dpdk_src = os.path.join(HERE, "vnf/dpdk/_dpdk.c")
     if os.path.exists(dpdk_src):
