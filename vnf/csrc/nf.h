@@ -1,0 +1,277 @@
+/*
+ * nf.h - the load balancer's per-packet logic in C, header only.
+ *
+ * This is a bit-for-bit mirror of the pure-Python reference in vnf/:
+ *   nf_parse       == vnf.packet.parse_frame   (same drop reasons, same order of checks)
+ *   nf_flow_hash   == vnf.hashing.flow_hash    (CRC-32 of the packed 5-tuple, like zlib.crc32)
+ *   nf_nat_dst/src == vnf.rewrite.nat_rewrite_dst/src (RFC 1624 incremental checksums)
+ * tests/test_fastpath.py checks the equality with hypothesis. Change both sides together.
+ *
+ * No DPDK, no Python: the DPDK binding, the AF_PACKET ring helper and vnf._fastpath include it.
+ * Every function is static inline so each user compiles its own copy into its hot loop.
+ *
+ * Policy: checksums are NOT verified. A load balancer forwards a packet with a bad checksum
+ * unchanged (incremental update keeps it bad), and the end host drops it. Verifying would cost a
+ * pass over the payload for every packet.
+ */
+#ifndef VNF_NF_H
+#define VNF_NF_H
+
+#include <stdint.h>
+#include <string.h>
+
+/* Index == position in vnf.packet.REASONS (0 means the frame parsed). */
+enum nf_reason {
+    NF_OK = 0,
+    NF_TRUNCATED_ETHERNET,  /* fewer than 14 bytes, or a VLAN tag cut short */
+    NF_ARP,
+    NF_IPV6,
+    NF_OTHER_ETHERTYPE,     /* includes a third VLAN tag */
+    NF_TRUNCATED_IP,        /* fewer than 20 bytes, or IHL*4 beyond the frame */
+    NF_BAD_IP_VERSION,
+    NF_BAD_IHL,             /* IHL < 5 */
+    NF_BAD_IP_LENGTH,       /* total length < IHL*4 or beyond the frame */
+    NF_FRAGMENT,            /* non-first fragment: no ports in it */
+    NF_UNSUPPORTED_PROTO,   /* neither TCP nor UDP */
+    NF_TRUNCATED_L4,        /* L4 header (with TCP options) beyond the IP payload */
+    NF_BAD_TCP_OFFSET,      /* data offset < 5 */
+    NF_BAD_UDP_LENGTH,      /* < 8, or beyond the IP payload (unless more fragments follow) */
+    NF_REASON_COUNT
+};
+
+struct nf_parsed {
+    uint32_t src_ip, dst_ip;    /* host order */
+    uint16_t src_port, dst_port;
+    uint8_t proto;
+    uint16_t l3_offset, l4_offset;
+    int32_t vlan;               /* outer VLAN id, -1 none */
+};
+
+#define NF_ETH_P_IPV4 0x0800
+#define NF_ETH_P_ARP 0x0806
+#define NF_ETH_P_IPV6 0x86dd
+#define NF_ETH_P_8021Q 0x8100
+#define NF_ETH_P_8021AD 0x88a8
+#define NF_IPPROTO_TCP 6
+#define NF_IPPROTO_UDP 17
+
+/* Big-endian loads/stores byte by byte: no alignment or endianness assumptions. */
+static inline uint16_t nf_rd16(const uint8_t *p) { return (uint16_t)((p[0] << 8) | p[1]); }
+static inline uint32_t nf_rd32(const uint8_t *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+static inline void nf_wr16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
+static inline void nf_wr32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
+}
+
+static inline int nf_is_vlan(uint16_t ethertype)
+{
+    return ethertype == NF_ETH_P_8021Q || ethertype == NF_ETH_P_8021AD;
+}
+
+/* Parse Ethernet [+ up to two VLAN tags] + IPv4 + TCP/UDP. Returns an enum nf_reason.
+ * On a drop every field of *out is zero and vlan is -1 (as Parsed(None, reason, 0, 0, None)). */
+static inline int nf_parse(const uint8_t *frame, uint32_t len, struct nf_parsed *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->vlan = -1;
+    if (len < 14)
+        return NF_TRUNCATED_ETHERNET;
+
+    uint32_t l3 = 14;
+    int32_t vlan = -1;
+    uint16_t ethertype = nf_rd16(frame + 12);
+    if (nf_is_vlan(ethertype)) {
+        if (len < 18)
+            return NF_TRUNCATED_ETHERNET;
+        vlan = nf_rd16(frame + 14) & 0x0fff;
+        ethertype = nf_rd16(frame + 16);
+        l3 = 18;
+        if (nf_is_vlan(ethertype)) {
+            if (len < 22)
+                return NF_TRUNCATED_ETHERNET;
+            ethertype = nf_rd16(frame + 20);
+            l3 = 22;
+        }
+    }
+    if (ethertype != NF_ETH_P_IPV4) {
+        if (ethertype == NF_ETH_P_ARP)
+            return NF_ARP;
+        if (ethertype == NF_ETH_P_IPV6)
+            return NF_IPV6;
+        return NF_OTHER_ETHERTYPE;
+    }
+
+    if (len - l3 < 20)
+        return NF_TRUNCATED_IP;
+    const uint8_t *ip = frame + l3;
+    if ((ip[0] >> 4) != 4)
+        return NF_BAD_IP_VERSION;
+    uint32_t ihl = (uint32_t)(ip[0] & 0x0f) * 4;
+    if (ihl < 20)
+        return NF_BAD_IHL;
+    if (l3 + ihl > len)
+        return NF_TRUNCATED_IP;
+    uint32_t total_len = nf_rd16(ip + 2);
+    if (total_len < ihl || l3 + total_len > len)
+        return NF_BAD_IP_LENGTH;
+    uint16_t flags_frag = nf_rd16(ip + 6);
+    if (flags_frag & 0x1fff)
+        return NF_FRAGMENT;
+
+    uint8_t proto = ip[9];
+    uint32_t l4 = l3 + ihl;
+    uint32_t l4_len = total_len - ihl;
+    const uint8_t *th = frame + l4;
+    if (proto == NF_IPPROTO_TCP) {
+        if (l4_len < 20)
+            return NF_TRUNCATED_L4;
+        uint32_t doff = (uint32_t)(th[12] >> 4) * 4;
+        if (doff < 20)
+            return NF_BAD_TCP_OFFSET;
+        if (doff > l4_len)
+            return NF_TRUNCATED_L4;
+    } else if (proto == NF_IPPROTO_UDP) {
+        if (l4_len < 8)
+            return NF_TRUNCATED_L4;
+        uint32_t ulen = nf_rd16(th + 4);
+        int more_fragments = (flags_frag & 0x2000) != 0;
+        if (ulen < 8 || (ulen > l4_len && !more_fragments))
+            return NF_BAD_UDP_LENGTH;
+    } else {
+        return NF_UNSUPPORTED_PROTO;
+    }
+
+    out->src_ip = nf_rd32(ip + 12);
+    out->dst_ip = nf_rd32(ip + 16);
+    out->src_port = nf_rd16(th);
+    out->dst_port = nf_rd16(th + 2);
+    out->proto = proto;
+    out->l3_offset = (uint16_t)l3;
+    out->l4_offset = (uint16_t)l4;
+    out->vlan = vlan;
+    return NF_OK;
+}
+
+/* ---- flow hash: CRC-32 (IEEE 802.3, reflected, poly 0xEDB88320), identical to zlib.crc32 ---- */
+
+static inline uint32_t nf_crc32_entry(uint32_t byte)
+{
+    uint32_t c = byte;
+    for (int k = 0; k < 8; k++)
+        c = (c & 1) ? 0xedb88320u ^ (c >> 1) : c >> 1;
+    return c;
+}
+
+/* The 256-entry table, built on first use. Building is idempotent, so two threads racing here
+ * only repeat work; the release/acquire pair makes the entries visible before the flag. */
+static inline const uint32_t *nf_crc32_table(void)
+{
+    static uint32_t table[256];
+    static int ready;
+    if (!__atomic_load_n(&ready, __ATOMIC_ACQUIRE)) {
+        for (uint32_t i = 0; i < 256; i++)
+            table[i] = nf_crc32_entry(i);
+        __atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
+    }
+    return table;
+}
+
+static inline uint32_t nf_crc32(const uint8_t *data, uint32_t len)
+{
+    const uint32_t *t = nf_crc32_table();
+    uint32_t c = 0xffffffffu;
+    for (uint32_t i = 0; i < len; i++)
+        c = t[(c ^ data[i]) & 0xff] ^ (c >> 8);
+    return c ^ 0xffffffffu;
+}
+
+/* == zlib.crc32(struct.pack("!IIHHB", src_ip, dst_ip, src_port, dst_port, proto)) */
+static inline uint32_t nf_flow_hash(const struct nf_parsed *p)
+{
+    uint8_t key[13];
+    nf_wr32(key, p->src_ip);
+    nf_wr32(key + 4, p->dst_ip);
+    nf_wr16(key + 8, p->src_port);
+    nf_wr16(key + 10, p->dst_port);
+    key[12] = p->proto;
+    return nf_crc32(key, sizeof(key));
+}
+
+/* ---- rewrites ---- */
+
+static inline void nf_set_macs(uint8_t *frame, const uint8_t dst[6], const uint8_t src[6])
+{
+    memcpy(frame, dst, 6);
+    memcpy(frame + 6, src, 6);
+}
+
+/* RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'), one's complement sums. Values in host order. */
+static inline uint16_t nf_csum_fold(uint32_t s)
+{
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    return (uint16_t)s;
+}
+
+static inline uint16_t nf_csum_update16(uint16_t hc, uint16_t old, uint16_t new_)
+{
+    uint32_t s = (uint16_t)~hc + (uint32_t)(uint16_t)~old + new_;
+    return (uint16_t)~nf_csum_fold(s);
+}
+
+static inline uint16_t nf_csum_update32(uint16_t hc, uint32_t old, uint32_t new_)
+{
+    uint32_t s = (uint16_t)~hc;
+    s += (uint16_t)~(old >> 16);
+    s += (uint16_t)~(old & 0xffff);
+    s += new_ >> 16;
+    s += new_ & 0xffff;
+    return (uint16_t)~nf_csum_fold(s);
+}
+
+/* Rewrite one address (at ip_field) and one port (at port_field) and patch the IPv4 header
+ * checksum and the TCP/UDP checksum. The L4 checksum covers the pseudo-header, so it changes
+ * with the address as well as with the port. UDP checksum 0 means "none" and stays 0; a UDP
+ * result of 0 is sent as 0xFFFF (RFC 768). */
+static inline void nf_nat_rewrite(uint8_t *frame, const struct nf_parsed *p, uint32_t ip_field,
+                                  uint32_t port_field, uint32_t new_ip, uint16_t new_port)
+{
+    uint8_t *ip = frame + p->l3_offset;
+    uint8_t *l4 = frame + p->l4_offset;
+    uint32_t old_ip = nf_rd32(ip + ip_field);
+    uint16_t old_port = nf_rd16(l4 + port_field);
+
+    nf_wr16(ip + 10, nf_csum_update32(nf_rd16(ip + 10), old_ip, new_ip));
+    nf_wr32(ip + ip_field, new_ip);
+
+    uint8_t *l4sum = l4 + (p->proto == NF_IPPROTO_TCP ? 16 : 6);
+    uint16_t hc = nf_rd16(l4sum);
+    if (p->proto == NF_IPPROTO_TCP || hc != 0) {
+        hc = nf_csum_update32(hc, old_ip, new_ip);
+        hc = nf_csum_update16(hc, old_port, new_port);
+        if (p->proto == NF_IPPROTO_UDP && hc == 0)
+            hc = 0xffff;
+        nf_wr16(l4sum, hc);
+    }
+    nf_wr16(l4 + port_field, new_port);
+}
+
+/* Destination NAT (LB -> backend): dst ip/port. p must come from nf_parse == NF_OK. */
+static inline void nf_nat_dst(uint8_t *frame, const struct nf_parsed *p, uint32_t new_ip,
+                              uint16_t new_port)
+{
+    nf_nat_rewrite(frame, p, 16, 2, new_ip, new_port);
+}
+
+/* Source NAT (backend -> client on the way back): src ip/port. */
+static inline void nf_nat_src(uint8_t *frame, const struct nf_parsed *p, uint32_t new_ip,
+                              uint16_t new_port)
+{
+    nf_nat_rewrite(frame, p, 12, 0, new_ip, new_port);
+}
+
+#endif /* VNF_NF_H */
