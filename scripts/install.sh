@@ -23,7 +23,7 @@ APT_PACKAGES=(
     python3 python3-venv python3-dev build-essential pkg-config git
     mininet openvswitch-switch openvswitch-testcontroller openvswitch-switch-dpdk
     dpdk dpdk-dev libdpdk-dev
-    iproute2 iputils-ping ethtool tcpdump netsniff-ng iperf3 curl procps psmisc util-linux
+    iproute2 bridge-utils iputils-ping ethtool tcpdump netsniff-ng iperf3 curl procps psmisc util-linux
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
