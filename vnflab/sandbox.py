@@ -57,6 +57,8 @@ def run(argv: list[str], timeout: float, env: dict | None = None, **kwargs) -> s
     if reason:
         raise SandboxError(reason)
     full_env = dict(os.environ if env is None else env, VNFLAB_SANDBOX="1")
+    if kwargs.pop("capture_output", False):
+        kwargs["stdout"] = kwargs["stderr"] = subprocess.PIPE
     proc = subprocess.Popen(sandboxed(argv), env=full_env, start_new_session=True, **kwargs)
     try:
         out, err = proc.communicate(timeout=timeout)

@@ -1,0 +1,435 @@
+"""One experiment: build the LB topology, start backends and a load balancer, drive traffic, check.
+
+This module runs *inside* a sandbox (``vnflab.sandbox``): it creates Mininet hosts freely and
+relies on the namespaces for cleanup. ``run_sandboxed()`` is the entry point from outside: it
+re-runs this module as ``python -m vnflab.experiment SPEC.json RESULT.json`` in a fresh sandbox.
+
+The LB program is any command that follows the way contract (see ``vnf/ways/__init__.py``):
+``--config LB.json --ready-file F --stats-file F``; the grader swaps in a student's program.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+
+from topologies.lb import LBTopoConfig
+
+WAYS = ("socket", "afpacket", "dpdk")
+UDP_PORT = 5000
+HTTP_PORT = 80
+
+
+@dataclass
+class ExperimentSpec:
+    way: str = "socket"
+    clients: int = 2
+    backends: int = 3
+    udp_flows: int = 2000
+    packets_per_flow: int = 3
+    rate_pps: int = 4000
+    http_conns: int = 200
+    policy: str = "maglev"
+    lb_command: list[str] | None = None      # default: python -m vnf.ways.<way>_lb
+    lb_extra: dict = field(default_factory=dict)  # way-specific settings passed in LB.json
+    cost_rate_pps: int = 5000               # offered load of the cost phase (0 = skip)
+    cost_seconds: float = 3.0
+    saturation_seconds: float = 2.0         # throughput at saturation (0 = skip)
+    timeout_s: float = 240.0
+
+    def validate(self) -> "ExperimentSpec":
+        from topologies.lb import TopologyError
+        if self.way not in WAYS:
+            raise TopologyError("way", f"must be one of {', '.join(WAYS)}, got {self.way!r}")
+        for name in ("udp_flows", "packets_per_flow", "http_conns", "rate_pps", "cost_rate_pps"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise TopologyError(name, f"must be a whole number >= 0, got {value!r}")
+        if self.rate_pps == 0 and self.udp_flows:
+            raise TopologyError("rate_pps", "must be > 0 when udp_flows > 0")
+        self.topo_config().validate()
+        return self
+
+    def topo_config(self) -> LBTopoConfig:
+        switch = "ovs-dpdk" if self.way == "dpdk" else "lxbr"
+        return LBTopoConfig(clients=self.clients, backends=self.backends, switch=switch)
+
+
+def log(msg: str) -> None:
+    print(f"[vnflab {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# helpers that run inside the sandbox
+# --------------------------------------------------------------------------------------------
+
+def _wait_for_file(path: str, proc: subprocess.Popen, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.path.exists(path):
+            return
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode} before it was ready")
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} was not ready within {timeout:.0f} s")
+
+
+def _stop(proc: subprocess.Popen, timeout: float = 5.0) -> int | None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, sys) CPU seconds of a process and its reaped children, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def _read_json(path: str, default=None):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return default
+
+
+class Testbed:
+    """A started topology with backend servers; the LB comes and goes per phase."""
+
+    def __init__(self, spec: ExperimentSpec, workdir: str):
+        from mininet.log import setLogLevel
+        from mininet.net import Mininet
+        from mininet.link import TCLink, Link
+        from mininet.nodelib import LinuxBridge
+        from topologies.lb import LBTopo
+
+        setLogLevel("error")
+        Mininet.inited = True           # skip fixLimits(): its sysctls fail in a netns, harmlessly
+        self.spec, self.workdir = spec, workdir
+        self.topo_cfg = spec.topo_config().validate()
+        cfg = self.topo_cfg
+        self.net = Mininet(topo=LBTopo(cfg), controller=None, switch=LinuxBridge,
+                           link=TCLink if cfg.bw_mbit else Link, autoSetMacs=False)
+        self.procs: list[subprocess.Popen] = []
+        self.net.start()
+        self.vip_mode = "local" if spec.way == "socket" else "dsr"
+        self._configure_vip()
+        self._start_backends()
+
+    # --- addressing of the VIP -------------------------------------------------------------
+    def _configure_vip(self) -> None:
+        cfg, vip = self.topo_cfg, self.topo_cfg.vip
+        lb = self.net["lb"]
+        if self.vip_mode == "local":
+            # Socket way: the VIP is simply an address of the LB host; its kernel terminates
+            # the clients' connections and the LB opens new ones to the backends (a proxy).
+            lb.cmd(f"ip addr add {vip}/{cfg.prefixlen} dev lb-eth0")
+        else:
+            # Direct server return: every backend also owns the VIP (on loopback, so it accepts
+            # packets for it) but must neither answer ARP for it nor use it as an ARP source,
+            # or clients would bypass the LB. The clients reach the VIP at the LB's MAC through
+            # a static neighbour entry (the LB does not need to run ARP).
+            for b in cfg.backend_names():
+                h = self.net[b]
+                h.cmd(f"ip addr add {vip}/32 dev lo")
+                h.cmd("sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2")
+            for c in cfg.client_names():
+                self.net[c].cmd(f"ip neigh replace {vip} lladdr {cfg.host_mac('lb')} dev {c}-eth0")
+            # The LB host must not answer for the VIP itself nor route packets it sees.
+            lb.cmd("sysctl -qw net.ipv4.ip_forward=0")
+        for name in cfg.host_names():     # offloads would hand AF_PACKET/DPDK partial checksums
+            self.net[name].cmd(f"ethtool -K {name}-eth0 tx off rx off gso off tso off gro off >/dev/null 2>&1")
+
+    def _popen(self, host: str, argv: list[str], log_name: str) -> subprocess.Popen:
+        out = open(os.path.join(self.workdir, f"{log_name}.log"), "wb")
+        proc = self.net[host].popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        return proc
+
+    def _start_backends(self) -> None:
+        self.backend_procs = {}
+        for b in self.topo_cfg.backend_names():
+            ready = os.path.join(self.workdir, f"{b}.ready")
+            proc = self._popen(b, [sys.executable, "-m", "topologies.servers", "--name", b,
+                                   "--bind", "0.0.0.0", "--http-port", str(HTTP_PORT),
+                                   "--udp-port", str(UDP_PORT),
+                                   "--record", os.path.join(self.workdir, f"{b}.json"),
+                                   "--ready-file", ready], f"server-{b}")
+            self.backend_procs[b] = (proc, ready)
+        for b, (proc, ready) in self.backend_procs.items():
+            _wait_for_file(ready, proc, 20, f"backend server {b}")
+
+    # --- the load balancer -------------------------------------------------------------------
+    def lb_config(self) -> dict:
+        cfg = self.topo_cfg
+        return {
+            "vip": cfg.vip, "udp_port": UDP_PORT, "tcp_port": HTTP_PORT,
+            "iface": "lb-eth0", "mac": cfg.host_mac("lb"), "ip": cfg.host_ip("lb"),
+            "policy": self.spec.policy,
+            "backends": [{"name": b, "ip": cfg.host_ip(b), "mac": cfg.host_mac(b)}
+                         for b in cfg.backend_names()],
+            **self.spec.lb_extra,
+        }
+
+    def start_lb(self, tag: str) -> "RunningLB":
+        path = os.path.join(self.workdir, f"lb-{tag}.json")
+        with open(path, "w") as f:
+            json.dump(self.lb_config(), f)
+        ready = os.path.join(self.workdir, f"lb-{tag}.ready")
+        stats = os.path.join(self.workdir, f"lb-{tag}-stats.json")
+        argv = list(self.spec.lb_command or [sys.executable, "-m", f"vnf.ways.{self.spec.way}_lb"])
+        argv += ["--config", path, "--ready-file", ready, "--stats-file", stats]
+        proc = self._popen("lb", argv, f"lb-{tag}")
+        _wait_for_file(ready, proc, 30, "the load balancer")
+        return RunningLB(proc, stats, os.path.join(self.workdir, f"lb-{tag}.log"))
+
+    # --- traffic -------------------------------------------------------------------------------
+    def drive(self, tag: str, udp_flows: int, packets_per_flow: int, rate_pps: int,
+              http_conns: int, clients: list[str] | None = None, timeout: float = 120) -> list[dict]:
+        clients = clients or self.topo_cfg.client_names()
+        k = len(clients)
+        procs = []
+        for i, c in enumerate(clients):
+            flows = udp_flows // k + (1 if i < udp_flows % k else 0)
+            conns = http_conns // k + (1 if i < http_conns % k else 0)
+            out = os.path.join(self.workdir, f"{tag}-{c}.json")
+            cid = int(c[1:])
+            argv = [sys.executable, "-m", "grader.traffic", "--vip", self.topo_cfg.vip,
+                    "--udp-port", str(UDP_PORT), "--http-port", str(HTTP_PORT),
+                    "--client-id", str(cid), "--udp-flows", str(flows),
+                    "--packets-per-flow", str(packets_per_flow),
+                    "--rate", str(max(1, rate_pps // k)), "--http-conns", str(conns), "--out", out]
+            procs.append((self._popen(c, argv, f"{tag}-{c}"), out, c))
+        records = []
+        deadline = time.monotonic() + timeout
+        for proc, out, c in procs:
+            try:
+                proc.wait(max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                log(f"traffic driver on {c} timed out")
+            rec = _read_json(out)
+            if rec is None:
+                log(f"traffic driver on {c} wrote no record (exit {proc.returncode}); see {tag}-{c}.log")
+            else:
+                records.append(rec)
+        return records
+
+    def backend_records(self) -> list[dict]:
+        """Ask every backend to write its record now (SIGUSR1) and read them."""
+        for b, (proc, _) in self.backend_procs.items():
+            proc.send_signal(signal.SIGUSR1)
+        time.sleep(0.3)
+        out = []
+        for b in self.backend_procs:
+            rec = _read_json(os.path.join(self.workdir, f"{b}.json"))
+            if rec is not None:
+                out.append(rec)
+        return out
+
+    def restart_backends(self) -> None:
+        for proc, _ in self.backend_procs.values():
+            _stop(proc)
+        for b in self.topo_cfg.backend_names():
+            for suffix in (".json", ".ready"):
+                try:
+                    os.unlink(os.path.join(self.workdir, b + suffix))
+                except FileNotFoundError:
+                    pass
+        self._start_backends()
+
+    def close(self) -> None:
+        for proc in self.procs:
+            _stop(proc, timeout=2)
+        self.net.stop()
+
+
+@dataclass
+class RunningLB:
+    proc: subprocess.Popen
+    stats_path: str
+    log_path: str
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def cpu(self) -> tuple[float, float]:
+        return cpu_seconds(self.proc.pid)
+
+    def stop(self) -> dict:
+        code = _stop(self.proc)
+        stats = _read_json(self.stats_path, {}) or {}
+        stats["exit_code"] = code
+        return stats
+
+    def log_tail(self, n: int = 20) -> str:
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return "".join(f.readlines()[-n:])
+        except OSError:
+            return ""
+
+
+# --------------------------------------------------------------------------------------------
+# the experiment
+# --------------------------------------------------------------------------------------------
+
+def measure_cost(bed: Testbed, spec: ExperimentSpec) -> dict:
+    """CPU time of the LB process per forwarded packet at a stated offered load.
+
+    Method: a fresh LB; read its CPU time (user, sys) from /proc/PID/stat, drive
+    ``cost_rate_pps`` of UDP request/reply traffic for ``cost_seconds``, read it again, divide
+    by the packets the LB forwarded in that window as counted at the endpoints (requests the
+    backends received, plus — for the socket way, which is a proxy — replies relayed back).
+    Blind spot: the kernel's receive work (softirq) for packets the LB receives over veth runs
+    on the *sender's* core and is not charged to the LB; `vnflab bench` steers it with RPS.
+    """
+    if not spec.cost_rate_pps:
+        return {}
+    from grader.checker import check
+    bed.restart_backends()
+    lb = bed.start_lb("cost")
+    flows = 64
+    per_flow = max(1, int(spec.cost_rate_pps * spec.cost_seconds) // flows)
+    u0, s0 = lb.cpu()
+    t0 = time.monotonic()
+    clients = bed.drive("cost", flows, per_flow, spec.cost_rate_pps, 0,
+                        clients=[bed.topo_cfg.client_names()[0]], timeout=spec.cost_seconds * 4 + 30)
+    wall = time.monotonic() - t0
+    u1, s1 = lb.cpu()
+    stats = lb.stop()
+    report = check(bed.backend_records(), clients)
+    delivered = report.packets_delivered
+    replies = report.replies_received if bed.vip_mode == "local" else 0
+    forwarded = delivered + replies
+    cpu = (u1 - u0) + (s1 - s0)
+    out = {
+        "offered_pps": spec.cost_rate_pps, "seconds": round(wall, 3), "forwarded": forwarded,
+        "user_s": round(u1 - u0, 4), "sys_s": round(s1 - s0, 4),
+        "ns_per_packet": round(cpu / forwarded * 1e9, 1) if forwarded else None,
+        "user_ns_per_packet": round((u1 - u0) / forwarded * 1e9, 1) if forwarded else None,
+        "sys_ns_per_packet": round((s1 - s0) / forwarded * 1e9, 1) if forwarded else None,
+        "lb_stats": stats,
+    }
+    return out
+
+
+def measure_saturation(bed: Testbed, spec: ExperimentSpec) -> dict:
+    """Forwarded packets per second when every client sends as fast as it can."""
+    if not spec.saturation_seconds:
+        return {}
+    from grader.checker import check
+    bed.restart_backends()
+    lb = bed.start_lb("sat")
+    clients = bed.topo_cfg.client_names()
+    flows = 32 * len(clients)
+    # The driver paces; a rate far above what either side can do makes it send flat out.
+    per_flow = 400
+    t0 = time.monotonic()
+    recs = bed.drive("sat", flows, per_flow, 1_000_000, 0, timeout=spec.saturation_seconds * 10 + 30)
+    wall = time.monotonic() - t0
+    lb.stop()
+    report = check(bed.backend_records(), recs)
+    forwarded = report.packets_delivered + (report.replies_received if bed.vip_mode == "local" else 0)
+    return {"seconds": round(wall, 3), "forwarded": forwarded,
+            "mpps": round(forwarded / wall / 1e6, 4) if wall > 0 else None}
+
+
+METHOD = ("LB process CPU time (user+sys from /proc/PID/stat) divided by packets it forwarded "
+          "(counted at the endpoints), at a stated offered load; the kernel's receive softirq for "
+          "veth traffic runs on the sender's core and is NOT charged to the LB, so kernel-path "
+          "costs are underestimated here (vnflab bench steers it onto the LB core with RPS).")
+
+
+def run_experiment(spec: ExperimentSpec, workdir: str) -> dict:
+    from grader.checker import check
+    spec.validate()
+    t_start = time.monotonic()
+    log(f"way={spec.way}: building topology ({spec.clients} clients, LB, {spec.backends} backends)")
+    bed = Testbed(spec, workdir)
+    result: dict = {"way": spec.way, "spec": asdict(spec)}
+    try:
+        lb = bed.start_lb("affinity")
+        log(f"LB up; driving {spec.udp_flows} UDP flows x {spec.packets_per_flow} packets at "
+            f"{spec.rate_pps} pps and {spec.http_conns} HTTP connections")
+        est = spec.udp_flows * spec.packets_per_flow / max(1, spec.rate_pps)
+        clients = bed.drive("affinity", spec.udp_flows, spec.packets_per_flow, spec.rate_pps,
+                            spec.http_conns, timeout=est * 3 + 60)
+        lb_alive = lb.alive()
+        lb_stats = lb.stop()
+        report = check(bed.backend_records(), clients)
+        result.update(report.to_json())
+        result["report_table"] = report.table()
+        result["lb_alive_after_traffic"] = lb_alive
+        result["lb_stats"] = lb_stats
+        if not lb_alive:
+            result["lb_log_tail"] = lb.log_tail()
+        log(f"affinity: {report.flows_seen} flows seen, {report.split_flows} split")
+        if spec.cost_rate_pps:
+            log(f"cost: {spec.cost_rate_pps} pps offered for {spec.cost_seconds:.0f} s")
+            result["cost"] = measure_cost(bed, spec)
+            result["ns_per_packet"] = result["cost"].get("ns_per_packet")
+        if spec.saturation_seconds:
+            log("throughput at saturation")
+            result["saturation"] = measure_saturation(bed, spec)
+            result["mpps"] = result["saturation"].get("mpps")
+        result["method"] = METHOD
+    finally:
+        bed.close()
+    result["elapsed_s"] = round(time.monotonic() - t_start, 1)
+    return result
+
+
+def run_sandboxed(spec: ExperimentSpec, keep_workdir: str | None = None) -> dict:
+    """Run one experiment in a fresh sandbox and return its result dict."""
+    from vnflab import sandbox
+    spec.validate()
+    workdir = keep_workdir or tempfile.mkdtemp(prefix="vnflab-run-")
+    os.makedirs(workdir, exist_ok=True)
+    spec_path = os.path.join(workdir, "spec.json")
+    result_path = os.path.join(workdir, "result.json")
+    with open(spec_path, "w") as f:
+        json.dump(asdict(spec), f)
+    try:
+        proc = sandbox.run([sys.executable, "-m", "vnflab.experiment", spec_path, result_path],
+                           timeout=spec.timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"way": spec.way, "error": f"experiment exceeded {spec.timeout_s:.0f} s and was stopped"}
+    result = _read_json(result_path)
+    if result is None:
+        return {"way": spec.way, "error": f"experiment failed (exit {proc.returncode}); logs in {workdir}"}
+    if not keep_workdir:
+        import shutil
+        shutil.rmtree(workdir, ignore_errors=True)
+    return result
+
+
+def main(argv: list[str]) -> int:
+    from vnflab import sandbox
+    spec_path, result_path = argv
+    sandbox.setup_inside()
+    with open(spec_path) as f:
+        spec = ExperimentSpec(**json.load(f))
+    result = run_experiment(spec, os.path.dirname(os.path.abspath(result_path)))
+    with open(result_path + ".tmp", "w") as f:
+        json.dump(result, f, indent=1)
+    os.rename(result_path + ".tmp", result_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
