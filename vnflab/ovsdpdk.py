@@ -1,0 +1,549 @@
+"""A private Open vSwitch with DPDK, usable as a Mininet switch.
+
+The DPDK way plugs the load balancer into the network the way a VNF in a VM is
+plugged into OVS-DPDK: the LB's ``net_virtio_user`` port talks to a vhost-user
+port of an ``ovs-vswitchd`` built with DPDK, and Mininet hosts hang off the same
+userspace (``netdev``) bridge through their veths.
+
+``PrivateOVSDPDK`` starts its own ``ovsdb-server`` and ``ovs-vswitchd-dpdk`` with
+their own database, sockets, pid files and logs in ``workdir``; it never talks
+to the system Open vSwitch.  Run it inside a sandbox (new net + pid + mount
+namespaces with a private hugetlbfs and a private ``/run``; see
+``sandbox_argv``) so that bridges, taps, huge-page files and DPDK runtime dirs
+disappear with the namespace, however the run ends.
+
+    with PrivateOVSDPDK("/run/ovs") as ovs:
+        ovs.add_bridge("br0")
+        ovs.add_port("br0", "s1-eth1")                       # a veth end
+        ovs.add_vhost_client_port("br0", "vhu0", "/run/ovs/vhu0.sock")
+        ovs.ofctl("add-flow", "br0", "in_port=s1-eth1,actions=output:vhu0")
+
+    net = Mininet(topo, switch=partial(OVSDPDKSwitch, ovs=ovs), controller=None)
+
+``python -m vnflab.ovsdpdk selftest`` runs the end-to-end check (veth ping over
+the netdev bridge, frames reflected by ``dpdk-testpmd`` behind a vhost-user port,
+a Mininet network on the bridge) inside a sandbox and prints the measurements.
+"""
+import argparse
+import itertools
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+from mininet.node import Switch
+
+OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
+OVS_VSWITCHD_DPDK = "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk"
+HUGEPAGE_KB = 2048
+
+_instance_counter = itertools.count()
+
+
+class OVSError(RuntimeError):
+    """An OVS command failed, or the daemons did not come up."""
+
+
+def _run(argv, env=None, timeout=30, check=True):
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise OVSError("%s: exit %d: %s" % (shlex.join(argv), proc.returncode,
+                                            proc.stderr.strip() or proc.stdout.strip()))
+    return proc.stdout
+
+
+def _meminfo(field):
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def ensure_hugepages(megabytes):
+    """Make sure at least ``megabytes`` of 2 MiB huge pages are free (raise nr_hugepages
+    if needed; never lowers it, since other runs on the machine may use them)."""
+    need = -(-megabytes * 1024 // HUGEPAGE_KB)
+    free = _meminfo("HugePages_Free")
+    if free >= need:
+        return
+    total = _meminfo("HugePages_Total")
+    with open("/proc/sys/vm/nr_hugepages", "w") as f:
+        f.write(str(total + need - free))
+    if _meminfo("HugePages_Free") < need:
+        raise OVSError("could not reserve %d huge pages" % need)
+
+
+def process_cpu_seconds(pid):
+    """User + system CPU time of a process (from /proc/PID/stat), in seconds."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class PrivateOVSDPDK:
+    """A private ovsdb-server + ovs-vswitchd-dpdk pair living in ``workdir``.
+
+    socket_mem: MiB of huge pages for OVS (``dpdk-socket-mem``).
+    pmd_cpu_mask: cores of the poll-mode threads.  pmd_maxsleep (µs) lets an idle PMD
+    thread sleep (OVS >= 3.1), so it costs ~1 % of a core instead of a whole core.
+    lcore_mask: ``dpdk-lcore-mask`` (non-PMD DPDK threads), or None to leave unset.
+    file_prefix: DPDK ``--file-prefix`` (unique per process using huge pages).
+    """
+
+    def __init__(self, workdir, socket_mem=128, pmd_cpu_mask="0x2", lcore_mask=None,
+                 file_prefix=None, pmd_maxsleep=1000, single_file_segments=False,
+                 huge_dir=None, extra_eal=(), vswitchd=OVS_VSWITCHD_DPDK, start_timeout=30):
+        self.workdir = os.path.abspath(workdir)
+        self.socket_mem = int(socket_mem)
+        self.pmd_cpu_mask = pmd_cpu_mask
+        self.lcore_mask = lcore_mask
+        self.file_prefix = file_prefix or "vnfovs%d_%d" % (os.getpid(), next(_instance_counter))
+        self.pmd_maxsleep = pmd_maxsleep
+        self.single_file_segments = single_file_segments
+        self.huge_dir = huge_dir
+        self.extra_eal = list(extra_eal)
+        self.vswitchd_bin = vswitchd
+        self.start_timeout = start_timeout
+        self.db_path = os.path.join(self.workdir, "conf.db")
+        self.db_sock = os.path.join(self.workdir, "db.sock")
+        self.db = "unix:" + self.db_sock
+        self.env = dict(os.environ, OVS_RUNDIR=self.workdir, OVS_DBDIR=self.workdir,
+                        OVS_LOGDIR=self.workdir, OVS_SYSCONFDIR=self.workdir,
+                        OVS_PKGDATADIR=os.path.dirname(OVS_SCHEMA))
+        self.ovsdb = None
+        self.vswitchd = None
+        self.startup_seconds = None
+        if len(os.path.join(self.workdir, "ovs-vswitchd.ctl")) > 100:
+            raise ValueError("workdir path too long for unix sockets: %s" % self.workdir)
+
+    # -- life cycle ---------------------------------------------------------------
+    def dpdk_extra(self):
+        args = ["--no-pci", "--file-prefix=" + self.file_prefix]
+        if self.single_file_segments:
+            args.append("--single-file-segments")
+        if self.huge_dir:
+            args.append("--huge-dir=" + self.huge_dir)
+        return " ".join(args + self.extra_eal)
+
+    def other_config(self):
+        """The Open_vSwitch other_config this instance starts with."""
+        cfg = {"dpdk-init": "true", "dpdk-extra": self.dpdk_extra(),
+               "dpdk-socket-mem": str(self.socket_mem), "pmd-cpu-mask": self.pmd_cpu_mask}
+        if self.pmd_maxsleep is not None:
+            cfg["pmd-maxsleep"] = str(self.pmd_maxsleep)
+        if self.lcore_mask:
+            cfg["dpdk-lcore-mask"] = self.lcore_mask
+        return cfg
+
+    def start(self):
+        if self.vswitchd is not None:
+            return self
+        os.makedirs(self.workdir, exist_ok=True)
+        t0 = time.monotonic()
+        try:
+            if os.path.exists(self.db_path):
+                os.unlink(self.db_path)
+            _run(["ovsdb-tool", "create", self.db_path, OVS_SCHEMA], env=self.env)
+            self.ovsdb = self._spawn("ovsdb-server", [
+                "ovsdb-server", self.db_path, "--remote=punix:" + self.db_sock,
+                "--pidfile=" + self._p("ovsdb-server.pid"),
+                "--unixctl=" + self._p("ovsdb-server.ctl")])
+            self._wait_for(lambda: os.path.exists(self.db_sock), self.ovsdb, "ovsdb-server socket")
+            sets = ['other_config:%s="%s"' % kv for kv in self.other_config().items()]
+            self.vsctl("--no-wait", "init", "--", "set", "Open_vSwitch", ".", *sets)
+            self.vswitchd = self._spawn("ovs-vswitchd", [
+                self.vswitchd_bin, self.db, "--pidfile=" + self._p("ovs-vswitchd.pid"),
+                "--unixctl=" + self._p("ovs-vswitchd.ctl")])
+            # dpdk_initialized turns true once the EAL is up; a plain vsctl (no --no-wait)
+            # then returns only after vswitchd has applied the configuration.
+            self.vsctl("--timeout=%d" % self.start_timeout, "wait-until", "Open_vSwitch", ".",
+                       "dpdk_initialized=true", timeout=self.start_timeout + 5)
+            self.vsctl("--timeout=%d" % self.start_timeout, "set", "Open_vSwitch", ".",
+                       "external_ids:vnflab=%s" % self.file_prefix, timeout=self.start_timeout + 5)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - t0
+        return self
+
+    def _p(self, name):
+        return os.path.join(self.workdir, name)
+
+    def _spawn(self, name, argv):
+        log = self._p(name + ".log")
+        argv = argv + ["--log-file=" + log, "-vconsole:off", "-vfile:info"]
+        return subprocess.Popen(argv, env=self.env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def _wait_for(self, ready, proc, what, timeout=10):
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if proc.poll() is not None:
+                raise OVSError("%s exited (%d) before %s was ready" % (proc.args[0], proc.returncode, what))
+            if time.monotonic() > deadline:
+                raise OVSError("timed out waiting for " + what)
+            time.sleep(0.02)
+
+    def stop(self):
+        """Ask both daemons to exit, kill them if they do not; safe to call twice."""
+        for proc, ctl, args in ((self.vswitchd, "ovs-vswitchd.ctl", ["exit", "--cleanup"]),
+                                (self.ovsdb, "ovsdb-server.ctl", ["exit"])):
+            if proc is None or proc.poll() is not None:
+                continue
+            try:
+                _run(["ovs-appctl", "-t", self._p(ctl), "--timeout=5"] + args,
+                     env=self.env, timeout=8, check=False)
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.vswitchd = self.ovsdb = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @property
+    def running(self):
+        return self.vswitchd is not None and self.vswitchd.poll() is None
+
+    # -- commands -----------------------------------------------------------------
+    def vsctl(self, *args, timeout=30):
+        """Run ``ovs-vsctl --db=unix:WORKDIR/db.sock ARGS`` and return its stdout."""
+        return _run(["ovs-vsctl", "--db=" + self.db] + list(args), env=self.env, timeout=timeout)
+
+    def ofctl(self, *args, timeout=30):
+        """Run ``ovs-ofctl ARGS``; a bridge name resolves to WORKDIR/BRIDGE.mgmt."""
+        return _run(["ovs-ofctl"] + list(args), env=self.env, timeout=timeout)
+
+    def appctl(self, *args, timeout=30):
+        """Run ``ovs-appctl -t WORKDIR/ovs-vswitchd.ctl ARGS``."""
+        return _run(["ovs-appctl", "-t", self._p("ovs-vswitchd.ctl")] + list(args),
+                    env=self.env, timeout=timeout)
+
+    def add_bridge(self, name, dpid=None, fail_mode=None):
+        """A userspace (``datapath_type=netdev``) bridge."""
+        args = ["--may-exist", "add-br", name, "--", "set", "Bridge", name, "datapath_type=netdev"]
+        if dpid:
+            args.append("other_config:datapath-id=%s" % dpid)
+        if fail_mode:
+            args.append("fail_mode=%s" % fail_mode)
+        self.vsctl(*args)
+
+    def del_bridge(self, name):
+        self.vsctl("--if-exists", "del-br", name)
+
+    def add_port(self, bridge, ifname, ofport=None):
+        """A kernel interface (e.g. a veth end); the netdev datapath reads it through
+        AF_PACKET.  Remember ``ethtool -K <peer> tx off`` on the sending side."""
+        self._add(bridge, ifname, [], ofport)
+
+    def add_vhost_client_port(self, bridge, name, socket_path, ofport=None):
+        """A ``dpdkvhostuserclient`` port: OVS connects (and reconnects) as the vhost-user
+        client to ``socket_path``, where the VNF's virtio-user listens (``server=1``)."""
+        self._add(bridge, name, ["type=dpdkvhostuserclient",
+                                 "options:vhost-server-path=%s" % socket_path], ofport)
+
+    def _add(self, bridge, name, settings, ofport):
+        if ofport is not None:
+            settings = settings + ["ofport_request=%d" % ofport]
+        args = ["--may-exist", "add-port", bridge, name]
+        if settings:
+            args += ["--", "set", "Interface", name] + settings
+        self.vsctl(*args)
+        err = self.vsctl("--if-exists", "get", "Interface", name, "error").strip()
+        if err and err != "[]":
+            raise OVSError("port %s: %s" % (name, err))
+
+    def del_port(self, bridge, name):
+        self.vsctl("--if-exists", "del-port", bridge, name)
+
+    def ofport(self, name):
+        return int(self.vsctl("get", "Interface", name, "ofport"))
+
+    def port_stats(self, bridge, name):
+        """Live OpenFlow port counters: {"rx_pkts": .., "tx_pkts": .., "rx_drop": ..}."""
+        out = self.ofctl("dump-ports", bridge, name)
+        stats = {}
+        for direction, rest in re.findall(r"\b(rx|tx) (pkts=[^\n]*)", out):
+            for key, val in re.findall(r"(\w+)=(\d+)", rest):
+                stats["%s_%s" % (direction, key)] = int(val)
+        return stats
+
+    def cpu_seconds(self):
+        """CPU time ovs-vswitchd has used so far (all its threads)."""
+        return process_cpu_seconds(self.vswitchd.pid)
+
+    def log(self, name="ovs-vswitchd"):
+        try:
+            with open(self._p(name + ".log")) as f:
+                return f.read()
+        except OSError:
+            return ""
+
+
+class OVSDPDKSwitch(Switch):
+    """A Mininet switch that is a bridge of a running ``PrivateOVSDPDK``.
+
+        net = Mininet(topo, switch=partial(OVSDPDKSwitch, ovs=ovs), controller=None)
+
+    With no controller the bridge is a learning switch (fail_mode standalone); with
+    controllers it is ``secure`` unless fail_mode says otherwise.  The switch's veth
+    ends join the bridge with OpenFlow port numbers as Mininet numbered them, and
+    TX checksum offload is turned off on the hosts' ends (the netdev datapath
+    forwards frames as they are, so a partial checksum would arrive as a bad one).
+    """
+
+    def __init__(self, name, ovs=None, fail_mode=None, **params):
+        if ovs is None:
+            raise ValueError("OVSDPDKSwitch needs ovs=PrivateOVSDPDK(...)")
+        Switch.__init__(self, name, **params)
+        self.ovs = ovs
+        self.fail_mode = fail_mode
+
+    def start(self, controllers):
+        mode = self.fail_mode or ("secure" if controllers else "standalone")
+        self.ovs.del_bridge(self.name)
+        self.ovs.add_bridge(self.name, dpid=self.dpid, fail_mode=mode)
+        for intf in self.intfList():
+            port = self.ports.get(intf)
+            if not port or intf.name == "lo":
+                continue
+            self.ovs.add_port(self.name, intf.name, ofport=port)
+            link = intf.link
+            if link is not None:
+                peer = link.intf2 if link.intf1 is intf else link.intf1
+                peer.node.cmd("ethtool -K %s tx off" % peer.name)
+        if controllers:
+            targets = ["%s:%s:%d" % (c.protocol, c.IP(), c.port) for c in controllers]
+            self.ovs.vsctl("set-controller", self.name, *targets)
+
+    def connected(self):
+        return self.ovs.running
+
+    def stop(self, deleteIntfs=True):
+        if self.ovs.running:
+            self.ovs.del_bridge(self.name)
+        Switch.stop(self, deleteIntfs)
+
+
+# -- sandbox ------------------------------------------------------------------------
+SANDBOX_SETUP = (
+    "set -e; "
+    # /run is a private tmpfs: DPDK runtime dirs (/var/run/dpdk), ip netns, OVS sockets
+    "mount -t tmpfs -o mode=755 vnflab-run /run; mkdir -p /run/dpdk /run/hugepages; "
+    # a private hugetlbfs: its files vanish with the mount namespace
+    "mount -t hugetlbfs -o pagesize=2M vnflab-huge /run/hugepages; "
+    "ip link set lo up; "
+)
+
+
+def sandbox_argv(argv):
+    """Prefix ``argv`` so it runs in new net + pid + mount namespaces with a private
+    /run and hugetlbfs (DPDK finds it through /proc/mounts).  When the command ends,
+    or the unshare process is killed, the kernel removes every process, interface,
+    huge-page file and runtime dir it made."""
+    return ["unshare", "--net", "--pid", "--mount", "--fork", "--kill-child", "--mount-proc",
+            "sh", "-c", SANDBOX_SETUP + 'exec "$@"', "sandbox"] + list(argv)
+
+
+# -- self test (run inside the sandbox) ------------------------------------------------
+TESTPMD = "dpdk-testpmd"
+ETH_TYPE = 0x88B5  # IEEE local experimental ethertype
+PEER_MAC = "02:00:00:00:00:99"
+
+# Runs inside a host namespace: sends N raw frames to PEER_MAC and counts the ones
+# that come back with MACs swapped (testpmd macswap) and the same payload.
+_REFLECT_PROBE = r"""
+import socket, sys, time
+ifname, peer, n = sys.argv[1], bytes.fromhex(sys.argv[2].replace(':', '')), int(sys.argv[3])
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x88B5))
+s.bind((ifname, 0)); s.settimeout(0.2)
+me = s.getsockname()[4]
+sent = set()
+for i in range(n):
+    tag = b'vnflab-ovsdpdk-%04d' % i
+    s.send(peer + me + b'\x88\xb5' + tag.ljust(46, b'\0')); sent.add(tag)
+back = set(); deadline = time.time() + 3
+while back != sent and time.time() < deadline:
+    try:
+        f = s.recv(2048)
+    except socket.timeout:
+        continue
+    if f[0:6] == me and f[6:12] == peer:
+        back.add(f[14:33])
+print(len(back & sent))
+"""
+
+
+def _sh(cmd):
+    _run(["sh", "-c", cmd])
+
+
+def _make_host(name, addr, ifname, swname):
+    _sh("ip netns add {n} && ip link add {i} type veth peer name {s} && "
+        "ip link set {i} netns {n} && ip link set {s} up && "
+        "ip netns exec {n} ip link set lo up && ip netns exec {n} ip link set {i} up && "
+        "ip netns exec {n} ip addr add {a}/24 dev {i} && "
+        "ip netns exec {n} ethtool -K {i} tx off >/dev/null".format(n=name, i=ifname, s=swname, a=addr))
+
+
+def _ping(ns, addr, count=3):
+    return subprocess.run(["ip", "netns", "exec", ns, "ping", "-c", str(count), "-i", "0.2",
+                           "-W", "1", addr], capture_output=True, text=True).returncode == 0
+
+
+def _idle_cpu(ovs, seconds):
+    c0, t0 = ovs.cpu_seconds(), time.monotonic()
+    time.sleep(seconds)
+    return (ovs.cpu_seconds() - c0) / (time.monotonic() - t0)
+
+
+def selftest(workdir="/run/vnflab-ovs", idle_seconds=2.0, mininet=True, maxsleep_off=False):
+    """End-to-end check; call inside ``sandbox_argv``.  Returns a dict of results."""
+    res = {}
+    ensure_hugepages(128 + 64)
+    ovs = PrivateOVSDPDK(workdir, socket_mem=128, pmd_cpu_mask="0x2", pmd_maxsleep=1000)
+    testpmd = None
+    try:
+        ovs.start()
+        res["startup_seconds"] = round(ovs.startup_seconds, 3)
+        res["idle_cpu_maxsleep1000"] = round(_idle_cpu(ovs, idle_seconds), 4)
+        # 1. two hosts on a netdev bridge, forwarded by the NORMAL action
+        _make_host("h1", "10.0.0.1", "h1-eth0", "s-h1")
+        _make_host("h2", "10.0.0.2", "h2-eth0", "s-h2")
+        ovs.add_bridge("br0")
+        ovs.add_port("br0", "s-h1", ofport=1)
+        ovs.add_port("br0", "s-h2", ofport=2)
+        res["ping_netdev_bridge"] = _ping("h1", "10.0.0.2")
+        res["idle_cpu_with_bridge"] = round(_idle_cpu(ovs, idle_seconds), 4)
+        # 2. a vhost-user port with dpdk-testpmd (virtio-user, server mode) behind it
+        sock = os.path.join(workdir, "vhu0.sock")
+        testpmd = subprocess.Popen(
+            [TESTPMD, "--no-pci", "--single-file-segments", "--file-prefix=vnftpmd%d" % os.getpid(),
+             "-m", "64", "-l", "0,1", "--vdev", "net_virtio_user0,path=%s,server=1,queues=1" % sock,
+             "--", "--forward-mode=macswap", "--total-num-mbufs=2048", "--nb-cores=1"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        t0 = time.monotonic()
+        while not os.path.exists(sock):
+            if testpmd.poll() is not None or time.monotonic() - t0 > 15:
+                raise OVSError("testpmd did not create %s: %s" % (sock, testpmd.stdout.read()))
+            time.sleep(0.05)
+        ovs.add_vhost_client_port("br0", "vhu0", sock, ofport=3)
+        ovs.vsctl("--timeout=10", "wait-until", "Interface", "vhu0", "link_state=up", timeout=15)
+        # the PMD thread now polls vhu0: what does it cost while no packet comes?
+        res["idle_cpu_vhost_maxsleep1000"] = round(_idle_cpu(ovs, idle_seconds), 4)
+        if maxsleep_off:
+            ovs.vsctl("set", "Open_vSwitch", ".", "other_config:pmd-maxsleep=0")
+            res["idle_cpu_vhost_maxsleep0"] = round(_idle_cpu(ovs, idle_seconds), 4)
+            ovs.vsctl("set", "Open_vSwitch", ".", "other_config:pmd-maxsleep=1000")
+        ovs.ofctl("add-flow", "br0", "priority=100,in_port=s-h1,actions=output:vhu0")
+        ovs.ofctl("add-flow", "br0", "priority=100,in_port=vhu0,actions=output:s-h1")
+        n = 20
+        out = _run(["ip", "netns", "exec", "h1", sys.executable, "-c", _REFLECT_PROBE,
+                    "h1-eth0", PEER_MAC, str(n)], timeout=20)
+        res["frames_sent"] = n
+        res["frames_reflected"] = int(out.strip())
+        res["vhu0_stats"] = ovs.port_stats("br0", "vhu0")
+        res["flows"] = ovs.ofctl("dump-flows", "br0", "--no-stats").split()
+        testpmd.stdin.write("\n")
+        testpmd.stdin.flush()
+        tout, _ = testpmd.communicate(timeout=15)
+        testpmd = None
+        res["testpmd_rx"], res["testpmd_tx"] = _testpmd_totals(tout)
+        ovs.del_port("br0", "vhu0")
+        ovs.del_bridge("br0")
+        # 3. Mininet hosts on a bridge of the same instance
+        if mininet:
+            res["mininet_ping_loss"], res["mininet_udp_received"] = _mininet_check(ovs)
+        res["idle_cpu_end"] = round(_idle_cpu(ovs, idle_seconds), 4)
+    except BaseException:
+        sys.stderr.write(ovs.log()[-3000:])
+        if testpmd is not None:
+            testpmd.kill()
+            sys.stderr.write("--- testpmd:\n" + testpmd.communicate()[0][-3000:])
+            testpmd = None
+        raise
+    finally:
+        if testpmd is not None:
+            testpmd.kill()
+            testpmd.wait()
+        ovs.stop()
+        ovs.stop()  # idempotent
+    res["vswitchd_left"] = subprocess.run(["pgrep", "-c", "ovs-vswitchd"], capture_output=True,
+                                          text=True).stdout.strip()
+    return res
+
+
+def _testpmd_totals(text):
+    """RX/TX packets of testpmd's exit report (the last, accumulated, figures)."""
+    rx = re.findall(r"RX-packets:\s+(\d+)", text)
+    tx = re.findall(r"TX-packets:\s+(\d+)", text)
+    return (int(rx[-1]) if rx else None), (int(tx[-1]) if tx else None)
+
+
+_UDP_SINK = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('', 9999)); s.settimeout(5)
+print('ready', flush=True)
+n = 0
+try:
+    while n < int(sys.argv[1]):
+        s.recv(2048); n += 1
+except socket.timeout:
+    pass
+print(n)
+"""
+
+
+def _mininet_check(ovs, datagrams=5):
+    """pingAll loss (%) and UDP datagrams received between two Mininet hosts on the
+    bridge (UDP fails with bad checksums if TX offload were left on)."""
+    from functools import partial
+    from mininet.net import Mininet
+    from mininet.topo import SingleSwitchTopo
+    net = Mininet(SingleSwitchTopo(k=2), switch=partial(OVSDPDKSwitch, ovs=ovs),
+                  controller=None, autoSetMacs=True)
+    try:
+        net.start()
+        loss = net.pingAll(timeout=1)
+        h1, h2 = net.get("h1", "h2")
+        sink = h2.popen([sys.executable, "-c", _UDP_SINK, str(datagrams)], text=True)
+        sink.stdout.readline()
+        h1.cmd(sys.executable, "-c", shlex.quote(
+            "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            "for i in range(%d): s.sendto(b'x' * 100, ('%s', 9999))" % (datagrams, h2.IP())))
+        got = int(sink.communicate(timeout=10)[0].strip())
+        return loss, got
+    finally:
+        net.stop()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m vnflab.ovsdpdk")
+    ap.add_argument("cmd", choices=["selftest"])
+    ap.add_argument("--inside", action="store_true", help="already in a sandbox")
+    ap.add_argument("--no-mininet", action="store_true")
+    ap.add_argument("--idle-seconds", type=float, default=2.0)
+    ap.add_argument("--maxsleep-off", action="store_true", help="also measure pmd-maxsleep=0")
+    ap.add_argument("--workdir", default="/run/vnflab-ovs", help="in the sandbox's private /run")
+    args = ap.parse_args(argv)
+    if not args.inside:
+        inner = [sys.executable, "-m", "vnflab.ovsdpdk"] + (argv if argv is not None else sys.argv[1:])
+        return subprocess.call(sandbox_argv(inner + ["--inside"]))
+    res = selftest(workdir=args.workdir, idle_seconds=args.idle_seconds, mininet=not args.no_mininet,
+                   maxsleep_off=args.maxsleep_off)
+    print(json.dumps(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
