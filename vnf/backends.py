@@ -1,0 +1,226 @@
+"""Backends and the policies that pick one for a new flow.
+
+Three policies, in the order the lecture builds them up:
+
+* ``hash``: ``flow_hash(flow) % N``. Stateless and the same on every LB instance, but when N
+  changes almost every flow moves: a flow stays only if its hash gives the same remainder mod N
+  and mod N-1, so about (N-1)/N of the flows move.
+* ``roundrobin``: the next backend on each new flow (each flow-table miss). Perfect balance in
+  flow count, but the choice lives only in this LB's flow table: another LB instance, or this one
+  after a restart, picks differently.
+* ``maglev``: Maglev consistent hashing (Eisenbud et al., "Maglev: A Fast and Reliable Software
+  Network Load Balancer", NSDI 2016, section 3.4). A lookup table of M slots (M prime, M >> N)
+  is filled so each backend owns about M/N slots, and a flow goes to ``table[flow_hash % M]``.
+  Removing one backend reassigns its slots and moves few others, so about 1/N of the flows move.
+
+Drained and unhealthy backends get no new flows; every change rebuilds the choice. Whether a
+flow that already has a backend keeps it is the load balancer's business (``vnf/lb.py``):
+drained backends keep their flows, failed or removed ones lose them.
+"""
+from __future__ import annotations
+
+import hashlib
+import socket
+from functools import lru_cache
+from typing import Iterable, List, NamedTuple, Optional
+
+from vnf.hashing import flow_hash
+
+POLICIES = ("hash", "roundrobin", "maglev")
+DEFAULT_MAGLEV_TABLE_SIZE = 65537   # prime; the paper uses 65537 for small backend sets
+
+
+@lru_cache(maxsize=None)
+def mac_to_bytes(mac: str) -> bytes:
+    """"aa:bb:cc:dd:ee:ff" -> 6 bytes (cached: backends are few, packets many)."""
+    raw = bytes.fromhex(mac.replace(":", ""))
+    if len(raw) != 6:
+        raise ValueError(f"not a MAC address: {mac!r}")
+    return raw
+
+
+@lru_cache(maxsize=None)
+def ip_to_int_cached(ip: str) -> int:
+    return int.from_bytes(socket.inet_aton(ip), "big")
+
+
+class Backend(NamedTuple):
+    """One server behind the VIP."""
+
+    name: str
+    ip: str
+    mac: str
+    port: int
+
+    @property
+    def mac_bytes(self) -> bytes:
+        """The MAC as 6 bytes, ready for an in-place Ethernet rewrite."""
+        return mac_to_bytes(self.mac)
+
+    @property
+    def ip_int(self) -> int:
+        """The IP as a host-order int, as in FiveTuple and the NAT rewrites."""
+        return ip_to_int_cached(self.ip)
+
+
+def is_prime(n: int) -> bool:
+    if n < 2:
+        return False
+    if n % 2 == 0:
+        return n == 2
+    divisor = 3
+    while divisor * divisor <= n:
+        if n % divisor == 0:
+            return False
+        divisor += 2
+    return True
+
+
+def _name_hash(name: str, purpose: bytes) -> int:
+    """A 64-bit hash of a backend name; ``purpose`` makes independent hash functions."""
+    digest = hashlib.blake2b(name.encode(), digest_size=8, person=purpose).digest()
+    return int.from_bytes(digest, "big")
+
+
+def maglev_table(names: List[str], size: int) -> List[int]:
+    """Maglev lookup table: slot -> index into names (Eisenbud et al. 2016, Pseudocode 1).
+
+    Each backend walks its own permutation of the slots, ``(offset + j * skip) % size``, with
+    offset and skip from two different hashes of its name. Since size is prime and
+    1 <= skip < size, the walk visits every slot exactly once. The backends take turns: each
+    claims the next slot on its walk that nobody has claimed yet, until all slots are taken.
+    Turns make the shares equal (within one slot); permutations tied to the *name* (not to the
+    position in the list) make the table change little when a backend comes or goes.
+    """
+    if not names:
+        return []
+    offsets = [_name_hash(name, b"maglev-offset") % size for name in names]
+    skips = [_name_hash(name, b"maglev-skip") % (size - 1) + 1 for name in names]
+    next_step = [0] * len(names)       # how far along its permutation each backend is
+    table = [-1] * size
+    filled = 0
+    while True:
+        for i in range(len(names)):
+            slot = (offsets[i] + next_step[i] * skips[i]) % size
+            while table[slot] >= 0:    # taken: try the backend's next preference
+                next_step[i] += 1
+                slot = (offsets[i] + next_step[i] * skips[i]) % size
+            table[slot] = i
+            next_step[i] += 1
+            filled += 1
+            if filled == size:
+                return table
+
+
+class BackendPool:
+    """The backend set and the policy that picks a backend for a new flow."""
+
+    def __init__(self, backends: Iterable[Backend], policy: str = "maglev",
+                 table_size: int = DEFAULT_MAGLEV_TABLE_SIZE):
+        if policy not in POLICIES:
+            raise ValueError(f"policy: unknown policy {policy!r}, expected one of {POLICIES}")
+        self.policy = policy
+        self.table_size = table_size
+        self.backends: List[Backend] = []
+        self.unhealthy: set = set()
+        self.drained: set = set()
+        for backend in backends:
+            self._check_new(backend)
+            self.backends.append(backend)
+        self._check_table_size()
+        self._next_rr = 0
+        self._rebuild()
+
+    # -- changes -------------------------------------------------------------------------
+
+    def add(self, backend: Backend) -> None:
+        self._check_new(backend)
+        self.backends.append(backend)
+        self._check_table_size()
+        self._rebuild()
+
+    def remove(self, name: str) -> Backend:
+        backend = self.get(name)
+        self.backends.remove(backend)
+        self.unhealthy.discard(name)
+        self.drained.discard(name)
+        self._rebuild()
+        return backend
+
+    def set_health(self, name: str, healthy: bool) -> None:
+        """A failed backend gets no new flows and, in the LB, loses its existing ones."""
+        self.get(name)
+        if healthy:
+            self.unhealthy.discard(name)
+        else:
+            self.unhealthy.add(name)
+        self._rebuild()
+
+    def drain(self, name: str, draining: bool = True) -> None:
+        """A draining backend gets no new flows but keeps its existing ones (for maintenance)."""
+        self.get(name)
+        if draining:
+            self.drained.add(name)
+        else:
+            self.drained.discard(name)
+        self._rebuild()
+
+    # -- queries -------------------------------------------------------------------------
+
+    def get(self, name: str) -> Backend:
+        for backend in self.backends:
+            if backend.name == name:
+                return backend
+        raise KeyError(f"no backend named {name!r}")
+
+    def choose(self, flow) -> Optional[Backend]:
+        """Backend for a new flow, or None if no backend is eligible (all failed or drained)."""
+        active = self.active
+        if not active:
+            return None
+        if self.policy == "maglev":
+            return self.table[flow_hash(flow) % self.table_size]
+        if self.policy == "hash":
+            return active[flow_hash(flow) % len(active)]
+        backend = active[self._next_rr % len(active)]
+        self._next_rr += 1
+        return backend
+
+    def serves(self, backend: Backend) -> bool:
+        """True if backend may still carry its existing flows (present and healthy)."""
+        return backend.name in self.alive_names
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _check_new(self, backend: Backend) -> None:
+        if any(b.name == backend.name for b in self.backends):
+            raise ValueError(f"backends: duplicate backend name {backend.name!r}")
+
+    def _check_table_size(self) -> None:
+        if self.policy != "maglev":
+            return
+        size, count = self.table_size, len(self.backends)
+        if not is_prime(size):
+            raise ValueError(f"table_size: {size} is not prime "
+                             f"(Maglev needs a prime table size, e.g. 65537)")
+        if size <= count:
+            raise ValueError(f"table_size: {size} must be larger than the number of "
+                             f"backends ({count}); Maglev wants it 100x larger")
+
+    def _rebuild(self) -> None:
+        """Recompute everything choose() and serves() read, so they stay cheap."""
+        self.alive_names = frozenset(b.name for b in self.backends
+                                     if b.name not in self.unhealthy)
+        self.active: List[Backend] = [b for b in self.backends
+                                      if b.name in self.alive_names and b.name not in self.drained]
+        self.table: List[Backend] = []
+        if self.policy == "maglev" and self.active:
+            slots = maglev_table([b.name for b in self.active], self.table_size)
+            self.table = [self.active[i] for i in slots]
+
+    def shares(self) -> dict:
+        """Fraction of Maglev table slots each active backend owns (for tests and stats)."""
+        counts = {b.name: 0 for b in self.active}
+        for backend in self.table:
+            counts[backend.name] += 1
+        return {name: count / self.table_size for name, count in counts.items()}

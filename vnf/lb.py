@@ -1,0 +1,199 @@
+"""The network function: a 5-tuple load balancer, written once for all three ways.
+
+Per packet the NF answers one question: *which backend?* For the first packet of a flow the
+backend pool's policy decides and the flow table remembers the answer; every later packet of
+the flow gets the remembered backend (connection affinity). The socket, AF_PACKET and DPDK ways
+differ only in how packets arrive and leave; they all ask ``LoadBalancer.backend_for`` (or
+``handle_frame``, which parses first).
+
+Counters obey ``packets == forwarded + sum(dropped.values())``.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from vnf.backends import POLICIES, Backend, BackendPool, is_prime, mac_to_bytes
+from vnf.flowtable import FlowTable
+from vnf.packet import IPPROTO_TCP, IPPROTO_UDP, REASONS, Parsed, ip_to_int, parse_frame
+
+PROTOCOLS = {"tcp": IPPROTO_TCP, "udp": IPPROTO_UDP}
+
+# Drop reasons of the LB itself, next to the parser's (vnf.packet.DropReason).
+NOT_FOR_VIP = "not-for-vip"     # parsed fine, but not addressed to VIP:port with a served proto
+NO_BACKEND = "no-backend"       # every backend failed or is draining
+LB_REASONS = (NOT_FOR_VIP, NO_BACKEND)
+
+
+class ConfigError(ValueError):
+    """A bad configuration value. ``str()`` is one line: "field: what is wrong"."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+        self.message = message
+
+
+@dataclass
+class LBConfig:
+    vip: str = "10.0.0.100"
+    port: int = 5000
+    protos: Sequence[str] = ("udp", "tcp")
+    backends: List[Backend] = field(default_factory=list)
+    policy: str = "maglev"
+    table_size: int = 65537
+    flow_capacity: int = 65536
+    idle_timeout: float = 30.0
+    subnet: Optional[str] = "10.0.0.0/24"   # where VIP and backends must live; None: anywhere
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "LBConfig":
+        """Build from plain data (JSON/TOML); backends as dicts with name, ip, mac, port."""
+        data = dict(data)
+        data["backends"] = [b if isinstance(b, Backend) else Backend(**b)
+                            for b in data.get("backends", [])]
+        return cls(**data)
+
+    def validate(self) -> "LBConfig":
+        """Check every field; raise ConfigError naming the first bad one. Returns self."""
+        subnet = None
+        if self.subnet is not None:
+            try:
+                subnet = ipaddress.IPv4Network(self.subnet)
+            except ValueError:
+                raise ConfigError("subnet", f"{self.subnet!r} is not an IPv4 network") from None
+        _check_ip("vip", self.vip, subnet)
+        _check_port("port", self.port)
+        if not self.protos or any(p not in PROTOCOLS for p in self.protos):
+            raise ConfigError("protos", f"need a non-empty subset of {sorted(PROTOCOLS)}, "
+                                        f"got {list(self.protos)}")
+        if self.policy not in POLICIES:
+            raise ConfigError("policy", f"unknown policy {self.policy!r}, "
+                                        f"expected one of {', '.join(POLICIES)}")
+        if len(self.backends) < 1:
+            raise ConfigError("backends", f"need at least 1 backend, got {len(self.backends)}")
+        names = set()
+        for i, backend in enumerate(self.backends):
+            where = f"backends[{i}]"
+            if not isinstance(backend, Backend):
+                raise ConfigError(where, f"expected a Backend, got {type(backend).__name__}")
+            if not backend.name:
+                raise ConfigError(f"{where}.name", "must not be empty")
+            if backend.name in names:
+                raise ConfigError(f"{where}.name", f"duplicate backend name {backend.name!r}")
+            names.add(backend.name)
+            _check_ip(f"{where}.ip", backend.ip, subnet)
+            if backend.ip == self.vip:
+                raise ConfigError(f"{where}.ip", f"{backend.ip} is the VIP itself")
+            try:
+                mac_to_bytes(backend.mac)
+            except (ValueError, AttributeError):
+                raise ConfigError(f"{where}.mac", f"{backend.mac!r} is not a MAC address "
+                                                  f"(aa:bb:cc:dd:ee:ff)") from None
+            _check_port(f"{where}.port", backend.port)
+        if self.policy == "maglev":
+            if not isinstance(self.table_size, int) or not is_prime(self.table_size):
+                raise ConfigError("table_size", f"{self.table_size} is not prime "
+                                                f"(Maglev needs a prime, e.g. 65537)")
+            if self.table_size <= len(self.backends):
+                raise ConfigError("table_size", f"{self.table_size} must exceed the number of "
+                                                f"backends ({len(self.backends)})")
+        if not isinstance(self.flow_capacity, int) or self.flow_capacity < 1:
+            raise ConfigError("flow_capacity", f"need at least 1, got {self.flow_capacity}")
+        if not isinstance(self.idle_timeout, (int, float)) or self.idle_timeout <= 0:
+            raise ConfigError("idle_timeout", f"need a positive number of seconds, "
+                                              f"got {self.idle_timeout}")
+        return self
+
+
+def _check_ip(name: str, value, subnet) -> None:
+    try:
+        address = ipaddress.IPv4Address(value)
+    except ValueError:
+        raise ConfigError(name, f"{value!r} is not an IPv4 address") from None
+    if subnet is not None and address not in subnet:
+        raise ConfigError(name, f"{value} is outside subnet {subnet}")
+
+
+def _check_port(name: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 65535:
+        raise ConfigError(name, f"{value!r} is not a port number (1-65535)")
+
+
+class LoadBalancer:
+    """The NF: flow table + backend pool + counters. Pure logic; the ways do the I/O."""
+
+    def __init__(self, config: LBConfig):
+        self.config = config.validate()
+        self.vip = ip_to_int(config.vip)
+        self.port = config.port
+        self.protos = frozenset(PROTOCOLS[p] for p in config.protos)
+        self.flows = FlowTable(config.flow_capacity, config.idle_timeout)
+        self.pool = BackendPool(config.backends, config.policy, config.table_size)
+        self.packets = 0
+        self.forwarded = 0
+        self.new_flows = 0
+        self.reassigned = 0       # flows moved because their backend failed or was removed
+        self.dropped: Dict[str, int] = {reason: 0 for reason in REASONS[1:] + LB_REASONS}
+        self.assigned: Dict[str, int] = {b.name: 0 for b in config.backends}  # new flows each
+
+    def backend_for(self, flow, now: float) -> Optional[Backend]:
+        """The backend for this packet's flow; None (counted as no-backend) if none is left.
+
+        A flow-table hit returns the flow's backend as long as that backend still serves
+        (a draining backend keeps its flows; a failed or removed one does not). A miss asks
+        the pool and remembers the answer.
+        """
+        self.packets += 1
+        backend = self.flows.lookup(flow, now)
+        if backend is not None:
+            if self.pool.serves(backend):
+                self.forwarded += 1
+                return backend
+            self.reassigned += 1
+        backend = self.pool.choose(flow)
+        if backend is None:
+            self.dropped[NO_BACKEND] += 1
+            return None
+        self.flows.insert(flow, backend, now)
+        self.new_flows += 1
+        self.assigned[backend.name] = self.assigned.get(backend.name, 0) + 1
+        self.forwarded += 1
+        return backend
+
+    def handle_frame(self, frame, now: float) -> Tuple[Optional[Backend], Parsed]:
+        """Parse an Ethernet frame and pick its backend; (None, parsed) when it is dropped.
+
+        The Parsed is returned too, so the caller can rewrite the frame without parsing again.
+        """
+        parsed = parse_frame(frame)
+        flow = parsed.flow
+        if flow is None:
+            self.packets += 1
+            self.dropped[parsed.reason] += 1
+            return None, parsed
+        if flow.dst_ip != self.vip or flow.dst_port != self.port or flow.proto not in self.protos:
+            self.packets += 1
+            self.dropped[NOT_FOR_VIP] += 1
+            return None, parsed
+        return self.backend_for(flow, now), parsed
+
+    def expire(self, now: float) -> int:
+        """Forget idle flows (lookups also expire lazily; call this now and then to free memory)."""
+        return self.flows.expire(now)
+
+    def stats(self) -> dict:
+        return {
+            "packets": self.packets,
+            "forwarded": self.forwarded,
+            "new_flows": self.new_flows,
+            "reassigned": self.reassigned,
+            "dropped": dict(self.dropped),
+            "assigned": dict(self.assigned),
+            "flow_table": self.flows.stats(),
+            "policy": self.pool.policy,
+            "backends": {b.name: ("unhealthy" if b.name in self.pool.unhealthy else
+                                  "draining" if b.name in self.pool.drained else "up")
+                         for b in self.pool.backends},
+        }
