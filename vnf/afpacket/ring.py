@@ -1,0 +1,538 @@
+"""TPACKET_V3 rings for way 2: the memory the kernel and the load balancer share.
+
+Lecture concepts, and where they live here:
+
+* **Pre-allocated buffers.** Both rings are ``mmap``'ed once, when the ring is created; so is the
+  numpy array that receives one parsed record per packet. Nothing in the hot loop asks the
+  kernel or the allocator for packet memory.
+* **A ring shared with the kernel.** Ownership is a status word per block (RX) or per slot (TX).
+  The kernel writes frames into an RX block and then sets ``TP_STATUS_USER``; we read them and
+  set ``TP_STATUS_KERNEL``. For TX we fill a slot and set ``TP_STATUS_SEND_REQUEST``; the kernel
+  sets ``TP_STATUS_AVAILABLE`` when the frame is gone. No copy through ``recv()``/``send()``.
+* **Polling.** While a block belongs to us we never enter the kernel. Only when the next block is
+  still the kernel's do we sleep in ``poll()`` (the kernel wakes us when a block fills or when the
+  block timeout, ``timeout_ms``, retires a partly filled one).
+* **Batching amortises the system call.** One RX block is one batch (hundreds or thousands of
+  frames for one ``poll()``), and one ``send()`` kicks every TX slot filled for that batch.
+* **Software RSS.** With ``fanout_group`` several rings (one per worker process) join a
+  ``PACKET_FANOUT_HASH`` group: the kernel hashes each packet's flow and always delivers a flow
+  to the same ring, so each worker's flow table sees whole flows.
+
+The student loop (the file ``vnf/ways/afpacket_lb.py``) reads::
+
+    rx = RxRing("lb-eth0", fanout_group=42)
+    tx = TxRing("lb-eth0")
+    rewrite = Rewrite.dsr(src_mac=interface_mac("lb-eth0"), backend_macs=[...])
+    for batch in rx.batches():                 # one TPACKET_V3 block, parsed in C
+        choices = []
+        for flow in batch.flows():             # FiveTuple, or None for a frame we drop
+            choices.append(DROP if flow is None else lb.backend_for(flow, now).index)
+        tx.send_batch(batch, choices, rewrite) # C copy + MAC/NAT rewrite, one send() kick
+        batch.release()                        # the block goes back to the kernel
+
+and the "plain Python" first version uses ``batch.frames()`` (memoryviews straight into the ring)
+with ``vnf.packet.parse_frame`` and ``tx.send_frames()``.
+"""
+from __future__ import annotations
+
+import select
+import socket
+import struct
+from typing import Iterator, List, NamedTuple, Optional, Sequence, Union
+
+import mmap
+import numpy as np
+
+from vnf.afpacket import _ring
+
+# <linux/if_packet.h>, <linux/if_ether.h>: the stdlib socket module exports none of these.
+SOL_PACKET = 263
+PACKET_RX_RING = 5
+PACKET_STATISTICS = 6
+PACKET_VERSION = 10
+PACKET_TX_RING = 13
+PACKET_LOSS = 14
+PACKET_FANOUT = 18
+PACKET_QDISC_BYPASS = 20
+PACKET_IGNORE_OUTGOING = 23
+TPACKET_V3 = 2
+PACKET_FANOUT_HASH = 0
+ETH_P_ALL = 0x0003
+
+TP_STATUS_AVAILABLE = 0
+TP_STATUS_SEND_REQUEST = 1
+
+#: Backend index meaning "do not forward this packet".
+DROP = -1
+
+#: The drop-reason strings, indexed by ``Batch.reason`` (index 0, "ok", means parsed). Equal to
+#: ``vnf.packet.REASONS[1:]`` for codes >= 1.
+REASON_NAMES = _ring.REASON_NAMES
+
+#: One row per packet, filled by ``_ring.parse_block``: the numpy mirror of ``struct ring_pkt``.
+RECORD_DTYPE = np.dtype({
+    "names": ["offset", "length", "src_ip", "dst_ip", "src_port", "dst_port", "proto", "reason",
+              "flags", "l3_offset", "l4_offset", "vlan", "hash", "vlan_tci", "vlan_tpid"],
+    "formats": ["<u4", "<u4", "<u4", "<u4", "<u2", "<u2", "u1", "u1",
+                "u1", "<u2", "<u2", "<i4", "<u4", "<u2", "<u2"],
+    "offsets": [0, 4, 8, 12, 16, 18, 20, 21, 22, 24, 26, 28, 32, 36, 38],
+    "itemsize": 40,
+})
+if RECORD_DTYPE.itemsize != _ring.RECORD_SIZE:  # pragma: no cover - build mismatch
+    raise ImportError("vnf.afpacket._ring is out of date: rebuild with "
+                      "'python setup.py build_ext --inplace'")
+
+# tpacket_req3: block size, block count, frame size, frame count, block timeout (ms),
+# private area per block, feature request word.
+_TPACKET_REQ3 = struct.Struct("IIIIIII")
+# Header fields of a TX slot (struct tpacket3_hdr) that the plain-Python sender writes.
+_TX_HDR_NEXT_OFFSET = 0
+_TX_HDR_SNAPLEN = 12
+_TX_HDR_LEN = 16
+_TX_HDR_STATUS = 20
+_U32 = struct.Struct("I")
+
+try:  # the flow key type of the lab; plain tuples compare and hash the same if it is absent
+    from vnf.packet import FiveTuple as _DEFAULT_FLOW_TYPE
+except ImportError:  # pragma: no cover
+    _DEFAULT_FLOW_TYPE = None
+
+
+def interface_mac(ifname: str) -> bytes:
+    """The 6-byte MAC address of an interface (the source MAC of what the LB sends)."""
+    with open(f"/sys/class/net/{ifname}/address") as f:
+        return mac_bytes(f.read().strip())
+
+
+def mac_bytes(mac: Union[str, bytes]) -> bytes:
+    """'aa:bb:cc:dd:ee:ff' or 6 raw bytes -> 6 raw bytes."""
+    if isinstance(mac, (bytes, bytearray)):
+        if len(mac) != 6:
+            raise ValueError(f"MAC must be 6 bytes, got {len(mac)}")
+        return bytes(mac)
+    raw = bytes.fromhex(mac.replace(":", "").replace("-", ""))
+    if len(raw) != 6:
+        raise ValueError(f"bad MAC address {mac!r}")
+    return raw
+
+
+def _ip_int(ip: Union[int, str]) -> int:
+    return ip if isinstance(ip, int) else int.from_bytes(socket.inet_aton(ip), "big")
+
+
+class RxStats(NamedTuple):
+    """PACKET_STATISTICS (reading it resets the kernel's counters)."""
+
+    packets: int   #: frames the kernel delivered to this socket (including dropped ones)
+    drops: int     #: frames lost because every block was still owned by user space
+    freezes: int   #: times the ring was full ("queue frozen"): the LB fell behind
+
+
+class Batch:
+    """The packets of one TPACKET_V3 block: a view, not a copy.
+
+    ``packets`` is a numpy record array (``RECORD_DTYPE``) filled in C; the column properties
+    (``src_ip``, ``reason``, ...) are views of it. Both the records and this object are allocated
+    once per ring and reused for every block, like an mbuf array in DPDK, so **a batch is valid
+    only until release()**: after that the kernel writes new frames into the block, and the next
+    batch overwrites the records.
+    """
+
+    __slots__ = ("_ring", "_records", "count", "block_index", "_released")
+
+    def __init__(self, ring: "RxRing", capacity: int):
+        self._ring = ring
+        self._records = np.zeros(capacity, dtype=RECORD_DTYPE)
+        self.count = 0
+        self.block_index = -1
+        self._released = True
+
+    def __len__(self) -> int:
+        return self.count
+
+    @property
+    def packets(self) -> np.ndarray:
+        """The records of this batch (a numpy view, length ``count``)."""
+        return self._records[:self.count]
+
+    def __getattr__(self, column: str) -> np.ndarray:
+        # batch.src_ip, batch.reason, batch.hash, ...: one column of the records.
+        if column in RECORD_DTYPE.names:
+            return self._records[column][:self.count]
+        raise AttributeError(column)
+
+    def flows(self, flow_type=_DEFAULT_FLOW_TYPE) -> list:
+        """One ``FiveTuple`` per packet, or ``None`` where the frame did not parse.
+
+        Built in C in one pass; this is the only per-packet allocation the layer makes (a tuple
+        and the int objects inside it, roughly 60-90 ns a packet), because the flow table is a
+        Python dict keyed by the 5-tuple.
+        """
+        return _ring.flows(self._records, self.count, flow_type)
+
+    def reasons(self) -> List[str]:
+        """The drop reason of every packet as a string ("ok" when it parsed)."""
+        return [REASON_NAMES[code] for code in self._records["reason"][:self.count].tolist()]
+
+    def frame(self, i: int) -> memoryview:
+        """Frame ``i`` as a memoryview straight into the RX ring (zero copy; valid until
+        release()). Note: an outer VLAN tag is not in it (the kernel moved it to ``vlan``)."""
+        if not 0 <= i < self.count:
+            raise IndexError(i)
+        rec = self._records[i]
+        off = int(rec["offset"])
+        return self._ring._view[off:off + int(rec["length"])]
+
+    def frames(self) -> List[memoryview]:
+        """Every frame as a memoryview (for the plain-Python variant, which parses each frame
+        itself). Each memoryview is a small Python object: ~100 ns per packet to create."""
+        view = self._ring._view
+        offsets = self._records["offset"][:self.count].tolist()
+        lengths = self._records["length"][:self.count].tolist()
+        return [view[off:off + length] for off, length in zip(offsets, lengths)]
+
+    def release(self) -> None:
+        """Give the block back to the kernel. Idempotent."""
+        if not self._released:
+            self._released = True
+            self._ring._release_block(self.block_index)
+
+
+class RxRing:
+    """An AF_PACKET socket with a TPACKET_V3 receive ring bound to one interface.
+
+    ``block_size``/``block_count``: the ring is ``block_count`` blocks of ``block_size`` bytes
+    (a multiple of the page size), allocated by the kernel once and mapped into this process.
+    A bigger block is a bigger batch (fewer wake-ups), a longer ring absorbs longer bursts.
+    1 MiB x 16 holds about 100,000 small frames: 0.2 s of a saturated veth.
+
+    ``frame_size``: TPACKET_V3 packs frames of any size into a block, so this only has to be
+    consistent with the block size (the kernel wants ``block_size % frame_size == 0``).
+
+    ``timeout_ms``: the kernel hands over a block that is not full after this long, which bounds
+    the latency a packet suffers at low rates.
+
+    ``fanout_group``: join this PACKET_FANOUT group with PACKET_FANOUT_HASH (software RSS; see
+    the module docstring). No rollover flag: rollover would move a flow to another worker when
+    a ring is busy, breaking flow affinity.
+
+    ``parse``: parse frames in C (5-tuple, reason, hash). Off for the plain-Python variant.
+    """
+
+    def __init__(self, ifname: str, block_size: int = 1 << 20, block_count: int = 16,
+                 frame_size: int = 2048, timeout_ms: int = 10,
+                 fanout_group: Optional[int] = None, parse: bool = True):
+        if block_size % mmap.PAGESIZE or block_size % frame_size:
+            raise ValueError("block_size must be a multiple of the page size and of frame_size")
+        self.ifname = ifname
+        self.block_size = block_size
+        self.block_count = block_count
+        self.fanout_group = fanout_group
+        self._parse = parse
+        self._next_block = 0
+        self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # receives nothing yet
+        self._map = None
+        self._view = None
+        try:
+            self._sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
+            req = _TPACKET_REQ3.pack(block_size, block_count, frame_size,
+                                     block_size // frame_size * block_count, timeout_ms, 0, 0)
+            self._sock.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
+            self._map = mmap.mmap(self._sock.fileno(), block_size * block_count,
+                                  mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            self._view = memoryview(self._map)
+            # Our own TX ring's frames leave through this interface too; without this the LB
+            # would receive (and forward again) everything it sends.
+            self._sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+            self._sock.bind((ifname, ETH_P_ALL))
+            if fanout_group is not None:
+                self._sock.setsockopt(SOL_PACKET, PACKET_FANOUT,
+                                      (fanout_group & 0xFFFF) | (PACKET_FANOUT_HASH << 16))
+        except BaseException:
+            self.close()
+            raise
+        self._poller = select.poll()
+        self._poller.register(self._sock.fileno(), select.POLLIN | select.POLLERR)
+        # a block can hold at most one frame per 64 bytes (48-byte header + sockaddr_ll + data)
+        self._batch = Batch(self, block_size // 64)
+
+    # -- the hot path -------------------------------------------------------------------
+
+    def next_batch(self, timeout_ms: int = 100) -> Optional[Batch]:
+        """The next block as a Batch, or None if nothing arrived within ``timeout_ms``.
+
+        Releases the previous batch if the caller has not (only one block is held at a time,
+        because its records are reused). Empty blocks (all frames filtered) are skipped.
+        """
+        batch = self._batch
+        batch.release()
+        waited = False
+        while True:
+            index = self._next_block
+            n = _ring.parse_block(self._map, index * self.block_size, self.block_size,
+                                  batch._records, self._parse)
+            if n < 0:                      # still the kernel's: sleep until it is handed over
+                if waited or not self._poller.poll(timeout_ms):
+                    return None
+                waited = True
+                continue
+            self._next_block = (index + 1) % self.block_count
+            if n == 0:                     # nothing for us in it: straight back to the kernel
+                _ring.release_block(self._map, index * self.block_size)
+                continue
+            batch.count, batch.block_index, batch._released = n, index, False
+            return batch
+
+    def batches(self, idle_timeout: Optional[float] = None,
+                poll_ms: int = 100) -> Iterator[Batch]:
+        """Yield batches forever, or until nothing arrives for ``idle_timeout`` seconds.
+
+        Each batch is released automatically when the next one is requested (calling
+        ``batch.release()`` yourself, as soon as you are done, returns the block sooner).
+        """
+        idle_ms = 0
+        try:
+            while True:
+                batch = self.next_batch(poll_ms)
+                if batch is None:
+                    idle_ms += poll_ms
+                    if idle_timeout is not None and idle_ms >= idle_timeout * 1000:
+                        return
+                    continue
+                idle_ms = 0
+                yield batch
+        finally:
+            self._batch.release()
+
+    def _release_block(self, index: int) -> None:
+        _ring.release_block(self._map, index * self.block_size)
+
+    # -- bookkeeping --------------------------------------------------------------------
+
+    def stats(self) -> RxStats:
+        """Kernel counters since the last call (struct tpacket_stats_v3)."""
+        raw = self._sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 12)
+        return RxStats(*struct.unpack("III", raw))
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def close(self) -> None:
+        """Unmap the ring and close the socket (the kernel frees the ring with the socket)."""
+        if self._view is not None:
+            try:
+                self._view.release()
+            except BufferError:   # a caller still holds frame memoryviews; GC will finish
+                pass
+            self._view = None
+        if self._map is not None:
+            try:
+                self._map.close()
+            except BufferError:
+                pass
+            self._map = None
+        self._sock.close()
+
+    def __enter__(self) -> "RxRing":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Rewrite:
+    """What happens to a frame sent to backend ``b``: packed once into flat byte arrays so the
+    C copy loop can index them without touching Python objects.
+
+    ``Rewrite.dsr(src_mac, backend_macs)``: direct server return, L2 only: dst MAC = the
+    backend's, src MAC = the LB's; the IP header is untouched (the backends own the VIP).
+    ``Rewrite.nat(src_mac, backend_macs, backend_ips, backend_ports)``: also rewrite the
+    destination IP (and port, unless 0) with incremental checksum updates (nf_nat_dst).
+    """
+
+    def __init__(self, src_mac, backend_macs: Sequence, backend_ips: Optional[Sequence] = None,
+                 backend_ports: Optional[Sequence[int]] = None):
+        self.src_mac = mac_bytes(src_mac)
+        self.dst_macs = b"".join(mac_bytes(m) for m in backend_macs)
+        self.nat_ips = self.nat_ports = None
+        if backend_ips is not None:
+            if len(backend_ips) != len(backend_macs):
+                raise ValueError("one IP per backend")
+            ports = backend_ports if backend_ports is not None else [0] * len(backend_ips)
+            self.nat_ips = np.array([_ip_int(ip) for ip in backend_ips], dtype=np.uint32)
+            self.nat_ports = np.array(ports, dtype=np.uint16)
+
+    @classmethod
+    def dsr(cls, src_mac, backend_macs: Sequence) -> "Rewrite":
+        return cls(src_mac, backend_macs)
+
+    @classmethod
+    def nat(cls, src_mac, backend_macs: Sequence, backend_ips: Sequence,
+            backend_ports: Optional[Sequence[int]] = None) -> "Rewrite":
+        return cls(src_mac, backend_macs, backend_ips, backend_ports)
+
+    def __len__(self) -> int:
+        return len(self.dst_macs) // 6
+
+
+class TxStats(NamedTuple):
+    sent: int      #: frames handed to the kernel (marked SEND_REQUEST and kicked)
+    dropped: int   #: DROP choices, unparsed frames, frames too big for a slot, ring stalls
+    kicks: int     #: send() system calls
+
+
+class TxRing:
+    """An AF_PACKET socket with a TX ring of ``frame_count`` fixed slots of ``frame_size`` bytes.
+
+    TPACKET_V3 for TX (kernel >= 4.11) is the V2 slot ring with the V3 header: the kernel
+    rejects variable-sized slots (``tp_next_offset`` must be 0), so there is no "block" batching
+    on this side; the batching is ours: fill many slots, then one ``send()``. V3 is used so both
+    rings share one header layout; V2 would work the same.
+
+    The socket is bound with protocol 0, so it never receives anything (RX is RxRing's job).
+    ``qdisc_bypass``: hand frames straight to the driver, skipping the queueing discipline, like
+    a DPDK port does (veth has no queue anyway). ``PACKET_LOSS`` makes the kernel skip a
+    malformed slot instead of stopping the whole ring at it.
+    """
+
+    def __init__(self, ifname: str, frame_size: int = 2048, frame_count: int = 8192,
+                 qdisc_bypass: bool = True):
+        if frame_size & (frame_size - 1) or not 128 <= frame_size <= 1 << 16:
+            # a power of two divides a 64 KiB block exactly, so slot i is at i * frame_size
+            raise ValueError("TX frame_size must be a power of two between 128 and 65536")
+        self.ifname = ifname
+        self.frame_size = frame_size
+        block_size = 1 << 16
+        per_block = block_size // frame_size
+        block_count = -(-frame_count // per_block)
+        self.frame_count = per_block * block_count
+        self._slot = 0
+        self._sent = self._dropped = self._kicks = 0
+        self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        self._map = None
+        try:
+            self._sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
+            self._sock.setsockopt(SOL_PACKET, PACKET_LOSS, 1)
+            if qdisc_bypass:
+                self._sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
+            req = _TPACKET_REQ3.pack(block_size, block_count, frame_size, self.frame_count,
+                                     0, 0, 0)   # TX: no block timeout, no private area
+            self._sock.setsockopt(SOL_PACKET, PACKET_TX_RING, req)
+            self._map = mmap.mmap(self._sock.fileno(), block_size * block_count,
+                                  mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            self._sock.bind((ifname, 0))
+        except BaseException:
+            self.close()
+            raise
+        self._poller = select.poll()
+        self._poller.register(self._sock.fileno(), select.POLLOUT | select.POLLERR)
+
+    # -- the hot path -------------------------------------------------------------------
+
+    def send_batch(self, batch: Batch, choices, rewrite: Rewrite,
+                   stall_timeout_ms: int = 200) -> int:
+        """Forward the packets of ``batch``: ``choices[i]`` is the backend index for packet
+        ``i`` (``DROP``/-1/None: not forwarded). Copy + rewrite happen in C; one ``send()``
+        kicks the kernel for the whole batch (more only if the batch outgrows the free slots).
+        Returns the number of frames sent.
+        """
+        n = batch.count
+        i = sent_total = 0
+        waited_ms = 0
+        while True:
+            i, self._slot, sent, dropped = _ring.tx_fill(
+                self._map, self.frame_size, self.frame_count, self._slot,
+                batch._ring._map, batch._records, n, i, choices,
+                rewrite.src_mac, rewrite.dst_macs, rewrite.nat_ips, rewrite.nat_ports)
+            sent_total += sent
+            self._dropped += dropped
+            if sent:
+                self.kick()
+            if i >= n:
+                break
+            # The next slot is still in flight: wait for the kernel to hand slots back.
+            if waited_ms >= stall_timeout_ms:
+                self._dropped += n - i          # give up on the rest rather than livelock
+                break
+            if not self._poller.poll(10):
+                waited_ms += 10
+        self._sent += sent_total
+        return sent_total
+
+    def send_frames(self, frames: Sequence) -> int:
+        """Plain-Python TX: copy each bytes-like frame into the next free slot, then one kick.
+
+        The same protocol as the C path, written out: check the slot is ours
+        (TP_STATUS_AVAILABLE), copy the frame after the header, set the lengths, and set the
+        status to TP_STATUS_SEND_REQUEST last (on x86 stores become visible in program order,
+        so the kernel never sees the status before the data). Frames that do not fit a slot,
+        or that find the ring full, are dropped and counted.
+        """
+        m, fs, data_off = self._map, self.frame_size, _ring.TX_DATA_OFFSET
+        sent = 0
+        for frame in frames:
+            length = len(frame)
+            base = self._slot * fs
+            if length > fs - data_off or \
+                    _U32.unpack_from(m, base + _TX_HDR_STATUS)[0] != TP_STATUS_AVAILABLE:
+                self._dropped += 1
+                continue
+            m[base + data_off:base + data_off + length] = frame
+            _U32.pack_into(m, base + _TX_HDR_NEXT_OFFSET, 0)
+            _U32.pack_into(m, base + _TX_HDR_SNAPLEN, length)
+            _U32.pack_into(m, base + _TX_HDR_LEN, length)
+            _U32.pack_into(m, base + _TX_HDR_STATUS, TP_STATUS_SEND_REQUEST)
+            self._slot = (self._slot + 1) % self.frame_count
+            sent += 1
+        if sent:
+            self.kick()
+        self._sent += sent
+        return sent
+
+    def kick(self) -> None:
+        """One send(): the kernel transmits every slot marked SEND_REQUEST. MSG_DONTWAIT: do
+        not wait for the frames to complete; their slots come back as the driver frees them."""
+        self._kicks += 1
+        try:
+            self._sock.send(b"", socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            pass                       # the kernel will take the slots on the next kick
+        except OSError as e:           # ENOBUFS: device busy; same remedy
+            if e.errno != 105:
+                raise
+
+    def pending(self) -> int:
+        """Slots the kernel has not given back yet."""
+        return _ring.tx_pending(self._map, self.frame_size, self.frame_count)
+
+    def wait_idle(self, timeout_ms: int = 1000) -> bool:
+        """Kick and wait until every slot is back (used before closing and in tests)."""
+        waited = 0
+        while self.pending():
+            if waited >= timeout_ms:
+                return False
+            self.kick()
+            self._poller.poll(5)
+            waited += 5
+        return True
+
+    def stats(self) -> TxStats:
+        return TxStats(self._sent, self._dropped, self._kicks)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def close(self) -> None:
+        if self._map is not None:
+            try:
+                self._map.close()
+            except BufferError:
+                pass
+            self._map = None
+        self._sock.close()
+
+    def __enter__(self) -> "TxRing":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
