@@ -8,8 +8,7 @@ userspace (``netdev``) bridge through their veths.
 ``PrivateOVSDPDK`` starts its own ``ovsdb-server`` and ``ovs-vswitchd-dpdk`` with
 their own database, sockets, pid files and logs in ``workdir``; it never talks
 to the system Open vSwitch.  Run it inside a sandbox (new net + pid + mount
-namespaces with a private hugetlbfs and a private ``/run``; see
-``sandbox_argv``) so that bridges, taps, huge-page files and DPDK runtime dirs
+namespaces with a private hugetlbfs and private run dirs: ``vnflab.sandbox``) so that bridges, taps, huge-page files and DPDK runtime dirs
 disappear with the namespace, however the run ends.
 
     with PrivateOVSDPDK("/run/ovs") as ovs:
@@ -30,13 +29,13 @@ import json
 import os
 import re
 import shlex
-import shutil
-import signal
 import subprocess
 import sys
 import time
 
 from mininet.node import Switch
+
+from vnflab import sandbox
 
 OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 OVS_VSWITCHD_DPDK = "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk"
@@ -335,28 +334,9 @@ class OVSDPDKSwitch(Switch):
         Switch.stop(self, deleteIntfs)
 
 
-# -- sandbox ------------------------------------------------------------------------
-SANDBOX_SETUP = (
-    "set -e; "
-    # /run is a private tmpfs: DPDK runtime dirs (/var/run/dpdk), ip netns, OVS sockets
-    "mount -t tmpfs -o mode=755 vnflab-run /run; mkdir -p /run/dpdk /run/hugepages; "
-    # a private hugetlbfs: its files vanish with the mount namespace
-    "mount -t hugetlbfs -o pagesize=2M vnflab-huge /run/hugepages; "
-    "ip link set lo up; "
-)
-
-
-def sandbox_argv(argv):
-    """Prefix ``argv`` so it runs in new net + pid + mount namespaces with a private
-    /run and hugetlbfs (DPDK finds it through /proc/mounts).  When the command ends,
-    or the unshare process is killed, the kernel removes every process, interface,
-    huge-page file and runtime dir it made."""
-    return ["unshare", "--net", "--pid", "--mount", "--fork", "--kill-child", "--mount-proc",
-            "sh", "-c", SANDBOX_SETUP + 'exec "$@"', "sandbox"] + list(argv)
-
-
 # -- self test (run inside the sandbox) ------------------------------------------------
 TESTPMD = "dpdk-testpmd"
+SELFTEST_WORKDIR = "/var/run/openvswitch/vnflab"  # a private tmpfs inside the sandbox
 ETH_TYPE = 0x88B5  # IEEE local experimental ethertype
 PEER_MAC = "02:00:00:00:00:99"
 
@@ -407,8 +387,11 @@ def _idle_cpu(ovs, seconds):
     return (ovs.cpu_seconds() - c0) / (time.monotonic() - t0)
 
 
-def selftest(workdir="/run/vnflab-ovs", idle_seconds=2.0, mininet=True, maxsleep_off=False):
-    """End-to-end check; call inside ``sandbox_argv``.  Returns a dict of results."""
+def selftest(workdir=SELFTEST_WORKDIR, idle_seconds=2.0, mininet=True, maxsleep_off=False):
+    """End-to-end check; call inside a vnflab sandbox.  Returns a dict of results."""
+    if not sandbox.in_sandbox():
+        raise OVSError("selftest() creates namespaces, bridges and huge-page files: "
+                       "run it inside a vnflab sandbox (python -m vnflab.ovsdpdk selftest)")
     res = {}
     ensure_hugepages(128 + 64)
     ovs = PrivateOVSDPDK(workdir, socket_mem=128, pmd_cpu_mask="0x2", pmd_maxsleep=1000)
@@ -530,17 +513,17 @@ def _mininet_check(ovs, datagrams=5):
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m vnflab.ovsdpdk")
     ap.add_argument("cmd", choices=["selftest"])
-    ap.add_argument("--inside", action="store_true", help="already in a sandbox")
     ap.add_argument("--no-mininet", action="store_true")
     ap.add_argument("--idle-seconds", type=float, default=2.0)
     ap.add_argument("--maxsleep-off", action="store_true", help="also measure pmd-maxsleep=0")
-    ap.add_argument("--workdir", default="/run/vnflab-ovs", help="in the sandbox's private /run")
+    ap.add_argument("--workdir", default=SELFTEST_WORKDIR)
+    ap.add_argument("--timeout", type=float, default=120, help="seconds before the sandbox is killed")
     args = ap.parse_args(argv)
-    if not args.inside:
-        inner = [sys.executable, "-m", "vnflab.ovsdpdk"] + (argv if argv is not None else sys.argv[1:])
-        return subprocess.call(sandbox_argv(inner + ["--inside"]))
-    res = selftest(workdir=args.workdir, idle_seconds=args.idle_seconds, mininet=not args.no_mininet,
-                   maxsleep_off=args.maxsleep_off)
+    if not sandbox.in_sandbox():
+        return sandbox.reexec_in_sandbox(timeout=args.timeout)
+    sandbox.setup_inside()
+    res = selftest(workdir=args.workdir, idle_seconds=args.idle_seconds,
+                   mininet=not args.no_mininet, maxsleep_off=args.maxsleep_off)
     print(json.dumps(res))
     return 0
 
