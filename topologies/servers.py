@@ -103,6 +103,24 @@ def parse_body_line(body: bytes) -> dict:
     return out
 
 
+def wait_ready(path: str, timeout: float = 10.0, proc=None) -> dict:
+    """Block until a backend's ready file exists; return its JSON (ports, pid).
+
+    For orchestration and tests that start backends with port 0. ``proc`` (a Popen) makes a
+    backend that died early fail fast instead of waiting out the timeout.
+    """
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"backend exited with code {proc.returncode} before ready")
+        try:
+            with open(path) as f:
+                return json.load(f)
+        except (FileNotFoundError, ValueError):
+            time.sleep(0.02)
+    raise TimeoutError(f"backend not ready after {timeout} s ({path})")
+
+
 class FlowRecord:
     """What one backend saw of one flow. Sequence numbers are kept as a set to count gaps."""
 

@@ -1,0 +1,160 @@
+"""The backend server as a real process on loopback: UDP echo, HTTP, records, signals."""
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from topologies.servers import (decode_reply, encode_reply, encode_request, http_body,
+                                parse_body_line, wait_ready)
+
+
+def start_backend(tmp_path, name, bind="127.0.0.2"):
+    """Start ``python -m topologies.servers`` on free ports; return (proc, ready, record)."""
+    record = tmp_path / f"{name}.json"
+    ready = tmp_path / f"{name}.ready"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "topologies.servers", "--name", name, "--bind", bind,
+         "--http-port", "0", "--udp-port", "0", "--record", str(record),
+         "--ready-file", str(ready), "--interval", "0.5"])
+    try:
+        info = wait_ready(str(ready), timeout=10, proc=proc)
+    except Exception:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc, info, record
+
+
+def stop_backend(proc, record):
+    """SIGTERM, wait, and return the final record."""
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=5) == 0
+    with open(record) as f:
+        return json.load(f)
+
+
+@pytest.fixture
+def backend(tmp_path):
+    proc, info, record = start_backend(tmp_path, "b1")
+    yield proc, info, record
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def udp_client():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.settimeout(2)
+    return s
+
+
+def test_wire_helpers_round_trip():
+    assert decode_reply(encode_reply(7, 9, 3, b"b2")) == (7, 9, 3, "b2")
+    assert decode_reply(b"VNFR") is None
+    assert decode_reply(encode_request(1, 2, 3)) is None       # a request is not a reply
+    assert len(encode_request(1, 2, 3, size=100)) == 100
+    body = http_body("b1", 42, 0, 1000)
+    assert len(body) == 1000
+    assert parse_body_line(body) == {"backend": "b1", "flow": "42", "seq": "0"}
+    assert http_body("b1", 42, 0, 3).startswith(b"backend=b1 flow=42")
+
+
+def test_udp_echo_and_final_record_on_sigterm(backend):
+    proc, info, record = backend
+    dest = ("127.0.0.2", info["udp_port"])
+    s = udp_client()
+    for seq in (0, 1, 3, 3, 4):          # seq 2 missing, seq 3 twice
+        s.sendto(encode_request(11, seq, 5, size=64), dest)
+        data, addr = s.recvfrom(2048)
+        assert decode_reply(data) == (11, seq, 5, "b1")
+        assert addr == dest
+    for junk in (b"", b"VNF", b"XXXX" + bytes(20), b"VNFL\x00"):
+        s.sendto(junk, dest)
+    s.sendto(encode_request(12, 0, 5), dest)               # still answers after junk
+    assert decode_reply(s.recvfrom(2048)[0])[0] == 12
+    s.close()
+
+    rec = stop_backend(proc, record)
+    assert rec["final"] is True and rec["backend"] == "b1"
+    assert rec["malformed_udp"] == 4 and rec["malformed"] == 4
+    flows = {(f["proto"], f["flow_id"]): f for f in rec["flows"]}
+    f = flows[("udp", 11)]
+    assert f["packets"] == 5 and f["bytes"] == 5 * 64 and f["client"] == 5
+    assert (f["first_seq"], f["last_seq"], f["missing"], f["dups"]) == (0, 4, 1, 1)
+    src_ip, dst_ip, src_port, dst_port, proto = f["five_tuple"]
+    assert (src_ip, dst_ip, dst_port, proto) == ("127.0.0.1", "127.0.0.2", dest[1], 17)
+    assert src_port > 0 and f["tuples_seen"] == 1
+    assert flows[("udp", 12)]["packets"] == 1
+
+
+def test_http_body_echo_and_malformed(backend):
+    proc, info, record = backend
+    conn = http.client.HTTPConnection("127.0.0.2", info["http_port"], timeout=3)
+    for seq in range(3):                                    # keep-alive: one connection
+        conn.request("GET", "/?size=500", headers={"X-Flow-Id": "77", "X-Seq": str(seq)})
+        resp = conn.getresponse()
+        body = resp.read()
+        assert resp.status == 200 and resp.getheader("X-Backend") == "b1"
+        assert body == http_body("b1", 77, seq, 500)
+    conn.request("GET", "/?size=10")                        # no flow id
+    resp = conn.getresponse()
+    resp.read()
+    assert resp.status == 400
+    conn.request("GET", "/?size=-5", headers={"X-Flow-Id": "78"})
+    resp = conn.getresponse()
+    resp.read()
+    assert resp.status == 400
+    conn.close()
+
+    rec = stop_backend(proc, record)
+    assert rec["malformed_http"] == 2 and rec["http_requests"] == 3
+    (f,) = [f for f in rec["flows"] if f["proto"] == "tcp"]
+    assert f["flow_id"] == 77 and f["packets"] == 3 and f["bytes"] == 1500
+    assert (f["missing"], f["dups"]) == (0, 0)
+    assert f["five_tuple"][1:] == ["127.0.0.2", f["five_tuple"][2], info["http_port"], 6]
+
+
+def test_sigusr1_and_periodic_record(backend):
+    proc, info, record = backend
+    s = udp_client()
+    s.sendto(encode_request(99, 0, 1), ("127.0.0.2", info["udp_port"]))
+    s.recvfrom(2048)
+    s.close()
+    proc.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        with open(record) as f:
+            rec = json.load(f)
+        if any(fl["flow_id"] == 99 for fl in rec["flows"]):
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("record never showed the flow")
+    assert rec["final"] is False and proc.poll() is None
+    assert not [p for p in os.listdir(os.path.dirname(record)) if ".tmp." in p]
+
+
+def test_reply_leaves_from_the_address_it_was_sent_to(tmp_path):
+    """Direct server return needs the reply to come from the VIP the request was sent to."""
+    proc, info, record = start_backend(tmp_path, "b9", bind="0.0.0.0")
+    try:
+        s = udp_client()
+        for target in ("127.0.0.7", "127.0.0.9"):
+            s.sendto(encode_request(1, 0, 1), (target, info["udp_port"]))
+            data, addr = s.recvfrom(2048)
+            assert addr == (target, info["udp_port"])
+        s.close()
+        rec = stop_backend(proc, record)
+        (f,) = rec["flows"]
+        assert f["tuples_seen"] == 2        # same flow id, two destination addresses
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
