@@ -80,11 +80,15 @@ class TrafficConfig:
 def raise_fd_limit(needed: int) -> None:
     """Lift the soft RLIMIT_NOFILE so one socket per flow fits; fail clearly if it cannot."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        target = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        if target < needed:
-            raise OSError(f"need {needed} file descriptors, hard limit is {hard}")
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        try:  # root (CAP_SYS_RESOURCE) may raise the hard limit too, up to fs.nr_open
+            resource.setrlimit(resource.RLIMIT_NOFILE, (needed, needed))
+            return
+        except (ValueError, OSError):
+            raise OSError(f"need {needed} file descriptors, hard limit is {hard}") from None
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
 class _UdpFlow:

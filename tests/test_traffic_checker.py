@@ -177,3 +177,15 @@ def test_loss_balance_and_unknown_accounting():
     # flows per backend 4, 1, 0 -> mean 5/3: max/mean 2.4; CV = pstdev/mean
     assert report.balance_max_mean == 2.4
     assert report.balance_cv == pytest.approx(statistics.pstdev([4, 1, 0]) / (5 / 3), abs=1e-4)
+
+
+def test_send_phase_is_bounded():
+    """A rate too low for the packet count stops at max_send_s and says so."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:     # nobody answers here
+        s.bind(("127.0.0.2", 0))
+        port = s.getsockname()[1]
+    out = run(TrafficConfig(vip="127.0.0.2", client_id=2, udp_port=port, udp_flows=10,
+                            packets_per_flow=100, rate=100, max_send_s=0.3, drain_s=0.1))
+    summary = out["udp_summary"]
+    assert summary["truncated"] and 10 <= summary["sent"] <= 60
+    assert summary["received"] == 0 and out["duration_s"] < 2
