@@ -22,7 +22,6 @@ import argparse
 import concurrent.futures
 import dataclasses
 import http.client
-import json
 import os
 import resource
 import selectors
