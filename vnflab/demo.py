@@ -25,14 +25,17 @@ def available_ways() -> dict[str, str | None]:
 
 
 def cost_table(results: list[dict]) -> str:
-    rows = [("way", "split", "flows", "lost", "ns/pkt", "user ns", "sys ns", "Mpps(sat)", "vs socket")]
+    rows = [("way", "split", "flows", "lost fwd+ret", "ns/pkt", "user ns", "sys ns", "Mpps(sat)", "vs socket")]
     base = next((r.get("ns_per_packet") for r in results if r.get("way") == "socket"), None)
     for r in results:
         cost = r.get("cost") or {}
         ns = r.get("ns_per_packet")
         ratio = f"{base / ns:.1f}x" if base and ns else "-"
+        flows = (r.get("flows") or {}).get("seen", "-")
+        lost = r.get("lost") or {}
+        lost_txt = f"{lost['forward']}+{lost['return']}" if "forward" in lost else "-"
         rows.append((r.get("way", "?"),
-                     str(r.get("split_flows", "-")), str(r.get("flows", "-")), str(r.get("lost", "-")),
+                     str(r.get("split_flows", "-")), str(flows), lost_txt,
                      f"{ns:.0f}" if ns else "-",
                      f"{cost['user_ns_per_packet']:.0f}" if cost.get("user_ns_per_packet") else "-",
                      f"{cost['sys_ns_per_packet']:.0f}" if cost.get("sys_ns_per_packet") else "-",
@@ -67,7 +70,7 @@ def run_demo(ways: list[str], json_path: str | None, quick: bool = False, **over
         with open(json_path, "w") as f:
             json.dump(doc, f, indent=1)
         print(f"wrote {json_path}")
-    ok = all("error" not in r and r.get("split_flows") == 0 and r.get("flows", 0) > 0 for r in results)
+    ok = all("error" not in r and r.get("split_flows") == 0 and (r.get("flows") or {}).get("seen", 0) > 0 for r in results)
     print("\naffinity:", "OK (0 split flows)" if ok else "BROKEN")
     return 0 if ok else 1
 

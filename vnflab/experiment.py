@@ -21,8 +21,9 @@ from dataclasses import asdict, dataclass, field
 from topologies.lb import LBTopoConfig
 
 WAYS = ("socket", "afpacket", "dpdk")
-UDP_PORT = 5000
-HTTP_PORT = 80
+# One service, VIP:8080, over TCP (HTTP) and UDP (the echo the driver uses), like a service
+# that listens on both protocols. Backends listen on the same port.
+UDP_PORT = HTTP_PORT = SERVICE_PORT = 8080
 
 
 @dataclass
@@ -176,12 +177,12 @@ class Testbed:
     def lb_config(self) -> dict:
         cfg = self.topo_cfg
         return {
-            "vip": cfg.vip, "udp_port": UDP_PORT, "tcp_port": HTTP_PORT,
-            "iface": "lb-eth0", "mac": cfg.host_mac("lb"), "ip": cfg.host_ip("lb"),
-            "policy": self.spec.policy,
-            "backends": [{"name": b, "ip": cfg.host_ip(b), "mac": cfg.host_mac(b)}
-                         for b in cfg.backend_names()],
-            **self.spec.lb_extra,
+            "lb": {"vip": cfg.vip, "port": SERVICE_PORT, "protos": ["udp", "tcp"],
+                   "subnet": cfg.subnet, "policy": self.spec.policy,
+                   "backends": [{"name": b, "ip": cfg.host_ip(b), "mac": cfg.host_mac(b),
+                                 "port": SERVICE_PORT} for b in cfg.backend_names()]},
+            "io": {"iface": "lb-eth0", "mac": cfg.host_mac("lb"), "ip": cfg.host_ip("lb"),
+                   **self.spec.lb_extra},
         }
 
     def start_lb(self, tag: str) -> "RunningLB":
@@ -313,8 +314,8 @@ def measure_cost(bed: Testbed, spec: ExperimentSpec) -> dict:
     u1, s1 = lb.cpu()
     stats = lb.stop()
     report = check(bed.backend_records(), clients)
-    delivered = report.packets_delivered
-    replies = report.replies_received if bed.vip_mode == "local" else 0
+    delivered = report.udp_arrived
+    replies = report.udp_replies_received if bed.vip_mode == "local" else 0
     forwarded = delivered + replies
     cpu = (u1 - u0) + (s1 - s0)
     out = {
@@ -344,7 +345,7 @@ def measure_saturation(bed: Testbed, spec: ExperimentSpec) -> dict:
     wall = time.monotonic() - t0
     lb.stop()
     report = check(bed.backend_records(), recs)
-    forwarded = report.packets_delivered + (report.replies_received if bed.vip_mode == "local" else 0)
+    forwarded = report.udp_arrived + (report.udp_replies_received if bed.vip_mode == "local" else 0)
     return {"seconds": round(wall, 3), "forwarded": forwarded,
             "mpps": round(forwarded / wall / 1e6, 4) if wall > 0 else None}
 

@@ -118,6 +118,7 @@ class PrivateOVSDPDK:
         self.ovsdb = None
         self.vswitchd = None
         self.startup_seconds = None
+        self.exit_codes = {}
         if len(os.path.join(self.workdir, "ovs-vswitchd.ctl")) > 100:
             raise ValueError("workdir path too long for unix sockets: %s" % self.workdir)
 
@@ -161,8 +162,9 @@ class PrivateOVSDPDK:
                 "--unixctl=" + self._p("ovs-vswitchd.ctl")])
             # dpdk_initialized turns true once the EAL is up; a plain vsctl (no --no-wait)
             # then returns only after vswitchd has applied the configuration.
-            self.vsctl("--timeout=%d" % self.start_timeout, "wait-until", "Open_vSwitch", ".",
-                       "dpdk_initialized=true", timeout=self.start_timeout + 5)
+            self._wait_for(lambda: self.vsctl("--no-wait", "get", "Open_vSwitch", ".",
+                                              "dpdk_initialized").strip() == "true",
+                           self.vswitchd, "DPDK initialisation", self.start_timeout)
             self.vsctl("--timeout=%d" % self.start_timeout, "set", "Open_vSwitch", ".",
                        "external_ids:vnflab=%s" % self.file_prefix, timeout=self.start_timeout + 5)
         except BaseException:
@@ -187,21 +189,24 @@ class PrivateOVSDPDK:
                 raise OVSError("%s exited (%d) before %s was ready" % (proc.args[0], proc.returncode, what))
             if time.monotonic() > deadline:
                 raise OVSError("timed out waiting for " + what)
-            time.sleep(0.02)
+            time.sleep(0.05)
 
     def stop(self):
-        """Ask both daemons to exit, kill them if they do not; safe to call twice."""
-        for proc, ctl, args in ((self.vswitchd, "ovs-vswitchd.ctl", ["exit", "--cleanup"]),
-                                (self.ovsdb, "ovsdb-server.ctl", ["exit"])):
-            if proc is None or proc.poll() is not None:
+        """Ask both daemons to exit, kill them if they do not; safe to call twice.
+        ``exit_codes`` then holds their exit statuses (0: graceful, -9: killed)."""
+        for name, proc, args in (("ovs-vswitchd", self.vswitchd, ["exit", "--cleanup"]),
+                                 ("ovsdb-server", self.ovsdb, ["exit"])):
+            if proc is None:
                 continue
-            try:
-                _run(["ovs-appctl", "-t", self._p(ctl), "--timeout=5"] + args,
-                     env=self.env, timeout=8, check=False)
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            if proc.poll() is None:
+                try:
+                    _run(["ovs-appctl", "-t", self._p(name + ".ctl"), "--timeout=5"] + args,
+                         env=self.env, timeout=8, check=False)
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            self.exit_codes[name] = proc.returncode
         self.vswitchd = self.ovsdb = None
 
     def __enter__(self):
@@ -328,6 +333,10 @@ class OVSDPDKSwitch(Switch):
     def connected(self):
         return self.ovs.running
 
+    def add_vhost_client_port(self, name, socket_path, ofport=None):
+        """Plug a DPDK VNF (virtio-user, server=1 on ``socket_path``) into this switch."""
+        self.ovs.add_vhost_client_port(self.name, name, socket_path, ofport=ofport)
+
     def stop(self, deleteIntfs=True):
         if self.ovs.running:
             self.ovs.del_bridge(self.name)
@@ -387,14 +396,18 @@ def _idle_cpu(ovs, seconds):
     return (ovs.cpu_seconds() - c0) / (time.monotonic() - t0)
 
 
-def selftest(workdir=SELFTEST_WORKDIR, idle_seconds=2.0, mininet=True, maxsleep_off=False):
-    """End-to-end check; call inside a vnflab sandbox.  Returns a dict of results."""
+def selftest(workdir=SELFTEST_WORKDIR, idle_seconds=2.0, mininet=True, maxsleep_off=False,
+             tag="vnfl"):
+    """End-to-end check; call inside a vnflab sandbox.  Returns a dict of results.
+    ``tag`` prefixes the DPDK file prefixes (so a caller can look for leftovers)."""
     if not sandbox.in_sandbox():
         raise OVSError("selftest() creates namespaces, bridges and huge-page files: "
                        "run it inside a vnflab sandbox (python -m vnflab.ovsdpdk selftest)")
     res = {}
     ensure_hugepages(128 + 64)
-    ovs = PrivateOVSDPDK(workdir, socket_mem=128, pmd_cpu_mask="0x2", pmd_maxsleep=1000)
+    res["failed_start_cleaned_up"] = _failed_start_cleans_up(workdir + "-fail")
+    ovs = PrivateOVSDPDK(workdir, socket_mem=128, pmd_cpu_mask="0x2", pmd_maxsleep=1000,
+                         file_prefix=tag + "ovs")
     testpmd = None
     try:
         ovs.start()
@@ -411,7 +424,7 @@ def selftest(workdir=SELFTEST_WORKDIR, idle_seconds=2.0, mininet=True, maxsleep_
         # 2. a vhost-user port with dpdk-testpmd (virtio-user, server mode) behind it
         sock = os.path.join(workdir, "vhu0.sock")
         testpmd = subprocess.Popen(
-            [TESTPMD, "--no-pci", "--single-file-segments", "--file-prefix=vnftpmd%d" % os.getpid(),
+            [TESTPMD, "--no-pci", "--single-file-segments", "--file-prefix=%stpmd" % tag,
              "-m", "64", "-l", "0,1", "--vdev", "net_virtio_user0,path=%s,server=1,queues=1" % sock,
              "--", "--forward-mode=macswap", "--total-num-mbufs=2048", "--nb-cores=1"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -461,9 +474,21 @@ def selftest(workdir=SELFTEST_WORKDIR, idle_seconds=2.0, mininet=True, maxsleep_
             testpmd.wait()
         ovs.stop()
         ovs.stop()  # idempotent
+    res["exit_codes"] = ovs.exit_codes
     res["vswitchd_left"] = subprocess.run(["pgrep", "-c", "ovs-vswitchd"], capture_output=True,
                                           text=True).stdout.strip()
     return res
+
+
+def _failed_start_cleans_up(workdir):
+    """A vswitchd that dies at once: start() must raise and leave no ovsdb-server."""
+    ovs = PrivateOVSDPDK(workdir, vswitchd="/bin/false", start_timeout=5)
+    try:
+        ovs.start()
+    except OVSError:
+        return ovs.ovsdb is None and ovs.exit_codes.get("ovsdb-server") == 0
+    ovs.stop()
+    return False
 
 
 def _testpmd_totals(text):
@@ -517,13 +542,14 @@ def main(argv=None):
     ap.add_argument("--idle-seconds", type=float, default=2.0)
     ap.add_argument("--maxsleep-off", action="store_true", help="also measure pmd-maxsleep=0")
     ap.add_argument("--workdir", default=SELFTEST_WORKDIR)
+    ap.add_argument("--tag", default="vnfl", help="prefix of the DPDK file prefixes")
     ap.add_argument("--timeout", type=float, default=120, help="seconds before the sandbox is killed")
     args = ap.parse_args(argv)
     if not sandbox.in_sandbox():
         return sandbox.reexec_in_sandbox(timeout=args.timeout)
     sandbox.setup_inside()
     res = selftest(workdir=args.workdir, idle_seconds=args.idle_seconds,
-                   mininet=not args.no_mininet, maxsleep_off=args.maxsleep_off)
+                   mininet=not args.no_mininet, maxsleep_off=args.maxsleep_off, tag=args.tag)
     print(json.dumps(res))
     return 0
 

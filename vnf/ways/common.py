@@ -5,8 +5,10 @@ grader can run any of them the same way::
 
     python -m vnf.ways.<way>_lb --config LB.json --ready-file READY --stats-file STATS.json
 
-* ``LB.json``: vip, udp_port, tcp_port, iface, mac, ip, policy, backends [{name, ip, mac}],
-  plus optional flow_capacity, idle_timeout, table_size and way-specific keys.
+* ``LB.json``: ``{"lb": {...}, "io": {...}}``. ``lb`` is the NF's config, the fields of
+  ``vnf.lb.LBConfig`` (vip, port, protos, backends [{name, ip, mac, port}], policy, ...): one
+  service VIP:port for both TCP (HTTP) and UDP. ``io`` is the way's own: iface, mac, ip of the LB
+  host, and way-specific knobs (batch size, workers, vdev ...).
 * the program creates ``READY`` once it can forward, writes ``STATS.json`` on SIGUSR1 and on
   exit, and exits cleanly on SIGTERM/SIGINT.
 * a bad config prints one line naming the field (``udp_port: 10.0.0.100:5000 is already in
@@ -30,7 +32,7 @@ def fail(field: str, message: str) -> "NoReturn":  # noqa: F821
     raise SystemExit(2)
 
 
-def load_config(path: str) -> LBConfig:
+def load_config(path: str) -> tuple[LBConfig, dict]:
     try:
         with open(path) as f:
             data = json.load(f)
@@ -38,10 +40,15 @@ def load_config(path: str) -> LBConfig:
         fail("config", f"cannot read {path}: {exc.strerror}")
     except ValueError as exc:
         fail("config", f"{path} is not valid JSON: {exc}")
+    if not isinstance(data, dict) or not isinstance(data.get("lb"), dict):
+        fail("config", f'{path} must hold {{"lb": {{...}}, "io": {{...}}}}')
+    io = data.get("io") or {}
     try:
-        return LBConfig.from_dict(data).validate()
+        return LBConfig.from_dict(data["lb"]).validate(), io
     except ConfigError as exc:
         fail(exc.field, exc.message)
+    except TypeError as exc:      # an unknown or missing key in "lb"
+        fail("lb", str(exc).replace("LBConfig.__init__() ", ""))
 
 
 class LBProgram:
@@ -49,8 +56,9 @@ class LBProgram:
 
     way = "?"
 
-    def __init__(self, config: LBConfig):
+    def __init__(self, config: LBConfig, io: dict):
         self.config = config
+        self.io = io
         self.lb = LoadBalancer(config)
         self.stopping = False
         self.started = time.monotonic()
@@ -91,7 +99,7 @@ class LBProgram:
         parser.add_argument("--ready-file", help="created once the LB forwards")
         parser.add_argument("--stats-file", help="counters, written on SIGUSR1 and at exit")
         args = parser.parse_args(argv)
-        program = cls(load_config(args.config))
+        program = cls(*load_config(args.config))
 
         def on_stop(signum, frame):
             program.stopping = True

@@ -9,11 +9,11 @@ convenience, and ``vnflab bench`` measures them.
 Design: a *proxy*. The VIP is an address of the LB host, so clients talk to the LB's kernel,
 and the LB opens its own socket to the chosen backend:
 
-* UDP: one socket bound to VIP:udp_port receives from every client. The client's 5-tuple is the
+* UDP: one socket bound to VIP:port receives from every client. The client's 5-tuple is the
   flow key; ``LoadBalancer.backend_for`` picks the backend (the same for every packet of the
   flow). One connected upstream socket per (client, backend) carries the flow to the backend;
   its replies are relayed back to the client from the VIP.
-* TCP: accept on VIP:tcp_port, connect to the chosen backend, relay bytes both ways.
+* TCP: accept on VIP:port, connect to the chosen backend, relay bytes both ways.
 
 Why one thread with ``selectors`` (epoll): it is the plainest honest event loop — each ready
 socket costs exactly the syscalls you see. Threads would add context switches and GIL hand-offs
@@ -45,9 +45,9 @@ class SocketLB(LBProgram):
         cfg = self.config
         self.vip_int = ip_to_int(cfg.vip)
         self.selector = selectors.DefaultSelector()
-        self.udp_front = self._bind(socket.SOCK_DGRAM, cfg.udp_port, "udp_port")
+        self.udp_front = self._bind(socket.SOCK_DGRAM, cfg.port)
         self.selector.register(self.udp_front, selectors.EVENT_READ, self.on_udp_from_client)
-        self.tcp_listener = self._bind(socket.SOCK_STREAM, cfg.tcp_port, "tcp_port")
+        self.tcp_listener = self._bind(socket.SOCK_STREAM, cfg.port)
         self.tcp_listener.listen(1024)
         self.selector.register(self.tcp_listener, selectors.EVENT_READ, self.on_tcp_accept)
         # (client address, backend name) -> upstream UDP socket; and the way back.
@@ -57,7 +57,7 @@ class SocketLB(LBProgram):
         self.count = {"udp_from_clients": 0, "udp_to_backends": 0, "udp_replies": 0,
                       "tcp_connections": 0, "tcp_bytes": 0, "upstream_errors": 0}
 
-    def _bind(self, kind: int, port: int, field: str) -> socket.socket:
+    def _bind(self, kind: int, port: int) -> socket.socket:
         sock = socket.socket(socket.AF_INET, kind)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if kind == socket.SOCK_DGRAM:
@@ -66,7 +66,8 @@ class SocketLB(LBProgram):
             sock.bind((self.config.vip, port))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                fail(field, f"{self.config.vip}:{port} is already in use")
+                proto = "udp" if kind == socket.SOCK_DGRAM else "tcp"
+                fail("port", f"{proto} {self.config.vip}:{port} is already in use")
             if exc.errno == errno.EADDRNOTAVAIL:
                 fail("vip", f"{self.config.vip} is not an address of this host")
             raise
@@ -93,7 +94,7 @@ class SocketLB(LBProgram):
             except BlockingIOError:
                 return
             self.count["udp_from_clients"] += 1
-            flow = FiveTuple(ip_to_int(client[0]), self.vip_int, client[1], self.config.udp_port, UDP)
+            flow = FiveTuple(ip_to_int(client[0]), self.vip_int, client[1], self.config.port, UDP)
             backend = self.lb.backend_for(flow, now)            # THE decision, shared by all ways
             upstream = self.udp_upstream.get((client, backend.name))
             if upstream is None:
@@ -108,7 +109,7 @@ class SocketLB(LBProgram):
     def open_udp_upstream(self, client: tuple, backend) -> socket.socket:
         upstream = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         upstream.setblocking(False)
-        upstream.connect((backend.ip, self.config.udp_port))
+        upstream.connect((backend.ip, backend.port))
         self.udp_upstream[(client, backend.name)] = upstream
         self.udp_client_of[upstream] = client
         self.selector.register(upstream, selectors.EVENT_READ, self.on_udp_from_backend)
@@ -124,7 +125,7 @@ class SocketLB(LBProgram):
             except OSError:                       # e.g. ICMP port unreachable from the backend
                 self.count["upstream_errors"] += 1
                 return
-            self.udp_front.sendto(data, client)   # the reply leaves from VIP:udp_port
+            self.udp_front.sendto(data, client)   # the reply leaves from VIP:port
             self.count["udp_replies"] += 1
 
     def close_idle_udp(self, now: float) -> None:
@@ -147,12 +148,12 @@ class SocketLB(LBProgram):
             except BlockingIOError:
                 return
             self.count["tcp_connections"] += 1
-            flow = FiveTuple(ip_to_int(client[0]), self.vip_int, client[1], self.config.tcp_port, TCP)
+            flow = FiveTuple(ip_to_int(client[0]), self.vip_int, client[1], self.config.port, TCP)
             backend = self.lb.backend_for(flow, now)
             upstream = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             upstream.setblocking(False)
             conn.setblocking(False)
-            upstream.connect_ex((backend.ip, self.config.tcp_port))   # completes in the background
+            upstream.connect_ex((backend.ip, backend.port))   # completes in the background
             relay = TcpRelay(self, conn, upstream)
             self.selector.register(conn, selectors.EVENT_READ, relay.on_client)
             self.selector.register(upstream, selectors.EVENT_READ, relay.on_backend)
