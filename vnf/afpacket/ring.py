@@ -35,6 +35,7 @@ with ``vnf.packet.parse_frame`` and ``tx.send_frames()``.
 """
 from __future__ import annotations
 
+import fcntl
 import select
 import socket
 import struct
@@ -58,6 +59,7 @@ PACKET_IGNORE_OUTGOING = 23
 TPACKET_V3 = 2
 PACKET_FANOUT_HASH = 0
 ETH_P_ALL = 0x0003
+_SIOCGIFHWADDR = 0x8927
 
 TP_STATUS_AVAILABLE = 0
 TP_STATUS_SEND_REQUEST = 1
@@ -99,9 +101,14 @@ except ImportError:  # pragma: no cover
 
 
 def interface_mac(ifname: str) -> bytes:
-    """The 6-byte MAC address of an interface (the source MAC of what the LB sends)."""
-    with open(f"/sys/class/net/{ifname}/address") as f:
-        return mac_bytes(f.read().strip())
+    """The 6-byte MAC address of an interface (the source MAC of what the LB sends).
+
+    Asked with the SIOCGIFHWADDR ioctl rather than read from /sys/class/net: sysfs shows the
+    namespace it was mounted in, the ioctl the one this process runs in (a Mininet host's)."""
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0) as sock:
+        ifreq = struct.pack("16s16x", ifname.encode())
+        reply = fcntl.ioctl(sock.fileno(), _SIOCGIFHWADDR, ifreq)
+    return reply[18:24]            # ifr_name[16], then sockaddr: family (2 bytes), address
 
 
 def mac_bytes(mac: Union[str, bytes]) -> bytes:
