@@ -122,6 +122,7 @@ class BackendPool:
         self.policy = policy
         self.table_size = table_size
         self.backends: List[Backend] = []
+        self._index: dict = {}           # name -> stable number, never reused (see index_of)
         self.unhealthy: set = set()
         self.drained: set = set()
         for backend in backends:
@@ -192,9 +193,16 @@ class BackendPool:
 
     # -- internals -----------------------------------------------------------------------
 
+    def index_of(self, backend: Backend) -> int:
+        """A small stable number for a backend: its position in the configured list (backends
+        added later get the next numbers). The C layers index per-backend arrays (MACs, NAT
+        addresses) with it; it does not change when other backends are removed."""
+        return self._index[backend.name]
+
     def _check_new(self, backend: Backend) -> None:
         if any(b.name == backend.name for b in self.backends):
             raise ValueError(f"backends: duplicate backend name {backend.name!r}")
+        self._index.setdefault(backend.name, len(self._index))
 
     def _check_table_size(self) -> None:
         if self.policy != "maglev":
@@ -215,8 +223,11 @@ class BackendPool:
                                       if b.name in self.alive_names and b.name not in self.drained]
         self.table: List[Backend] = []
         if self.policy == "maglev" and self.active:
-            slots = maglev_table([b.name for b in self.active], self.table_size)
-            self.table = [self.active[i] for i in slots]
+            # The turns break ties, so their order shapes the table: sort by name so that every
+            # LB instance with the same backends builds the same table, whatever the config order.
+            in_turn_order = sorted(self.active, key=lambda b: b.name)
+            slots = maglev_table([b.name for b in in_turn_order], self.table_size)
+            self.table = [in_turn_order[i] for i in slots]
 
     def shares(self) -> dict:
         """Fraction of Maglev table slots each active backend owns (for tests and stats)."""

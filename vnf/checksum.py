@@ -12,6 +12,8 @@ values of the changed field only, in O(1):
 
 Eqn. 3 gives exactly what a full recomputation gives, including the case RFC 1624 is about: the
 older form HC' = HC - ~m - m' (RFC 1141) can yield 0xFFFF where recomputation yields 0x0000.
+(The one input where eqn. 3 and recomputation differ is data that becomes all zeros: 0x0000
+instead of 0xFFFF. No IPv4, TCP or UDP header is all zero.)
 
 UDP adds one rule (RFC 768): checksum 0 means "the sender computed none", so a rewrite leaves it 0,
 and a computed 0 is sent as 0xFFFF (the other zero of one's complement). ``vnf/rewrite.py`` applies
