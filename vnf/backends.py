@@ -20,11 +20,11 @@ drained backends keep their flows, failed or removed ones lose them.
 from __future__ import annotations
 
 import hashlib
-import socket
 from functools import lru_cache
 from typing import Iterable, List, NamedTuple, Optional
 
 from vnf.hashing import flow_hash
+from vnf.packet import ip_to_int
 
 POLICIES = ("hash", "roundrobin", "maglev")
 DEFAULT_MAGLEV_TABLE_SIZE = 65537   # prime; the paper uses 65537 for small backend sets
@@ -39,9 +39,7 @@ def mac_to_bytes(mac: str) -> bytes:
     return raw
 
 
-@lru_cache(maxsize=None)
-def ip_to_int_cached(ip: str) -> int:
-    return int.from_bytes(socket.inet_aton(ip), "big")
+_cached_ip_to_int = lru_cache(maxsize=None)(ip_to_int)
 
 
 class Backend(NamedTuple):
@@ -60,7 +58,7 @@ class Backend(NamedTuple):
     @property
     def ip_int(self) -> int:
         """The IP as a host-order int, as in FiveTuple and the NAT rewrites."""
-        return ip_to_int_cached(self.ip)
+        return _cached_ip_to_int(self.ip)
 
 
 def is_prime(n: int) -> bool:

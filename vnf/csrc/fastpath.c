@@ -60,7 +60,7 @@ PyDoc_STRVAR(parse_one_doc,
 "nf_parse + nf_flow_hash on one frame. reason indexes vnf.packet.REASONS (0 = ok);\n"
 "on a drop all other fields are 0 and vlan is None, as in vnf.packet.parse_frame.");
 
-static PyObject *parse_one(PyObject *self, PyObject *arg)
+static PyObject *parse_one(PyObject *Py_UNUSED(self), PyObject *arg)
 {
     Py_buffer view;
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
@@ -81,7 +81,7 @@ PyDoc_STRVAR(parse_batch_doc,
 "writable buffers). Dropped frames get their reason code and zeros elsewhere.\n"
 "Returns how many frames parsed (reason 0).");
 
-static PyObject *parse_batch(PyObject *self, PyObject *args)
+static PyObject *parse_batch(PyObject *Py_UNUSED(self), PyObject *args)
 {
     PyObject *o_buf, *o_off, *o_len, *o_sip, *o_dip, *o_sport, *o_dport, *o_proto, *o_hash,
         *o_reason, *o_l4;
@@ -157,7 +157,7 @@ PyDoc_STRVAR(flow_hash_doc,
 "flow_hash(src_ip, dst_ip, src_port, dst_port, proto) -> int\n\n"
 "nf_flow_hash: must equal vnf.hashing.flow_hash(FiveTuple(...)).");
 
-static PyObject *flow_hash(PyObject *self, PyObject *args)
+static PyObject *flow_hash(PyObject *Py_UNUSED(self), PyObject *args)
 {
     unsigned int sip, dip, sport, dport, proto;
     if (!PyArg_ParseTuple(args, "IIIII:flow_hash", &sip, &dip, &sport, &dport, &proto))
@@ -204,7 +204,7 @@ PyDoc_STRVAR(nat_dst_doc,
 "Parse a writable frame and, if it parsed (reason 0), rewrite its destination IP/port in place\n"
 "with incremental checksum updates (nf_nat_dst). Otherwise the frame is left alone.");
 
-static PyObject *nat_dst(PyObject *self, PyObject *args)
+static PyObject *nat_dst(PyObject *Py_UNUSED(self), PyObject *args)
 {
     return nat(args, "OII:nat_dst", 1);
 }
@@ -212,7 +212,7 @@ static PyObject *nat_dst(PyObject *self, PyObject *args)
 PyDoc_STRVAR(nat_src_doc,
 "nat_src(frame, new_ip, new_port) -> reason\n\nAs nat_dst, for the source IP/port.");
 
-static PyObject *nat_src(PyObject *self, PyObject *args)
+static PyObject *nat_src(PyObject *Py_UNUSED(self), PyObject *args)
 {
     return nat(args, "OII:nat_src", 0);
 }
@@ -220,7 +220,7 @@ static PyObject *nat_src(PyObject *self, PyObject *args)
 PyDoc_STRVAR(set_macs_doc,
 "set_macs(frame, dst_mac, src_mac)\n\nWrite 6-byte destination and source MACs in place.");
 
-static PyObject *set_macs(PyObject *self, PyObject *args)
+static PyObject *set_macs(PyObject *Py_UNUSED(self), PyObject *args)
 {
     PyObject *o_frame;
     Py_buffer frame, dst, src;
