@@ -157,3 +157,13 @@ def test_stats_report_backend_states():
     lb.pool.drain("b0")
     lb.pool.set_health("b2", False)
     assert lb.stats()["backends"] == {"b0": "draining", "b1": "up", "b2": "unhealthy"}
+
+
+def test_count_drop_for_ways_that_parse_in_c():
+    lb = LoadBalancer(config())
+    lb.backend_for(client_flow(0), 0.0)
+    lb.count_drop(DropReason.ARP, 3)
+    lb.count_drop(NOT_FOR_VIP)
+    stats = lb.stats()
+    assert stats["dropped"][DropReason.ARP] == 3 and stats["dropped"][NOT_FOR_VIP] == 1
+    assert stats["packets"] == stats["forwarded"] + sum(stats["dropped"].values()) == 5

@@ -170,14 +170,17 @@ class LoadBalancer:
         parsed = parse_frame(frame)
         flow = parsed.flow
         if flow is None:
-            self.packets += 1
-            self.dropped[parsed.reason] += 1
+            self.count_drop(parsed.reason)
             return None, parsed
         if flow.dst_ip != self.vip or flow.dst_port != self.port or flow.proto not in self.protos:
-            self.packets += 1
-            self.dropped[NOT_FOR_VIP] += 1
+            self.count_drop(NOT_FOR_VIP)
             return None, parsed
         return self.backend_for(flow, now), parsed
+
+    def count_drop(self, reason: str, n: int = 1) -> None:
+        """Count ``n`` packets dropped for ``reason`` by a way that parsed them itself (in C)."""
+        self.packets += n
+        self.dropped[reason] = self.dropped.get(reason, 0) + n
 
     def expire(self, now: float) -> int:
         """Forget idle flows (lookups also expire lazily; call this now and then to free memory)."""
