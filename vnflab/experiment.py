@@ -91,12 +91,38 @@ def _stop(proc: subprocess.Popen, timeout: float = 5.0) -> int | None:
     return proc.returncode
 
 
-def cpu_seconds(pid: int) -> tuple[float, float]:
-    """(user, sys) CPU seconds of a process and its reaped children, from /proc/PID/stat."""
+def _proc_stat(pid: int) -> list[str]:
     with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, sys) CPU seconds of a process and all its live descendants (worker processes),
+    from /proc/PID/stat. Per-process figures are consistent; per-CPU /proc/stat ones are not
+    for timer-woken processes (see shared notes)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                parents[int(entry)] = int(_proc_stat(int(entry))[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        kids = [p for p, pp in parents.items() if pp == parent and p not in tree]
+        tree.update(kids)
+        frontier.extend(kids)
+    user = system = 0
+    for p in tree:
+        try:
+            fields = _proc_stat(p)
+        except OSError:
+            continue
+        user += int(fields[11])
+        system += int(fields[12])
     tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick
+    return user / tick, system / tick
 
 
 def _read_json(path: str, default=None):

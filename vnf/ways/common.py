@@ -84,9 +84,14 @@ class LBProgram:
                 "cpu_user_s": usage.ru_utime, "cpu_sys_s": usage.ru_stime,
                 "lb": self.lb.stats(), **self.extra_stats()}
 
+    def stats_path(self, path: str) -> str:
+        """Where this process writes its stats (ways with worker processes add a suffix)."""
+        return path
+
     def write_stats(self, path: str | None) -> None:
         if not path:
             return
+        path = self.stats_path(path)
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
             json.dump(self.stats(), f, indent=1)

@@ -96,6 +96,8 @@ class SocketLB(LBProgram):
             self.count["udp_from_clients"] += 1
             flow = FiveTuple(ip_to_int(client[0]), self.vip_int, client[1], self.config.port, UDP)
             backend = self.lb.backend_for(flow, now)            # THE decision, shared by all ways
+            if backend is None:                                 # every backend down or draining
+                continue
             upstream = self.udp_upstream.get((client, backend.name))
             if upstream is None:
                 upstream = self.open_udp_upstream(client, backend)
@@ -150,6 +152,9 @@ class SocketLB(LBProgram):
             self.count["tcp_connections"] += 1
             flow = FiveTuple(ip_to_int(client[0]), self.vip_int, client[1], self.config.port, TCP)
             backend = self.lb.backend_for(flow, now)
+            if backend is None:                                 # no backend left: refuse
+                conn.close()
+                continue
             upstream = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             upstream.setblocking(False)
             conn.setblocking(False)

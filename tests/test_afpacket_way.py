@@ -1,0 +1,28 @@
+"""Way 2 end to end: the AF_PACKET LB (direct server return) with real HTTP and UDP clients."""
+import pytest
+
+from vnflab.experiment import ExperimentSpec, run_sandboxed
+
+pytestmark = [pytest.mark.network, pytest.mark.slow]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_afpacket_lb_keeps_affinity(workers):
+    spec = ExperimentSpec(way="afpacket", clients=2, backends=3, udp_flows=600, packets_per_flow=3,
+                          rate_pps=3000, http_conns=40, lb_extra={"workers": workers},
+                          cost_rate_pps=0, saturation_seconds=0, timeout_s=150)
+    result = run_sandboxed(spec)
+    assert "error" not in result, result
+    assert result["lb_alive_after_traffic"], result.get("lb_log_tail")
+    assert result["split_flows"] == 0, result["report_table"]
+    assert result["flows"]["seen"] == 640
+    assert result["http"]["failures"] == 0, result["http"]   # real TCP through DSR
+    assert all(b["flows"] > 0 for b in result["per_backend"].values())
+    assert result["lb_stats"]["workers"] == workers
+
+
+def test_afpacket_lb_rejects_an_unknown_mode():
+    spec = ExperimentSpec(way="afpacket", udp_flows=10, http_conns=0, lb_extra={"mode": "tunnel"},
+                          cost_rate_pps=0, saturation_seconds=0, timeout_s=60)
+    result = run_sandboxed(spec)
+    assert "error" in result or result.get("lb_alive_after_traffic") is False
