@@ -142,6 +142,10 @@ def test_flows_builds_five_tuples():
     assert {flows[3]: "x"}[FiveTuple(0x0A000001, 0x0A000002, 5003, 80, 17)] == "x"
     with pytest.raises(TypeError):
         _ring.flows(recs, n, dict)
+    import gc
+    assert not gc.is_tracked(flows[0])         # ints only: no cycles to watch
+    gc.collect()
+    assert flows[3].src_port == 5003 and "10.0.0.1" in str(flows[3])
 
 
 def test_block_ownership_and_outgoing_skipped():
