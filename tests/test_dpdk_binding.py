@@ -444,6 +444,8 @@ def test_two_eal_processes_side_by_side_and_hugetlbfs_mode():
     fw = dpdk.io_forward(a, b, seconds=1.0)
     out(prefix=e.file_prefix, files=files, rx=fw["rx"], args=e.args)
     """)
+    st = hugepages.status()       # both start at once: reserve for both before either looks
+    hugepages.reserve(st["total"] - st["free"] + 2 * 32 + 64)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), *sys.path]))
     procs = [sandbox.popen([sys.executable, "-c", code, mode], stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True, env=env)

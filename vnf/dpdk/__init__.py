@@ -273,18 +273,20 @@ class ParseArrays:
     REASONS; 0 = parsed), l3_offset/l4_offset (uint16), vlan (int32, -1 = untagged).
     """
 
+    # One block (26 bytes per packet) holds all fields, so Burst.parse acquires one buffer.
+    _LAYOUT = (("src_ip", np.uint32), ("dst_ip", np.uint32), ("hash", np.uint32),
+               ("vlan", np.int32), ("src_port", np.uint16), ("dst_port", np.uint16),
+               ("l3_offset", np.uint16), ("l4_offset", np.uint16), ("proto", np.uint8),
+               ("reason", np.uint8))
+
     def __init__(self, n: int = 32):
         self.n = n
-        self.src_ip = np.zeros(n, np.uint32)
-        self.dst_ip = np.zeros(n, np.uint32)
-        self.src_port = np.zeros(n, np.uint16)
-        self.dst_port = np.zeros(n, np.uint16)
-        self.proto = np.zeros(n, np.uint8)
-        self.hash = np.zeros(n, np.uint32)
-        self.reason = np.zeros(n, np.uint8)
-        self.l3_offset = np.zeros(n, np.uint16)
-        self.l4_offset = np.zeros(n, np.uint16)
-        self.vlan = np.zeros(n, np.int32)
+        self._block = np.zeros(26 * n, np.uint8)
+        off = 0
+        for name, dt in self._LAYOUT:
+            arr = self._block[off:off + n * np.dtype(dt).itemsize].view(dt)
+            setattr(self, name, arr)
+            off += arr.nbytes
 
     def flows(self, count: int) -> list:
         """FiveTuples (None for drops) of the first `count` packets (slow: for tests)."""

@@ -310,8 +310,57 @@ static void rel(Py_buffer *v)
  * src_port (u16), dst_port (u16), proto (u8), hash (u32), reason (u8), l4_offset (u16);
  * optional l3_offset (u16), vlan (i32). For a frame that fails, reason != 0, hash is 0 and
  * the other fields hold whatever nf_parse() filled in before it stopped. */
+/* Fast path for ParseArrays: one contiguous block, fields of capacity c each, in the order
+ * src_ip dst_ip hash vlan (4 bytes) | src_port dst_port l3_offset l4_offset (2) | proto reason
+ * (1): one buffer to acquire instead of ten. */
+static PyObject *parse_block(BurstObject *self, PyObject *blk)
+{
+    Py_buffer v;
+    if (PyObject_GetBuffer(blk, &v, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0)
+        return NULL;
+    Py_ssize_t c = v.len / 26, n = self->n;
+    if (c < n || v.len != 26 * c) {
+        PyBuffer_Release(&v);
+        PyErr_Format(PyExc_ValueError, "ParseArrays for %zd packets, burst has %zd", c, n);
+        return NULL;
+    }
+    uint8_t *base = v.buf;
+    uint32_t *src = (uint32_t *)base, *dst = src + c, *hs = dst + c;
+    int32_t *vl = (int32_t *)(hs + c);
+    uint16_t *sp = (uint16_t *)(base + 16 * c), *dp = sp + c, *l3 = dp + c, *l4 = l3 + c;
+    uint8_t *pr = base + 24 * c, *rs = pr + c;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        struct rte_mbuf *m = self->pkts[i];
+        struct nf_parsed *p = &self->parsed[i];
+        int r = nf_parse(rte_pktmbuf_mtod(m, const uint8_t *), rte_pktmbuf_data_len(m), p);
+        self->reason[i] = (uint8_t)r;
+        src[i] = p->src_ip;
+        dst[i] = p->dst_ip;
+        hs[i] = r == NF_OK ? nf_flow_hash(p) : 0;
+        vl[i] = p->vlan;
+        sp[i] = p->src_port;
+        dp[i] = p->dst_port;
+        l3[i] = p->l3_offset;
+        l4[i] = p->l4_offset;
+        pr[i] = p->proto;
+        rs[i] = (uint8_t)r;
+    }
+    self->parsed_valid = 1;
+    PyBuffer_Release(&v);
+    return PyLong_FromSsize_t(n);
+}
+
 static PyObject *Burst_parse(BurstObject *self, PyObject *arrays)
 {
+    if (!PyDict_Check(arrays)) {
+        PyObject *blk = PyObject_GetAttrString(arrays, "_block");
+        if (blk) {
+            PyObject *r = parse_block(self, blk);
+            Py_DECREF(blk);
+            return r;
+        }
+        PyErr_Clear();
+    }
     enum { SRC, DST, SP, DP, PR, HS, RS, L4, L3, VL, NB };
     static const char *names[NB] = {"src_ip", "dst_ip", "src_port", "dst_port", "proto",
                                     "hash", "reason", "l4_offset", "l3_offset", "vlan"};

@@ -49,12 +49,13 @@ def reserve(pages: int, size_kb: int = 2048) -> int:
 def require(mem_mb: int, *, reserve_if_missing: bool = False, size_kb: int = 2048) -> dict:
     """Raise HugePagesError unless `mem_mb` MiB of free huge pages exist.
 
-    With reserve_if_missing=True, first reserve (total in use + what is needed) pages.
+    With reserve_if_missing=True, first raise the reservation to (pages in use + twice what is
+    needed): the pool is machine-wide and processes starting at the same time race for it.
     """
     need = -(-mem_mb * 1024 // size_kb)
     st = status(size_kb)
-    if st["free"] < need and reserve_if_missing:
-        reserve(st["total"] - st["free"] + need, size_kb)
+    if st["free"] < 2 * need and reserve_if_missing:
+        reserve(st["total"] - st["free"] + 2 * need, size_kb)
         st = status(size_kb)
     if st["total"] == 0:
         raise HugePagesError(
