@@ -34,19 +34,23 @@ def _processes_mentioning(text):
     return found
 
 
-@pytest.fixture(scope="module")
-def report():
+def _run_in_sandbox(cmd, *args):
     reason = sandbox.can_sandbox()
     if reason or _missing():
         pytest.skip(reason or "missing: " + ", ".join(_missing()))
     tag = "vnfl%s" % uuid.uuid4().hex[:8]
-    proc = sandbox.run([sys.executable, "-m", "vnflab.ovsdpdk", "selftest", "--idle-seconds", "1",
-                        "--tag", tag, "--workdir", "/var/run/openvswitch/" + tag],
+    proc = sandbox.run([sys.executable, "-m", "vnflab.ovsdpdk", cmd, *args, "--tag", tag,
+                        "--workdir", "/var/run/openvswitch/" + tag],
                        timeout=55, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-4000:]
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     res["tag"] = tag
     return res
+
+
+@pytest.fixture(scope="module")
+def report():
+    return _run_in_sandbox("selftest", "--idle-seconds", "1")
 
 
 @pytest.mark.network
@@ -92,6 +96,17 @@ def test_stop_is_graceful_and_nothing_is_left(report):
     assert not glob.glob("/dev/hugepages/%s*" % tag)
     assert not glob.glob("/var/run/dpdk/%s*" % tag)
     assert not os.path.exists("/var/run/openvswitch/" + tag)
+
+
+@pytest.mark.network
+@pytest.mark.dpdk
+def test_fallbacks_without_ovs_dpdk():
+    """vhost<->af_packet bridge testpmd, and af_packet / af_xdp vdevs on the LB's veth."""
+    res = _run_in_sandbox("fallback")
+    assert res["vhost_afpacket_bridge"] == 20
+    assert res["af_packet_direct"] == 20
+    assert res["af_xdp_direct"] == 20
+    assert not _processes_mentioning(res["tag"])
 
 
 def test_other_config():

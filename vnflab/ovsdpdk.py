@@ -373,6 +373,53 @@ print(len(back & sent))
 """
 
 
+def start_testpmd(file_prefix, vdevs, mode, lcores="0,1", mem_mb=64, mbufs=8192,
+                  ready_path=None, netns=None, timeout=15):
+    """Start ``dpdk-testpmd --no-pci`` non-interactively (stdin kept open: write a newline
+    to make it stop and print its totals, see ``stop_testpmd``).  The first lcore is the
+    main one, the second forwards.  ``mbufs`` is explicit because of the small ``-m``
+    (af_xdp needs more than 2048).  With ``ready_path``, wait for that file (a vhost socket);
+    otherwise wait until testpmd says it is forwarding."""
+    argv = ["stdbuf", "-oL", TESTPMD, "--no-pci", "--single-file-segments",
+            "--file-prefix=" + file_prefix, "-m", str(mem_mb), "-l", lcores]
+    for vdev in vdevs:
+        argv += ["--vdev", vdev]
+    argv += ["--", "--forward-mode=" + mode, "--total-num-mbufs=%d" % mbufs, "--nb-cores=1"]
+    if netns:
+        argv = ["ip", "netns", "exec", netns] + argv
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + timeout
+    if ready_path:
+        while not os.path.exists(ready_path):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise OVSError("testpmd did not create %s: %s" % (ready_path, proc.communicate()[0]))
+            time.sleep(0.05)
+        return proc
+    seen = []
+    for line in proc.stdout:   # line-buffered thanks to stdbuf
+        seen.append(line)
+        if "Press enter to exit" in line:
+            return proc
+        if time.monotonic() > deadline:
+            break
+    proc.kill()
+    raise OVSError("testpmd did not start: " + "".join(seen + [proc.communicate()[0]]))
+
+
+def stop_testpmd(proc, timeout=15):
+    """Stop a ``start_testpmd`` process; returns its accumulated (rx, tx) packets."""
+    try:
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        out = proc.communicate(timeout=timeout)[0]
+    except (OSError, subprocess.TimeoutExpired):
+        proc.kill()
+        out = proc.communicate()[0]
+    return _testpmd_totals(out)
+
+
 def _sh(cmd):
     _run(["sh", "-c", cmd])
 
@@ -423,16 +470,8 @@ def selftest(workdir=SELFTEST_WORKDIR, idle_seconds=2.0, mininet=True, maxsleep_
         res["idle_cpu_with_bridge"] = round(_idle_cpu(ovs, idle_seconds), 4)
         # 2. a vhost-user port with dpdk-testpmd (virtio-user, server mode) behind it
         sock = os.path.join(workdir, "vhu0.sock")
-        testpmd = subprocess.Popen(
-            [TESTPMD, "--no-pci", "--single-file-segments", "--file-prefix=%stpmd" % tag,
-             "-m", "64", "-l", "0,1", "--vdev", "net_virtio_user0,path=%s,server=1,queues=1" % sock,
-             "--", "--forward-mode=macswap", "--total-num-mbufs=2048", "--nb-cores=1"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        t0 = time.monotonic()
-        while not os.path.exists(sock):
-            if testpmd.poll() is not None or time.monotonic() - t0 > 15:
-                raise OVSError("testpmd did not create %s: %s" % (sock, testpmd.stdout.read()))
-            time.sleep(0.05)
+        testpmd = start_testpmd(tag + "tpmd", ["net_virtio_user0,path=%s,server=1,queues=1" % sock],
+                                "macswap", ready_path=sock)
         ovs.add_vhost_client_port("br0", "vhu0", sock, ofport=3)
         ovs.vsctl("--timeout=10", "wait-until", "Interface", "vhu0", "link_state=up", timeout=15)
         # the PMD thread now polls vhu0: what does it cost while no packet comes?
@@ -443,18 +482,12 @@ def selftest(workdir=SELFTEST_WORKDIR, idle_seconds=2.0, mininet=True, maxsleep_
             ovs.vsctl("set", "Open_vSwitch", ".", "other_config:pmd-maxsleep=1000")
         ovs.ofctl("add-flow", "br0", "priority=100,in_port=s-h1,actions=output:vhu0")
         ovs.ofctl("add-flow", "br0", "priority=100,in_port=vhu0,actions=output:s-h1")
-        n = 20
-        out = _run(["ip", "netns", "exec", "h1", sys.executable, "-c", _REFLECT_PROBE,
-                    "h1-eth0", PEER_MAC, str(n)], timeout=20)
-        res["frames_sent"] = n
-        res["frames_reflected"] = int(out.strip())
+        res["frames_sent"] = 20
+        res["frames_reflected"] = _reflected("h1", "h1-eth0", 20)
         res["vhu0_stats"] = ovs.port_stats("br0", "vhu0")
         res["flows"] = ovs.ofctl("dump-flows", "br0", "--no-stats").split()
-        testpmd.stdin.write("\n")
-        testpmd.stdin.flush()
-        tout, _ = testpmd.communicate(timeout=15)
+        res["testpmd_rx"], res["testpmd_tx"] = stop_testpmd(testpmd)
         testpmd = None
-        res["testpmd_rx"], res["testpmd_tx"] = _testpmd_totals(tout)
         ovs.del_port("br0", "vhu0")
         ovs.del_bridge("br0")
         # 3. Mininet hosts on a bridge of the same instance
@@ -478,6 +511,49 @@ def selftest(workdir=SELFTEST_WORKDIR, idle_seconds=2.0, mininet=True, maxsleep_
     res["vswitchd_left"] = subprocess.run(["pgrep", "-c", "ovs-vswitchd"], capture_output=True,
                                           text=True).stdout.strip()
     return res
+
+
+def selftest_fallback(workdir=SELFTEST_WORKDIR, tag="vnfl"):
+    """The set-ups without OVS-DPDK (docs/ovs-dpdk.md), each with a testpmd in macswap mode
+    standing in for the DPDK LB; call inside a vnflab sandbox.  Returns frames reflected.
+
+    1. vhost <-> af_packet bridge: a testpmd in io mode joins a net_vhost port (server,
+       where the LB's virtio-user connects) to a net_af_packet port on the switch-side veth.
+    2. the LB's own veth driven directly by a net_af_packet or net_af_xdp vdev."""
+    if not sandbox.in_sandbox():
+        raise OVSError("selftest_fallback() must run inside a vnflab sandbox")
+    ensure_hugepages(2 * 64)
+    os.makedirs(workdir, exist_ok=True)
+    res = {}
+    _make_host("h1", "10.0.0.1", "h1-eth0", "s-h1")
+    sock = os.path.join(workdir, "vh0.sock")
+    bridge = start_testpmd(tag + "br", ["net_af_packet0,iface=s-h1",
+                                        "net_vhost0,iface=%s,queues=1" % sock], "io")
+    try:
+        lb = start_testpmd(tag + "lb", ["net_virtio_user0,path=%s,queues=1" % sock], "macswap")
+        try:
+            res["vhost_afpacket_bridge"] = _reflected("h1", "h1-eth0")
+        finally:
+            res["vhost_afpacket_bridge_lb_rx_tx"] = stop_testpmd(lb)
+    finally:
+        stop_testpmd(bridge)
+    _make_host("h2", "10.0.1.1", "h2-eth0", "lb-eth0")
+    _sh("ip netns add lb && ip link set lb-eth0 netns lb && ip netns exec lb ip link set lb-eth0 up")
+    for name, vdev in (("af_packet", "net_af_packet0,iface=lb-eth0"),
+                       ("af_xdp", "net_af_xdp0,iface=lb-eth0,start_queue=0,queue_count=1")):
+        lb = start_testpmd(tag + name, [vdev], "macswap", netns="lb")
+        try:
+            res[name + "_direct"] = _reflected("h2", "h2-eth0")
+        finally:
+            res[name + "_direct_lb_rx_tx"] = stop_testpmd(lb)
+    return res
+
+
+def _reflected(netns, ifname, n=20):
+    """Frames (of n) that a host sends to PEER_MAC and gets back with the MACs swapped."""
+    out = _run(["ip", "netns", "exec", netns, sys.executable, "-c", _REFLECT_PROBE,
+                ifname, PEER_MAC, str(n)], timeout=20)
+    return int(out.strip())
 
 
 def _failed_start_cleans_up(workdir):
@@ -537,7 +613,7 @@ def _mininet_check(ovs, datagrams=5):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m vnflab.ovsdpdk")
-    ap.add_argument("cmd", choices=["selftest"])
+    ap.add_argument("cmd", choices=["selftest", "fallback"])
     ap.add_argument("--no-mininet", action="store_true")
     ap.add_argument("--idle-seconds", type=float, default=2.0)
     ap.add_argument("--maxsleep-off", action="store_true", help="also measure pmd-maxsleep=0")
@@ -548,8 +624,11 @@ def main(argv=None):
     if not sandbox.in_sandbox():
         return sandbox.reexec_in_sandbox(timeout=args.timeout)
     sandbox.setup_inside()
-    res = selftest(workdir=args.workdir, idle_seconds=args.idle_seconds,
-                   mininet=not args.no_mininet, maxsleep_off=args.maxsleep_off, tag=args.tag)
+    if args.cmd == "fallback":
+        res = selftest_fallback(workdir=args.workdir, tag=args.tag)
+    else:
+        res = selftest(workdir=args.workdir, idle_seconds=args.idle_seconds,
+                       mininet=not args.no_mininet, maxsleep_off=args.maxsleep_off, tag=args.tag)
     print(json.dumps(res))
     return 0
 
