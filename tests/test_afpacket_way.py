@@ -26,3 +26,18 @@ def test_afpacket_lb_rejects_an_unknown_mode():
                           cost_rate_pps=0, saturation_seconds=0, timeout_s=60)
     result = run_sandboxed(spec)
     assert "error" in result or result.get("lb_alive_after_traffic") is False
+
+
+def test_afpacket_lb_survives_100k_fuzzed_frames_then_still_forwards():
+    spec = ExperimentSpec(way="afpacket", clients=2, backends=3, udp_flows=100, packets_per_flow=2,
+                          rate_pps=2000, http_conns=10, fuzz_frames=100_000,
+                          cost_rate_pps=0, saturation_seconds=0, timeout_s=240)
+    result = run_sandboxed(spec)
+    assert "error" not in result, result
+    rob = result["robustness"]
+    assert rob["sent"]["sent"] >= 100_000, rob["sent"]
+    assert rob["lb_alive_after_fuzz"] and rob["lb_alive_at_end"], rob["lb_log_tail"]
+    assert rob["forwards_normal_flow"], rob["after"]
+    dropped = rob["lb_dropped"]
+    for reason in ("arp", "ipv6", "truncated-ip", "bad-ihl", "fragment", "unsupported-proto"):
+        assert dropped.get(reason, 0) > 0, (reason, dropped)

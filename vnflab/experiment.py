@@ -41,6 +41,7 @@ class ExperimentSpec:
     cost_rate_pps: int = 5000               # offered load of the cost phase (0 = skip)
     cost_seconds: float = 3.0
     saturation_seconds: float = 2.0         # throughput at saturation (0 = skip)
+    fuzz_frames: int = 0                    # robustness phase: malformed + fuzzed frames (0 = skip)
     timeout_s: float = 240.0
 
     def validate(self) -> "ExperimentSpec":
@@ -136,7 +137,7 @@ def _read_json(path: str, default=None):
 class Testbed:
     """A started topology with backend servers; the LB comes and goes per phase."""
 
-    def __init__(self, spec: ExperimentSpec, workdir: str):
+    def __init__(self, spec: ExperimentSpec, workdir: str, start_servers: bool = True):
         from mininet.log import setLogLevel
         from mininet.net import Mininet
         from mininet.link import TCLink, Link
@@ -154,7 +155,9 @@ class Testbed:
         self.net.start()
         self.vip_mode = "local" if spec.way == "socket" else "dsr"
         self._configure_vip()
-        self._start_backends()
+        self.backend_procs = {}
+        if start_servers:       # vnflab bench sinks traffic on the backends instead (no servers)
+            self._start_backends()
 
     # --- addressing of the VIP -------------------------------------------------------------
     def _configure_vip(self) -> None:
@@ -355,6 +358,40 @@ def measure_cost(bed: Testbed, spec: ExperimentSpec) -> dict:
     return out
 
 
+def measure_robustness(bed: Testbed, spec: ExperimentSpec) -> dict:
+    """Throw the malformed corpus and ``fuzz_frames`` fuzzed frames at the LB's MAC from a client,
+    then check the LB is alive and still forwards a normal flow mix with affinity."""
+    from grader.checker import check
+    cfg = bed.topo_cfg
+    bed.restart_backends()
+    lb = bed.start_lb("fuzz")
+    client = cfg.client_names()[0]
+    out = os.path.join(bed.workdir, "fuzz-send.json")
+    sender = bed._popen(client, [sys.executable, "-m", "grader.corpus", "--iface", f"{client}-eth0",
+                                 "--dst-mac", cfg.host_mac("lb"), "--src-mac", cfg.host_mac(client),
+                                 "--src-ip", cfg.host_ip(client), "--vip", cfg.vip,
+                                 "--port", str(SERVICE_PORT), "--count", str(spec.fuzz_frames),
+                                 "--out", out], "fuzz-send")
+    try:
+        sender.wait(120)
+    except subprocess.TimeoutExpired:
+        sender.kill()
+    time.sleep(0.5)                      # let the LB drain its ring
+    alive_after_fuzz = lb.alive()
+    bed.restart_backends()               # the normal-flow check starts from clean records
+    clients = bed.drive("after-fuzz", 100, 3, 1000, 10, timeout=60) if alive_after_fuzz else []
+    alive_at_end = lb.alive()
+    stats = lb.stop()
+    report = check(bed.backend_records(), clients) if clients else None
+    forwards_normal_flow = bool(report and report.split_flows == 0 and report.udp_lost_forward == 0
+                                and report.http_failures == 0 and report.flows_seen == 110)
+    return {"sent": _read_json(out, {}), "lb_alive_after_fuzz": alive_after_fuzz,
+            "lb_alive_at_end": alive_at_end, "forwards_normal_flow": forwards_normal_flow,
+            "after": report.to_json() if report else None,
+            "lb_dropped": (stats.get("lb") or {}).get("dropped"),
+            "lb_log_tail": None if alive_at_end else lb.log_tail()}
+
+
 def measure_saturation(bed: Testbed, spec: ExperimentSpec) -> dict:
     """Forwarded packets per second when every client sends as fast as it can."""
     if not spec.saturation_seconds:
@@ -406,6 +443,9 @@ def run_experiment(spec: ExperimentSpec, workdir: str) -> dict:
         if not lb_alive:
             result["lb_log_tail"] = lb.log_tail()
         log(f"affinity: {report.flows_seen} flows seen, {report.split_flows} split")
+        if spec.fuzz_frames:
+            log(f"robustness: {spec.fuzz_frames} fuzzed frames + the malformed corpus at the LB")
+            result["robustness"] = measure_robustness(bed, spec)
         if spec.cost_rate_pps:
             log(f"cost: {spec.cost_rate_pps} pps offered for {spec.cost_seconds:.0f} s")
             result["cost"] = measure_cost(bed, spec)
