@@ -495,6 +495,63 @@ def test_killed_process_leaves_nothing():
     assert sandbox.leftovers() == []
 
 
+VHOST_PAIR = PRELUDE + """
+role, sock = sys.argv[1], sys.argv[2]
+dpdk.init(mem_mb=64, reserve_hugepages=True)
+pool = dpdk.pool(n=4095)
+if role == "vhost":
+    v = dpdk.Port.open(f"net_vhost0,iface={sock},queues=1", pool)
+    n = dpdk.Port.open("net_null0", pool)
+    deadline = time.time() + 20
+    while not v.link()["up"] and time.time() < deadline:
+        time.sleep(0.05)
+    fw = dpdk.io_forward(n, v, seconds=1.5)
+    out(up=v.link()["up"], sent=fw["tx"], opackets=v.stats()["opackets"])
+else:
+    u = dpdk.Port.open(f"net_virtio_user0,path={sock},queues=1", pool)
+    got, buf, end = 0, dpdk.Burst(32), time.time() + 3
+    while time.time() < end:
+        b = u.rx(0, 32, buf)
+        got += len(b)
+        b.free()
+    out(got=got, ipackets=u.stats()["ipackets"])
+"""
+
+
+@needs_dpdk
+def test_virtio_user_to_vhost_between_two_sandboxes(tmp_path):
+    st = hugepages.status()
+    hugepages.reserve(st["total"] - st["free"] + 2 * 32 + 64)
+    sock = str(tmp_path / "vh.sock")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), *sys.path]))
+    procs = []
+    try:
+        for role in ("vhost", "virtio"):
+            procs.append(sandbox.popen([sys.executable, "-c", VHOST_PAIR, role, sock],
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       text=True, env=env))
+            if role == "vhost":
+                deadline = time.time() + 20
+                while not os.path.exists(sock):
+                    assert time.time() < deadline and procs[0].poll() is None, "no vhost socket"
+                    time.sleep(0.05)
+        outs = []
+        for p in procs:
+            so, se = p.communicate(timeout=90)
+            assert p.returncode == 0, se[-3000:]
+            outs.append(json.loads([ln for ln in so.splitlines()
+                                    if ln.startswith("RESULT ")][-1][7:]))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    vh, vu = outs
+    assert vh["up"] and vh["sent"] > 1000
+    assert vu["got"] == vh["sent"] == vh["opackets"] == vu["ipackets"]
+    assert sandbox.leftovers() == []
+
+
 def test_zz_nothing_left_behind():
     """Runs last in this file: no huge-page files, no DPDK runtime dirs outside sandboxes."""
     assert sandbox.leftovers() == []
