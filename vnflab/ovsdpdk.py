@@ -8,13 +8,14 @@ userspace (``netdev``) bridge through their veths.
 ``PrivateOVSDPDK`` starts its own ``ovsdb-server`` and ``ovs-vswitchd-dpdk`` with
 their own database, sockets, pid files and logs in ``workdir``; it never talks
 to the system Open vSwitch.  Run it inside a sandbox (new net + pid + mount
-namespaces with a private hugetlbfs and private run dirs: ``vnflab.sandbox``) so that bridges, taps, huge-page files and DPDK runtime dirs
-disappear with the namespace, however the run ends.
+namespaces with a private hugetlbfs and private run dirs: ``vnflab.sandbox``) so
+that bridges, taps, huge-page files and DPDK runtime dirs disappear with the
+namespace, however the run ends.  See docs/ovs-dpdk.md.
 
-    with PrivateOVSDPDK("/run/ovs") as ovs:
+    with PrivateOVSDPDK("/var/run/openvswitch/vnflab") as ovs:
         ovs.add_bridge("br0")
         ovs.add_port("br0", "s1-eth1")                       # a veth end
-        ovs.add_vhost_client_port("br0", "vhu0", "/run/ovs/vhu0.sock")
+        ovs.add_vhost_client_port("br0", "vhu0", "/var/run/openvswitch/vnflab/vhu0.sock")
         ovs.ofctl("add-flow", "br0", "in_port=s1-eth1,actions=output:vhu0")
 
     net = Mininet(topo, switch=partial(OVSDPDKSwitch, ovs=ovs), controller=None)
@@ -346,10 +347,10 @@ class OVSDPDKSwitch(Switch):
 # -- self test (run inside the sandbox) ------------------------------------------------
 TESTPMD = "dpdk-testpmd"
 SELFTEST_WORKDIR = "/var/run/openvswitch/vnflab"  # a private tmpfs inside the sandbox
-ETH_TYPE = 0x88B5  # IEEE local experimental ethertype
 PEER_MAC = "02:00:00:00:00:99"
 
-# Runs inside a host namespace: sends N raw frames to PEER_MAC and counts the ones
+# Runs inside a host namespace: sends N raw frames (ethertype 0x88B5, IEEE local
+# experimental) to PEER_MAC and counts the ones
 # that come back with MACs swapped (testpmd macswap) and the same payload.
 _REFLECT_PROBE = r"""
 import socket, sys, time
