@@ -6,10 +6,10 @@ from vnflab.experiment import ExperimentSpec, run_sandboxed
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_afpacket_lb_keeps_affinity(workers):
+@pytest.mark.parametrize("mode, workers", [("dsr", 1), ("dsr", 2), ("nat", 1), ("nat", 2)])
+def test_afpacket_lb_keeps_affinity(mode, workers):
     spec = ExperimentSpec(way="afpacket", clients=2, backends=3, udp_flows=600, packets_per_flow=3,
-                          rate_pps=3000, http_conns=40, lb_extra={"workers": workers},
+                          rate_pps=3000, http_conns=40, lb_extra={"workers": workers, "mode": mode},
                           cost_rate_pps=0, saturation_seconds=0, timeout_s=150)
     result = run_sandboxed(spec)
     assert "error" not in result, result
@@ -19,6 +19,7 @@ def test_afpacket_lb_keeps_affinity(workers):
     assert result["http"]["failures"] == 0, result["http"]   # real TCP through DSR
     assert all(b["flows"] > 0 for b in result["per_backend"].values())
     assert result["lb_stats"]["workers"] == workers
+    assert result["lost"]["forward"] == 0 and result["lost"]["return"] == 0, result["lost"]
 
 
 def test_afpacket_lb_rejects_an_unknown_mode():

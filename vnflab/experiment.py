@@ -153,7 +153,10 @@ class Testbed:
                            link=TCLink if cfg.bw_mbit else Link, autoSetMacs=False)
         self.procs: list[subprocess.Popen] = []
         self.net.start()
-        self.vip_mode = "local" if spec.way == "socket" else "dsr"
+        if spec.way == "socket":
+            self.vip_mode = "local"
+        else:
+            self.vip_mode = "nat" if spec.lb_extra.get("mode") == "nat" else "dsr"
         self._configure_vip()
         self.backend_procs = {}
         if start_servers:       # vnflab bench sinks traffic on the backends instead (no servers)
@@ -167,6 +170,16 @@ class Testbed:
             # Socket way: the VIP is simply an address of the LB host; its kernel terminates
             # the clients' connections and the LB opens new ones to the backends (a proxy).
             lb.cmd(f"ip addr add {vip}/{cfg.prefixlen} dev lb-eth0")
+        elif self.vip_mode == "nat":
+            # NAT: backends know nothing of the VIP; the LB rewrites VIP:port to theirs. Their
+            # replies must come back through the LB to be rewritten back, so each backend routes
+            # the clients via the LB (host routes beat the on-link /24 route).
+            for b in cfg.backend_names():
+                for c in cfg.client_names():
+                    self.net[b].cmd(f"ip route add {cfg.host_ip(c)}/32 via {cfg.host_ip('lb')}")
+            for c in cfg.client_names():
+                self.net[c].cmd(f"ip neigh replace {vip} lladdr {cfg.host_mac('lb')} dev {c}-eth0")
+            lb.cmd("sysctl -qw net.ipv4.ip_forward=0 net.ipv4.conf.all.send_redirects=0")
         else:
             # Direct server return: every backend also owns the VIP (on loopback, so it accepts
             # packets for it) but must neither answer ARP for it nor use it as an ARP source,
@@ -408,7 +421,7 @@ def measure_saturation(bed: Testbed, spec: ExperimentSpec) -> dict:
     wall = time.monotonic() - t0
     lb.stop()
     report = check(bed.backend_records(), recs)
-    forwarded = report.udp_arrived + (report.udp_replies_received if bed.vip_mode == "local" else 0)
+    forwarded = report.udp_arrived + (report.udp_replies_received if bed.vip_mode in ("local", "nat") else 0)
     return {"seconds": round(wall, 3), "forwarded": forwarded,
             "mpps": round(forwarded / wall / 1e6, 4) if wall > 0 else None}
 

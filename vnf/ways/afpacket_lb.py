@@ -32,10 +32,54 @@ import numpy as np
 
 from vnf.afpacket.ring import DROP, REASON_NAMES, Rewrite, RxRing, TxRing, interface_mac
 from vnf.lb import NOT_FOR_VIP
+from vnf.packet import ip_to_int, parse_frame
+from vnf.rewrite import nat_rewrite_src, set_macs
 from vnf.ways.common import LBProgram, fail
 
 FANOUT_GROUP = 0x564E     # any 16-bit id shared by the workers of one LB ("VN")
 EXPIRE_EVERY_S = 1.0
+
+
+class NatReturnPath:
+    """NAT mode's way back: replies from a backend to a client leave the LB from the VIP again.
+
+    In NAT mode the forward path rewrites the destination (VIP:port -> backend ip:port) in C, in
+    the TX copy. The backends route replies to the clients through the LB; here the source is
+    rewritten back to VIP:port (RFC 1624 incremental checksums in ``vnf.rewrite``) and the frame
+    is addressed to the client's MAC, learnt from its own packets. This path is plain Python per
+    packet (about 2 µs): DSR, where replies bypass the LB entirely, is the fast mode.
+    """
+
+    def __init__(self, vip: int, port: int, lb_mac: bytes, backends):
+        self.vip, self.port, self.lb_mac = vip, port, bytes(lb_mac)
+        self.backend_addrs = {(ip_to_int(b.ip), b.port) for b in backends}
+        self.client_mac: dict[int, bytes] = {}
+        self.pending: list[bytearray] = []
+        self.unknown_client = 0
+
+    def learn_client(self, flow, frame) -> None:
+        self.client_mac[flow.src_ip] = bytes(frame[6:12])
+
+    def is_reply(self, flow) -> bool:
+        return (flow.src_ip, flow.src_port) in self.backend_addrs
+
+    def queue_reply(self, frame) -> None:
+        reply = bytearray(frame)
+        parsed = parse_frame(reply)
+        client_mac = self.client_mac.get(parsed.flow.dst_ip)
+        if client_mac is None:
+            self.unknown_client += 1
+            return
+        nat_rewrite_src(reply, parsed, self.vip, self.port)
+        set_macs(reply, client_mac, self.lb_mac)
+        self.pending.append(reply)
+
+    def send_replies(self, tx: TxRing) -> int:
+        if not self.pending:
+            return 0
+        sent = tx.send_frames(self.pending)
+        self.pending.clear()
+        return sent
 
 
 class AfPacketLB(LBProgram):
@@ -47,26 +91,39 @@ class AfPacketLB(LBProgram):
         if not 1 <= self.workers <= 64:
             fail("workers", f"must be 1..64, got {self.workers}")
         self.mode = self.io.get("mode", "dsr")
-        if self.mode != "dsr":
-            fail("mode", f"only 'dsr' (direct server return) is implemented, got {self.mode!r}")
+        if self.mode not in ("dsr", "nat"):
+            fail("mode", f"must be 'dsr' (direct server return) or 'nat', got {self.mode!r}")
         backends = self.config.backends
         self.backend_index = {b.name: i for i, b in enumerate(backends)}
         try:
-            self.rewrite = Rewrite.dsr(src_mac=interface_mac(self.iface),
-                                       backend_macs=[b.mac for b in backends])
+            lb_mac = interface_mac(self.iface)
         except OSError as exc:
             fail("iface", f"{self.iface}: {exc.strerror}")
+        macs = [b.mac for b in backends]
+        if self.mode == "dsr":
+            self.rewrite = Rewrite.dsr(src_mac=lb_mac, backend_macs=macs)
+            self.nat = None
+        else:
+            self.rewrite = Rewrite.nat(src_mac=lb_mac, backend_macs=macs,
+                                       backend_ips=[b.ip for b in backends],
+                                       backend_ports=[b.port for b in backends])
+            self.nat = NatReturnPath(self.lb.vip, self.lb.port, lb_mac, backends)
         self.sent = 0
         self.batches = 0
         self.children: list[int] = []
         self.worker_id = 0
-
-    # --- the hot loop ------------------------------------------------------------------------
-    def run(self) -> None:
         if self.workers > 1:
             self.fork_workers()
-        rx = RxRing(self.iface, fanout_group=FANOUT_GROUP if self.workers > 1 else None)
-        tx = TxRing(self.iface)
+        self.open_rings()
+
+    # --- the hot loop ------------------------------------------------------------------------
+    def open_rings(self) -> None:
+        """Map the rings before we report ready, so no packet arrives before there is a ring."""
+        self.rx = RxRing(self.iface, fanout_group=FANOUT_GROUP if self.workers > 1 else None)
+        self.tx = TxRing(self.iface)
+
+    def run(self) -> None:
+        rx, tx = self.rx, self.tx
         lb, index = self.lb, self.backend_index
         vip, port = lb.vip, lb.port
         next_expire = time.monotonic() + EXPIRE_EVERY_S
@@ -76,19 +133,27 @@ class AfPacketLB(LBProgram):
                 if batch is None:
                     continue
                 now = time.monotonic()
+                # BEGIN SOLUTION lab2: one choice per packet of the batch: DROP for unparsed (None) or not-for-VIP flows (lb.count_drop(NOT_FOR_VIP)), else index[lb.backend_for(flow, now).name]; count_drops(batch); one tx.send_batch(batch, choices, self.rewrite) (NAT: learn clients, queue and send replies)
                 choices = []
-                for flow in batch.flows():                 # a FiveTuple, or None: unparseable
+                for i, flow in enumerate(batch.flows()):   # a FiveTuple, or None: unparseable
                     if flow is None:                       # counted per reason below
                         choices.append(DROP)
-                        continue
-                    if flow.dst_ip != vip or flow.dst_port != port:
+                    elif flow.dst_ip == vip and flow.dst_port == port:
+                        backend = lb.backend_for(flow, now)    # THE decision, shared by all ways
+                        choices.append(DROP if backend is None else index[backend.name])
+                        if self.nat:
+                            self.nat.learn_client(flow, batch.frame(i))
+                    elif self.nat and self.nat.is_reply(flow):
+                        self.nat.queue_reply(batch.frame(i))   # sent below, rewritten
+                        choices.append(DROP)
+                    else:
                         lb.count_drop(NOT_FOR_VIP)
                         choices.append(DROP)
-                        continue
-                    backend = lb.backend_for(flow, now)    # THE decision, shared by all ways
-                    choices.append(DROP if backend is None else index[backend.name])
                 self.count_drops(batch)
                 self.sent += tx.send_batch(batch, choices, self.rewrite)   # one send() kick
+                if self.nat:
+                    self.sent += self.nat.send_replies(tx)
+                # END SOLUTION
                 batch.release()                            # the block goes back to the kernel
                 self.batches += 1
                 if now >= next_expire:
@@ -107,14 +172,37 @@ class AfPacketLB(LBProgram):
 
     # --- workers (software RSS) -----------------------------------------------------------
     def fork_workers(self) -> None:
-        """Become worker 0; fork workers 1..N-1. Each has its own ring, TX ring and flow table."""
+        """Fork workers 1..N-1 (this process is worker 0). Each maps its own rings and keeps its
+        own flow table. All of them join the fanout group *before* the LB reports ready: the
+        kernel spreads flows by hash modulo the group size, so a late joiner would move flows."""
+        ready_r, ready_w = os.pipe()
         for worker_id in range(1, self.workers):
             pid = os.fork()
-            if pid == 0:
+            if pid == 0:                                   # a worker: rings, loop, stats, exit
+                os.close(ready_r)
                 self.worker_id, self.children = worker_id, []
-                signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-                return
+                code = 0
+                try:
+                    self.open_rings()
+                    os.write(ready_w, b"r")
+                    os.close(ready_w)
+                    self.run()
+                except BaseException:                      # noqa: BLE001 - report, then exit
+                    import traceback
+                    traceback.print_exc()
+                    code = 1
+                finally:
+                    self.write_stats(self.stats_file)
+                    os._exit(code)
             self.children.append(pid)
+        os.close(ready_w)
+        joined = 0
+        while joined < self.workers - 1:
+            chunk = os.read(ready_r, 64)
+            if not chunk:
+                fail("workers", "a worker process died while opening its rings")
+            joined += len(chunk)
+        os.close(ready_r)
 
     def close(self) -> None:
         for pid in self.children:
@@ -130,6 +218,8 @@ class AfPacketLB(LBProgram):
     def extra_stats(self) -> dict:
         rx = getattr(self, "rx_stats", None)
         return {"sent": self.sent, "batches": self.batches, "workers": self.workers,
+                "mode": self.mode,
+                "nat_unknown_client": self.nat.unknown_client if self.nat else None,
                 "worker_id": self.worker_id,
                 "ring_drops": rx.drops if rx else None}
 

@@ -61,6 +61,7 @@ class LBProgram:
         self.io = io
         self.lb = LoadBalancer(config)
         self.stopping = False
+        self.stats_file: str | None = None
         self.started = time.monotonic()
 
     # subclasses ------------------------------------------------------------------------------
@@ -105,6 +106,7 @@ class LBProgram:
         parser.add_argument("--stats-file", help="counters, written on SIGUSR1 and at exit")
         args = parser.parse_args(argv)
         program = cls(*load_config(args.config))
+        program.stats_file = args.stats_file
 
         def on_stop(signum, frame):
             program.stopping = True
