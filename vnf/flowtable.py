@@ -57,6 +57,7 @@ class FlowTable:
 
     def lookup(self, key: Hashable, now: float) -> Optional[Any]:
         """The value for key, or None on a miss. A hit makes the entry the most recent one."""
+        # BEGIN SOLUTION lab1: miss -> count it, return None; expired -> drop it, count expiration + miss; hit -> refresh last_seen, move to the end, count the hit
         entry = self._entries.get(key)
         if entry is None:
             self.misses += 1
@@ -70,9 +71,11 @@ class FlowTable:
         self._entries.move_to_end(key)
         self.hits += 1
         return entry[0]
+        # END SOLUTION
 
     def insert(self, key: Hashable, value: Any, now: float) -> None:
         """Remember value for key; when full, make room by dropping the front entry."""
+        # BEGIN SOLUTION lab1: known key -> update + move to end; full -> pop the front (LRU) entry, counted as expiration if idle too long else eviction; then store [value, now]
         entries = self._entries
         if key in entries:
             entries[key] = [value, now]
@@ -85,6 +88,7 @@ class FlowTable:
             else:
                 self.evictions += 1
         entries[key] = [value, now]
+        # END SOLUTION
 
     def remove(self, key: Hashable) -> bool:
         """Forget key (e.g. on TCP FIN/RST). True if it was present."""
@@ -92,6 +96,7 @@ class FlowTable:
 
     def expire(self, now: float) -> int:
         """Drop every entry idle longer than idle_timeout; returns how many were dropped."""
+        # BEGIN SOLUTION lab1: pop from the front while the front entry is expired (O(expired)); count expirations; return how many
         entries = self._entries
         dropped = 0
         while entries:
@@ -102,6 +107,7 @@ class FlowTable:
             dropped += 1
         self.expirations += dropped
         return dropped
+        # END SOLUTION
 
     def items(self):
         """(key, value) pairs, least recently used first (for inspection, not the hot path)."""

@@ -87,6 +87,7 @@ class SocketLB(LBProgram):
 
     # --- UDP -------------------------------------------------------------------------------------
     def on_udp_from_client(self, front: socket.socket) -> None:
+        # BEGIN SOLUTION lab1: drain up to RECV_BATCH datagrams (recvfrom until BlockingIOError); build the flow's FiveTuple (client ip/port, VIP, port, UDP); ask self.lb.backend_for; send on the (client, backend) upstream socket (open_udp_upstream when new); count
         now = time.monotonic()
         for _ in range(RECV_BATCH):
             try:
@@ -107,6 +108,7 @@ class SocketLB(LBProgram):
                 self.udp_last_used[upstream] = now
             except OSError:
                 self.count["upstream_errors"] += 1
+        # END SOLUTION
 
     def open_udp_upstream(self, client: tuple, backend) -> socket.socket:
         upstream = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -118,6 +120,7 @@ class SocketLB(LBProgram):
         return upstream
 
     def on_udp_from_backend(self, upstream: socket.socket) -> None:
+        # BEGIN SOLUTION lab1: find the client of this upstream socket; drain up to RECV_BATCH replies (recv until BlockingIOError, count OSError as upstream_errors) and sendto the client from the front socket
         client = self.udp_client_of[upstream]
         for _ in range(RECV_BATCH):
             try:
@@ -129,6 +132,7 @@ class SocketLB(LBProgram):
                 return
             self.udp_front.sendto(data, client)   # the reply leaves from VIP:port
             self.count["udp_replies"] += 1
+        # END SOLUTION
 
     def close_idle_udp(self, now: float) -> None:
         """Upstream sockets are I/O plumbing only; drop those idle past the flow timeout."""
