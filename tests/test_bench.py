@@ -1,0 +1,87 @@
+"""vnflab bench: a short real bench of the socket way in a sandbox, and the pure helpers."""
+import glob
+import json
+import os
+import struct
+import subprocess
+import sys
+
+import pytest
+
+from vnflab import bench
+
+
+def test_frames_have_correct_checksums():
+    frame = bench.udp_frame("02:00:00:00:01:01", "02:00:00:00:00:01", "10.0.0.11", "10.0.0.100",
+                            10007, 8080, b"VNFLBENCH".ljust(18, b"."))
+    assert len(frame) == 60
+    ip, udp = frame[14:34], frame[34:]
+    assert bench._csum(ip) == 0                                   # header checksum verifies
+    pseudo = ip[12:20] + struct.pack("!BBH", 0, 17, len(udp))
+    assert bench._csum(pseudo + udp) == 0                         # UDP checksum verifies
+    assert struct.unpack("!HH", udp[:4]) == (10007, 8080)
+    cfg = bench.trafgen_config([frame, frame])
+    assert cfg.count("{") == 2 and "0x08, 0x00, 0x45" in cfg
+
+
+def _level(offered, forwarded, busy=0.5, cpu=0.2):
+    return {"offered": offered, "forwarded": forwarded, "offered_pps": offered, "seconds": 1.0,
+            "core_busy_s": busy, "core_busy_ours_s": busy, "user_s": cpu / 2, "sys_s": cpu / 2}
+
+
+def test_whole_core_judgement():
+    ok = bench.judge_whole_core([_level(100, 100), _level(200, 199), _level(300, 250)])
+    assert not ok["livelock"] and ok["whole_core_at_pps"] == 200
+    assert ok["whole_core_ns_per_packet"] == pytest.approx(0.5 / 199 * 1e9)
+    ll = bench.judge_whole_core([_level(100, 100), _level(200, 199), _level(300, 90)])
+    assert ll["livelock"] and ll["whole_core_ns_per_packet"] is None
+    busy = bench.judge_whole_core([_level(100, 100)], base_frac=0.9)
+    assert busy["whole_core_ns_per_packet"] is None and "busy" in busy["whole_core_note"]
+
+
+def test_dpdk_driver_says_not_available():
+    assert "not available yet" in bench.DRIVERS["dpdk"].available("dpdk")
+
+
+def test_ratios_text():
+    ways = [{"way": "socket", "batch": None, "ns_per_packet": 6000.0, "mpps": 0.1},
+            {"way": "afpacket", "batch": 32, "ns_per_packet": 2000.0, "mpps": 0.3}]
+    r = bench.ratios(ways)["afpacket(batch=32)/socket"]
+    assert r["ns_per_packet"] == 3.0 and "3.0x cheaper" in r["text"]
+
+
+def _sandbox_leftovers():
+    return {"ifaces": sorted(os.path.basename(p) for p in glob.glob("/sys/class/net/*")),
+            "bpf": sorted(glob.glob("/sys/fs/bpf/vnflab*")),
+            "trafgen": subprocess.run(["pgrep", "-x", "trafgen"], capture_output=True,
+                                      text=True).stdout.split()}
+
+
+@pytest.mark.network
+@pytest.mark.slow
+def test_socket_bench_short(tmp_path):
+    before = _sandbox_leftovers()
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "vnflab.cli", "bench", "--way", "socket",
+                           "--runs", "2", "--seconds", "1", "--json", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ns/pkt" in proc.stdout and "Method:" in proc.stdout
+    result = json.loads(out.read_text())
+    assert {"method", "machine", "ways", "ratios"} <= set(result)
+    assert result["machine"]["cores"] >= 1 and result["machine"]["kernel"]
+    (way,) = result["ways"]
+    for key in ("way", "ns_per_packet", "user_ns", "sys_ns", "mpps", "cv", "runs", "batch",
+                "whole_core_ns_per_packet", "livelock"):
+        assert key in way, key
+    assert way["way"] == "socket"
+    assert way["ns_per_packet"] > 0 and way["mpps"] > 0
+    assert isinstance(way["cv"], float)
+    assert isinstance(way["livelock"], bool)
+    assert len(way["runs"]) == 2 and all("error" not in r for r in way["runs"])
+    assert result["sink"] in ("xdp-drop", "kernel-stack")
+    after = _sandbox_leftovers()
+    # the sandbox took every interface, pinned program and generator with it
+    assert after["ifaces"] == before["ifaces"] or set(after["ifaces"]) <= set(before["ifaces"])
+    assert set(after["bpf"]) <= set(before["bpf"])
+    assert set(after["trafgen"]) <= set(before["trafgen"])

@@ -1,0 +1,719 @@
+"""``vnflab bench``: per-packet cost of a load-balancer way, measured the same way for every way.
+
+One invocation = one sandbox (fresh net/pid/mount namespaces, see ``vnflab.sandbox``) holding one
+Testbed topology (``vnflab.experiment.Testbed``, no backend servers). Runs of the ways being
+compared are interleaved (a, b, a, b, ...) so machine drift hits them all alike.
+
+One run of one way (``KernelPathDriver``, used by the socket and AF_PACKET ways):
+
+1. **Saturation** (``ns_per_packet``, ``mpps``). trafgen on client c1, pinned to CPU 0, sends UDP
+   to VIP:8080 flat out, cycling through ``flows`` pre-built frames (one source port per flow,
+   correct IPv4 and UDP checksums). The LB runs pinned to CPU 1. Over a fixed window: the LB's CPU
+   time (user + sys of the LB process and its children, /proc/PID/stat) divided by the frames the
+   LB transmitted (``lb-eth0`` tx_packets) => ns/packet and the user/sys split; transmitted frames
+   per second => Mpps.
+2. **Whole core** (``whole_core_ns_per_packet``). RPS steers lb-eth0's receive softirq onto the
+   LB core (CPU 1), so the kernel's receive work is on the same core as the LB. trafgen is paced
+   at fractions of the saturation rate; CPU 1's busy time (window minus its idle time from
+   /proc/stat: with NO_HZ the idle time is measured at idle entry/exit, not sampled by the tick)
+   divided by forwarded frames, taken at the highest offered load the LB still kept up with.
+   If forwarding collapses as offered load rises (receive livelock: softirq starves the LB), no
+   number is reported and ``livelock`` is true.
+
+Sink: backends run no servers; a two-instruction XDP_DROP program (loaded with bpf(2) from
+Python, no compiler needed) on every backend interface drops what the LB sends, so no backend IP
+stack work lands on the LB's core. The bridge forwarding and the veth hop to the sink still run
+on the LB core (softirq raised by the LB's own transmit) and are included. The LB host gets static
+neighbour entries for the backends (ARP would be dropped by the sink) and the bridge static FDB
+entries (the backends never transmit, so the bridge would otherwise flood).
+
+The DPDK way needs a generator on the vhost side instead of trafgen over veth (veth caps near
+0.5 Mpps): ``DRIVERS`` maps each way to its driver; the DPDK entry reports "not available yet".
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import platform
+import resource
+import signal
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+
+from vnflab.experiment import SERVICE_PORT, ExperimentSpec, _read_json, log
+
+GEN_CPU, LB_CPU = 0, 1
+BPFFS = "/sys/fs/bpf"
+XDP_PROG_PIN = f"{BPFFS}/vnflab_xdp_drop"
+WHOLE_CORE_FRACTIONS = (0.3, 0.6, 0.9, 1.2)   # offered load, relative to the saturation rate
+KEPT_UP = 0.95          # forwarded >= 95 % of offered: the LB keeps up at that load
+MAX_FOREIGN_BUSY = 0.25  # LB core busier than this with no traffic: no whole-core figure
+COLLAPSE = 0.7          # forwarded falls below 70 % of an earlier, lower load's: livelock
+
+
+@dataclass
+class BenchSpec:
+    ways: list[str] = field(default_factory=lambda: ["socket"])
+    runs: int = 5
+    seconds: float = 3.0
+    batches: list[int] | None = None       # io "batch" sweep (afpacket, dpdk)
+    flows: int = 1024
+    payload: int = 18                       # UDP payload bytes (60-byte frames)
+    whole_core: bool = True
+    warmup_s: float = 0.5
+    timeout_s: float = 1800.0
+
+    def variants(self) -> list[tuple[str, int | None]]:
+        out = []
+        for way in self.ways:
+            if self.batches and way != "socket":
+                out += [(way, b) for b in self.batches]
+            else:
+                out.append((way, None))
+        return out
+
+    def validate(self) -> "BenchSpec":
+        for w in self.ways:
+            if w not in DRIVERS:
+                raise ValueError(f"way: must be one of {', '.join(DRIVERS)}, got {w!r}")
+        if len(set(self.ways)) != len(self.ways):
+            raise ValueError(f"way: listed twice in {self.ways}")
+        if not isinstance(self.runs, int) or self.runs < 1:
+            raise ValueError(f"runs: need at least 1, got {self.runs!r}")
+        if not self.seconds > 0:
+            raise ValueError(f"seconds: must be > 0, got {self.seconds!r}")
+        if self.batches is not None and any((not isinstance(b, int)) or b < 1 for b in self.batches):
+            raise ValueError(f"batch: whole numbers >= 1, got {self.batches!r}")
+        if not 1 <= self.flows <= 60000:
+            raise ValueError(f"flows: 1..60000, got {self.flows!r}")
+        return self
+
+
+# ------------------------------------------------------------------------------------------
+# packets: the generator's frames, built here with correct checksums
+# ------------------------------------------------------------------------------------------
+
+def _csum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def _ip4(addr: str) -> bytes:
+    return bytes(int(x) for x in addr.split("."))
+
+
+def _mac(mac: str) -> bytes:
+    return bytes.fromhex(mac.replace(":", ""))
+
+
+def udp_frame(src_mac: str, dst_mac: str, src_ip: str, dst_ip: str, sport: int, dport: int,
+              payload: bytes) -> bytes:
+    """Ethernet + IPv4 + UDP with correct header and UDP checksums."""
+    udp_len = 8 + len(payload)
+    src, dst = _ip4(src_ip), _ip4(dst_ip)
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + udp_len, sport & 0xFFFF, 0x4000, 64, 17, 0, src, dst)
+    ip = ip[:10] + struct.pack("!H", _csum(ip)) + ip[12:]
+    udp = struct.pack("!HHHH", sport, dport, udp_len, 0) + payload
+    pseudo = src + dst + struct.pack("!BBH", 0, 17, udp_len)
+    c = _csum(pseudo + udp) or 0xFFFF
+    udp = udp[:6] + struct.pack("!H", c) + udp[8:]
+    return _mac(dst_mac) + _mac(src_mac) + b"\x08\x00" + ip + udp
+
+
+def trafgen_config(frames: list[bytes]) -> str:
+    """trafgen's packet config: one ``{ ... }`` per frame; trafgen cycles through them."""
+    return "\n".join("{ " + ", ".join(f"0x{b:02x}" for b in f) + " }" for f in frames) + "\n"
+
+
+# ------------------------------------------------------------------------------------------
+# the sink: XDP_DROP loaded with bpf(2), pinned, attached with ip(8)
+# ------------------------------------------------------------------------------------------
+
+def load_xdp_drop(pin_path: str = XDP_PROG_PIN) -> None:
+    """Load ``r0 = XDP_DROP; exit`` as an XDP program and pin it at ``pin_path``."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    nr_bpf = {"x86_64": 321, "aarch64": 280}.get(platform.machine())
+    if nr_bpf is None:
+        raise OSError(f"bpf(2) syscall number unknown for {platform.machine()}")
+    insns = struct.pack("<BBhi", 0xB7, 0x00, 0, 1) + struct.pack("<BBhi", 0x95, 0, 0, 0)
+    insn_buf = ctypes.create_string_buffer(insns, len(insns))
+    lic = ctypes.create_string_buffer(b"GPL")
+    log_buf = ctypes.create_string_buffer(4096)
+    attr = struct.pack("<IIQQIIQII16s", 6, 2, ctypes.addressof(insn_buf), ctypes.addressof(lic),
+                       1, len(log_buf), ctypes.addressof(log_buf), 0, 0, b"vnflab_drop")
+    attr_buf = ctypes.create_string_buffer(attr.ljust(128, b"\0"), 128)
+    fd = libc.syscall(nr_bpf, 5, attr_buf, 128)          # BPF_PROG_LOAD
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"BPF_PROG_LOAD: {os.strerror(err)} {log_buf.value.decode(errors='replace')}")
+    try:
+        path = ctypes.create_string_buffer(pin_path.encode())
+        pin = struct.pack("<QII", ctypes.addressof(path), fd, 0).ljust(128, b"\0")
+        pin_buf = ctypes.create_string_buffer(pin, 128)
+        if libc.syscall(nr_bpf, 6, pin_buf, 128) < 0:    # BPF_OBJ_PIN
+            err = ctypes.get_errno()
+            raise OSError(err, f"BPF_OBJ_PIN {pin_path}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------------------------------------------------
+# counters
+# ------------------------------------------------------------------------------------------
+
+def netdev(pid: int | str = "self") -> dict[str, dict[str, int]]:
+    """Interface counters of the network namespace of ``pid`` (/proc/PID/net/dev)."""
+    out = {}
+    with open(f"/proc/{pid}/net/dev") as f:
+        for line in f.readlines()[2:]:
+            name, rest = line.split(":", 1)
+            v = [int(x) for x in rest.split()]
+            out[name.strip()] = {"rx_packets": v[1], "rx_dropped": v[3], "tx_packets": v[9],
+                                 "tx_dropped": v[11]}
+    return out
+
+
+def tree_cpu(root: int) -> tuple[float, float]:
+    """(user, sys) seconds of ``root`` and every live descendant, plus children it reaped."""
+    tick = os.sysconf("SC_CLK_TCK")
+    procs = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        procs[int(entry)] = (int(fields[1]), int(fields[11]), int(fields[12]),
+                             int(fields[13]), int(fields[14]))
+    if root not in procs:
+        raise RuntimeError("the load balancer is gone")
+    user = procs[root][3] / tick
+    sys_ = procs[root][4] / tick        # reaped children (cutime, cstime)
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        _, ut, st, _, _ = procs[pid]
+        user += ut / tick
+        sys_ += st / tick
+        todo += [p for p, v in procs.items() if v[0] == pid]
+    return user, sys_
+
+
+def cpu_idle_s(cpu: int) -> float:
+    """Idle + iowait seconds of one CPU (/proc/stat; NO_HZ measures these at idle entry/exit)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith(f"cpu{cpu} "):
+                v = [int(x) for x in line.split()[1:]]
+                return (v[3] + v[4]) / tick
+    raise RuntimeError(f"cpu{cpu} not in /proc/stat")
+
+
+# ------------------------------------------------------------------------------------------
+# the bench bed: a Testbed with sinks, static L2 state, a generator
+# ------------------------------------------------------------------------------------------
+
+class BenchBed:
+    def __init__(self, spec: BenchSpec, workdir: str):
+        from vnflab.experiment import Testbed
+        first_dsr = next((w for w in spec.ways if w != "socket"), "afpacket")
+        # DSR addressing on the backends (VIP on lo); the LB's VIP is switched per way below.
+        self.spec = spec
+        self.workdir = workdir
+        self.bed = Testbed(ExperimentSpec(way=first_dsr if first_dsr != "dpdk" else "afpacket",
+                                          clients=1, backends=3), workdir, start_servers=False)
+        self.cfg = self.bed.topo_cfg
+        self.net = self.bed.net
+        self.lb = self.net["lb"]
+        self.gen = self.net["c1"]
+        self._static_l2()
+        self.sink = self._install_sink()
+        self.cfg_path = os.path.join(workdir, "trafgen.cfg")
+        payload = b"VNFLBENCH".ljust(spec.payload, b".")
+        frames = [udp_frame(self.cfg.host_mac("c1"), self.cfg.host_mac("lb"), self.cfg.host_ip("c1"),
+                            self.cfg.vip, 10000 + i, SERVICE_PORT, payload) for i in range(spec.flows)]
+        self.frame_len = len(frames[0])
+        with open(self.cfg_path, "w") as f:
+            f.write(trafgen_config(frames))
+        self.vip_local = self.bed.vip_mode == "local"
+        self.set_rps(False)
+
+    def _static_l2(self) -> None:
+        for b in self.cfg.backend_names():
+            self.lb.cmd(f"ip neigh replace {self.cfg.host_ip(b)} lladdr {self.cfg.host_mac(b)} "
+                        f"dev lb-eth0 nud permanent")
+        for name in self.cfg.host_names():
+            port = self.net[name].intf().link
+            sw_intf = port.intf2 if port.intf1.node is self.net[name] else port.intf1
+            subprocess.run(["bridge", "fdb", "replace", self.cfg.host_mac(name), "dev", sw_intf.name,
+                            "master", "static"], check=True)
+
+    def _install_sink(self) -> str:
+        try:
+            os.makedirs(BPFFS, exist_ok=True)
+            subprocess.run(["mount", "-t", "bpf", "bpf", BPFFS], check=True, capture_output=True)
+            load_xdp_drop()
+            for b in self.cfg.backend_names():
+                # the hosts have mount namespaces of their own: reach our bpffs through /proc
+                pinned = f"/proc/{os.getpid()}/root{XDP_PROG_PIN}"
+                out = self.net[b].cmd(f"ip link set dev {b}-eth0 xdp pinned {pinned} 2>&1; "
+                                      f"ip -d link show dev {b}-eth0")
+                if "prog/xdp" not in out:
+                    raise OSError(f"XDP not attached on {b}-eth0: {out.strip()[:300]}")
+            return "xdp-drop"
+        except (OSError, subprocess.CalledProcessError) as exc:
+            log(f"XDP sink unavailable ({exc}); backends' kernels drop the UDP instead")
+            return "kernel-stack"
+
+    # --- per way state ----------------------------------------------------------------------
+    def set_vip_local(self, local: bool) -> None:
+        if local == self.vip_local:
+            return
+        verb = "add" if local else "del"
+        self.lb.cmd(f"ip addr {verb} {self.cfg.vip}/{self.cfg.prefixlen} dev lb-eth0")
+        self.vip_local = local
+        self.bed.vip_mode = "local" if local else "dsr"
+
+    def set_rps(self, on: bool) -> None:
+        mask = format(1 << LB_CPU, "x") if on else "0"
+        # Mininet hosts have their own mount namespace with a sysfs of their own netns.
+        path = "/sys/class/net/lb-eth0/queues/rx-0/rps_cpus"
+        out = self.lb.cmd(f"echo {mask} > {path}; cat {path}")
+        last = (out.strip().splitlines() or ["?"])[-1].replace(",", "")
+        if not all(c in "0123456789abcdef" for c in last) or int(last, 16) != int(mask, 16):
+            raise RuntimeError(f"could not set RPS on lb-eth0: {out.strip()}")
+
+    def start_lb(self, way: str, io: dict, tag: str):
+        spec = self.bed.spec
+        spec.way = way
+        spec.lb_extra = io
+        spec.lb_command = ["taskset", "-c", str(LB_CPU), sys.executable, "-m", f"vnf.ways.{way}_lb"]
+        return self.bed.start_lb(tag)
+
+    def start_gen(self, rate_pps: int | None, tag: str) -> subprocess.Popen:
+        argv = ["taskset", "-c", str(GEN_CPU), "trafgen", "-o", "c1-eth0", "-i", self.cfg_path,
+                "-P", "1", "--no-sock-mem", "-q"]
+        if rate_pps:
+            argv += ["-b", f"{int(rate_pps)}pps"]
+        out = open(os.path.join(self.workdir, f"trafgen-{tag}.log"), "wb")
+        return self.gen.popen(argv, stdout=out, stderr=subprocess.STDOUT)
+
+    def stop_gen(self, proc: subprocess.Popen) -> None:
+        """trafgen forks its workers: signal the whole group (mnexec -d made it a session)."""
+        for sig, wait in ((signal.SIGINT, 3), (signal.SIGKILL, 3)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                proc.wait(wait)
+                # the parent may go before its workers: make sure the group is empty
+                os.killpg(proc.pid, 0)
+                time.sleep(0.05)
+            except subprocess.TimeoutExpired:
+                continue
+            except ProcessLookupError:
+                break
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def snapshot(self, lb_pid: int) -> dict:
+        lbdev = netdev(self.lb.pid)["lb-eth0"]
+        gendev = netdev(self.gen.pid)["c1-eth0"]
+        user, sys_ = tree_cpu(lb_pid)
+        return {"t": time.monotonic(), "user": user, "sys": sys_, "idle": cpu_idle_s(LB_CPU),
+                "lb_tx": lbdev["tx_packets"], "lb_rx_dropped": lbdev["rx_dropped"],
+                "offered": gendev["tx_packets"]}
+
+    def window(self, lb_pid: int, seconds: float) -> dict:
+        a = self.snapshot(lb_pid)
+        time.sleep(seconds)
+        b = self.snapshot(lb_pid)
+        d = {k: b[k] - a[k] for k in a}
+        wall = d.pop("t")
+        fwd = d["lb_tx"]
+        out = {"seconds": round(wall, 3), "forwarded": fwd, "offered": d["offered"],
+               "lb_rx_dropped": d["lb_rx_dropped"],
+               "user_s": round(d["user"], 3), "sys_s": round(d["sys"], 3),
+               "core_busy_s": round(max(0.0, wall - d["idle"]), 3),
+               "fwd_pps": round(fwd / wall), "offered_pps": round(d["offered"] / wall)}
+        return out
+
+    def close(self) -> None:
+        self.bed.close()
+
+
+# ------------------------------------------------------------------------------------------
+# drivers: one per way
+# ------------------------------------------------------------------------------------------
+
+class KernelPathDriver:
+    """Socket and AF_PACKET ways: trafgen over veth on the Testbed, LB on CPU 1."""
+
+    def available(self, way: str) -> str | None:
+        try:
+            __import__(f"vnf.ways.{way}_lb")
+        except ImportError as exc:
+            return f"not available: {exc}"
+        return None
+
+    def io(self, way: str, batch: int | None) -> dict:
+        if way == "socket":
+            return {}
+        io = {"workers": 1, "mode": "dsr"}
+        if batch is not None:
+            io["batch"] = batch
+        return io
+
+    def run(self, bb: BenchBed, way: str, batch: int | None, tag: str) -> dict:
+        spec = bb.spec
+        bb.set_vip_local(way == "socket")    # socket: a proxy that owns the VIP; others: DSR
+        bb.set_rps(False)
+        lb = bb.start_lb(way, self.io(way, batch), tag)
+        res: dict = {"way": way, "batch": batch}
+        try:
+            gen = bb.start_gen(None, f"{tag}-sat")
+            try:
+                time.sleep(spec.warmup_s)
+                w = bb.window(lb.proc.pid, spec.seconds)
+            finally:
+                bb.stop_gen(gen)
+            if not lb.alive():
+                raise RuntimeError(f"the LB exited during the run: {lb.log_tail()}")
+            res["saturation"] = w
+            fwd = w["forwarded"]
+            if fwd > 0:
+                res["ns_per_packet"] = (w["user_s"] + w["sys_s"]) / fwd * 1e9
+                res["user_ns"] = w["user_s"] / fwd * 1e9
+                res["sys_ns"] = w["sys_s"] / fwd * 1e9
+                res["mpps"] = fwd / w["seconds"] / 1e6
+            if spec.whole_core and fwd > 0:
+                res.update(self.whole_core(bb, lb, w["fwd_pps"], tag))
+        finally:
+            bb.set_rps(False)
+            res["lb_stats"] = lb.stop()
+        return res
+
+    def whole_core(self, bb: BenchBed, lb, sat_pps: int, tag: str) -> dict:
+        """RPS onto the LB core, paced generator; CPU-1 busy time per forwarded packet."""
+        bb.set_rps(True)
+        levels = []
+        seconds = bb.spec.seconds
+        # Whatever else runs on the LB core (shared machines) shows in its busy time: measure it
+        # with no traffic first and subtract it; if the core is mostly busy anyway, say so.
+        time.sleep(0.2)
+        base = bb.window(lb.proc.pid, min(1.0, seconds))
+        base_frac = base["core_busy_s"] / base["seconds"]
+        for frac in WHOLE_CORE_FRACTIONS:
+            rate = max(1000, int(sat_pps * frac))
+            gen = bb.start_gen(rate, f"{tag}-rps{frac}")
+            try:
+                time.sleep(min(0.3, bb.spec.warmup_s))
+                w = bb.window(lb.proc.pid, seconds)
+            finally:
+                bb.stop_gen(gen)
+            w["target_pps"] = rate
+            w["core_busy_ours_s"] = round(max(0.0, w["core_busy_s"] - base_frac * w["seconds"]), 3)
+            levels.append(w)
+            time.sleep(0.1)         # let the backlog drain between levels
+        return judge_whole_core(levels, base_frac)
+
+
+def judge_whole_core(levels: list[dict], base_frac: float = 0.0) -> dict:
+    """Pick the whole-core figure from paced levels, or report receive livelock."""
+    livelock = False
+    for i, hi in enumerate(levels):
+        for lo in levels[:i]:
+            if hi["offered"] > lo["offered"] and hi["forwarded"] < COLLAPSE * lo["forwarded"]:
+                livelock = True
+    kept = [w for w in levels if w["forwarded"] > 0 and w["offered"] > 0
+            and w["forwarded"] >= KEPT_UP * w["offered"]]
+    out: dict = {"whole_core": levels, "livelock": livelock, "whole_core_ns_per_packet": None,
+                 "whole_core_at_pps": None, "lb_core_busy_without_traffic": round(base_frac, 3)}
+    if base_frac > MAX_FOREIGN_BUSY:
+        out["whole_core_note"] = (f"the LB core was {base_frac:.0%} busy with other work before any "
+                                  f"traffic: no whole-core figure (and livelock cannot be judged)")
+        out["livelock"] = False
+    elif livelock:
+        out["whole_core_note"] = "receive livelock: forwarding collapsed as offered load rose"
+    elif not kept:
+        out["whole_core_note"] = "the LB kept up with none of the paced loads"
+    else:
+        best = max(kept, key=lambda w: w["offered"])
+        out["whole_core_ns_per_packet"] = best["core_busy_ours_s"] / best["forwarded"] * 1e9
+        out["whole_core_lb_process_ns"] = (best["user_s"] + best["sys_s"]) / best["forwarded"] * 1e9
+        out["whole_core_at_pps"] = best["offered_pps"]
+    return out
+
+
+class NotYetDriver:
+    """DPDK: the generator must sit on the vhost side (a DPDK generator), not trafgen over veth."""
+
+    def available(self, way: str) -> str | None:
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        if not os.path.exists(os.path.join(here, "vnf", "ways", f"{way}_lb.py")):
+            return "not available yet (vnf/ways/dpdk_lb.py does not exist)"
+        return ("not available yet: the DPDK bench driver (generator on the vhost-user side) is "
+                "not written; add it to vnflab.bench.DRIVERS")
+
+    def run(self, bb, way, batch, tag):  # pragma: no cover - never called while unavailable
+        raise NotImplementedError
+
+
+DRIVERS = {"socket": KernelPathDriver(), "afpacket": KernelPathDriver(), "dpdk": NotYetDriver()}
+
+
+# ------------------------------------------------------------------------------------------
+# summary
+# ------------------------------------------------------------------------------------------
+
+def _median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def _cv(xs):
+    xs = [x for x in xs if x is not None]
+    if len(xs) < 2:
+        return 0.0 if xs else None
+    mean = statistics.fmean(xs)
+    return statistics.stdev(xs) / mean if mean else None
+
+
+def _label(way: str, batch) -> str:
+    return way if batch is None else f"{way}(batch={batch})"
+
+
+def method_text(sink: str, spec: BenchSpec) -> str:
+    sink_txt = {
+        "xdp-drop": "an XDP_DROP program (2 instructions, loaded with bpf(2)) on each backend's "
+                    "interface drops the frames before any backend IP stack work; the LB core "
+                    "still pays the bridge forwarding and the veth hop to the sink (softirq "
+                    "raised by its own transmit), which is included in its sys time",
+        "kernel-stack": "XDP was unavailable: the backends' kernels receive the UDP (no listener) "
+                        "and drop it in their IP/UDP stack; with veth that work runs on the LB "
+                        "core and inflates its figures by ~1.3 us/packet",
+        "none": "none (no way could run)",
+    }[sink]
+    return (
+        f"ns_per_packet: CPU time of the LB process and its children (user+sys, /proc/PID/stat) "
+        f"divided by the frames the LB transmitted (lb-eth0 tx_packets) over a {spec.seconds:g} s "
+        f"window at saturation; mpps = those frames / window. Generator: trafgen on c1 pinned to "
+        f"CPU {GEN_CPU}, UDP to VIP:{SERVICE_PORT} over {spec.flows} flows (source ports), "
+        f"correct IP/UDP checksums, {spec.payload}-byte payload; LB pinned to CPU {LB_CPU}. "
+        f"Socket way: the LB is a proxy owning the VIP; AF_PACKET way: direct server return. "
+        f"Sink: {sink_txt}. NOT measured in ns_per_packet: the kernel's receive work for the "
+        f"LB's interface (with veth it runs on the sender's core, CPU {GEN_CPU}). "
+        f"whole_core_ns_per_packet: RPS steers lb-eth0's receive softirq onto CPU {LB_CPU}, "
+        f"trafgen paced at {', '.join(f'{f:g}' for f in WHOLE_CORE_FRACTIONS)} x the saturation "
+        f"rate; CPU {LB_CPU}'s busy time (window minus its NO_HZ idle time from /proc/stat, less "
+        f"the busy fraction measured with no traffic just before: other work on that core) per "
+        f"forwarded frame at the highest "
+        f"load where forwarded >= {KEPT_UP:.0%} of offered; if forwarding falls below "
+        f"{COLLAPSE:.0%} of a lower load's as offered load rises, that is receive livelock and "
+        f"no number is given; if the core is over {MAX_FOREIGN_BUSY:.0%} busy with no traffic, "
+        f"no number is given either. Median of {spec.runs} runs, interleaved across ways; cv = stdev/mean "
+        f"of ns_per_packet. Compare ways by ratio; absolute numbers on shared machines drift.")
+
+
+def summarize(spec: BenchSpec, runs: dict[str, list[dict]], unavailable: dict, sink: str) -> dict:
+    ways = []
+    for way, batch in spec.variants():
+        label = _label(way, batch)
+        if way in unavailable:
+            ways.append({"way": way, "batch": batch, "ns_per_packet": None, "user_ns": None,
+                         "sys_ns": None, "mpps": None, "cv": None, "runs": [],
+                         "whole_core_ns_per_packet": None, "livelock": False,
+                         "error": unavailable[way]})
+            continue
+        rs = runs.get(label, [])
+        ok = [r for r in rs if "error" not in r]
+        ns = [r.get("ns_per_packet") for r in ok]
+        wc = [r.get("whole_core_ns_per_packet") for r in ok]
+        entry = {
+            "way": way, "batch": batch,
+            "ns_per_packet": _r(_median(ns)), "user_ns": _r(_median([r.get("user_ns") for r in ok])),
+            "sys_ns": _r(_median([r.get("sys_ns") for r in ok])),
+            "mpps": _r(_median([r.get("mpps") for r in ok]), 4), "cv": _r(_cv(ns), 3),
+            "whole_core_ns_per_packet": _r(_median(wc)),
+            "whole_core_cv": _r(_cv(wc), 3),
+            "livelock": any(r.get("livelock") for r in ok),
+            "whole_core_notes": sorted({r["whole_core_note"] for r in ok if r.get("whole_core_note")}),
+            "runs": rs,
+        }
+        if len(ok) < len(rs):
+            entry["errors"] = [r["error"] for r in rs if "error" in r]
+        ways.append(entry)
+    return {"method": method_text(sink, spec), "sink": sink, "machine": machine(),
+            "spec": asdict(spec), "ways": ways, "ratios": ratios(ways)}
+
+
+def _r(x, nd=1):
+    return None if x is None else round(x, nd)
+
+
+def ratios(ways: list[dict]) -> dict:
+    """Every variant against the first way listed (the baseline): how many times cheaper."""
+    good = [w for w in ways if w.get("ns_per_packet")]
+    if len(good) < 2:
+        return {}
+    base = good[0]
+    bl = _label(base["way"], base["batch"])
+    out = {}
+    for w in good[1:]:
+        label = _label(w["way"], w["batch"])
+        r = base["ns_per_packet"] / w["ns_per_packet"]
+        entry = {"ns_per_packet": round(r, 2),
+                 "mpps": round(w["mpps"] / base["mpps"], 2) if w.get("mpps") and base.get("mpps") else None,
+                 "text": (f"{label} is {r:.1f}x cheaper per packet than {bl}" if r >= 1 else
+                          f"{label} is {1 / r:.1f}x more expensive per packet than {bl}")}
+        if w.get("whole_core_ns_per_packet") and base.get("whole_core_ns_per_packet"):
+            entry["whole_core"] = round(base["whole_core_ns_per_packet"] / w["whole_core_ns_per_packet"], 2)
+        out[f"{label}/{bl}"] = entry
+    return out
+
+
+def machine() -> dict:
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
+    except OSError:
+        pass
+    return {"cores": os.cpu_count(), "kernel": platform.release(), "cpu_model": model,
+            "python": platform.python_version(), "gen_cpu": GEN_CPU, "lb_cpu": LB_CPU}
+
+
+def table(result: dict) -> str:
+    rows = [("way", "batch", "ns/pkt", "user ns", "sys ns", "cv", "Mpps(sat)", "whole-core ns/pkt")]
+    for w in result["ways"]:
+        if w.get("error"):
+            rows.append((w["way"], "-", w["error"], "", "", "", "", ""))
+            continue
+        wc = ("LIVELOCK" if w.get("livelock") else
+              f"{w['whole_core_ns_per_packet']:.0f}" if w.get("whole_core_ns_per_packet") else "-")
+        rows.append((w["way"], str(w["batch"] if w["batch"] is not None else "-"),
+                     _f(w["ns_per_packet"]), _f(w["user_ns"]), _f(w["sys_ns"]),
+                     f"{w['cv']:.1%}" if w.get("cv") is not None else "-",
+                     f"{w['mpps']:.3f}" if w.get("mpps") else "-", wc))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.rjust(wd) if i > 1 else c.ljust(wd) for i, (c, wd) in enumerate(zip(r, widths)))
+             for r in rows]
+    lines.insert(1, "  ".join("-" * wd for wd in widths))
+    lines += [f"  {v['text']}" for v in result.get("ratios", {}).values()]
+    for w in result["ways"]:
+        for note in w.get("whole_core_notes") or []:
+            lines.append(f"  whole-core, {_label(w['way'], w['batch'])}: {note}")
+        for err in w.get("errors") or []:
+            lines.append(f"  error, {_label(w['way'], w['batch'])}: {err}")
+    return "\n".join(lines)
+
+
+def _f(x):
+    return f"{x:.0f}" if x else "-"
+
+
+# ------------------------------------------------------------------------------------------
+# inside the sandbox
+# ------------------------------------------------------------------------------------------
+
+def run_inside(spec: BenchSpec, workdir: str) -> dict:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)   # the socket LB: a socket per flow
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
+    unavailable = {w: why for w in spec.ways if (why := DRIVERS[w].available(w))}
+    runnable = [(w, b) for w, b in spec.variants() if w not in unavailable]
+    runs: dict[str, list[dict]] = {}
+    sink = "none"
+    if runnable:
+        bb = BenchBed(spec, workdir)
+        sink = bb.sink
+        try:
+            for i in range(spec.runs):
+                for way, batch in runnable:              # interleaved: a, b, a, b, ...
+                    label = _label(way, batch)
+                    log(f"run {i + 1}/{spec.runs}: {label}")
+                    try:
+                        r = DRIVERS[way].run(bb, way, batch, f"{way}-{batch}-{i}")
+                        r["run"] = i
+                    except Exception as exc:            # one bad run must not lose the others
+                        r = {"run": i, "error": f"{type(exc).__name__}: {exc}"}
+                        log(f"{label}: {r['error']}")
+                    runs.setdefault(label, []).append(_round_run(r))
+        finally:
+            bb.close()
+    return summarize(spec, runs, unavailable, sink)
+
+
+def _round_run(r: dict) -> dict:
+    def rnd(k, v):
+        if not isinstance(v, float):
+            return v
+        return round(v, 4) if k == "mpps" else round(v, 1)
+    return {k: rnd(k, v) for k, v in r.items()}
+
+
+def inside_main(spec_path: str, result_path: str) -> int:
+    from vnflab import sandbox
+    sandbox.setup_inside()
+    with open(spec_path) as f:
+        spec = BenchSpec(**json.load(f))
+    result = run_inside(spec, os.path.dirname(os.path.abspath(result_path)))
+    with open(result_path + ".tmp", "w") as f:
+        json.dump(result, f, indent=1)
+    os.rename(result_path + ".tmp", result_path)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------
+# outside: the entry point for the CLI and tests
+# ------------------------------------------------------------------------------------------
+
+def run_bench(spec: BenchSpec, keep_workdir: str | None = None) -> dict:
+    """Run the whole bench in one fresh sandbox; return the result dict (or {"error": ...})."""
+    from vnflab import sandbox
+    spec.validate()
+    workdir = keep_workdir or tempfile.mkdtemp(prefix="vnflab-bench-")
+    os.makedirs(workdir, exist_ok=True)
+    spec_path = os.path.join(workdir, "bench-spec.json")
+    result_path = os.path.join(workdir, "bench-result.json")
+    with open(spec_path, "w") as f:
+        json.dump(asdict(spec), f)
+    try:
+        proc = sandbox.run([sys.executable, "-m", "vnflab.bench", spec_path, result_path],
+                           timeout=spec.timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"error": f"bench exceeded {spec.timeout_s:.0f} s and was stopped; logs in {workdir}"}
+    result = _read_json(result_path)
+    if result is None:
+        return {"error": f"bench failed (exit {proc.returncode}); logs in {workdir}"}
+    if not keep_workdir:
+        import shutil
+        shutil.rmtree(workdir, ignore_errors=True)
+    return result
+
+
+def estimate_seconds(spec: BenchSpec) -> float:
+    per_run = spec.warmup_s + spec.seconds + 3.0
+    if spec.whole_core:
+        per_run += len(WHOLE_CORE_FRACTIONS) * (spec.seconds + 0.5)
+    return 15 + per_run * spec.runs * len(spec.variants())
+
+
+if __name__ == "__main__":
+    sys.exit(inside_main(*sys.argv[1:]))
