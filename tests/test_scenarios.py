@@ -24,3 +24,13 @@ def test_health_moves_only_the_dead_backends_flows():
     assert f["moved_from_live_backends"] == 0
     assert f["new_flows_per_backend"]["b2"] == 0 and f["new_flows_per_backend"]["b3"] == 0
     assert f["drained_flows_continued"] == f["drained_flows"] > 0
+
+
+def test_ecmp_tier_maglev_keeps_flows_roundrobin_breaks_them():
+    runs = _run("ecmp")
+    for event in ("add", "remove"):
+        assert runs[f"{event}-maglev"]["changed_lb"] > 0          # the route change moved flows
+        assert runs[f"{event}-maglev"]["broken"] == runs[f"{event}-hash"]["broken"] == 0
+        assert runs[f"{event}-roundrobin"]["broken"] > 0
+    maglev, hashed = runs["backend-maglev"], runs["backend-hash"]
+    assert maglev["broken_survivor_fraction"] < hashed["broken_survivor_fraction"]
