@@ -34,3 +34,10 @@ def test_ecmp_tier_maglev_keeps_flows_roundrobin_breaks_them():
         assert runs[f"{event}-roundrobin"]["broken"] > 0
     maglev, hashed = runs["backend-maglev"], runs["backend-hash"]
     assert maglev["broken_survivor_fraction"] < hashed["broken_survivor_fraction"]
+
+
+def test_sdn_steering_puts_the_vnf_on_the_path():
+    f = _run("sdn")
+    assert f["off"]["lb_new_flows"] == 0 and f["off"]["steering_rule_packets"] is None
+    assert f["on"]["lb_new_flows"] == f["on"]["flows_seen"] > 0
+    assert f["on"]["steering_rule_packets"] >= f["on"]["packets_sent"]
