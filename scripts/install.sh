@@ -9,6 +9,18 @@
 # version skew. So we link apt's mininet package (and nothing else from the system) into the
 # venv, and every other Python dependency comes from PyPI, pinned by pyproject.toml.
 set -euo pipefail
+# Options for a lab VM (vm/ uses them; CI and run.sh call this script without options):
+#   --hugepages N   reserve N 2 MiB huge pages now and at every boot (sysctl.d) and mount hugetlbfs
+#   --jupyter       JupyterLab in the venv and a systemd unit serving notebooks/ on 127.0.0.1:8888
+HUGEPAGES=""
+JUPYTER=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --hugepages) HUGEPAGES=${2:?--hugepages needs a number}; shift 2 ;;
+        --jupyter) JUPYTER=1; shift ;;
+        *) echo "usage: $0 [--hugepages N] [--jupyter]" >&2; exit 2 ;;
+    esac
+done
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${VNFLAB_VENV:-$HERE/.venv}
@@ -49,6 +61,37 @@ ln -sfn "$APT_MININET" "$SITE/mininet"
 "$VENV/bin/python" -m pip install -q --upgrade pip setuptools wheel
 "$VENV/bin/python" -m pip install -q -e "$HERE[test]"
 ln -sfn "$VENV/bin/vnflab" /usr/local/bin/vnflab
+
+if [ -n "$HUGEPAGES" ]; then
+    echo "vm.nr_hugepages = $HUGEPAGES" > /etc/sysctl.d/80-vnflab-hugepages.conf
+    sysctl -q -w vm.nr_hugepages="$HUGEPAGES" || echo "install.sh: could not reserve huge pages now (set for the next boot)" >&2
+    mkdir -p /dev/hugepages
+    grep -qs ' /dev/hugepages ' /etc/fstab || echo 'nodev /dev/hugepages hugetlbfs pagesize=2M 0 0' >> /etc/fstab
+    grep -qs ' /dev/hugepages hugetlbfs' /proc/mounts || mount /dev/hugepages
+fi
+
+if [ "$JUPYTER" = 1 ]; then
+    "$VENV/bin/python" -m pip install -q jupyterlab
+    if [ -d /run/systemd/system ]; then
+        # As root: the notebooks measure in network namespaces. Localhost only: use ssh -L 8888:...
+        cat > /etc/systemd/system/vnflab-jupyter.service <<UNIT
+[Unit]
+Description=JupyterLab for the vnflab notebooks (127.0.0.1:8888)
+After=network.target
+
+[Service]
+WorkingDirectory=$HERE/notebooks
+ExecStart=$VENV/bin/jupyter lab --ip=127.0.0.1 --port=8888 --no-browser --allow-root --ServerApp.root_dir=$HERE/notebooks
+Restart=on-failure
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+        systemctl daemon-reload
+        systemctl enable --now vnflab-jupyter.service
+        echo "install.sh: JupyterLab on 127.0.0.1:8888 (URL with token: sudo $VENV/bin/jupyter server list)"
+    fi
+fi
 
 "$VENV/bin/python" -c 'import mininet.net, vnf, vnflab' >/dev/null
 echo "install.sh: ok. venv: $VENV ; 'vnflab' is on PATH (/usr/local/bin/vnflab)"
