@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from vnflab.experiment import RunningLB, _read_json, _stop, _wait_for_file, cpu_seconds, log
+from vnflab.experiment import RunningLB, _read_json, _stop, _wait_for_file, log
 
 SERVICE_PORT = 8080          # HTTP and UDP on the same port, as in vnflab.experiment
 VIP = "10.0.0.100"
@@ -228,8 +228,3 @@ def first_backend(where: dict[str, dict]) -> str:
 
 def pct(n: float, d: float) -> str:
     return "-" if not d else f"{100.0 * n / d:.1f}%"
-
-
-def process_cpu(pids: list[int]) -> float:
-    """User + system CPU seconds of these processes and their descendants."""
-    return sum(sum(cpu_seconds(p)) for p in pids)
