@@ -133,8 +133,11 @@ class LBTopo(Topo):
             # The OVS kernel datapath is unavailable on these machines; the userspace (netdev)
             # datapath works. Standalone fail mode makes it a learning switch without a controller.
             switch = self.addSwitch("s1", cls=OVSSwitch, datapath="user", failMode="standalone")
-        else:   # ovs-dpdk: vnflab adds a private OVS-DPDK bridge itself (vnflab.ovsdpdk)
-            switch = self.addSwitch("s1", cls=LinuxBridge)
+        else:
+            # ovs-dpdk: the network's own switch class, which vnflab sets to a bridge of a private
+            # OVS-DPDK (Mininet(..., switch=partial(vnflab.ovsdpdk.OVSDPDKSwitch, ovs=ovs)), see
+            # vnflab.experiment.Testbed); the DPDK LB joins it through a vhost-user port.
+            switch = self.addSwitch("s1")
         link_opts = {"bw": cfg.bw_mbit} if cfg.bw_mbit else {}
         for name in cfg.host_names():
             host = self.addHost(name, ip=f"{cfg.host_ip(name)}/{cfg.prefixlen}", mac=cfg.host_mac(name))

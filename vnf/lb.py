@@ -14,6 +14,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
+
 from vnf.backends import POLICIES, Backend, BackendPool, is_prime, mac_to_bytes
 from vnf.flowtable import FlowTable
 from vnf.packet import IPPROTO_TCP, IPPROTO_UDP, REASONS, Parsed, ip_to_int, parse_frame
@@ -137,6 +139,7 @@ class LoadBalancer:
         self.reassigned = 0       # flows moved because their backend failed or was removed
         self.dropped: Dict[str, int] = {reason: 0 for reason in REASONS[1:] + LB_REASONS}
         self.assigned: Dict[str, int] = {b.name: 0 for b in config.backends}  # new flows each
+        self.batch_cache: Optional[BatchFlowCache] = None   # made by backends_for_batch()
 
     def backend_for(self, flow, now: float) -> Optional[Backend]:
         """The backend for this packet's flow; None (counted as no-backend) if none is left.
@@ -162,6 +165,106 @@ class LoadBalancer:
         self.forwarded += 1
         return backend
 
+    def backends_for_batch(self, hashes: np.ndarray, valid: np.ndarray, now: float) -> np.ndarray:
+        """The vectorised ``backend_for``: one decision per packet of a burst, in numpy.
+
+        ``hashes``: the packets' flow hashes (uint32, ``vnf.hashing.flow_hash``, as the C parser
+        computes them); ``valid``: bool, True for packets to balance (parsed, for VIP:port).
+        Returns an int array: the backend's ``pool.index_of`` number per packet, -1 to drop
+        (not valid, or no backend left: counted as no-backend).
+
+        The flow state is a :class:`BatchFlowCache`, not the ``FlowTable``: a direct-mapped table
+        keyed by the 32-bit flow hash, consulted for the whole burst with a few numpy operations.
+        Misses (new flows) are filled from the pool's choice *for that hash* (Maglev table slot
+        ``hash % M``, or ``hash % N``; round-robin takes the next backend per miss), one at a time
+        in Python: in steady state almost every packet hits. Counters (packets, forwarded,
+        new_flows, reassigned, assigned) are updated in bulk. Where it differs from FlowTable,
+        honestly:
+
+        * the key is the hash, not the 5-tuple: two flows with the same 32-bit hash share an entry
+          (about one pair in 4 billion);
+        * a new flow whose slot holds another flow evicts it at once (no LRU). With Maglev or hash
+          the evicted flow, on its next packet, is given the same backend again unless the pool
+          changed meanwhile; with round-robin it may move. Size the table (a power of two >=
+          ``flow_capacity``) well above the live flows to keep collisions rare;
+        * idle entries are dropped by :meth:`expire` (called about once a second by the ways),
+          not at lookup: a flow idle a little longer than ``idle_timeout`` may still hit.
+
+        For a stable pool and distinct hashes it returns, flow by flow, exactly what
+        ``backend_for`` returns (tests/test_dpdk_way.py checks this).
+        """
+        cache = self.batch_cache
+        if cache is None:
+            cache = self.batch_cache = BatchFlowCache(self.config.flow_capacity,
+                                                      self.config.idle_timeout)
+        pool = self.pool
+        if cache.alive_ref is not pool.alive_names or cache.table_ref is not pool.table:
+            cache.sync(pool)
+        n = len(hashes)
+        slot, hit = cache.buffers(n)                      # preallocated: no allocation per burst
+        np.bitwise_and(hashes, cache.mask, out=slot)      # the slot, as an index (intp)
+        choice = cache.backend[slot]                      # gather: -1 for an empty slot
+        np.equal(cache.hash[slot], hashes, out=hit)
+        if not cache.all_alive:                           # a failed backend loses its flows
+            hit &= cache.alive[choice]
+        np.logical_and(hit, valid, out=hit)
+        nhit = int(np.count_nonzero(hit))
+        if nhit == n:                                     # the steady state: all valid, all hit
+            cache.seen[slot] = now
+            nvalid = n
+        else:
+            nvalid = int(np.count_nonzero(valid))
+            cache.seen[slot[valid]] = now
+            choice[~valid] = -1
+        cache.hits += nhit
+        self.packets += nvalid
+        self.forwarded += nhit
+        if nhit < nvalid:                                 # new flows: one by one, in order
+            self._fill_misses(cache, hashes, slot, choice, np.flatnonzero(valid & ~hit), now)
+        return choice
+
+    def _fill_misses(self, cache: "BatchFlowCache", hashes, slot, choice, misses, now) -> None:
+        pool = self.pool
+        for i in misses.tolist():
+            h, s = int(hashes[i]), int(slot[i])
+            b = int(cache.backend[s])
+            if cache.hash[s] == h and b >= 0:
+                if cache.alive[b]:                        # inserted earlier in this burst
+                    choice[i] = b
+                    cache.seen[s] = now
+                    self.forwarded += 1
+                    continue
+                self.reassigned += 1                      # its backend failed or was removed
+            elif b >= 0:
+                cache.evictions += 1
+            cache.misses += 1
+            backend = self._choose_by_hash(h)
+            if backend is None:
+                self.dropped[NO_BACKEND] += 1
+                cache.backend[s] = -1
+                choice[i] = -1
+                continue
+            b = pool.index_of(backend)
+            cache.hash[s], cache.backend[s], cache.seen[s] = h, b, now
+            choice[i] = b
+            self.new_flows += 1
+            self.forwarded += 1
+            self.assigned[backend.name] = self.assigned.get(backend.name, 0) + 1
+
+    def _choose_by_hash(self, h: int) -> Optional[Backend]:
+        """``pool.choose(flow)`` given the flow's hash instead of the flow (same answer)."""
+        pool = self.pool
+        active = pool.active
+        if not active:
+            return None
+        if pool.policy == "maglev":
+            return pool.table[h % pool.table_size]
+        if pool.policy == "hash":
+            return active[h % len(active)]
+        backend = active[pool._next_rr % len(active)]
+        pool._next_rr += 1
+        return backend
+
     def handle_frame(self, frame, now: float) -> Tuple[Optional[Backend], Parsed]:
         """Parse an Ethernet frame and pick its backend; (None, parsed) when it is dropped.
 
@@ -184,7 +287,10 @@ class LoadBalancer:
 
     def expire(self, now: float) -> int:
         """Forget idle flows (lookups also expire lazily; call this now and then to free memory)."""
-        return self.flows.expire(now)
+        dropped = self.flows.expire(now)
+        if self.batch_cache is not None:
+            dropped += self.batch_cache.expire(now)
+        return dropped
 
     def stats(self) -> dict:
         return {
@@ -200,3 +306,55 @@ class LoadBalancer:
                                   "draining" if b.name in self.pool.drained else "up")
                          for b in self.pool.backends},
         }
+
+
+class BatchFlowCache:
+    """The flow state of ``LoadBalancer.backends_for_batch``: numpy arrays indexed by
+    ``hash & mask`` (direct mapped): the flow hash held in each slot, its backend number (-1:
+    empty) and when it was last seen. See ``backends_for_batch`` for the semantics."""
+
+    def __init__(self, flow_capacity: int, idle_timeout: float):
+        capacity = 1 << max(0, int(flow_capacity) - 1).bit_length()    # power of two >= it
+        self.capacity = capacity
+        self.mask = np.uint32(capacity - 1)
+        self.idle_timeout = idle_timeout
+        self.hash = np.zeros(capacity, np.uint32)
+        self.backend = np.full(capacity, -1, np.int32)
+        self.seen = np.zeros(capacity, np.float64)
+        self.alive = np.zeros(0, bool)            # by pool.index_of: may carry its flows
+        self.all_alive = True
+        self.alive_ref = self.table_ref = None
+        self.hits = self.misses = self.evictions = self.expirations = 0
+        self._buffers: dict = {}
+
+    def buffers(self, n: int):
+        """Scratch arrays for a burst of n: slot numbers (intp: the cheapest index) and hits."""
+        buf = self._buffers.get(n)
+        if buf is None:
+            buf = self._buffers[n] = (np.empty(n, np.intp), np.empty(n, bool))
+        return buf
+
+    def sync(self, pool: BackendPool) -> None:
+        """The pool changed (or first use): which backend numbers may keep their flows."""
+        size = max([pool.index_of(b) for b in pool.backends] + [-1]) + 2
+        alive = np.zeros(max(size, len(pool._index) + 1), bool)
+        for b in pool.backends:
+            if pool.serves(b):
+                alive[pool.index_of(b)] = True
+        self.alive = alive
+        self.all_alive = all(pool.serves(b) for b in pool.backends) and \
+            len(pool.backends) == len(pool._index)
+        self.alive_ref, self.table_ref = pool.alive_names, pool.table
+
+    def expire(self, now: float) -> int:
+        idle = (self.backend >= 0) & (self.seen < now - self.idle_timeout)
+        count = int(np.count_nonzero(idle))
+        if count:
+            self.backend[idle] = -1
+            self.expirations += count
+        return count
+
+    def stats(self) -> Dict[str, int]:
+        return {"size": int(np.count_nonzero(self.backend >= 0)), "capacity": self.capacity,
+                "hits": self.hits, "misses": self.misses, "evictions": self.evictions,
+                "expirations": self.expirations}

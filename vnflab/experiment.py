@@ -149,10 +149,21 @@ class Testbed:
         self.spec, self.workdir = spec, workdir
         self.topo_cfg = spec.topo_config().validate()
         cfg = self.topo_cfg
-        self.net = Mininet(topo=LBTopo(cfg), controller=None, switch=LinuxBridge,
-                           link=TCLink if cfg.bw_mbit else Link, autoSetMacs=False)
+        self.ovs = None
+        switch = LinuxBridge
+        if cfg.switch == "ovs-dpdk":
+            switch = self._start_ovs_dpdk()
         self.procs: list[subprocess.Popen] = []
-        self.net.start()
+        try:
+            self.net = Mininet(topo=LBTopo(cfg), controller=None, switch=switch,
+                               link=TCLink if cfg.bw_mbit else Link, autoSetMacs=False)
+            self.net.start()
+            if self.ovs is not None:
+                self._plug_lb_into_ovs()
+        except BaseException:
+            if self.ovs is not None:
+                self.ovs.stop()
+            raise
         if spec.way == "socket":
             self.vip_mode = "local"
         else:
@@ -161,6 +172,42 @@ class Testbed:
         self.backend_procs = {}
         if start_servers:       # vnflab bench sinks traffic on the backends instead (no servers)
             self._start_backends()
+
+    # --- the DPDK way: a private OVS-DPDK is the switch ----------------------------------------
+    OVS_SOCKET_MEM_MB = 128
+    LB_DPDK_MEM_MB = 128
+
+    def _start_ovs_dpdk(self):
+        """Start a private OVS-DPDK (own db and sockets in the sandbox's private run dir; PMD on
+        CPU 0 with pmd-maxsleep, the LB gets CPU 1) and return the Mininet switch class."""
+        from functools import partial
+        from vnflab import ovsdpdk
+        # OVS's memory + the LB's, twice over (vnf.dpdk.init keeps headroom against races)
+        ovsdpdk.ensure_hugepages(self.OVS_SOCKET_MEM_MB + 2 * self.LB_DPDK_MEM_MB + 64)
+        self.ovs = ovsdpdk.PrivateOVSDPDK(f"/var/run/openvswitch/vnflab{os.getpid()}",
+                                          socket_mem=self.OVS_SOCKET_MEM_MB, pmd_cpu_mask="0x1",
+                                          pmd_maxsleep=1000)
+        self.ovs.start()
+        return partial(ovsdpdk.OVSDPDKSwitch, ovs=self.ovs)
+
+    @property
+    def vhost_socket(self) -> str:
+        return os.path.join(self.ovs.workdir, "lb.sock")
+
+    def _plug_lb_into_ovs(self) -> None:
+        """The LB's MAC lives on its virtio-user port now: take the LB host's veth off the
+        bridge (and down), so the bridge learns 02:00:00:00:00:01 on the vhost-user port, and
+        add that port (OVS is the vhost-user client; the LB listens with server=1)."""
+        lb = self.net["lb"]
+        link = lb.intf().link
+        sw_intf = link.intf2 if link.intf1.node is lb else link.intf1
+        self.ovs.del_port(sw_intf.node.name, sw_intf.name)
+        lb.cmd("ip link set lb-eth0 down")
+        sw_intf.node.add_vhost_client_port("vhu-lb", self.vhost_socket)
+
+    def wait_vhost_up(self, timeout: float = 20) -> None:
+        self.ovs.vsctl(f"--timeout={int(timeout)}", "wait-until", "Interface", "vhu-lb",
+                       "link_state=up", timeout=timeout + 5)
 
     # --- addressing of the VIP -------------------------------------------------------------
     def _configure_vip(self) -> None:
@@ -224,6 +271,8 @@ class Testbed:
                    "backends": [{"name": b, "ip": cfg.host_ip(b), "mac": cfg.host_mac(b),
                                  "port": SERVICE_PORT} for b in cfg.backend_names()]},
             "io": {"iface": "lb-eth0", "mac": cfg.host_mac("lb"), "ip": cfg.host_ip("lb"),
+                   **({"vhost_socket": self.vhost_socket, "cpus": [1],
+                       "mem_mb": self.LB_DPDK_MEM_MB} if self.ovs is not None else {}),
                    **self.spec.lb_extra},
         }
 
@@ -236,7 +285,9 @@ class Testbed:
         argv = list(self.spec.lb_command or [sys.executable, "-m", f"vnf.ways.{self.spec.way}_lb"])
         argv += ["--config", path, "--ready-file", ready, "--stats-file", stats]
         proc = self._popen("lb", argv, f"lb-{tag}")
-        _wait_for_file(ready, proc, 30, "the load balancer")
+        _wait_for_file(ready, proc, 45 if self.ovs is not None else 30, "the load balancer")
+        if self.ovs is not None:
+            self.wait_vhost_up()
         return RunningLB(proc, stats, os.path.join(self.workdir, f"lb-{tag}.log"))
 
     # --- traffic -------------------------------------------------------------------------------
@@ -298,7 +349,11 @@ class Testbed:
     def close(self) -> None:
         for proc in self.procs:
             _stop(proc, timeout=2)
-        self.net.stop()
+        try:
+            self.net.stop()
+        finally:
+            if self.ovs is not None:
+                self.ovs.stop()
 
 
 @dataclass

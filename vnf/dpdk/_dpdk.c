@@ -1266,6 +1266,115 @@ static PyObject *m_io_forward(PyObject *mod, PyObject *args, PyObject *kw)
                          "seconds", (double)(end - start) / (double)hz);
 }
 
+/* gen_loop(port, pool, frames, queues=1, burst=32, seconds=1.0) -> dict: a C traffic
+ * generator for benchmarks (a DPDK process on the vhost side of the port under test). Sends
+ * copies of `frames` (bytes, cycled; frame i always goes to tx queue i % queues, so a flow
+ * stays on one queue) as fast as the port takes them, and drains (frees) whatever arrives on
+ * the same queues, so it is also the sink. GIL released for `seconds`. */
+#define GEN_STRIDE 2048
+static PyObject *m_gen_loop(PyObject *mod, PyObject *args, PyObject *kw)
+{
+    static char *kwl[] = {"port", "pool", "frames", "queues", "burst", "seconds", NULL};
+    long port;
+    PyObject *pool, *frames;
+    unsigned nq = 1, burst = 32;
+    double seconds = 1.0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "lO!O|IId", kwl, &port, &MempoolType, &pool,
+                                     &frames, &nq, &burst, &seconds))
+        return NULL;
+    if (check_port(port))
+        return NULL;
+    if (burst < 1 || burst > 512 || nq < 1 || nq > MAX_Q) {
+        PyErr_Format(PyExc_ValueError, "burst must be 1..512 and queues 1..%d", MAX_Q);
+        return NULL;
+    }
+    PyObject *fast = PySequence_Fast(frames, "frames must be a sequence of bytes");
+    if (!fast)
+        return NULL;
+    Py_ssize_t nf = PySequence_Fast_GET_SIZE(fast);
+    if (nf < (Py_ssize_t)nq || nf > 65536) {
+        Py_DECREF(fast);
+        PyErr_SetString(PyExc_ValueError, "need queues..65536 frames");
+        return NULL;
+    }
+    uint8_t *data = PyMem_Malloc((size_t)nf * GEN_STRIDE);
+    uint16_t *len = PyMem_Malloc((size_t)nf * sizeof *len);
+    uint32_t *order = PyMem_Malloc((size_t)nf * sizeof *order);
+    if (!data || !len || !order) {
+        Py_DECREF(fast);
+        PyMem_Free(data); PyMem_Free(len); PyMem_Free(order);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < nf; i++) {
+        Py_buffer v;
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(fast, i), &v, PyBUF_SIMPLE) < 0 ||
+            v.len < 14 || v.len > GEN_STRIDE) {
+            if (!PyErr_Occurred()) {
+                PyBuffer_Release(&v);
+                PyErr_Format(PyExc_ValueError, "frame %zd: 14..%d bytes", i, GEN_STRIDE);
+            }
+            Py_DECREF(fast);
+            PyMem_Free(data); PyMem_Free(len); PyMem_Free(order);
+            return NULL;
+        }
+        memcpy(data + (size_t)i * GEN_STRIDE, v.buf, v.len);
+        len[i] = (uint16_t)v.len;
+        PyBuffer_Release(&v);
+    }
+    Py_DECREF(fast);
+    /* frames of queue q: order[first[q] .. first[q] + count[q]) */
+    uint32_t first[MAX_Q], count[MAX_Q], cur[MAX_Q], w = 0;
+    for (unsigned q = 0; q < nq; q++) {
+        first[q] = w;
+        for (Py_ssize_t i = q; i < nf; i += nq)
+            order[w++] = (uint32_t)i;
+        count[q] = w - first[q];
+        cur[q] = 0;
+    }
+    struct rte_mempool *mp = ((MempoolObject *)pool)->mp;
+    uint64_t tx = 0, rx = 0, tried = 0, nomem = 0, start, end;
+    uint64_t hz = rte_get_tsc_hz();
+    Py_BEGIN_ALLOW_THREADS
+    struct rte_mbuf *pk[512];
+    start = rte_rdtsc();
+    uint64_t deadline = start + (uint64_t)(seconds * (double)hz), now = start;
+    while (now < deadline) {
+        for (int it = 0; it < 16; it++) {
+            for (unsigned q = 0; q < nq; q++) {
+                uint16_t n = rte_eth_rx_burst((uint16_t)port, (uint16_t)q, pk, (uint16_t)burst);
+                if (n) {
+                    rte_pktmbuf_free_bulk(pk, n);
+                    rx += n;
+                }
+                if (rte_pktmbuf_alloc_bulk(mp, pk, burst) != 0) {
+                    nomem++;
+                    continue;
+                }
+                for (unsigned i = 0; i < burst; i++) {
+                    uint32_t f = order[first[q] + cur[q]];
+                    if (++cur[q] == count[q])
+                        cur[q] = 0;
+                    char *d = rte_pktmbuf_append(pk[i], len[f]);
+                    memcpy(d, data + (size_t)f * GEN_STRIDE, len[f]);
+                }
+                uint16_t s = rte_eth_tx_burst((uint16_t)port, (uint16_t)q, pk, (uint16_t)burst);
+                if (s < burst)
+                    rte_pktmbuf_free_bulk(pk + s, burst - s);
+                tried += burst;
+                tx += s;
+            }
+        }
+        now = rte_rdtsc();
+    }
+    end = now;
+    Py_END_ALLOW_THREADS
+    PyMem_Free(data);
+    PyMem_Free(len);
+    PyMem_Free(order);
+    return Py_BuildValue("{s:K,s:K,s:K,s:K,s:d}", "tx", tx, "rx", rx, "tried", tried,
+                         "nomem", nomem, "seconds", (double)(end - start) / (double)hz);
+}
+
 static PyObject *m_thread_register(PyObject *mod, PyObject *u)
 {
     if (need_eal()) return NULL;
@@ -1339,6 +1448,9 @@ static PyMethodDef module_methods[] = {
     {"busy_reset", m_busy_reset, METH_NOARGS, "zero the busy counters"},
     {"io_forward", (PyCFunction)(void (*)(void))m_io_forward, METH_VARARGS | METH_KEYWORDS,
      "io_forward(pairs, burst=32, seconds=1.0) -> dict; C loop, GIL released"},
+    {"gen_loop", (PyCFunction)(void (*)(void))m_gen_loop, METH_VARARGS | METH_KEYWORDS,
+     "gen_loop(port, pool, frames, queues=1, burst=32, seconds=1.0) -> dict; C generator "
+     "+ sink for benchmarks, GIL released"},
     {"thread_register", m_thread_register, METH_NOARGS,
      "rte_thread_register() for the calling thread -> lcore id"},
     {"thread_unregister", m_thread_unregister, METH_NOARGS, "rte_thread_unregister()"},
