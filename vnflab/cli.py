@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-whole-core", action="store_true", help="skip the RPS whole-core phase")
     bench.add_argument("--json", metavar="PATH", help="write the results as JSON")
     bench.set_defaults(func=cmd_bench)
+    register_features(sub)
     return parser
 
 
