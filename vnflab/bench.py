@@ -28,7 +28,9 @@ neighbour entries for the backends (ARP would be dropped by the sink) and the br
 entries (the backends never transmit, so the bridge would otherwise flood).
 
 The DPDK way needs a generator on the vhost side instead of trafgen over veth (veth caps near
-0.5 Mpps): ``DRIVERS`` maps each way to its driver; the DPDK entry reports "not available yet".
+0.5 Mpps): ``DRIVERS`` maps each way to its driver; ``DpdkDriver`` (no topology: a DPDK generator
+process on a net_vhost socket, the LB on net_virtio_user) measures busy cycles per packet, and
+with ``baseline="testpmd"`` also dpdk-testpmd io and the binding's io-forward on the same vdevs.
 """
 from __future__ import annotations
 
@@ -69,6 +71,7 @@ class BenchSpec:
     whole_core: bool = True
     warmup_s: float = 0.5
     timeout_s: float = 1800.0
+    baseline: str | None = None            # "testpmd": dpdk-testpmd io on the same vdevs (dpdk)
 
     def variants(self) -> list[tuple[str, int | None]]:
         out = []
@@ -93,6 +96,8 @@ class BenchSpec:
             raise ValueError(f"batch: whole numbers >= 1, got {self.batches!r}")
         if not 1 <= self.flows <= 60000:
             raise ValueError(f"flows: 1..60000, got {self.flows!r}")
+        if self.baseline not in (None, "testpmd"):
+            raise ValueError(f"baseline: only 'testpmd' is known, got {self.baseline!r}")
         return self
 
 
@@ -462,21 +467,352 @@ def judge_whole_core(levels: list[dict], base_frac: float = 0.0) -> dict:
     return out
 
 
-class NotYetDriver:
-    """DPDK: the generator must sit on the vhost side (a DPDK generator), not trafgen over veth."""
+class PlainBed:
+    """What the DPDK driver needs of a bench bed when no kernel-path way runs (no topology)."""
+
+    sink = "none"
+
+    def __init__(self, spec: BenchSpec, workdir: str):
+        self.spec, self.workdir = spec, workdir
+
+    def close(self) -> None:
+        pass
+
+
+DPDK_LB_MAC = "02:00:00:00:00:01"
+DPDK_VIP = "10.0.0.100"
+DPDK_GEN_MEM_MB = 128
+DPDK_LB_MEM_MB = 128
+
+# The generator: a DPDK process on the vhost side (net_vhost, server), pinned to GEN_CPU. It
+# waits for its peer, then runs vnf.dpdk's C gen_loop: copies of the prebuilt frames (flow i on
+# queue i % queues) as fast as the port takes them, and frees what comes back (the sink).
+_DPDK_GEN = r"""
+import json, sys, time
+from vnf import dpdk
+from vnf.dpdk import _dpdk
+sock, queues, nflows, payload, core = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+from vnflab.bench import udp_frame
+dpdk.init(cores=[core], mem_mb=%(mem)d, reserve_hugepages=True)
+pool = dpdk.pool(n=16383)
+port = dpdk.Port.open("net_vhost0,iface=%%s,queues=%%d" %% (sock, queues), pool, queues, queues)
+frames = [udp_frame("02:00:00:00:01:01", "%(mac)s", "10.1.%%d.%%d" %% (i // 250, i %% 250 + 1),
+                    "%(vip)s", 10000 + i %% 50000, 8080, b"VNFLBENCH".ljust(payload, b"."))
+          for i in range(nflows)]
+print("listening", flush=True)
+deadline = time.monotonic() + 60
+while not port.link()["up"]:
+    if time.monotonic() > deadline:
+        raise SystemExit("no peer on the vhost socket")
+    time.sleep(0.02)
+print("up", flush=True)
+seconds = float(sys.stdin.readline())
+r = _dpdk.gen_loop(port.id, pool, frames, queues, 32, seconds)
+print("GEN " + json.dumps(r), flush=True)
+""" % {"mem": DPDK_GEN_MEM_MB, "mac": DPDK_LB_MAC, "vip": DPDK_VIP}
+
+# io-forward through the binding, in Python: rx_burst -> tx_burst per burst, nothing else.
+_DPDK_BINDING_IO = r"""
+import json, os, signal, sys, time
+from vnf import dpdk
+vdev, burst, core = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+dpdk.init(cores=[core], mem_mb=%(mem)d, reserve_hugepages=True)
+pool = dpdk.pool(n=8191)
+port = dpdk.Port.open(vdev, pool)
+stop = []
+signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+print("ready", flush=True)
+rx, tx, pid, buf = dpdk.rx_burst, dpdk.tx_burst, port.id, dpdk.Burst(burst)
+while not stop:
+    for _ in range(1000):
+        tx(pid, 0, rx(pid, 0, burst, buf))
+b = dpdk.busy_stats()
+print("IO " + json.dumps({"ns_per_packet": b["ns_per_packet"], "packets": b["busy_packets"]}), flush=True)
+""" % {"mem": DPDK_LB_MEM_MB}
+
+
+class DpdkDriver:
+    """DPDK: the LB's virtio-user port talks to a DPDK generator on the vhost-user side.
+
+    No Mininet, no veth (veth caps near 0.5 Mpps): a generator process (pinned to GEN_CPU, a C
+    loop of the binding) owns a ``net_vhost`` server socket; the LB (pinned to LB_CPU) connects
+    with ``net_virtio_user``. Per run: the vectorised LB, the per-packet LB, and with
+    ``--baseline testpmd`` also ``dpdk-testpmd --forward-mode=io`` and the binding's Python
+    io-forward loop, each on the same vdevs, each its own process, interleaved.
+    """
 
     def available(self, way: str) -> str | None:
+        try:
+            __import__(f"vnf.ways.{way}_lb")
+            from vnf import dpdk
+        except ImportError as exc:
+            return f"not available: {exc}"
+        if not dpdk.available():
+            return f"not available: the DPDK binding is not built ({dpdk.IMPORT_ERROR})"
+        return None
+
+    # --- pieces -------------------------------------------------------------------------------
+    @staticmethod
+    def _env() -> dict:
         here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        if not os.path.exists(os.path.join(here, "vnf", "ways", f"{way}_lb.py")):
-            return "not available yet (vnf/ways/dpdk_lb.py does not exist)"
-        return ("not available yet: the DPDK bench driver (generator on the vhost-user side) is "
-                "not written; add it to vnflab.bench.DRIVERS")
+        return dict(os.environ, PYTHONPATH=os.pathsep.join([here, *sys.path]))
 
-    def run(self, bb, way, batch, tag):  # pragma: no cover - never called while unavailable
-        raise NotImplementedError
+    def _start_gen(self, bb, sock: str, tag: str) -> subprocess.Popen:
+        spec = bb.spec
+        argv = ["taskset", "-c", str(GEN_CPU), sys.executable, "-c", _DPDK_GEN, sock, "1",
+                str(spec.flows), str(spec.payload), str(GEN_CPU)]
+        err = open(os.path.join(bb.workdir, f"gen-{tag}.log"), "wb")
+        gen = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+                               text=True, env=self._env())
+        self._expect(gen, "listening", "the DPDK generator")
+        return gen
+
+    @staticmethod
+    def _expect(proc: subprocess.Popen, word: str, what: str, timeout: float = 60) -> str:
+        """The first line of proc's stdout starting with word (proc is killed on timeout)."""
+        import threading
+        timer = threading.Timer(timeout, proc.kill)
+        timer.start()
+        try:
+            for line in proc.stdout:
+                if line.startswith(word):
+                    return line
+        finally:
+            timer.cancel()
+        proc.kill()
+        raise RuntimeError(f"{what} did not say {word!r} within {timeout:.0f} s "
+                           f"(exit {proc.wait()})")
+
+    @staticmethod
+    def _stop(proc: subprocess.Popen) -> None:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def _gen_result(self, gen: subprocess.Popen, seconds: float) -> dict:
+        line = self._expect(gen, "GEN ", "the DPDK generator", timeout=seconds + 30)
+        gen.wait(10)
+        return json.loads(line[4:])
+
+    def _vdev(self, sock: str) -> str:
+        return f"net_virtio_user0,path={sock},queues=1,mac={DPDK_LB_MAC}"
+
+    def measure_lb(self, bb, style: str, burst: int, tag: str) -> dict:
+        """The LB program itself: busy cycles over a window (SIGUSR1 stats at both ends)."""
+        spec = bb.spec
+        sock = os.path.join(bb.workdir, f"{tag}-{style}.sock")
+        gen = self._start_gen(bb, sock, f"{tag}-{style}")
+        cfg_path = os.path.join(bb.workdir, f"lb-{tag}-{style}.json")
+        stats_path = os.path.join(bb.workdir, f"lb-{tag}-{style}-stats.json")
+        ready = os.path.join(bb.workdir, f"lb-{tag}-{style}.ready")
+        backends = [{"name": f"b{i}", "ip": f"10.0.0.{100 + i}", "mac": f"02:00:00:00:02:{i:02x}",
+                     "port": SERVICE_PORT} for i in (1, 2, 3)]
+        with open(cfg_path, "w") as f:
+            json.dump({"lb": {"vip": DPDK_VIP, "port": SERVICE_PORT, "policy": "maglev",
+                              "backends": backends},
+                       "io": {"vdev": self._vdev(sock), "style": style, "burst": burst,
+                              "cpus": [LB_CPU], "mem_mb": DPDK_LB_MEM_MB}}, f)
+        log_f = open(os.path.join(bb.workdir, f"lb-{tag}-{style}.log"), "wb")
+        lb = subprocess.Popen(["taskset", "-c", str(LB_CPU), sys.executable, "-m",
+                               "vnf.ways.dpdk_lb", "--config", cfg_path, "--ready-file", ready,
+                               "--stats-file", stats_path], stdout=log_f,
+                              stderr=subprocess.STDOUT, env=self._env())
+        try:
+            deadline = time.monotonic() + 60
+            while not os.path.exists(ready):
+                if lb.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the DPDK LB did not get ready (exit {lb.poll()})")
+                time.sleep(0.05)
+            self._expect(gen, "up", "the DPDK generator")
+            total = spec.warmup_s + spec.seconds + 1.0
+            gen.stdin.write(f"{total}\n")
+            gen.stdin.flush()
+            time.sleep(spec.warmup_s)
+            a = self._snapshot(lb, stats_path)
+            time.sleep(spec.seconds)
+            b = self._snapshot(lb, stats_path)
+            g = self._gen_result(gen, total)
+        finally:
+            self._stop(lb)
+            self._stop(gen)
+        cyc = b["busy"]["cycles"] - a["busy"]["cycles"]
+        pkts = b["busy"]["rx_packets"] - a["busy"]["rx_packets"]
+        wall = b["uptime_s"] - a["uptime_s"]
+        sent = b["sent"] - a["sent"]
+        cpu = (b["cpu_user_s"] + b["cpu_sys_s"]) - (a["cpu_user_s"] + a["cpu_sys_s"])
+        mpps = sent / wall / 1e6 if wall > 0 else None
+        return {"ns_per_packet": cyc / pkts / b["busy"]["tsc_hz"] * 1e9 if pkts else None,
+                "mpps": mpps, "saturation_ns_per_packet": 1e3 / mpps if mpps else None,
+                "cpu_ns_per_packet": cpu / sent * 1e9 if sent else None,
+                "forwarded": sent, "received": pkts, "seconds": wall,
+                "offered_mpps": g["tried"] / g["seconds"] / 1e6,
+                "generated_mpps": g["tx"] / g["seconds"] / 1e6,
+                "split_check": {"new_flows": b["lb"]["new_flows"], "flows": spec.flows}}
+
+    @staticmethod
+    def _snapshot(lb: subprocess.Popen, path: str) -> dict:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        lb.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            data = _read_json(path)
+            if data is not None:
+                return data
+            if lb.poll() is not None:
+                break
+            time.sleep(0.01)
+        raise RuntimeError("the DPDK LB wrote no stats")
+
+    def measure_testpmd(self, bb, burst: int, tag: str) -> dict:
+        """dpdk-testpmd --forward-mode=io on the same virtio-user vdev (busy cycles/packet
+        from --record-core-cycles; forwarding rate from what the generator gets back)."""
+        spec = bb.spec
+        sock = os.path.join(bb.workdir, f"{tag}-tpmd.sock")
+        gen = self._start_gen(bb, sock, f"{tag}-tpmd")
+        argv = ["taskset", "-c", f"{GEN_CPU},{LB_CPU}", "stdbuf", "-oL", "dpdk-testpmd",
+                "--no-pci", "--in-memory", "--single-file-segments", "-l", f"{GEN_CPU},{LB_CPU}",
+                "--main-lcore", str(GEN_CPU), "-m", str(DPDK_LB_MEM_MB),
+                "--file-prefix", f"vnfltpmd{os.getpid()}", "--log-level=error",
+                "--vdev", self._vdev(sock), "--", "--forward-mode=io", "--port-topology=loop",
+                "--nb-cores=1", f"--burst={burst}", "--record-core-cycles",
+                "--total-num-mbufs=8191"]
+        tp = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+        try:
+            self._expect(tp, "Press enter to exit", "dpdk-testpmd")
+            self._expect(gen, "up", "the DPDK generator")
+            total = spec.warmup_s + spec.seconds
+            gen.stdin.write(f"{total}\n")
+            gen.stdin.flush()
+            g = self._gen_result(gen, total)
+            tp.stdin.write("\n")
+            tp.stdin.flush()
+            out = tp.communicate(timeout=20)[0]
+        finally:
+            self._stop(tp)
+            self._stop(gen)
+        import re
+        cpp = re.findall(r"CPU cycles/packet=([\d.]+)", out)
+        mhz = re.findall(r"at (\d+) MHz Clock", out)
+        ns = float(cpp[-1]) / float(mhz[-1]) * 1e3 if cpp and mhz else None
+        mpps = g["rx"] / g["seconds"] / 1e6
+        return {"ns_per_packet": ns, "mpps": mpps, "offered_mpps": g["tried"] / g["seconds"] / 1e6}
+
+    def measure_binding_io(self, bb, burst: int, tag: str) -> dict:
+        """The binding's io-forward in a Python loop (rx_burst -> tx_burst), same vdevs."""
+        spec = bb.spec
+        sock = os.path.join(bb.workdir, f"{tag}-bio.sock")
+        gen = self._start_gen(bb, sock, f"{tag}-bio")
+        io = subprocess.Popen(["taskset", "-c", str(LB_CPU), sys.executable, "-c",
+                               _DPDK_BINDING_IO, self._vdev(sock), str(burst), str(LB_CPU)],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                              env=self._env())
+        try:
+            self._expect(io, "ready", "the binding io loop")
+            self._expect(gen, "up", "the DPDK generator")
+            total = spec.warmup_s + spec.seconds
+            gen.stdin.write(f"{total}\n")
+            gen.stdin.flush()
+            g = self._gen_result(gen, total)
+            io.terminate()
+            r = json.loads(self._expect(io, "IO ", "the binding io loop")[3:])
+        finally:
+            self._stop(io)
+            self._stop(gen)
+        return {"ns_per_packet": r["ns_per_packet"], "mpps": g["rx"] / g["seconds"] / 1e6}
+
+    # --- one run -----------------------------------------------------------------------------
+    def run(self, bb, way: str, batch: int | None, tag: str) -> dict:
+        burst = batch or 32
+        res: dict = {"way": way, "batch": batch, "burst": burst}
+        vec = self.measure_lb(bb, "vector", burst, tag)
+        res.update({k: vec[k] for k in ("ns_per_packet", "mpps", "saturation_ns_per_packet",
+                                        "cpu_ns_per_packet", "offered_mpps")})
+        res["vector"] = vec
+        pp = self.measure_lb(bb, "perpacket", burst, tag)
+        res["perpacket"] = pp
+        res["perpacket_ns_per_packet"] = pp["ns_per_packet"]
+        if bb.spec.baseline == "testpmd":
+            tp = self.measure_testpmd(bb, burst, tag)
+            bio = self.measure_binding_io(bb, burst, tag)
+            res["testpmd_io"], res["binding_io"] = tp, bio
+            if tp["ns_per_packet"] and vec["ns_per_packet"]:
+                res["baseline_ratio"] = tp["ns_per_packet"] / vec["ns_per_packet"]
+            if tp["mpps"] and vec["mpps"]:
+                res["baseline_ratio_mpps"] = vec["mpps"] / tp["mpps"]
+            if tp["ns_per_packet"] and bio["ns_per_packet"]:
+                res["binding_io_ratio"] = tp["ns_per_packet"] / bio["ns_per_packet"]
+            if tp["mpps"] and bio["mpps"]:
+                res["binding_io_ratio_mpps"] = bio["mpps"] / tp["mpps"]
+        return res
+
+    # --- reporting -----------------------------------------------------------------------------
+    @staticmethod
+    def summary(ok: list[dict]) -> dict:
+        def med(key, nd=1):
+            return _r(_median([r.get(key) for r in ok]), nd)
+
+        def sub(name, key, nd=1):
+            return _r(_median([(r.get(name) or {}).get(key) for r in ok]), nd)
+        return {"saturation_ns_per_packet": med("saturation_ns_per_packet"),
+                "cpu_ns_per_packet": med("cpu_ns_per_packet"),
+                "offered_mpps": med("offered_mpps", 4),
+                "mpps_cv": _r(_cv([r.get("mpps") for r in ok]), 3),
+                "perpacket_ns_per_packet": med("perpacket_ns_per_packet"),
+                "perpacket_mpps": sub("perpacket", "mpps", 4),
+                "perpacket_cv": _r(_cv([r.get("perpacket_ns_per_packet") for r in ok]), 3),
+                "baseline": "testpmd" if any("testpmd_io" in r for r in ok) else None,
+                "baseline_ratio": med("baseline_ratio", 3),
+                "baseline_ratio_mpps": med("baseline_ratio_mpps", 3),
+                "testpmd_io_ns_per_packet": sub("testpmd_io", "ns_per_packet"),
+                "testpmd_io_mpps": sub("testpmd_io", "mpps", 4),
+                "binding_io_ns_per_packet": sub("binding_io", "ns_per_packet"),
+                "binding_io_mpps": sub("binding_io", "mpps", 4),
+                "binding_io_ratio": med("binding_io_ratio", 3),
+                "binding_io_ratio_mpps": med("binding_io_ratio_mpps", 3)}
+
+    @staticmethod
+    def table_line(w: dict) -> str:
+        txt = (f"dpdk(burst={w.get('batch') or 32}): vector {_f(w.get('ns_per_packet'))} ns/pkt busy, "
+               f"{_f(w.get('saturation_ns_per_packet'))} ns/pkt at saturation; per-packet style "
+               f"{_f(w.get('perpacket_ns_per_packet'))} ns/pkt busy")
+        if w.get("baseline"):
+            txt += (f"; testpmd io {w.get('testpmd_io_ns_per_packet')} ns/pkt, "
+                    f"{w.get('testpmd_io_mpps')} Mpps; binding io-forward "
+                    f"{w.get('binding_io_ns_per_packet')} ns/pkt = {w.get('binding_io_ratio')}x "
+                    f"testpmd; LB = {w.get('baseline_ratio')}x testpmd io")
+        return txt
+
+    @staticmethod
+    def method(spec: BenchSpec) -> str:
+        return (
+            f"generator = a DPDK process (the binding's C gen_loop) on a net_vhost server socket, "
+            f"pinned to CPU {GEN_CPU}: {spec.flows} UDP flows to {DPDK_VIP}:{SERVICE_PORT} "
+            f"(source addresses/ports vary), dst MAC {DPDK_LB_MAC}, {spec.payload}-byte payload, "
+            f"sent as fast as the vhost port takes them; it also frees whatever comes back (the "
+            f"sink). The LB (python -m vnf.ways.dpdk_lb, net_virtio_user client, pinned to CPU "
+            f"{LB_CPU}) runs with style vector, then perpacket. ns_per_packet = busy TSC cycles "
+            f"(from a non-empty rx_burst to its tx_burst, vnf.dpdk.busy_stats) / packets "
+            f"received, over a {spec.seconds:g} s window (stats by SIGUSR1 at both ends); "
+            f"saturation_ns_per_packet = 1 / forwarded rate on that one core (includes empty "
+            f"polls and anything else the core did); mpps = forwarded / window. With --baseline "
+            f"testpmd: dpdk-testpmd --forward-mode=io --port-topology=loop on the same vdev "
+            f"(busy cycles/packet from --record-core-cycles; rate = packets back at the "
+            f"generator), and the binding's Python rx_burst->tx_burst loop; baseline_ratio = "
+            f"testpmd io ns/pkt / LB ns/pkt (busy cycles: the fraction of testpmd's per-core "
+            f"rate the LB reaches), baseline_ratio_mpps the same by forwarding rate. Median of "
+            f"{spec.runs} runs; cv = stdev/mean over runs. The machine is shared: a busy LB core "
+            f"inflates busy cycles (preemption counts as busy).")
 
 
-DRIVERS = {"socket": KernelPathDriver(), "afpacket": KernelPathDriver(), "dpdk": NotYetDriver()}
+DRIVERS = {"socket": KernelPathDriver(), "afpacket": KernelPathDriver(), "dpdk": DpdkDriver()}
 
 
 # ------------------------------------------------------------------------------------------
@@ -557,10 +893,15 @@ def summarize(spec: BenchSpec, runs: dict[str, list[dict]], unavailable: dict, s
             "whole_core_notes": sorted({r["whole_core_note"] for r in ok if r.get("whole_core_note")}),
             "runs": rs,
         }
+        if way == "dpdk":
+            entry.update(DpdkDriver.summary(ok))
         if len(ok) < len(rs):
             entry["errors"] = [r["error"] for r in rs if "error" in r]
         ways.append(entry)
-    return {"method": method_text(sink, spec), "sink": sink, "machine": machine(),
+    method = method_text(sink, spec) if any(w != "dpdk" for w in spec.ways) else ""
+    if "dpdk" in spec.ways:
+        method = (method + " DPDK way: " if method else "") + DpdkDriver.method(spec)
+    return {"method": method, "sink": sink, "machine": machine(),
             "spec": asdict(spec), "ways": ways, "ratios": ratios(ways)}
 
 
@@ -618,6 +959,9 @@ def table(result: dict) -> str:
     lines.insert(1, "  ".join("-" * wd for wd in widths))
     lines += [f"  {v['text']}" for v in result.get("ratios", {}).values()]
     for w in result["ways"]:
+        if w.get("way") == "dpdk" and not w.get("error"):
+            lines.append("  " + DpdkDriver.table_line(w))
+    for w in result["ways"]:
         for note in w.get("whole_core_notes") or []:
             lines.append(f"  whole-core, {_label(w['way'], w['batch'])}: {note}")
         for err in w.get("errors") or []:
@@ -641,7 +985,9 @@ def run_inside(spec: BenchSpec, workdir: str) -> dict:
     runs: dict[str, list[dict]] = {}
     sink = "none"
     if runnable:
-        bb = BenchBed(spec, workdir)
+        # the DPDK driver needs no topology (generator and LB meet on a vhost-user socket)
+        bb = BenchBed(spec, workdir) if any(w != "dpdk" for w, _ in runnable) else \
+            PlainBed(spec, workdir)
         sink = bb.sink
         try:
             for i in range(spec.runs):

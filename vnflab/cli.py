@@ -48,7 +48,8 @@ def cmd_bench(args) -> int:
         ways = [w.strip() for w in args.compare.split(",") if w.strip()] if args.compare else [args.way]
         batches = [int(b) for b in args.batch.split(",")] if args.batch else None
         spec = BenchSpec(ways=ways, runs=args.runs, seconds=args.seconds, batches=batches,
-                         flows=args.flows, whole_core=not args.no_whole_core).validate()
+                         flows=args.flows, whole_core=not args.no_whole_core,
+                         baseline=args.baseline).validate()
     except ValueError as exc:
         print(f"vnflab bench: {exc}", file=sys.stderr)
         return 2
@@ -95,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch", metavar="N,N,...", help='sweep the io "batch" option (afpacket, dpdk)')
     bench.add_argument("--flows", type=int, default=1024, help="distinct UDP flows the generator cycles")
     bench.add_argument("--no-whole-core", action="store_true", help="skip the RPS whole-core phase")
+    bench.add_argument("--baseline", choices=["testpmd"], help="dpdk: also run dpdk-testpmd "
+                       "--forward-mode=io (and the binding's io-forward) on the same vdevs")
     bench.add_argument("--json", metavar="PATH", help="write the results as JSON")
     bench.set_defaults(func=cmd_bench)
     register_features(sub)

@@ -90,6 +90,8 @@ class DpdkLB(LBProgram):
             fail("queues", f"run to completion needs a queue per lcore ({self.lcores}), "
                            f"got {self.queues}")
         self.burst = _int_option(io, "burst", io.get("batch", 32), 1, 512)
+        # pipeline workers transmit on their own TX queue; virtio pairs RX and TX queues
+        self.queues = max(self.queues, self.lcores)
         mem_mb = _int_option(io, "mem_mb", 128, 32, 8192)
         mac = io.get("mac") or LB_MAC
         vdev = io.get("vdev")
@@ -102,8 +104,7 @@ class DpdkLB(LBProgram):
         try:
             dpdk.init(cores=[self.cpus[0]], mem_mb=mem_mb, reserve_hugepages=True)
             self.pool = dpdk.pool(n=max(8191, 2048 * (self.queues + threads) - 1))
-            self.port = dpdk.Port.open(vdev, self.pool, nrxq=self.queues,
-                                       ntxq=max(self.queues, self.lcores))
+            self.port = dpdk.Port.open(vdev, self.pool, nrxq=self.queues, ntxq=self.queues)
         except (dpdk.HugePagesError, dpdk.DpdkError) as exc:
             fail("vdev" if isinstance(exc, dpdk.DpdkError) else "mem_mb", str(exc))
         self.wait_link(float(io.get("link_timeout_s", 30)))
