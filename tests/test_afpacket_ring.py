@@ -433,6 +433,30 @@ def scenario_malformed():
     print(json.dumps({"reasons": reasons[:len(cases)]}))
 
 
+def scenario_tx_stall_is_bounded():
+    """A TX ring whose frames cannot drain (peer down) must not hang the loop."""
+    import time
+    make_veth()
+    with RxRing("b0", timeout_ms=5) as rx, TxRing("b0", frame_count=128) as tx, \
+            raw_sender("a0") as gen:
+        for frame in [udp_frame(sport=i + 1) for i in range(400)]:   # built first: see RxRing
+            gen.send(frame)
+        got = 0
+        sh("ip link set a0 down")
+        start = time.monotonic()
+        for batch in rx.batches(idle_timeout=0.2):
+            got += batch.count
+            tx.send_batch(batch, [0] * batch.count, Rewrite.dsr(LB_MAC, BACKEND_MACS),
+                          stall_timeout_ms=100)
+            batch.release()
+        elapsed = time.monotonic() - start
+        assert got == 400, (got, tx.stats(), rx.stats())
+        assert elapsed < 5, elapsed
+        sent, dropped, _ = tx.stats()
+        assert sent + dropped == 400
+    print(json.dumps({"elapsed": round(elapsed, 2), "sent": sent, "dropped": dropped}))
+
+
 def scenario_cleanup():
     make_veth()
 
@@ -502,6 +526,12 @@ def test_fanout_hash_keeps_each_flow_on_one_ring():
 def test_malformed_frames_get_reasons_and_are_dropped_on_forward():
     out = run_scenario("malformed")
     assert out["reasons"][-1] == "ok"
+
+
+@pytest.mark.network
+def test_tx_stall_is_bounded_when_nothing_drains():
+    out = run_scenario("tx_stall_is_bounded")
+    assert out["sent"] + out["dropped"] == 400
 
 
 @pytest.mark.network
