@@ -1,0 +1,184 @@
+"""Subcommands of ``vnflab`` for the labs and the autograder (registered by ``vnflab.cli``).
+
+    vnflab lab list
+    vnflab lab run N [--submission DIR]        # your LB in the topology (not graded)
+    vnflab lab check N [--submission DIR]      # the public tests, graded (hidden ones excluded)
+    vnflab release OUT [--lab N]               # the student tree, from the solution markers
+    vnflab grade SUBMISSION --lab N --out DIR  # results.json (Gradescope) + report.md
+    vnflab grade-all SUBMISSIONS --lab N --jobs J --out DIR   # a class: gradebook.csv/.json
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+
+def _print_results(res: dict, out: str) -> None:
+    print(res["output"])
+    for t in res["tests"]:
+        mark = "ok  " if t["score"] >= t["max_score"] else "FAIL"
+        print(f"  {mark} {t['score']:>5g}/{t['max_score']:<4g} {t['name']}")
+    print(f"results: {os.path.join(out, 'results.json')}\nreport:  {os.path.join(out, 'report.md')}")
+
+
+def cmd_grade(args) -> int:
+    from grader.grade import GradeError, grade
+    try:
+        res = grade(args.submission, args.lab, args.out, quick=args.quick,
+                    include_hidden=not args.no_hidden, keep=args.keep)
+    except GradeError as exc:
+        print(f"vnflab grade: {exc}", file=sys.stderr)
+        return 2
+    _print_results(res, args.out)
+    return 0
+
+
+def cmd_grade_all(args) -> int:
+    from grader.grade import GradeError, grade_all
+    try:
+        rows = grade_all(args.submissions, args.lab, args.out, jobs=args.jobs, quick=args.quick,
+                         include_hidden=not args.no_hidden,
+                         progress=lambda m: print(m, flush=True))
+    except GradeError as exc:
+        print(f"vnflab grade-all: {exc}", file=sys.stderr)
+        return 2
+    print(f"gradebook: {os.path.join(args.out, 'gradebook.csv')} and gradebook.json "
+          f"({len(rows)} submissions)")
+    return 0
+
+
+def cmd_release(args) -> int:
+    from grader.release import release
+    done = release(args.out, [args.lab] if args.lab else None)
+    return 0 if any(isinstance(v, list) for v in done.values()) else 2
+
+
+def _overlay(lab, submission: str) -> str:
+    """A temp vnf package with the submission's files in place (see grader.grade)."""
+    import shutil
+    from grader.grade import _copy_vnf, find_submission_files, starter_text
+    from grader.labconfig import REPO  # noqa: F401
+    tmp = tempfile.mkdtemp(prefix="vnflab-lab-")
+    os.chmod(tmp, 0o755)
+    _copy_vnf(tmp)
+    files, missing = find_submission_files(submission, lab)
+    for name, target in lab.files.items():
+        dest = os.path.join(tmp, target)
+        if name in files:
+            shutil.copyfile(files[name], dest)
+        else:
+            print(f"(no {name} in {submission}: using the starter)")
+            with open(dest, "w") as f:
+                f.write(starter_text(lab, name))
+    return tmp
+
+
+def cmd_lab(args) -> int:
+    from grader import labconfig
+    if args.action == "list":
+        for n in labconfig.all_labs():
+            lab = labconfig.load(n)
+            why = lab.available()
+            print(f"lab {n}: {lab.title} (way {lab.way}; you write {', '.join(lab.files)})"
+                  + (f" [not available: {why}]" if why else ""))
+        return 0
+    if args.number is None:
+        print("vnflab lab: which lab? (vnflab lab run N)", file=sys.stderr)
+        return 2
+    lab = labconfig.load(args.number)
+    why = lab.available()
+    if why:
+        print(f"vnflab lab: lab {lab.number} is not available here: {why}", file=sys.stderr)
+        return 2
+    if args.action == "check":
+        from grader.grade import GradeError, grade
+        out = args.out or os.path.join(tempfile.gettempdir(), f"vnflab-check-lab{lab.number}")
+        try:
+            res = grade(args.submission, lab.number, out, quick=args.quick, include_hidden=False)
+        except GradeError as exc:
+            print(f"vnflab lab check: {exc}", file=sys.stderr)
+            return 2
+        _print_results(res, out)
+        return 0 if res["score"] >= res["max_score"] else 1
+    # run
+    import shutil
+    from vnflab.experiment import ExperimentSpec, run_sandboxed
+    from vnflab.sandbox import can_sandbox
+    problem = can_sandbox()
+    if problem:
+        print(f"vnflab lab run: {problem}", file=sys.stderr)
+        return 2
+    overlay = _overlay(lab, args.submission)
+    t = lab.traffic(args.quick)
+    try:
+        spec = ExperimentSpec(way=lab.way, policy=t.get("policy", "maglev"),
+                              udp_flows=t["udp_flows"], packets_per_flow=t["packets_per_flow"],
+                              rate_pps=t["rate_pps"], http_conns=t["http_conns"],
+                              lb_command=["env", f"PYTHONPATH={overlay}", sys.executable, "-m",
+                                          f"vnf.ways.{lab.way}_lb"],
+                              saturation_seconds=0, timeout_s=300)
+        print(f"lab {lab.number}: your {lab.way} LB, {spec.udp_flows} UDP flows + "
+              f"{spec.http_conns} HTTP connections, then the per-packet cost", flush=True)
+        result = run_sandboxed(spec)
+    finally:
+        shutil.rmtree(overlay, ignore_errors=True)
+    if "error" in result:
+        print(f"vnflab lab run: {result['error']}", file=sys.stderr)
+        return 1
+    print(result.get("report_table", ""))
+    if not result.get("lb_alive_after_traffic", True):
+        print("\nyour LB died during the run; its last output:\n" + result.get("lb_log_tail", ""))
+    if result.get("ns_per_packet"):
+        print(f"\nper-packet cost: {result['ns_per_packet']} ns of LB CPU per forwarded packet")
+    return 0 if result.get("split_flows") == 0 and result.get("lb_alive_after_traffic", True) else 1
+
+
+def register(subparsers) -> None:
+    lab = subparsers.add_parser("lab", help="the labs: list, run your LB, check it with the public tests")
+    lab.add_argument("action", choices=["list", "run", "check"])
+    lab.add_argument("number", nargs="?", type=int)
+    lab.add_argument("--submission", default=".", help="your lab directory (default: .)")
+    lab.add_argument("--quick", action="store_true", help="fewer flows")
+    lab.add_argument("--out", help="check: where results.json and report.md go")
+    lab.set_defaults(func=cmd_lab)
+
+    rel = subparsers.add_parser("release", help="write the student tree (handouts, starters, "
+                                                 "public tests) from the solution markers")
+    rel.add_argument("out")
+    rel.add_argument("--lab", type=int)
+    rel.set_defaults(func=cmd_release)
+
+    g = subparsers.add_parser("grade", help="grade one submission: results.json (Gradescope "
+                                            "format) and report.md")
+    g.add_argument("submission", help='a directory with the lab\'s files, or "reference"')
+    g.add_argument("--lab", required=True, type=int)
+    g.add_argument("--out", required=True)
+    g.add_argument("--quick", action="store_true", help="the short profile (fewer flows)")
+    g.add_argument("--no-hidden", action="store_true", help="public tests only")
+    g.add_argument("--keep", action="store_true", help="keep the work directory (debugging)")
+    g.set_defaults(func=cmd_grade)
+
+    ga = subparsers.add_parser("grade-all", help="grade every submission in a directory, in "
+                                                 "parallel: gradebook.csv and gradebook.json")
+    ga.add_argument("submissions")
+    ga.add_argument("--lab", required=True, type=int)
+    ga.add_argument("--out", required=True)
+    ga.add_argument("--jobs", type=int, default=2)
+    ga.add_argument("--quick", action="store_true")
+    ga.add_argument("--no-hidden", action="store_true")
+    ga.set_defaults(func=cmd_grade_all)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m grader.cli ...``: the same subcommands without the rest of ``vnflab``."""
+    import argparse
+    parser = argparse.ArgumentParser(prog="vnflab", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    register(parser.add_subparsers(dest="cmd", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,249 @@
+"""Grader helpers that run on Mininet hosts (as root, inside the grading sandbox).
+
+* ``portpairs``: from one client, for each source port P, one UDP flow *and* one HTTP connection
+  from port P: two flows whose 5-tuples differ only in the protocol. A flow key that ignores the
+  protocol gives the second flow the first one's backend; the grader compares every flow's
+  backend with the pool's choice for its real 5-tuple.
+* ``robust``: the malformed-frame corpus sent at the LB's MAC, one frame at a time, checking after
+  each that the LB process still lives (so the report can name the frame that killed it); then
+  fuzzed frames in small bursts; then socket-level oddities (empty and oversized datagrams, a TCP
+  reset, garbage on a TCP connection).
+* ``capture``: frames arriving at a backend, for the header and checksum checks.
+
+Output: one JSON file each (``--out``).
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+
+ETH_P_ALL = 0x0003
+PACKET_OUTGOING = 4
+
+
+def _write(path: str, obj) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f)
+    os.replace(tmp, path)
+
+
+# --- portpairs ---------------------------------------------------------------------------------
+def portpairs(a) -> dict:
+    from topologies.servers import decode_reply, encode_request
+    lo, hi = (int(x) for x in a.ports.split("-"))
+    udp_recs, http_recs, ports = [], [], {}
+    socks = []
+    for i, port in enumerate(range(lo, hi + 1)):
+        fid = a.flow_id_base + i
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("0.0.0.0", port))
+        s.connect((a.vip, a.port))
+        socks.append((s, fid))
+        ports[str(fid)] = ["udp", port]
+        rec = {"flow_id": fid, "sent": 0, "replies": 0, "backend_replies": {}}
+        for seq in range(3):
+            s.send(encode_request(fid, seq, a.client_id, 32))
+            rec["sent"] += 1
+        udp_recs.append(rec)
+    deadline = time.monotonic() + 1.5
+    by_fid = {r["flow_id"]: r for r in udp_recs}
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([s for s, _ in socks], [], [], 0.1)
+        for s in ready:
+            try:
+                data = s.recv(2048)
+            except OSError:
+                continue
+            rep = decode_reply(data)
+            if rep and rep[0] in by_fid:
+                r = by_fid[rep[0]]
+                r["replies"] += 1
+                r["backend_replies"][rep[3]] = r["backend_replies"].get(rep[3], 0) + 1
+    for s, _ in socks:
+        s.close()
+    for i, port in enumerate(range(lo, hi + 1)):
+        fid = a.flow_id_base + 500 + i
+        ports[str(fid)] = ["tcp", port]
+        rec = {"flow_id": fid, "ok": False, "backend": None, "backends": [], "error": None}
+        conn = http.client.HTTPConnection(a.vip, a.port, timeout=3, source_address=("0.0.0.0", port))
+        try:
+            conn.request("GET", "/?size=64", headers={"X-Flow-Id": str(fid), "X-Seq": "0",
+                                                       "X-Client-Id": str(a.client_id)})
+            resp = conn.getresponse()
+            body = resp.read()
+            first = body.split(b"\n", 1)[0].decode("ascii", "replace")
+            fields = dict(p.partition("=")[::2] for p in first.split())
+            rec["backend"] = fields.get("backend")
+            rec["backends"] = [rec["backend"]] if rec["backend"] else []
+            rec["ok"] = resp.status == 200
+        except (OSError, http.client.HTTPException) as exc:
+            rec["error"] = f"{type(exc).__name__}: {exc}"
+        finally:
+            conn.close()
+        http_recs.append(rec)
+    return {"client": a.client_id, "udp": udp_recs, "http": http_recs, "ports": ports}
+
+
+# --- robust ------------------------------------------------------------------------------------
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def robust(a) -> dict:
+    from grader import frames as mine
+    from grader.corpus import FrameFactory
+    ff = FrameFactory(a.dst_mac, a.src_mac, a.src_ip, a.vip, a.port)
+    named = [(n, f) for n, f in ff.named_cases()]
+    named += [(c.name, c.frame) for c in mine.cases(a.dst_mac, a.src_mac, a.src_ip, a.vip, a.port)]
+    raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    raw.bind((a.iface, 0))
+    out = {"sent": 0, "skipped": 0, "crashed_after": None, "crash_frame_hex": None,
+           "crash_frame_name": None, "alive": True, "fuzzed_sent": 0, "socket_oddities": []}
+
+    def send(name, frame) -> bool:
+        if len(frame) < 14:
+            out["skipped"] += 1
+            return True
+        try:
+            raw.send(frame)
+            out["sent"] += 1
+        except OSError:
+            out["skipped"] += 1
+        return True
+
+    def crashed(name, frame) -> bool:
+        time.sleep(a.gap)
+        if not _alive(a.lb_pid):
+            time.sleep(0.05)
+            out.update(alive=False, crashed_after=name, crash_frame_hex=frame.hex())
+            return True
+        return False
+
+    for name, frame in named:
+        send(name, frame)
+        if crashed(name, frame):
+            return out
+    burst = []
+    for i, frame in enumerate(ff.fuzzed(a.fuzz, seed=a.seed)):
+        send(f"fuzzed frame {i}", frame)
+        out["fuzzed_sent"] += 1
+        burst.append(frame)
+        if len(burst) == 25:
+            if crashed(f"one of fuzzed frames {i - 24}..{i}", burst[-1]):
+                out["crash_burst_hex"] = [f.hex() for f in burst]
+                return out
+            burst = []
+    if burst and crashed("the last fuzzed frames", burst[-1]):
+        out["crash_burst_hex"] = [f.hex() for f in burst]
+        return out
+    # Socket-level oddities through the normal stack (what a socket LB sees).
+    oddities = [("empty UDP datagram", b""), ("1400-byte datagram without the magic", b"x" * 1400)]
+    for name, data in oddities:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            s.sendto(data, (a.vip, a.port))
+        except OSError:
+            pass
+        s.close()
+        out["socket_oddities"].append(name)
+        if crashed(name, b""):
+            return out
+    for name, payload, reset in (("TCP connection reset at once", b"", True),
+                                 ("garbage on a TCP connection", b"\x00\xff" * 300 + b"\r\n\r\n", False)):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(1.0)
+        try:
+            s.connect((a.vip, a.port))
+            if payload:
+                s.sendall(payload)
+            if reset:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        s.close()
+        out["socket_oddities"].append(name)
+        if crashed(name, b""):
+            return out
+    time.sleep(0.3)
+    out["alive"] = _alive(a.lb_pid)
+    return out
+
+
+# --- capture -----------------------------------------------------------------------------------
+def capture(a) -> dict:
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    sock.bind((a.iface, 0))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    frames = []
+    stop = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    deadline = time.monotonic() + a.seconds
+    if a.ready_file:
+        open(a.ready_file, "w").close()
+    while not stop["now"] and time.monotonic() < deadline:
+        r, _, _ = select.select([sock], [], [], 0.1)
+        if not r:
+            continue
+        frame, addr = sock.recvfrom(65535)
+        if addr[2] == PACKET_OUTGOING or len(frames) >= a.max:
+            continue
+        if len(frame) < 34 or frame[12:14] != b"\x08\x00":
+            continue
+        ihl = (frame[14] & 0x0F) * 4
+        proto = frame[23]
+        if proto not in (6, 17) or len(frame) < 14 + ihl + 4:
+            continue
+        dport = struct.unpack_from("!H", frame, 14 + ihl + 2)[0]
+        if dport == a.port:
+            frames.append(frame.hex())
+    return {"iface": a.iface, "frames": frames}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m grader.probe")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    pp = sub.add_parser("portpairs")
+    pp.add_argument("--vip", required=True)
+    pp.add_argument("--port", type=int, required=True)
+    pp.add_argument("--ports", required=True, help="A-B: source ports")
+    pp.add_argument("--flow-id-base", type=int, required=True)
+    pp.add_argument("--client-id", type=int, default=1)
+    rb = sub.add_parser("robust")
+    for name in ("--iface", "--dst-mac", "--src-mac", "--src-ip", "--vip"):
+        rb.add_argument(name, required=True)
+    rb.add_argument("--port", type=int, required=True)
+    rb.add_argument("--lb-pid", type=int, required=True)
+    rb.add_argument("--fuzz", type=int, default=2000)
+    rb.add_argument("--seed", type=int, default=5)
+    rb.add_argument("--gap", type=float, default=0.02)
+    cp = sub.add_parser("capture")
+    cp.add_argument("--iface", required=True)
+    cp.add_argument("--port", type=int, required=True)
+    cp.add_argument("--seconds", type=float, default=30)
+    cp.add_argument("--max", type=int, default=300)
+    cp.add_argument("--ready-file")
+    for sp in (pp, rb, cp):
+        sp.add_argument("--out", required=True)
+    a = p.parse_args(argv)
+    result = {"portpairs": portpairs, "robust": robust, "capture": capture}[a.cmd](a)
+    _write(a.out, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""How a submission's process is started: unprivileged, capped, blind to the instructor tree.
+
+``student_command(argv, ...)`` wraps a command line (the LB program, or the unit-check harness)::
+
+    unshare --mount -- sh -c 'mount tmpfs over each hidden path; exec "$@"'   # private view
+      setpriv --reuid U --regid G --clear-groups --no-new-privs [caps]        # the student user
+        prlimit --cpu --as --nproc --nofile --fsize --core                    # resource limits
+          env -i PATH=... PYTHONPATH=OVERLAY ...                              # a clean environment
+            python -m vnf.ways.<way>_lb ...
+
+Every ``exec`` keeps the PID, so the grader measures and signals the LB's own process. The
+capabilities are only the way's own: ``net_raw`` for AF_PACKET (lab 2); none for sockets
+(lab 1). The wall clock is the grader's: it stops a process that does not finish in time.
+"""
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+
+STUDENT_USER = "vnflab-student"
+
+# World-writable places get a private, empty tmpfs: what a submission writes there vanishes with
+# its mount namespace (nothing is left behind on the machine).
+PRIVATE_TMP = ("/tmp", "/var/tmp", "/dev/shm")
+_HIDE = ('for d in ' + " ".join(PRIVATE_TMP) + '; do '
+         'mount -t tmpfs -o size=64m,mode=1777 vnflab-tmp "$d" 2>/dev/null; done; '
+         'while [ "$1" != "--" ]; do '
+         'mount -t tmpfs -o size=64k,mode=755 vnflab-hidden "$1" 2>/dev/null; shift; done; '
+         'shift; exec "$@"')
+
+
+def student_ids() -> tuple[int, int, str]:
+    """(uid, gid, name) of the unprivileged user submissions run as; created when missing."""
+    try:
+        pw = pwd.getpwnam(STUDENT_USER)
+    except KeyError:
+        useradd = shutil.which("useradd") or "/usr/sbin/useradd"
+        subprocess.run([useradd, "--system", "--no-create-home", "--home-dir", "/nonexistent",
+                        "--shell", "/usr/sbin/nologin", STUDENT_USER],
+                       capture_output=True, check=False)
+        try:
+            pw = pwd.getpwnam(STUDENT_USER)
+        except KeyError:
+            pw = pwd.getpwnam("nobody")
+    return pw.pw_uid, pw.pw_gid, pw.pw_name
+
+
+def student_command(argv: list[str], *, overlay: str, caps: tuple[str, ...] = (),
+                    limits: dict | None = None, hide: list[str] = (), cwd: str | None = None,
+                    extra_env: dict | None = None) -> list[str]:
+    uid, gid, _ = student_ids()
+    lim = limits or {}
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/nonexistent", "LANG": "C.UTF-8",
+           "PYTHONPATH": overlay, "PYTHONDONTWRITEBYTECODE": "1", "OPENBLAS_NUM_THREADS": "1",
+           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "VNFLAB_STUDENT": "1",
+           **(extra_env or {})}
+    setpriv = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--no-new-privs"]
+    if caps:
+        c = ",".join(f"+{x}" for x in caps)
+        setpriv += [f"--inh-caps={c}", f"--ambient-caps={c}", f"--bounding-set=-all,{c}"]
+    else:
+        setpriv += ["--inh-caps=-all", "--bounding-set=-all"]
+    prlimit = ["prlimit", f"--cpu={int(lim.get('cpu_seconds', 120))}",
+               f"--as={int(lim.get('memory_mb', 1536)) << 20}",
+               f"--nproc={int(lim.get('processes', 64))}",
+               f"--nofile={int(lim.get('open_files', 4096))}",
+               f"--fsize={int(lim.get('file_mb', 64)) << 20}", "--core=0"]
+    envcmd = ["env", "-i", *(f"{k}={v}" for k, v in env.items())]
+    inner = [*setpriv, *prlimit, *envcmd, *argv]
+    if cwd:
+        inner = ["/bin/sh", "-c", 'cd "$0" && exec "$@"', cwd, *inner]
+    return ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", _HIDE,
+            "vnflab-hide", *hide, "--", *inner]
+
+
+def python() -> str:
+    return sys.executable

@@ -1,0 +1,176 @@
+"""Self-test of the autograder: real gradings in sandboxes (quick profile, two jobs at a time).
+
+One grade-all run per lab grades every fixture once; the tests below read its gradebook and
+per-submission results. Lab 1: the reference (full marks), the released starter (<= 10 %),
+per-packet round robin, a key without the protocol, a table that never evicts, a hang, a
+submission that tries to write results.json. Lab 2: the reference through ``vnflab grade``, the
+starter and a parser that crashes on short frames through ``grade-all``.
+"""
+import csv
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from grader.labconfig import REPO
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "grader_fixtures"))
+import make as fixtures  # noqa: E402
+
+pytestmark = [pytest.mark.network, pytest.mark.slow]
+CLI = [sys.executable, "-m", "grader.cli"]
+
+
+def _cli(*args, timeout=900):
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+@pytest.fixture(scope="module")
+def student_tree(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("release"))
+    r = _cli("release", out, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return out
+
+
+def _class(tmp_path_factory, student_tree, lab, names):
+    root = tmp_path_factory.mktemp(f"class{lab}")
+    for name in names:
+        dest = root / name
+        if name == "reference":
+            dest.mkdir()
+            for student, ref in fixtures.LAB_FILES[lab].items():
+                shutil.copyfile(os.path.join(REPO, ref), dest / student)
+        elif name == "starter":
+            shutil.copytree(os.path.join(student_tree, f"lab{lab}"), dest)
+        else:
+            fixtures.build(name, str(dest))
+    return str(root)
+
+
+def _results(out, name):
+    with open(os.path.join(out, name, "results.json")) as f:
+        res = json.load(f)
+    return res, {t["name"].split(":")[0] if not t["name"].startswith("hidden") else t["name"]: t
+                 for t in res["tests"]}
+
+
+@pytest.fixture(scope="module")
+def lab1(tmp_path_factory, student_tree):
+    subs = _class(tmp_path_factory, student_tree, 1,
+                  ["reference", "starter", "rr", "protokey", "noevict", "hang", "tamper"])
+    # A private directory (not /tmp) for the results: the tamper fixture writes where it can.
+    out = str(tmp_path_factory.mktemp("gradebook1"))
+    r = _cli("grade-all", subs, "--lab", "1", "--jobs", "2", "--quick", "--out", out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return out, r.stdout
+
+
+def test_grade_all_writes_the_gradebook_with_progress(lab1):
+    out, stdout = lab1
+    assert "7/7" in stdout and "[###" in stdout
+    with open(os.path.join(out, "gradebook.csv")) as f:
+        rows = {r["student"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"reference", "starter", "rr", "protokey", "noevict", "hang", "tamper"}
+    with open(os.path.join(out, "gradebook.json")) as f:
+        book = json.load(f)
+    assert len(book["submissions"]) == 7 and all(s["error"] is None for s in book["submissions"])
+
+
+def test_results_are_in_gradescope_format(lab1):
+    out, _ = lab1
+    res, _ = _results(out, "reference")
+    assert set(res) >= {"score", "tests", "execution_time", "output"}
+    for t in res["tests"]:
+        assert set(t) >= {"name", "score", "max_score", "output", "visibility"}
+        assert t["visibility"] in ("visible", "hidden", "after_due_date", "after_published")
+    assert any("execution_time" in t for t in res["tests"])
+    assert os.path.exists(os.path.join(out, "reference", "report.md"))
+
+
+def test_reference_gets_full_marks(lab1):
+    res, tests = _results(lab1[0], "reference")
+    assert res["score"] == res["max_score"], [t for t in res["tests"] if t["score"] < t["max_score"]]
+
+
+def test_released_starter_scores_at_most_ten_percent(lab1):
+    res, _ = _results(lab1[0], "starter")
+    assert res["score"] <= 0.10 * res["max_score"], res
+
+
+def test_per_packet_round_robin_loses_affinity(lab1):
+    res, t = _results(lab1[0], "rr")
+    assert t["affinity"]["score"] == 0 and "split flow" in t["affinity"]["output"]
+    assert t["unit checks of the flow table (flowtable.py)"]["score"] == t["unit checks of the flow table (flowtable.py)"]["max_score"]
+    report = open(os.path.join(lab1[0], "rr", "report.md")).read()
+    assert "flow id" in report and "reached b" in report     # the flow that broke, and where
+
+
+def test_key_without_protocol_loses_the_key_test(lab1):
+    res, t = _results(lab1[0], "protokey")
+    assert t["5-tuple key"]["score"] == 0
+    assert "ignores the protocol" in t["5-tuple key"]["output"]
+    assert t["affinity"]["score"] == t["affinity"]["max_score"]      # it does keep affinity
+    unit = t["unit checks of the flow table (flowtable.py)"]
+    assert "FAIL check_protocol_is_part_of_the_key" in unit["output"]
+
+
+def test_table_that_never_evicts_is_caught(lab1):
+    res, t = _results(lab1[0], "noevict")
+    hidden = t["hidden: eviction under a 64-entry flow table"]
+    assert hidden["score"] == 0 and "never evicts" in hidden["output"]
+    unit = t["unit checks of the flow table (flowtable.py)"]
+    assert "FAIL check_capacity_is_a_bound" in unit["output"] and unit["score"] < unit["max_score"]
+    assert t["affinity"]["score"] == t["affinity"]["max_score"]
+
+
+def test_hang_costs_the_traffic_tests_with_a_clear_message(lab1):
+    res, t = _results(lab1[0], "hang")
+    assert t["LB starts and forwards (import, ready file, a first flow)"]["score"] == 0
+    assert "killed (a hang?)" in t["LB starts and forwards (import, ready file, a first flow)"]["output"]
+    assert t["affinity"]["score"] == 0 and "skipped" in t["affinity"]["output"]
+    assert res["execution_time"] < 120
+
+
+def test_tampering_with_results_fails(lab1):
+    res, t = _results(lab1[0], "tamper")
+    assert "TAMPERED" not in json.dumps(res) and res["score"] <= res["max_score"]
+    assert res["score"] == res["max_score"]        # otherwise the reference: graded normally
+    assert not glob.glob("/tmp/results.json")      # its private /tmp vanished with it
+
+
+def test_nothing_is_left_behind(lab1):
+    assert subprocess.run(["pgrep", "-u", "vnflab-student"], capture_output=True).returncode == 1
+    assert not os.listdir("/var/lib/vnflab/grading")
+
+
+def test_lab2_reference_full_marks_and_buggy_parser_loses_robustness(tmp_path_factory, student_tree):
+    out = str(tmp_path_factory.mktemp("ref2"))
+    r = _cli("grade", "reference", "--lab", "2", "--quick", "--out", out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    with open(os.path.join(out, "results.json")) as f:
+        ref = json.load(f)
+    assert ref["score"] == ref["max_score"], ref
+    subs = _class(tmp_path_factory, student_tree, 2, ["starter", "crash20"])
+    book = str(tmp_path_factory.mktemp("gradebook2"))
+    r = _cli("grade-all", subs, "--lab", "2", "--jobs", "2", "--quick", "--out", book)
+    assert r.returncode == 0, r.stdout + r.stderr
+    res, _ = _results(book, "starter")
+    assert res["score"] <= 0.10 * res["max_score"]
+    res, t = _results(book, "crash20")
+    rob = t["robustness"]
+    assert rob["score"] == 0 and "died during the malformed-frame corpus" in rob["output"]
+    assert "struct.error" in rob["output"]                          # the traceback is shown
+    assert "FAIL check_short_frames" in t["unit checks of the parser (packet.py parse_frame)"]["output"]
+    assert t["affinity"]["score"] == t["affinity"]["max_score"]
+
+
+def test_grader_refuses_what_it_cannot_grade(tmp_path):
+    r = _cli("grade", "reference", "--lab", "3", "--out", str(tmp_path), timeout=60)
+    assert r.returncode == 2 and "lab 3" in r.stderr
+    r = _cli("grade", str(tmp_path / "nope"), "--lab", "1", "--out", str(tmp_path), timeout=60)
+    assert r.returncode == 2 and "not a directory" in r.stderr

@@ -1,0 +1,114 @@
+"""vnflab release: the student tree is generated from the solution markers and leaks nothing."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from grader import labconfig, markers
+from grader.labconfig import REPO
+
+SAMPLE = """def f(x):
+    y = 1
+    # BEGIN SOLUTION lab1: double it
+    z = x * 2 + y
+    return z
+    # END SOLUTION
+
+def g():
+    # BEGIN SOLUTION lab2-fast: later lab
+    return 42
+    # END SOLUTION
+"""
+
+
+def test_strip_replaces_the_lab_block_and_keeps_other_labs_code():
+    out = markers.strip(SAMPLE, "lab1")
+    assert "z = x * 2 + y" not in out
+    assert "    # TODO (lab1): double it\n    raise NotImplementedError('lab1: double it')\n" in out
+    assert "return 42" in out and "SOLUTION" not in out
+    compile(out, "sample", "exec")
+    out2 = markers.strip(SAMPLE, "lab2")
+    assert "z = x * 2 + y" in out2 and "return 42" not in out2 and "SOLUTION" not in out2
+    assert markers.solution_lines(SAMPLE, "lab1") == {"z = x * 2 + y"}   # short lines are not distinctive
+
+
+@pytest.mark.parametrize("text", ["# BEGIN SOLUTION lab1: a\n", "# END SOLUTION\n",
+                                  "# BEGIN SOLUTION lab1\n# BEGIN SOLUTION lab1\n# END SOLUTION\n"])
+def test_unbalanced_markers_are_refused(text):
+    with pytest.raises(markers.MarkerError):
+        markers.blocks(text)
+
+
+def test_every_lab_file_has_its_blocks():
+    for n in labconfig.all_labs():
+        lab = labconfig.load(n)
+        if lab.available():
+            continue
+        for name, ref in lab.files.items():
+            with open(os.path.join(REPO, ref)) as f:
+                found = [b for b in markers.blocks(f.read(), ref) if b.lab == lab.name]
+            assert found, f"{ref} has no {lab.name} solution block"
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory):
+    from grader.release import release
+    out = str(tmp_path_factory.mktemp("student"))
+    done = release(out, log=lambda *_: None)
+    return out, done
+
+
+def test_release_writes_labs_and_leaks_no_solution(released):
+    out, done = released
+    assert isinstance(done["lab1"], list) and isinstance(done["lab2"], list)
+    for n in labconfig.all_labs():
+        lab = labconfig.load(n)
+        if not isinstance(done.get(lab.name), list):
+            continue
+        dest = os.path.join(out, lab.name)
+        every = []
+        for root, dirs, files in os.walk(dest):
+            assert "hidden" not in dirs, "hidden scenarios must not be released"
+            for fn in files:
+                with open(os.path.join(root, fn), errors="replace") as f:
+                    every.append((fn, f.read()))
+        blob = "\n".join(text for _, text in every)
+        assert "BEGIN SOLUTION" not in blob and "END SOLUTION" not in blob
+        for h in lab.hidden:              # hidden scenario names never appear
+            assert h["name"] not in blob
+        for name, ref in lab.files.items():
+            with open(os.path.join(REPO, ref)) as f:
+                leaked = [line for line in markers.solution_lines(f.read(), lab.name)
+                          if line in {x.strip() for x in blob.splitlines()}]
+            assert not leaked, f"{lab.name}/{name} leaks solution lines: {leaked[:3]}"
+            starter = os.path.join(dest, name)
+            subprocess.run([sys.executable, "-m", "py_compile", starter], check=True)
+            with open(starter) as f:
+                assert f"raise NotImplementedError('{lab.name}:" in f.read()
+        musts = ["README.md", "Makefile", "tests/test_public.py"]
+        if lab.raw["lab"].get("unit"):
+            musts.append("tests/checks.py")
+        for must in musts:
+            assert os.path.exists(os.path.join(dest, must)), must
+
+
+@pytest.mark.parametrize("lab", [1, 2])
+def test_released_starter_imports_and_fails_its_public_tests(released, lab):
+    out, _ = released
+    dest = os.path.join(out, f"lab{lab}")
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+                       cwd=dest, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stdout[-2000:]
+    assert "NotImplementedError" in r.stdout and "error" not in r.stdout.splitlines()[-1]
+    # the same public tests pass on the reference file
+    lab_cfg = labconfig.load(lab)
+    ref = next(os.path.join(REPO, p) for n, p in lab_cfg.files.items()
+               if n.startswith(("flowtable", "packet")))
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+                       cwd=dest, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "VNFLAB_STUDENT_FILE": ref})
+    assert r.returncode == 0, r.stdout[-2000:]
+    for name in lab_cfg.files:                   # the starter modules import
+        subprocess.run([sys.executable, "-c", f"import importlib.util as u; s = u.spec_from_file_location('m', '{dest}/{name}'); u.module_from_spec(s); s.loader.exec_module(u.module_from_spec(s))"],
+                       check=True, cwd=dest, timeout=60)
