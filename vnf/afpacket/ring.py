@@ -22,11 +22,12 @@ The student loop (the file ``vnf/ways/afpacket_lb.py``) reads::
 
     rx = RxRing("lb-eth0", fanout_group=42)
     tx = TxRing("lb-eth0")
-    rewrite = Rewrite.dsr(src_mac=interface_mac("lb-eth0"), backend_macs=[...])
+    rewrite = Rewrite.dsr(src_mac=interface_mac("lb-eth0"), backend_macs=[b.mac for b in backends])
+    index = {b.name: i for i, b in enumerate(backends)}    # backend -> its row in ``rewrite``
     for batch in rx.batches():                 # one TPACKET_V3 block, parsed in C
         choices = []
         for flow in batch.flows():             # FiveTuple, or None for a frame we drop
-            choices.append(DROP if flow is None else lb.backend_for(flow, now).index)
+            choices.append(DROP if flow is None else index[lb.backend_for(flow, now).name])
         tx.send_batch(batch, choices, rewrite) # C copy + MAC/NAT rewrite, one send() kick
         batch.release()                        # the block goes back to the kernel
 
@@ -318,7 +319,8 @@ class RxRing:
             self._batch.release()
 
     def _release_block(self, index: int) -> None:
-        _ring.release_block(self._map, index * self.block_size)
+        if self._map is not None:        # after close() the ring (and the block) is gone
+            _ring.release_block(self._map, index * self.block_size)
 
     # -- bookkeeping --------------------------------------------------------------------
 
