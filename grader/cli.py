@@ -80,8 +80,10 @@ def cmd_lab(args) -> int:
         for n in labconfig.all_labs():
             lab = labconfig.load(n)
             why = lab.available()
+            pending = None if why else lab.gradable()
             print(f"lab {n}: {lab.title} (way {lab.way}; you write {', '.join(lab.files)})"
-                  + (f" [not available: {why}]" if why else ""))
+                  + (f" [not available: {why}]" if why else "")
+                  + (f" [grading {pending}]" if pending else ""))
         return 0
     if args.number is None:
         print("vnflab lab: which lab? (vnflab lab run N)", file=sys.stderr)
