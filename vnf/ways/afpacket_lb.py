@@ -90,6 +90,10 @@ class AfPacketLB(LBProgram):
         self.workers = int(self.io.get("workers", 1))
         if not 1 <= self.workers <= 64:
             fail("workers", f"must be 1..64, got {self.workers}")
+        # io "batch": packets per send() kick (0 = a whole RX block per kick, the default).
+        self.kick_every = int(self.io.get("batch", 0) or 0)
+        if self.kick_every < 0:
+            fail("batch", f"must be >= 0, got {self.kick_every}")
         self.mode = self.io.get("mode", "dsr")
         if self.mode not in ("dsr", "nat"):
             fail("mode", f"must be 'dsr' (direct server return) or 'nat', got {self.mode!r}")
@@ -150,7 +154,8 @@ class AfPacketLB(LBProgram):
                         lb.count_drop(NOT_FOR_VIP)
                         choices.append(DROP)
                 self.count_drops(batch)
-                self.sent += tx.send_batch(batch, choices, self.rewrite)   # one send() kick
+                self.sent += tx.send_batch(batch, choices, self.rewrite,   # one send() kick
+                                           kick_every=self.kick_every)
                 if self.nat:
                     self.sent += self.nat.send_replies(tx)
                 # END SOLUTION
@@ -161,6 +166,7 @@ class AfPacketLB(LBProgram):
                     next_expire = now + EXPIRE_EVERY_S
         finally:
             self.rx_stats = rx.stats()
+            self.tx_kicks = tx.stats().kicks
             rx.close()
             tx.close()
 
@@ -218,7 +224,8 @@ class AfPacketLB(LBProgram):
     def extra_stats(self) -> dict:
         rx = getattr(self, "rx_stats", None)
         return {"sent": self.sent, "batches": self.batches, "workers": self.workers,
-                "mode": self.mode,
+                "mode": self.mode, "batch": self.kick_every,
+                "packets_per_kick": round(self.sent / max(1, tx_kicks), 1) if (tx_kicks := getattr(self, "tx_kicks", 0)) else None,
                 "nat_unknown_client": self.nat.unknown_client if self.nat else None,
                 "worker_id": self.worker_id,
                 "ring_drops": rx.drops if rx else None}
