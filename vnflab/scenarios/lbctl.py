@@ -124,10 +124,10 @@ class ControlledAfPacketLB(AfPacketLB):
         old = self.lb.pool
         pool = BackendPool([b for b in self.config.backends if b.name not in self.removed],
                            old.policy, old.table_size)
-        pool.unhealthy = set(self.unhealthy - self.removed)
-        pool.drained = set(self.drained - self.removed)
-        pool._rebuild()
-        pool._next_rr = old._next_rr
+        for name in self.unhealthy - self.removed:
+            pool.set_health(name, False)
+        for name in self.drained - self.removed:
+            pool.drain(name)
         self.lb.pool = pool
         self.write_state()
 
