@@ -1010,7 +1010,7 @@ def _round_run(r: dict) -> dict:
     def rnd(k, v):
         if not isinstance(v, float):
             return v
-        return round(v, 4) if k == "mpps" else round(v, 1)
+        return round(v, 4) if k == "mpps" or "ratio" in k or k.endswith("_mpps") else round(v, 1)
     return {k: rnd(k, v) for k, v in r.items()}
 
 
