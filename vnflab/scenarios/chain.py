@@ -38,22 +38,28 @@ class ChainNF(AfPacketLB):
 
     way = "chain"
 
+    def open_rings(self) -> None:
+        """Way 2 opens its rings in setup(); here RX and TX may be different interfaces."""
+        self.rx_iface = self.io.get("rx_iface", self.iface)
+        self.tx_iface = self.io.get("tx_iface", self.iface)
+        self.rx, self.tx = RxRing(self.rx_iface), TxRing(self.tx_iface)
+
     def setup(self) -> None:
         super().setup()
         io = self.io
-        self.mode = io.get("chain_mode", "pipeline")
-        if self.mode not in MODES:
-            fail("chain_mode", f"must be one of {', '.join(MODES)}, got {self.mode!r}")
-        self.rx_iface = io.get("rx_iface", self.iface)
-        self.tx_iface = io.get("tx_iface", self.iface)
+        if self.workers != 1 or self.mode != "dsr":
+            fail("chain_mode", "a chain stage runs with workers=1 and mode=dsr")
+        self.chain_mode = io.get("chain_mode", "pipeline")
+        if self.chain_mode not in MODES:
+            fail("chain_mode", f"must be one of {', '.join(MODES)}, got {self.chain_mode!r}")
         self.firewall = None
-        if self.mode in ("pipeline", "firewall"):
+        if self.chain_mode in ("pipeline", "firewall"):
             spec = io.get("firewall") or fail("firewall", "rules are required in this mode")
             try:
                 self.firewall = Firewall(spec.get("rules", []), spec.get("default", "deny"))
             except ValueError as exc:
                 fail("firewall", str(exc))
-        if self.mode == "firewall":      # every allowed frame goes to the next NF's MAC
+        if self.chain_mode == "firewall":     # every allowed frame goes to the next NF's MAC
             next_mac = io.get("next_mac") or fail("next_mac", "required in firewall mode")
             self.rewrite = Rewrite.dsr(src_mac=interface_mac(self.tx_iface), backend_macs=[next_mac])
         else:
@@ -62,9 +68,9 @@ class ChainNF(AfPacketLB):
 
     # --- the hot loop ------------------------------------------------------------------------
     def run(self) -> None:
-        rx, tx = RxRing(self.rx_iface), TxRing(self.tx_iface)
+        rx, tx = self.rx, self.tx
         firewall, lb, index = self.firewall, self.lb, self.backend_index
-        vip, port, balance = lb.vip, lb.port, self.mode != "firewall"
+        vip, port, balance = lb.vip, lb.port, self.chain_mode != "firewall"
         try:
             while not self.stopping:
                 batch = rx.next_batch(timeout_ms=100)
@@ -92,11 +98,12 @@ class ChainNF(AfPacketLB):
                 self.batches += 1
         finally:
             self.rx_stats = rx.stats()
+            self.tx_kicks = tx.stats().kicks
             rx.close()
             tx.close()
 
     def extra_stats(self) -> dict:
-        return {**super().extra_stats(), "chain_mode": self.mode,
+        return {**super().extra_stats(), "chain_mode": self.chain_mode,
                 "firewall": self.firewall.stats() if self.firewall else None}
 
 
