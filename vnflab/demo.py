@@ -65,6 +65,9 @@ def run_demo(ways: list[str], json_path: str | None, quick: bool = False, **over
     print(cost_table(results))
     if results and results[0].get("method"):
         print(f"method: {results[0]['method']}")
+    for r in results:
+        if (r.get("cost") or {}).get("method"):
+            print(f"method for {r['way']}: {r['cost']['method']}")
     if json_path:
         doc = results[0] if len(results) == 1 else {"ways": results}
         with open(json_path, "w") as f:
