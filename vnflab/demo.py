@@ -24,22 +24,19 @@ def available_ways() -> dict[str, str | None]:
     return out
 
 
-def cost_table(results: list[dict]) -> str:
-    rows = [("way", "split", "flows", "lost fwd+ret", "ns/pkt", "user ns", "sys ns", "Mpps(sat)", "vs socket")]
-    base = next((r.get("ns_per_packet") for r in results if r.get("way") == "socket"), None)
+def summary_table(results: list[dict]) -> str:
+    """Affinity per way, one line each (the full per-way tables are printed as they finish)."""
+    rows = [("way", "flows seen", "split", "lost fwd+ret", "http failures", "balance max/mean")]
     for r in results:
-        cost = r.get("cost") or {}
-        ns = r.get("ns_per_packet")
-        ratio = f"{base / ns:.1f}x" if base and ns else "-"
-        flows = (r.get("flows") or {}).get("seen", "-")
+        if "error" in r:
+            rows.append((r.get("way", "?"), "ERROR", r["error"][:60], "", "", ""))
+            continue
         lost = r.get("lost") or {}
-        lost_txt = f"{lost['forward']}+{lost['return']}" if "forward" in lost else "-"
-        rows.append((r.get("way", "?"),
-                     str(r.get("split_flows", "-")), str(flows), lost_txt,
-                     f"{ns:.0f}" if ns else "-",
-                     f"{cost['user_ns_per_packet']:.0f}" if cost.get("user_ns_per_packet") else "-",
-                     f"{cost['sys_ns_per_packet']:.0f}" if cost.get("sys_ns_per_packet") else "-",
-                     f"{r['mpps']:.3f}" if r.get("mpps") else "-", ratio))
+        rows.append((r["way"], str((r.get("flows") or {}).get("seen", "-")),
+                     str(r.get("split_flows", "-")),
+                     f"{lost.get('forward', '-')}+{lost.get('return', '-')}",
+                     str((r.get("http") or {}).get("failures", "-")),
+                     f"{(r.get('balance') or {}).get('max_mean') or 0:.3f}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -47,11 +44,14 @@ def cost_table(results: list[dict]) -> str:
 
 
 def run_demo(ways: list[str], json_path: str | None, quick: bool = False, **overrides) -> int:
+    """Affinity through each way in its own sandbox, then one `vnflab bench` run of all of them
+    side by side for the per-packet cost table (interleaved runs, so drift hits every way)."""
+    from vnflab.bench import BenchSpec, run_bench, table
     results = []
     for way in ways:
-        spec = ExperimentSpec(way=way, **overrides)
+        spec = ExperimentSpec(way=way, cost_rate_pps=0, saturation_seconds=0, **overrides)
         if quick:
-            spec.udp_flows, spec.http_conns, spec.cost_seconds, spec.saturation_seconds = 300, 30, 1.5, 1.0
+            spec.udp_flows, spec.http_conns = 300, 30
         print(f"\n=== way: {way} ===", flush=True)
         result = run_sandboxed(spec)
         results.append(result)
@@ -61,19 +61,34 @@ def run_demo(ways: list[str], json_path: str | None, quick: bool = False, **over
         print(result.get("report_table", ""))
         if not result.get("lb_alive_after_traffic", True):
             print(f"{way}: the LB died during the run:\n{result.get('lb_log_tail', '')}")
-    print("\n=== per-packet cost (LB process CPU per forwarded packet) ===")
-    print(cost_table(results))
-    if results and results[0].get("method"):
-        print(f"method: {results[0]['method']}")
-    for r in results:
-        if (r.get("cost") or {}).get("method"):
-            print(f"method for {r['way']}: {r['cost']['method']}")
+    print("\n=== affinity: every packet of a connection to one backend ===")
+    print(summary_table(results))
+
+    print("\n=== per-packet cost, measured side by side (vnflab bench) ===", flush=True)
+    bench_spec = BenchSpec(ways=list(ways), runs=1 if quick else 3, seconds=1.0 if quick else 2.0,
+                           whole_core=False)
+    bench = run_bench(bench_spec)
+    if "error" in bench:
+        print(f"bench: ERROR: {bench['error']}")
+    else:
+        print(table(bench))
+        print(f"method: {bench.get('method', '')}")
+        by_way = {w["way"]: w for w in bench.get("ways", []) if not w.get("error")}
+        for r in results:
+            w = by_way.get(r.get("way"))
+            if w:
+                r.update(ns_per_packet=w.get("ns_per_packet"), mpps=w.get("mpps"),
+                         cost={k: w.get(k) for k in ("ns_per_packet", "user_ns", "sys_ns", "mpps", "cv")},
+                         method=bench.get("method"))
     if json_path:
         doc = results[0] if len(results) == 1 else {"ways": results}
+        if len(results) > 1:
+            doc["bench"] = bench
         with open(json_path, "w") as f:
             json.dump(doc, f, indent=1)
         print(f"wrote {json_path}")
-    ok = all("error" not in r and r.get("split_flows") == 0 and (r.get("flows") or {}).get("seen", 0) > 0 for r in results)
+    ok = all("error" not in r and r.get("split_flows") == 0 and (r.get("flows") or {}).get("seen", 0) > 0
+             for r in results)
     print("\naffinity:", "OK (0 split flows)" if ok else "BROKEN")
     return 0 if ok else 1
 
