@@ -1,8 +1,10 @@
-"""Run a DPDK process so that nothing it creates can outlive it.
+"""Run a DPDK process so that nothing it creates can outlive it: the DPDK layer of
+:mod:`vnf.sandbox`.
 
 A DPDK process leaves huge-page files (hugetlbfs) and a runtime directory
 (``/var/run/dpdk/<prefix>``: config, fbarrays, mp and telemetry sockets) behind when it is killed.
-Here each DPDK process runs in new mount + pid namespaces (``unshare``) where, before it starts:
+Here each DPDK process runs in new mount + pid namespaces (``vnf.sandbox`` with ``net=False``;
+it keeps the machine's network) where, before it starts:
 
 * a fresh tmpfs covers ``/dev/shm``; ``/dev/shm/run`` becomes its runtime directory
   (``RUNTIME_DIRECTORY``, honoured by EAL) and a fresh hugetlbfs is mounted on ``/dev/shm/huge``
@@ -26,40 +28,40 @@ import subprocess
 import sys
 from typing import Sequence
 
+from vnf import sandbox as _sandbox
+from vnf.sandbox import Mount, Setup, leftovers  # noqa: F401  (leftovers: part of this API)
+
 HUGE_DIR = "/dev/shm/huge"
 RUN_DIR = "/dev/shm/run"
 
-# Runs inside the new namespaces, before exec'ing the real program ("$@").
-_SETUP = r"""
-set -e
-mount -t tmpfs -o mode=0755,size=64m vnfl-dpdk-shm /dev/shm
-mkdir -p /dev/shm/run /dev/shm/huge
-mount -t hugetlbfs -o pagesize=2M vnfl-dpdk-huge /dev/shm/huge
-if [ -d /dev/hugepages ]; then mount -t hugetlbfs -o pagesize=2M vnfl-dpdk-huge /dev/hugepages; fi
-if [ -d /var/run/dpdk ]; then mount -t tmpfs -o size=16m vnfl-dpdk-run /var/run/dpdk; fi
-export RUNTIME_DIRECTORY=/dev/shm/run VNFL_DPDK_HUGE_DIR=/dev/shm/huge VNFL_DPDK_SANDBOX=1
-exec "$@"
-"""
+# Applied inside the new namespaces, before exec'ing the real program.
+DPDK = Setup(
+    mounts=(Mount("/dev/shm", "tmpfs", "mode=0755,size=64m", "vnfl-dpdk-shm"),
+            Mount(HUGE_DIR, "hugetlbfs", "pagesize=2M", "vnfl-dpdk-huge"),
+            Mount(_sandbox.HUGEPAGES, "hugetlbfs", "pagesize=2M", "vnfl-dpdk-huge", create=False),
+            Mount("/var/run/dpdk", "tmpfs", "size=16m", "vnfl-dpdk-run", create=False)),
+    dirs=(RUN_DIR,),
+    env=(("RUNTIME_DIRECTORY", RUN_DIR), ("VNFL_DPDK_HUGE_DIR", HUGE_DIR),
+         ("VNFL_DPDK_SANDBOX", "1")))
 
 
 def command(argv: Sequence[str]) -> list[str]:
     """`argv` wrapped so that it runs inside a private DPDK sandbox."""
-    return ["unshare", "--mount", "--propagation", "private", "--pid", "--fork",
-            "--kill-child", "--mount-proc", "--", "/bin/sh", "-c", _SETUP, "vnfl-dpdk-sandbox",
-            *argv]
+    return _sandbox.command(argv, net=False, setup=DPDK)
 
 
 def popen(argv: Sequence[str], **kw) -> subprocess.Popen:
     """subprocess.Popen of `argv` in a sandbox (kill the Popen to kill everything in it)."""
-    return subprocess.Popen(command(argv), **kw)
+    return _sandbox.popen(argv, net=False, setup=DPDK, **kw)
 
 
 def run(argv: Sequence[str], timeout: float | None = None, check: bool = False,
         **kw) -> subprocess.CompletedProcess:
-    """subprocess.run of `argv` in a sandbox; stdout/stderr captured as text unless given."""
+    """Run `argv` in a sandbox (a timeout kills all of it); stdout/stderr captured as text
+    unless given."""
     kw.setdefault("capture_output", True)
     kw.setdefault("text", True)
-    return subprocess.run(command(argv), timeout=timeout, check=check, **kw)
+    return _sandbox.run(argv, timeout, net=False, setup=DPDK, check=check, **kw)
 
 
 def run_python(code: str, timeout: float | None = 60, check: bool = False,
@@ -73,13 +75,3 @@ def run_python(code: str, timeout: float | None = 60, check: bool = False,
 def inside() -> bool:
     """True when this process runs in a sandbox made by this module."""
     return os.environ.get("VNFL_DPDK_SANDBOX") == "1"
-
-
-def leftovers() -> list[str]:
-    """Files DPDK left in the machine-wide places (should always be empty)."""
-    found = []
-    for d in ("/dev/hugepages", "/var/run/dpdk"):
-        if os.path.isdir(d):
-            for root, dirs, files in os.walk(d):
-                found += [os.path.join(root, x) for x in dirs + files]
-    return found
