@@ -7,8 +7,11 @@ userspace (``netdev``) bridge through their veths.
 
 ``PrivateOVSDPDK`` starts its own ``ovsdb-server`` and ``ovs-vswitchd-dpdk`` with
 their own database, sockets, pid files and logs in ``workdir``; it never talks
-to the system Open vSwitch.  Run it inside a sandbox (new net + pid + mount
-namespaces with a private hugetlbfs and private run dirs: ``vnflab.sandbox``) so
+to the system Open vSwitch.  With ``dpdk=False`` it runs the plain
+``ovs-vswitchd`` instead (userspace bridges with no DPDK ports, e.g. the ``sdn``
+scenario: no ``dpdk-init``, no wait for the EAL, no huge pages).  Run it inside a
+sandbox (new net + pid + mount namespaces with a private hugetlbfs and private
+run dirs: ``vnflab.sandbox``) so
 that bridges, taps, huge-page files and DPDK runtime dirs disappear with the
 namespace, however the run ends.  See docs/ovs-dpdk.md.
 
@@ -40,6 +43,7 @@ from vnflab import sandbox
 
 OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 OVS_VSWITCHD_DPDK = "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk"
+OVS_VSWITCHD_PLAIN = "/usr/lib/openvswitch-switch/ovs-vswitchd"   # the build without DPDK
 HUGEPAGE_KB = 2048
 
 _instance_counter = itertools.count()
@@ -89,6 +93,9 @@ def process_cpu_seconds(pid):
 class PrivateOVSDPDK:
     """A private ovsdb-server + ovs-vswitchd-dpdk pair living in ``workdir``.
 
+    dpdk=False: the plain ovs-vswitchd; the DPDK settings below are then unused, and start()
+    does not wait for DPDK to initialise (the plain build never does).
+    log_dir: where the daemons' logs go (default ``workdir``).
     socket_mem: MiB of huge pages for OVS (``dpdk-socket-mem``).
     pmd_cpu_mask: cores of the poll-mode threads.  pmd_maxsleep (µs) lets an idle PMD
     thread sleep (OVS >= 3.1), so it costs ~1 % of a core instead of a whole core.
@@ -98,8 +105,11 @@ class PrivateOVSDPDK:
 
     def __init__(self, workdir, socket_mem=128, pmd_cpu_mask="0x2", lcore_mask=None,
                  file_prefix=None, pmd_maxsleep=1000, single_file_segments=False,
-                 huge_dir=None, extra_eal=(), vswitchd=OVS_VSWITCHD_DPDK, start_timeout=30):
+                 huge_dir=None, extra_eal=(), vswitchd=None, start_timeout=30, dpdk=True,
+                 log_dir=None):
         self.workdir = os.path.abspath(workdir)
+        self.dpdk = bool(dpdk)
+        self.log_dir = os.path.abspath(log_dir or workdir)
         self.socket_mem = int(socket_mem)
         self.pmd_cpu_mask = pmd_cpu_mask
         self.lcore_mask = lcore_mask
@@ -108,6 +118,9 @@ class PrivateOVSDPDK:
         self.single_file_segments = single_file_segments
         self.huge_dir = huge_dir
         self.extra_eal = list(extra_eal)
+        if vswitchd is None:
+            vswitchd = OVS_VSWITCHD_DPDK if self.dpdk else (
+                OVS_VSWITCHD_PLAIN if os.path.exists(OVS_VSWITCHD_PLAIN) else "ovs-vswitchd")
         self.vswitchd_bin = vswitchd
         self.start_timeout = start_timeout
         self.db_path = os.path.join(self.workdir, "conf.db")
@@ -134,6 +147,8 @@ class PrivateOVSDPDK:
 
     def other_config(self):
         """The Open_vSwitch other_config this instance starts with."""
+        if not self.dpdk:
+            return {}
         cfg = {"dpdk-init": "true", "dpdk-extra": self.dpdk_extra(),
                "dpdk-socket-mem": str(self.socket_mem), "pmd-cpu-mask": self.pmd_cpu_mask}
         if self.pmd_maxsleep is not None:
@@ -146,6 +161,7 @@ class PrivateOVSDPDK:
         if self.vswitchd is not None:
             return self
         os.makedirs(self.workdir, exist_ok=True)
+        os.makedirs(self.log_dir, exist_ok=True)
         t0 = time.monotonic()
         try:
             if os.path.exists(self.db_path):
@@ -157,15 +173,17 @@ class PrivateOVSDPDK:
                 "--unixctl=" + self._p("ovsdb-server.ctl")])
             self._wait_for(lambda: os.path.exists(self.db_sock), self.ovsdb, "ovsdb-server socket")
             sets = ['other_config:%s="%s"' % kv for kv in self.other_config().items()]
-            self.vsctl("--no-wait", "init", "--", "set", "Open_vSwitch", ".", *sets)
+            self.vsctl("--no-wait", "init",
+                       *(["--", "set", "Open_vSwitch", ".", *sets] if sets else []))
             self.vswitchd = self._spawn("ovs-vswitchd", [
                 self.vswitchd_bin, self.db, "--pidfile=" + self._p("ovs-vswitchd.pid"),
                 "--unixctl=" + self._p("ovs-vswitchd.ctl")])
             # dpdk_initialized turns true once the EAL is up; a plain vsctl (no --no-wait)
             # then returns only after vswitchd has applied the configuration.
-            self._wait_for(lambda: self.vsctl("--no-wait", "get", "Open_vSwitch", ".",
-                                              "dpdk_initialized").strip() == "true",
-                           self.vswitchd, "DPDK initialisation", self.start_timeout)
+            if self.dpdk:
+                self._wait_for(lambda: self.vsctl("--no-wait", "get", "Open_vSwitch", ".",
+                                                  "dpdk_initialized").strip() == "true",
+                               self.vswitchd, "DPDK initialisation", self.start_timeout)
             self.vsctl("--timeout=%d" % self.start_timeout, "set", "Open_vSwitch", ".",
                        "external_ids:vnflab=%s" % self.file_prefix, timeout=self.start_timeout + 5)
         except BaseException:
@@ -178,7 +196,7 @@ class PrivateOVSDPDK:
         return os.path.join(self.workdir, name)
 
     def _spawn(self, name, argv):
-        log = self._p(name + ".log")
+        log = os.path.join(self.log_dir, name + ".log")
         argv = argv + ["--log-file=" + log, "-vconsole:off", "-vfile:info"]
         return subprocess.Popen(argv, env=self.env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -289,7 +307,7 @@ class PrivateOVSDPDK:
 
     def log(self, name="ovs-vswitchd"):
         try:
-            with open(self._p(name + ".log")) as f:
+            with open(os.path.join(self.log_dir, name + ".log")) as f:
                 return f.read()
         except OSError:
             return ""

@@ -2,8 +2,9 @@
 
 Set-up (``topologies.scenarios.SdnTopo``): the default hosts on one OVS switch with the
 userspace datapath, run by a private ``ovsdb-server`` + ``ovs-vswitchd`` inside the sandbox
-(``PrivateOVS`` below; the sandbox mounts a private ``/var/run/openvswitch``, so Mininet's
-``OVSSwitch`` finds it at the default paths). The switch obeys an OpenFlow 1.3 controller, the
+(``vnflab.ovsdpdk.PrivateOVSDPDK`` with ``dpdk=False``, whose run dir is the default
+``/var/run/openvswitch``: the sandbox mounts a private one there, so Mininet's ``OVSSwitch``
+finds it at the default paths). The switch obeys an OpenFlow 1.3 controller, the
 os-ken app ``vnflab/scenarios/sdn_app.py`` (L2 learning + VIP steering).
 
 The service used to live on b1: clients send VIP traffic to b1's MAC. The LB (AF_PACKET, DSR)
@@ -29,60 +30,16 @@ from vnflab.experiment import log
 from vnflab.scenarios.base import Bed, Checks, flow_facts, lb_config, live_stats, setup_dsr
 
 OVS_RUN = "/var/run/openvswitch"          # a private tmpfs inside the sandbox
-OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
-PLAIN_VSWITCHD = "/usr/lib/openvswitch-switch/ovs-vswitchd"   # not the DPDK build
 OF_PORT = 6653
 
 
-class PrivateOVS:
-    """ovsdb-server + the plain (non-DPDK) ovs-vswitchd at the default paths of a sandbox.
-
-    ``vnflab.ovsdpdk.PrivateOVSDPDK`` does the same for the DPDK build (it waits for DPDK to
-    initialise, which the plain build never does); userspace bridges need nothing of that."""
-
-    def __init__(self, workdir: str):
-        if not os.path.ismount(OVS_RUN):
-            raise RuntimeError(f"{OVS_RUN} is not a private mount: run inside vnflab.sandbox")
-        self.workdir = workdir
-        self.procs: list[subprocess.Popen] = []
-
-    def start(self) -> "PrivateOVS":
-        db = os.path.join(self.workdir, "conf.db")
-        subprocess.run(["ovsdb-tool", "create", db, OVS_SCHEMA], check=True)
-        log_dir = self.workdir
-        self._spawn(["ovsdb-server", db, f"--remote=punix:{OVS_RUN}/db.sock",
-                     f"--pidfile={OVS_RUN}/ovsdb-server.pid",
-                     f"--log-file={log_dir}/ovsdb-server.log"])
-        self._wait(lambda: os.path.exists(f"{OVS_RUN}/db.sock"), "ovsdb-server")
-        subprocess.run(["ovs-vsctl", "--no-wait", "init"], check=True, timeout=10)
-        vswitchd = PLAIN_VSWITCHD if os.path.exists(PLAIN_VSWITCHD) else "ovs-vswitchd"
-        self._spawn([vswitchd, f"unix:{OVS_RUN}/db.sock", f"--pidfile={OVS_RUN}/ovs-vswitchd.pid",
-                     f"--log-file={log_dir}/ovs-vswitchd.log"])
-        # A plain vsctl (no --no-wait) returns once vswitchd has applied the database.
-        subprocess.run(["ovs-vsctl", "--timeout=20", "set", "Open_vSwitch", ".",
-                        "external_ids:vnflab=sdn"], check=True, timeout=25)
-        return self
-
-    def _spawn(self, argv: list[str]) -> None:
-        self.procs.append(subprocess.Popen(argv + ["-vconsole:off"], stdin=subprocess.DEVNULL,
-                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-
-    def _wait(self, ready, what: str, timeout: float = 10) -> None:
-        deadline = time.monotonic() + timeout
-        while not ready():
-            if time.monotonic() > deadline or any(p.poll() is not None for p in self.procs):
-                raise RuntimeError(f"{what} did not start")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+def start_ovs(workdir: str):
+    """ovsdb-server + the plain (non-DPDK) ovs-vswitchd at the default paths of a sandbox
+    (``vnflab.ovsdpdk.PrivateOVSDPDK`` with ``dpdk=False``), logs in ``workdir``."""
+    from vnflab.ovsdpdk import PrivateOVSDPDK
+    if not os.path.ismount(OVS_RUN):
+        raise RuntimeError(f"{OVS_RUN} is not a private mount: run inside vnflab.sandbox")
+    return PrivateOVSDPDK(OVS_RUN, dpdk=False, log_dir=workdir).start()
 
 
 def dump_flows(bridge: str = "s1") -> str:
@@ -114,7 +71,7 @@ def run(workdir: str, quick: bool = False) -> dict:
     flows, packets, rate = (200, 5, 1000) if quick else (500, 5, 1500)
     checks = Checks()
     control = os.path.join(workdir, "sdn-control.json")
-    ovs = PrivateOVS(workdir).start()
+    ovs = start_ovs(workdir)
     app_log = open(os.path.join(workdir, "os-ken.log"), "wb")
     app = subprocess.Popen([sys.executable, "-m", "vnflab.scenarios.sdn_app", "--port", str(OF_PORT)],
                            env=dict(os.environ, VNFLAB_SDN_CONTROL=control),
