@@ -18,7 +18,7 @@ import time
 
 from vnflab.experiment import (SERVICE_PORT, ExperimentSpec, Testbed, _read_json, cpu_seconds, log)
 
-from grader.sandbox_user import student_command
+from grader.sandbox_user import student_command, student_ids
 
 
 def _write(path: str, obj) -> None:
@@ -63,6 +63,29 @@ class StudentLB:
         return {"alive_at_stop": was_alive, "hung": hung, "exit_code": self.proc.returncode,
                 "stats": stats if isinstance(stats, dict) else {}, "log_tail": self.log_tail()}
 
+    def busy_snapshot(self, timeout: float = 3.0) -> dict | None:
+        """The LB's busy counters now: SIGUSR1 makes it rewrite its stats file."""
+        try:
+            os.unlink(self.stats_path)
+        except FileNotFoundError:
+            pass
+        if not self.alive():
+            return None
+        self.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            stats = _read_json(self.stats_path)
+            if isinstance(stats, dict):
+                busy = stats.get("busy")
+                if not isinstance(busy, dict):
+                    return None
+                try:
+                    return {k: int(busy[k]) for k in ("cycles", "rx_packets", "tsc_hz")}
+                except (KeyError, TypeError, ValueError):
+                    return None
+            time.sleep(0.05)
+        return None
+
     def log_tail(self, n: int = 25) -> str:
         try:
             with open(self.log_path, errors="replace") as f:
@@ -90,12 +113,66 @@ class GradeBed(Testbed):
                 cfg["lb"][key] = o[key]
         return cfg
 
-    def start_student_lb(self, tag: str, overlay: str, **overrides) -> StudentLB:
+    # Everything but the LB on CPU 0 with OVS's PMD thread (which sleeps while idle): the
+    # poll-mode LB (EAL pins it to CPU 1) keeps its core to itself, and its busy cycles measure
+    # its own work, not the clients' and backends' processes preempting it.
+    OTHERS_CPU = "0"
+
+    def _popen(self, host: str, argv: list[str], log_name: str):
+        if self.ovs is not None and host != "lb":
+            argv = ["taskset", "-c", self.OTHERS_CPU, *argv]
+        return super()._popen(host, argv, log_name)
+
+    # --- the DPDK way: what the student's LB process may touch -------------------------------
+    @property
+    def vhost_dir(self) -> str:
+        """The vhost-user sockets' directory: the student's own (the LB is the vhost-user
+        *server*: it creates the socket; OVS, root, connects to it as the client)."""
+        return os.path.join(self.ovs.workdir, "vhost")
+
+    @property
+    def vhost_socket(self) -> str:
+        return os.path.join(self.vhost_dir, f"lb{self.lb_generation}.sock")
+
+    def _student_dpdk_dir(self) -> None:
+        uid, gid, _ = student_ids()
+        os.makedirs(self.vhost_dir, exist_ok=True)
+        os.chown(self.vhost_dir, uid, gid)
+        os.chmod(self.vhost_dir, 0o700)
+
+    def _student_dpdk_access(self) -> None:
+        """Before each DPDK LB process: its socket directory, and enough free huge pages that
+        vnf.dpdk.init (which reserves more itself when fewer than twice its need are free: a
+        root-only write the student cannot do) finds them free. Its huge pages are memfds
+        (EAL --in-memory): nothing is written in hugetlbfs, it only reads the private mount."""
+        self._student_dpdk_dir()
+        self._fresh_vhost_port()
+        # The LB's MAC sits on the new port from the start: without a static entry the bridge
+        # floods clients' frames for it to every backend until it has learned the MAC again
+        # (and revalidated its flows), and the backends' captures would hold those copies.
+        bridge = self.net["s1"].name
+        try:
+            self.ovs.appctl("fdb/add", bridge, self.vhost_port, "0", self.topo_cfg.host_mac("lb"))
+        except Exception as exc:                  # noqa: BLE001 - learning still works
+            log(f"fdb/add for the LB's MAC failed: {exc}")
+
+    def start_student_lb(self, tag: str, overlay: str, config: dict | None = None,
+                         **overrides) -> StudentLB:
+        """The LB program in the jail; ``config`` (the DPDK cost windows: a generator's vdev
+        instead of OVS) replaces the topology's LB config."""
         self.overrides = overrides
         plan = self.plan
+        if self.ovs is not None and config is None:
+            self._student_dpdk_access()
+        if self.ovs is not None:
+            # vnf.dpdk.init reserves more huge pages itself when fewer than twice its need are
+            # free: a root-only write the student cannot do. Make them free now, with room for a
+            # generator or a parallel grading starting meanwhile.
+            from vnflab import ovsdpdk
+            ovsdpdk.ensure_hugepages(4 * self.LB_DPDK_MEM_MB + 64)
         cfg_path = os.path.join(self.workdir, f"lb-{tag}.json")
         with open(cfg_path, "w") as f:
-            json.dump(self.lb_config(), f)
+            json.dump(config or self.lb_config(), f)
         os.chmod(cfg_path, 0o644)
         run = plan["student_dir"]
         ready = os.path.join(run, f"lb-{tag}.ready")
@@ -121,6 +198,13 @@ class GradeBed(Testbed):
                 proc.wait()
                 break
             time.sleep(0.05)
+        if error is None and self.ovs is not None and config is None:
+            try:                                  # OVS (the client) connected: link up
+                self.wait_vhost_up(10)
+            except Exception as exc:              # noqa: BLE001 - graded as not started
+                error = f"its vhost-user port did not come up ({exc})"
+                proc.kill()
+                proc.wait()
         return StudentLB(proc, stats, log_path, error is None, error)
 
 
@@ -325,6 +409,8 @@ class Grading:
         bed.restart_backends()
 
     def _cost_window(self, tag: str, overlay: str, c: dict) -> dict:
+        if self.plan["way"] == "dpdk":
+            return self._gen_window(tag, overlay, c)
         bed = self.bed
         bed.restart_backends()
         lb = bed.start_student_lb(tag, overlay)
@@ -348,6 +434,83 @@ class Grading:
                      ns_per_packet=round(cpu / fwd * 1e9, 1) if fwd else None)
         w["stop"] = {k: v for k, v in lb.stop(self.stop_timeout).items() if k != "stats"}
         return w
+
+    def _gen_window(self, tag: str, overlay: str, c: dict) -> dict:
+        """The DPDK way's cost window: the LB's port faces a DPDK generator (``vnflab bench``'s
+        DPDK driver: a C loop on a net_vhost server port, CPU 0) instead of OVS, so it runs at
+        saturation with full bursts, as a poll-mode LB is meant to. A poll-mode LB spins at
+        100 % CPU whatever the load, so its CPU time per packet says nothing at low load; at
+        saturation it is busy all the time and its busy TSC cycles (a non-empty rx_burst to its
+        tx_burst, counted by the provided binding) per packet received, read from its stats
+        (SIGUSR1) after a warm-up and at the end, are its cost. Cycles while the LB's core ran
+        something else are taken out with the LB's share of the core (CPU time / wall time).
+        The counters are cross-checked against the generator's own counts."""
+        from types import SimpleNamespace
+        from vnflab.bench import DpdkDriver
+        bed = self.bed
+        drv = DpdkDriver()
+        uid, gid, _ = student_ids()
+        bed._student_dpdk_dir()
+        sock = os.path.join(bed.vhost_dir, f"gen-{tag}.sock")
+        bb = SimpleNamespace(spec=SimpleNamespace(flows=int(c.get("gen_flows", 1024)),
+                                                  payload=18), workdir=bed.workdir)
+        w = {"method": "generator", "ns_per_packet": None}
+        try:
+            gen = drv._start_gen(bb, sock, tag)
+        except Exception as exc:                  # noqa: BLE001
+            w.update(ready=False, error=f"the DPDK generator did not start: {exc}")
+            return w
+        lb = None
+        try:
+            os.chown(sock, uid, gid)              # the LB (virtio-user client) connects to it
+            mac = bed.topo_cfg.host_mac("lb")
+            cfg = bed.lb_config()
+            cfg["io"] = {"vdev": f"net_virtio_user0,path={sock},queues=1,mac={mac}", "mac": mac,
+                         "cpus": [1], "mem_mb": bed.LB_DPDK_MEM_MB}
+            lb = bed.start_student_lb(tag, overlay, config=cfg)
+            w.update(ready=lb.ready, error=lb.error)
+            if not lb.ready:
+                return w
+            drv._expect(gen, "up", "the DPDK generator", timeout=30)
+            warm, secs = float(c.get("warmup_s", 0.5)), float(c["seconds"])
+            total = warm + secs + 1.0
+            gen.stdin.write(f"{total}\n")
+            gen.stdin.flush()
+            time.sleep(warm)
+            a, c0, t0 = lb.busy_snapshot(), lb.cpu(), time.monotonic()
+            time.sleep(secs)
+            b, c1, t1 = lb.busy_snapshot(), lb.cpu(), time.monotonic()
+            g = drv._gen_result(gen, total)
+            w.update(wall_s=round(t1 - t0, 3), cpu_s=round(c1 - c0, 4),
+                     generated=g.get("tx"), returned=g.get("rx"), forwarded=g.get("rx"))
+            if not (a and b):
+                w["busy_error"] = ("its stats (--stats-file, on SIGUSR1) have no busy counters "
+                                   "(busy.cycles, busy.rx_packets, busy.tsc_hz): keep "
+                                   "extra_stats() as handed out")
+                return w
+            cycles, rx = b["cycles"] - a["cycles"], b["rx_packets"] - a["rx_packets"]
+            hz, wall = b["tsc_hz"] or 1, t1 - t0
+            if not g.get("rx"):
+                w["busy_error"] = "it sent nothing back to the generator"
+            elif rx <= 0 or rx > (g.get("tx") or 0) or cycles < 0 or cycles / hz > 1.5 * wall + 1:
+                w["busy_error"] = (f"its busy counters ({cycles} cycles, {rx} packets received "
+                                   f"in {wall:.1f} s) do not agree with the generator's "
+                                   f"{g.get('tx')} packets sent")
+            else:
+                share = min(1.0, (c1 - c0) / wall) if wall > 0 else 1.0
+                w.update(busy_cycles=cycles, busy_rx=rx, core_share=round(share, 3),
+                         raw_ns_per_packet=round(cycles / hz / rx * 1e9, 1),
+                         ns_per_packet=round(cycles / hz / rx * 1e9 * share, 1),
+                         mpps=round(rx / wall / 1e6, 4))
+            return w
+        except Exception as exc:                  # noqa: BLE001 - the window failed
+            w.setdefault("error", None)
+            w["busy_error"] = f"the measurement failed: {type(exc).__name__}: {exc}"
+            return w
+        finally:
+            if lb is not None:
+                w["stop"] = {k: v for k, v in lb.stop(self.stop_timeout).items() if k != "stats"}
+            drv._stop(gen)
 
     def cost(self) -> None:
         c = self.plan["cost"]

@@ -106,10 +106,8 @@ def _alive(pid: int) -> bool:
 
 def robust(a) -> dict:
     from grader import frames as mine
-    from grader.corpus import FrameFactory
-    ff = FrameFactory(a.dst_mac, a.src_mac, a.src_ip, a.vip, a.port)
-    named = [(n, f) for n, f in ff.named_cases()]
-    named += [(c.name, c.frame) for c in mine.cases(a.dst_mac, a.src_mac, a.src_ip, a.vip, a.port)]
+    from grader.corpus import fuzzed
+    named = [(c.name, c.frame) for c in mine.cases(a.dst_mac, a.src_mac, a.src_ip, a.vip, a.port)]
     raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     raw.bind((a.iface, 0))
     out = {"sent": 0, "skipped": 0, "crashed_after": None, "crash_frame_hex": None,
@@ -139,7 +137,7 @@ def robust(a) -> dict:
         if crashed(name, frame):
             return out
     burst = []
-    for i, frame in enumerate(ff.fuzzed(a.fuzz, seed=a.seed)):
+    for i, frame in enumerate(fuzzed([f for _, f in named], a.fuzz, seed=a.seed)):
         send(f"fuzzed frame {i}", frame)
         out["fuzzed_sent"] += 1
         burst.append(frame)

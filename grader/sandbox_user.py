@@ -10,7 +10,8 @@
 
 Every ``exec`` keeps the PID, so the grader measures and signals the LB's own process. The
 capabilities are only the way's own: ``net_raw`` for AF_PACKET (lab 2); none for sockets
-(lab 1). The wall clock is the grader's: it stops a process that does not finish in time.
+(lab 1) and none for DPDK (lab 3: EAL --in-memory takes memfd huge pages and mlocks nothing; the
+grader gives the student user its vhost-user socket directory, see docs/grading.md). The wall clock is the grader's: it stops a process that does not finish in time.
 """
 from __future__ import annotations
 
@@ -64,7 +65,8 @@ def student_command(argv: list[str], *, overlay: str, caps: tuple[str, ...] = ()
     else:
         setpriv += ["--inh-caps=-all", "--bounding-set=-all"]
     prlimit = ["prlimit", f"--cpu={int(lim.get('cpu_seconds', 120))}",
-               f"--as={int(lim.get('memory_mb', 1536)) << 20}",
+               f"--as={int(lim.get('address_space_mb', lim.get('memory_mb', 1536))) << 20}",
+               *([f"--data={int(lim['data_mb']) << 20}"] if lim.get("data_mb") else []),
                f"--nproc={int(lim.get('processes', 64))}",
                f"--nofile={int(lim.get('open_files', 4096))}",
                f"--fsize={int(lim.get('file_mb', 64)) << 20}", "--core=0"]

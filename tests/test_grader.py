@@ -170,7 +170,7 @@ def test_lab2_reference_full_marks_and_buggy_parser_loses_robustness(tmp_path_fa
 
 
 def test_grader_refuses_what_it_cannot_grade(tmp_path):
-    r = _cli("grade", "reference", "--lab", "3", "--out", str(tmp_path), timeout=60)
-    assert r.returncode == 2 and "lab 3" in r.stderr
+    r = _cli("grade", "reference", "--lab", "9", "--out", str(tmp_path), timeout=60)
+    assert r.returncode == 2 and "no lab 9" in r.stderr
     r = _cli("grade", str(tmp_path / "nope"), "--lab", "1", "--out", str(tmp_path), timeout=60)
     assert r.returncode == 2 and "not a directory" in r.stderr

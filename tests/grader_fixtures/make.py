@@ -13,7 +13,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 LAB_FILES = {1: {"flowtable.py": "vnf/flowtable.py", "socket_lb.py": "vnf/ways/socket_lb.py"},
-             2: {"packet.py": "vnf/packet.py", "afpacket_lb.py": "vnf/ways/afpacket_lb.py"}}
+             2: {"packet.py": "vnf/packet.py", "afpacket_lb.py": "vnf/ways/afpacket_lb.py"},
+             3: {"dpdk_lb.py": "vnf/ways/dpdk_lb.py"}}
 
 # name -> (lab, {file: [(old, new), ...]})
 FIXTURES = {
@@ -72,6 +73,15 @@ FIXTURES = {
         "afpacket_lb.py": [("for i, flow in enumerate(batch.flows()):",
                             "for i, flow in enumerate(parse_frame(f).flow for f in batch.frames()):")],
     }),
+    # Lab 3: per-packet round robin in forward_vector: whatever the flow cache decided, each
+    # packet of the burst goes to the next backend (flows split across backends).
+    "rrvec": (3, {"dpdk_lb.py": [(
+        "\n        burst.set_macs(choice, self.mac_table, self.src_mac)",
+        "\n        nb = len(self.mac_table) // 6   # BUG: per-packet round robin\n"
+        "        rr = (np.arange(len(choice), dtype=np.int32) + self.bursts[txq]) % nb\n"
+        "        choice = np.where(choice >= 0, rr, -1).astype(np.int32)\n"
+        "        burst.set_macs(choice, self.mac_table, self.src_mac)",
+    )]}),
 }
 
 

@@ -1,0 +1,103 @@
+"""Self-test of the autograder on lab 3 (DPDK): one ``grade-all --jobs 2 --quick`` over the
+reference, the released starter and per-packet round robin in ``forward_vector``.
+
+Each grading runs a private OVS-DPDK with the student's LB (unprivileged, in the jail) on a
+vhost-user port, and a DPDK generator for the cost windows; about a minute in all.
+"""
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from grader.labconfig import REPO
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "grader_fixtures"))
+import make as fixtures  # noqa: E402
+
+pytestmark = [pytest.mark.network, pytest.mark.dpdk, pytest.mark.slow]
+CLI = [sys.executable, "-m", "grader.cli"]
+STARTS = "LB starts and forwards (import, ready file, a first flow)"
+
+
+def _cli(*args, timeout=900):
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def _hugepage_files() -> list[str]:
+    found = []
+    for d in ("/dev/hugepages", "/var/run/dpdk"):
+        for root, dirs, files in os.walk(d):
+            found += [os.path.join(root, x) for x in dirs + files]
+    return found
+
+
+def _results(out, name):
+    with open(os.path.join(out, name, "results.json")) as f:
+        res = json.load(f)
+    return res, {t["name"].split(":")[0] if not t["name"].startswith("hidden") else t["name"]: t
+                 for t in res["tests"]}
+
+
+@pytest.fixture(scope="module")
+def lab3(tmp_path_factory):
+    from vnf import dpdk
+    if not dpdk.available() or not os.path.exists("/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk"):
+        pytest.skip("lab 3 needs the DPDK binding and ovs-vswitchd-dpdk")
+    before = set(_hugepage_files())
+    rel = str(tmp_path_factory.mktemp("release3"))
+    r = _cli("release", rel, "--lab", "3", timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    subs = tmp_path_factory.mktemp("class3")
+    (subs / "reference").mkdir()
+    for student, ref in fixtures.LAB_FILES[3].items():
+        shutil.copyfile(os.path.join(REPO, ref), subs / "reference" / student)
+    shutil.copytree(os.path.join(rel, "lab3"), subs / "starter")
+    fixtures.build("rrvec", str(subs / "rrvec"))
+    out = str(tmp_path_factory.mktemp("gradebook3"))
+    r = _cli("grade-all", str(subs), "--lab", "3", "--jobs", "2", "--quick", "--out", out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return out, r.stdout, before
+
+
+def test_lab3_gradebook(lab3):
+    out, stdout, _ = lab3
+    assert "3/3" in stdout
+    with open(os.path.join(out, "gradebook.csv")) as f:
+        rows = {r["student"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"reference", "starter", "rrvec"}
+    assert all(not r["error"] for r in rows.values()), rows
+
+
+def test_lab3_reference_gets_full_marks(lab3):
+    res, t = _results(lab3[0], "reference")
+    assert res["score"] == res["max_score"], [x for x in res["tests"] if x["score"] < x["max_score"]]
+    assert "Survived" in t["robustness"]["output"]
+    assert "generator" in t["per-packet cost vs the reference (same run)"]["output"]
+    assert any(n.startswith("hidden") for n in t)
+
+
+def test_lab3_released_starter_scores_at_most_ten_percent(lab3):
+    res, t = _results(lab3[0], "starter")
+    assert res["score"] <= 0.10 * res["max_score"], res
+    assert "NotImplementedError" in t[STARTS]["output"]
+
+
+def test_lab3_per_packet_round_robin_loses_affinity(lab3):
+    res, t = _results(lab3[0], "rrvec")
+    assert t[STARTS]["score"] == t[STARTS]["max_score"]            # it runs and forwards
+    assert t["affinity"]["score"] == 0 and "split flow" in t["affinity"]["output"]
+    report = open(os.path.join(lab3[0], "rrvec", "report.md")).read()
+    assert "flow id" in report and "reached b" in report
+
+
+def test_lab3_leaves_nothing_behind(lab3):
+    assert subprocess.run(["pgrep", "-u", "vnflab-student"], capture_output=True).returncode == 1
+    assert not os.listdir("/var/lib/vnflab/grading")
+    assert set(_hugepage_files()) <= lab3[2]                          # no huge-page files, no dpdk dirs
+    mine = subprocess.run(["pgrep", "-f", "vnflab/grading|ovs-vswitchd-dpdk .*vnflab"],
+                          capture_output=True, text=True).stdout.split()
+    assert not mine
