@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -70,7 +69,8 @@ def log(msg: str) -> None:
 # helpers that run inside the sandbox
 # --------------------------------------------------------------------------------------------
 
-def _wait_for_file(path: str, proc: subprocess.Popen, timeout: float, what: str) -> None:
+def wait_for_file(path: str, proc: subprocess.Popen, timeout: float, what: str) -> None:
+    """Wait until ``proc`` creates ``path`` (its ready file); raise if it exits or times out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if os.path.exists(path):
@@ -81,7 +81,9 @@ def _wait_for_file(path: str, proc: subprocess.Popen, timeout: float, what: str)
     raise RuntimeError(f"{what} was not ready within {timeout:.0f} s")
 
 
-def _stop(proc: subprocess.Popen, timeout: float = 5.0) -> int | None:
+def stop_process(proc: subprocess.Popen, timeout: float = 5.0) -> int | None:
+    """SIGTERM (servers and LBs write their final record/stats then), SIGKILL after
+    ``timeout``; returns the exit code."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -126,7 +128,8 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     return user / tick, system / tick
 
 
-def _read_json(path: str, default=None):
+def read_json(path: str, default=None):
+    """The JSON in ``path``, or ``default`` when it is missing or not (yet) valid JSON."""
     try:
         with open(path) as f:
             return json.load(f)
@@ -134,7 +137,142 @@ def _read_json(path: str, default=None):
         return default
 
 
-class Testbed:
+_read_json = read_json        # its name before it was public (grader/inside.py imports it)
+
+
+def traffic_argv(vip: str, client_id: int, udp_flows: int, packets_per_flow: int, rate: float,
+                 http_conns: int, out: str, extra: tuple[str, ...] = ()) -> list[str]:
+    """``grader.traffic`` on a client: ``udp_flows`` UDP flows of ``packets_per_flow`` datagrams
+    at ``rate`` packets/s and ``http_conns`` HTTP connections to ``vip``; flow ids start at
+    ``client_id * 1_000_000``; its record goes to ``out``."""
+    return [sys.executable, "-m", "grader.traffic", "--vip", vip,
+            "--udp-port", str(UDP_PORT), "--http-port", str(HTTP_PORT),
+            "--client-id", str(client_id), "--udp-flows", str(udp_flows),
+            "--packets-per-flow", str(packets_per_flow), "--rate", str(rate),
+            "--http-conns", str(http_conns), *extra, "--out", out]
+
+
+class MininetBed:
+    """A started Mininet network and the processes run on its hosts, with their logs and records
+    in ``workdir``: backend servers, load balancers, traffic drivers. ``Testbed`` (the LB
+    topology of an experiment) and the scenarios' ``Bed`` (any topology) build on it; the
+    subclass sets ``self.net``."""
+
+    net = None
+
+    def __init__(self, workdir: str):
+        self.workdir = workdir
+        self.procs: list[subprocess.Popen] = []
+        self.backend_procs: dict[str, tuple[subprocess.Popen, str]] = {}   # name -> (proc, ready)
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.workdir, name)
+
+    def popen(self, host: str, argv: list[str], log_name: str) -> subprocess.Popen:
+        """Start ``argv`` on ``host``, output to WORKDIR/LOG_NAME.log; stopped by close()."""
+        out = open(self.path(f"{log_name}.log"), "ab")
+        proc = self.net[host].popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        return proc
+
+    _popen = popen
+
+    # --- backends ------------------------------------------------------------------------------
+    def start_backends(self, names: list[str], timeout: float = 30) -> None:
+        """A ``topologies.servers`` backend on each host of ``names`` (records WORKDIR/NAME.json),
+        started together, then waited for."""
+        started = {}
+        for b in names:
+            for suffix in (".json", ".ready"):
+                try:
+                    os.unlink(self.path(b + suffix))
+                except FileNotFoundError:
+                    pass
+            ready = self.path(f"{b}.ready")
+            started[b] = (self.popen(b, [sys.executable, "-m", "topologies.servers", "--name", b,
+                                         "--bind", "0.0.0.0", "--http-port", str(HTTP_PORT),
+                                         "--udp-port", str(UDP_PORT),
+                                         "--record", self.path(f"{b}.json"),
+                                         "--ready-file", ready], f"server-{b}"), ready)
+        for b, (proc, ready) in started.items():
+            wait_for_file(ready, proc, timeout, f"backend server {b}")
+            self.backend_procs[b] = (proc, ready)
+
+    def stop_backend(self, name: str) -> None:
+        """The server process exits (SIGTERM: it writes its final record first)."""
+        stop_process(self.backend_procs[name][0])
+
+    def restart_backends(self) -> None:
+        """Fresh servers (and empty records) on the same hosts."""
+        names = list(self.backend_procs)
+        for proc, _ in self.backend_procs.values():
+            stop_process(proc)
+        self.start_backends(names)
+
+    def backend_records(self) -> list[dict]:
+        """Every backend's record: live ones are asked to write it now (SIGUSR1)."""
+        for proc, _ in self.backend_procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGUSR1)
+        time.sleep(0.4)
+        records = (read_json(self.path(f"{b}.json")) for b in self.backend_procs)
+        return [r for r in records if r is not None]
+
+    # --- load balancers and traffic ------------------------------------------------------------
+    def launch_lb(self, host: str, argv: list[str], config: dict, tag: str,
+                  timeout: float = 30) -> "RunningLB":
+        """Start an LB program of the way contract on ``host``: ``argv`` + ``--config
+        WORKDIR/lb-TAG.json --ready-file .. --stats-file ..``, and wait until it is ready."""
+        path = self.path(f"lb-{tag}.json")
+        with open(path, "w") as f:
+            json.dump(config, f)
+        ready, stats = self.path(f"lb-{tag}.ready"), self.path(f"lb-{tag}-stats.json")
+        for p in (ready, stats):
+            if os.path.exists(p):
+                os.unlink(p)
+        proc = self.popen(host, [*argv, "--config", path, "--ready-file", ready,
+                                 "--stats-file", stats], f"lb-{tag}")
+        wait_for_file(ready, proc, timeout, f"load balancer {tag}")
+        return RunningLB(proc, stats, self.path(f"lb-{tag}.log"))
+
+    def wait_drivers(self, drivers: list, timeout: float, strict: bool = True) -> list[dict]:
+        """Wait for traffic drivers (objects with ``proc``, ``out``, ``host``) and read their
+        records; a driver without a record raises (``strict``) or is logged and left out."""
+        deadline = time.monotonic() + timeout
+        records = []
+        for d in drivers:
+            try:
+                d.proc.wait(max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                d.proc.kill()
+                d.proc.wait()
+                log(f"traffic driver on {d.host} timed out")
+            rec = read_json(d.out)
+            if rec is not None:
+                records.append(rec)
+            elif strict:
+                raise RuntimeError(f"traffic driver on {d.host} wrote no record "
+                                   f"(exit {d.proc.returncode})")
+            else:
+                log(f"traffic driver on {d.host} wrote no record (exit {d.proc.returncode}); "
+                    f"see {os.path.basename(d.out)[:-5]}.log")
+        return records
+
+    def close(self) -> None:
+        for proc in self.procs:
+            stop_process(proc, timeout=2)
+        self.net.stop()
+
+
+@dataclass
+class Driver:
+    """A traffic driver started on ``host``; its record goes to ``out``."""
+    proc: subprocess.Popen
+    out: str
+    host: str
+
+
+class Testbed(MininetBed):
     """A started topology with backend servers; the LB comes and goes per phase."""
 
     def __init__(self, spec: ExperimentSpec, workdir: str, start_servers: bool = True):
@@ -146,14 +284,14 @@ class Testbed:
 
         setLogLevel("error")
         Mininet.inited = True           # skip fixLimits(): its sysctls fail in a netns, harmlessly
-        self.spec, self.workdir = spec, workdir
+        MininetBed.__init__(self, workdir)
+        self.spec = spec
         self.topo_cfg = spec.topo_config().validate()
         cfg = self.topo_cfg
         self.ovs = None
         switch = LinuxBridge
         if cfg.switch == "ovs-dpdk":
             switch = self._start_ovs_dpdk()
-        self.procs: list[subprocess.Popen] = []
         try:
             self.net = Mininet(topo=LBTopo(cfg), controller=None, switch=switch,
                                link=TCLink if cfg.bw_mbit else Link, autoSetMacs=False)
@@ -169,9 +307,8 @@ class Testbed:
         else:
             self.vip_mode = "nat" if spec.lb_extra.get("mode") == "nat" else "dsr"
         self._configure_vip()
-        self.backend_procs = {}
         if start_servers:       # vnflab bench sinks traffic on the backends instead (no servers)
-            self._start_backends()
+            self.start_backends(cfg.backend_names())
 
     # --- the DPDK way: a private OVS-DPDK is the switch ----------------------------------------
     OVS_SOCKET_MEM_MB = 128
@@ -258,25 +395,6 @@ class Testbed:
         for name in cfg.host_names():     # offloads would hand AF_PACKET/DPDK partial checksums
             self.net[name].cmd(f"ethtool -K {name}-eth0 tx off rx off gso off tso off gro off >/dev/null 2>&1")
 
-    def _popen(self, host: str, argv: list[str], log_name: str) -> subprocess.Popen:
-        out = open(os.path.join(self.workdir, f"{log_name}.log"), "wb")
-        proc = self.net[host].popen(argv, stdout=out, stderr=subprocess.STDOUT)
-        self.procs.append(proc)
-        return proc
-
-    def _start_backends(self) -> None:
-        self.backend_procs = {}
-        for b in self.topo_cfg.backend_names():
-            ready = os.path.join(self.workdir, f"{b}.ready")
-            proc = self._popen(b, [sys.executable, "-m", "topologies.servers", "--name", b,
-                                   "--bind", "0.0.0.0", "--http-port", str(HTTP_PORT),
-                                   "--udp-port", str(UDP_PORT),
-                                   "--record", os.path.join(self.workdir, f"{b}.json"),
-                                   "--ready-file", ready], f"server-{b}")
-            self.backend_procs[b] = (proc, ready)
-        for b, (proc, ready) in self.backend_procs.items():
-            _wait_for_file(ready, proc, 20, f"backend server {b}")
-
     # --- the load balancer -------------------------------------------------------------------
     def lb_config(self) -> dict:
         cfg = self.topo_cfg
@@ -294,80 +412,30 @@ class Testbed:
     def start_lb(self, tag: str) -> "RunningLB":
         if self.ovs is not None:
             self._fresh_vhost_port()
-        path = os.path.join(self.workdir, f"lb-{tag}.json")
-        with open(path, "w") as f:
-            json.dump(self.lb_config(), f)
-        ready = os.path.join(self.workdir, f"lb-{tag}.ready")
-        stats = os.path.join(self.workdir, f"lb-{tag}-stats.json")
         argv = list(self.spec.lb_command or [sys.executable, "-m", f"vnf.ways.{self.spec.way}_lb"])
-        argv += ["--config", path, "--ready-file", ready, "--stats-file", stats]
-        proc = self._popen("lb", argv, f"lb-{tag}")
-        _wait_for_file(ready, proc, 45 if self.ovs is not None else 30, "the load balancer")
+        lb = self.launch_lb("lb", argv, self.lb_config(), tag, 45 if self.ovs is not None else 30)
         if self.ovs is not None:
             self.wait_vhost_up()
-        return RunningLB(proc, stats, os.path.join(self.workdir, f"lb-{tag}.log"))
+        return lb
 
     # --- traffic -------------------------------------------------------------------------------
     def drive(self, tag: str, udp_flows: int, packets_per_flow: int, rate_pps: int,
               http_conns: int, clients: list[str] | None = None, timeout: float = 120) -> list[dict]:
         clients = clients or self.topo_cfg.client_names()
         k = len(clients)
-        procs = []
+        drivers = []
         for i, c in enumerate(clients):
             flows = udp_flows // k + (1 if i < udp_flows % k else 0)
             conns = http_conns // k + (1 if i < http_conns % k else 0)
-            out = os.path.join(self.workdir, f"{tag}-{c}.json")
-            cid = int(c[1:])
-            argv = [sys.executable, "-m", "grader.traffic", "--vip", self.topo_cfg.vip,
-                    "--udp-port", str(UDP_PORT), "--http-port", str(HTTP_PORT),
-                    "--client-id", str(cid), "--udp-flows", str(flows),
-                    "--packets-per-flow", str(packets_per_flow),
-                    "--rate", str(max(1, rate_pps // k)), "--http-conns", str(conns), "--out", out]
-            procs.append((self._popen(c, argv, f"{tag}-{c}"), out, c))
-        records = []
-        deadline = time.monotonic() + timeout
-        for proc, out, c in procs:
-            try:
-                proc.wait(max(1.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                log(f"traffic driver on {c} timed out")
-            rec = _read_json(out)
-            if rec is None:
-                log(f"traffic driver on {c} wrote no record (exit {proc.returncode}); see {tag}-{c}.log")
-            else:
-                records.append(rec)
-        return records
-
-    def backend_records(self) -> list[dict]:
-        """Ask every backend to write its record now (SIGUSR1) and read them."""
-        for b, (proc, _) in self.backend_procs.items():
-            proc.send_signal(signal.SIGUSR1)
-        time.sleep(0.3)
-        out = []
-        for b in self.backend_procs:
-            rec = _read_json(os.path.join(self.workdir, f"{b}.json"))
-            if rec is not None:
-                out.append(rec)
-        return out
-
-    def restart_backends(self) -> None:
-        for proc, _ in self.backend_procs.values():
-            _stop(proc)
-        for b in self.topo_cfg.backend_names():
-            for suffix in (".json", ".ready"):
-                try:
-                    os.unlink(os.path.join(self.workdir, b + suffix))
-                except FileNotFoundError:
-                    pass
-        self._start_backends()
+            out = self.path(f"{tag}-{c}.json")
+            argv = traffic_argv(self.topo_cfg.vip, int(c[1:]), flows, packets_per_flow,
+                                max(1, rate_pps // k), conns, out)
+            drivers.append(Driver(self.popen(c, argv, f"{tag}-{c}"), out, c))
+        return self.wait_drivers(drivers, timeout, strict=False)
 
     def close(self) -> None:
-        for proc in self.procs:
-            _stop(proc, timeout=2)
         try:
-            self.net.stop()
+            MininetBed.close(self)
         finally:
             if self.ovs is not None:
                 self.ovs.stop()
@@ -386,8 +454,8 @@ class RunningLB:
         return cpu_seconds(self.proc.pid)
 
     def stop(self) -> dict:
-        code = _stop(self.proc)
-        stats = _read_json(self.stats_path, {}) or {}
+        code = stop_process(self.proc)
+        stats = read_json(self.stats_path, {}) or {}
         stats["exit_code"] = code
         return stats
 
@@ -461,7 +529,7 @@ def measure_robustness(bed: Testbed, spec: ExperimentSpec) -> dict:
     lb = bed.start_lb("fuzz")
     client = cfg.client_names()[0]
     out = os.path.join(bed.workdir, "fuzz-send.json")
-    sender = bed._popen(client, [sys.executable, "-m", "grader.corpus", "--iface", f"{client}-eth0",
+    sender = bed.popen(client, [sys.executable, "-m", "grader.corpus", "--iface", f"{client}-eth0",
                                  "--dst-mac", cfg.host_mac("lb"), "--src-mac", cfg.host_mac(client),
                                  "--src-ip", cfg.host_ip(client), "--vip", cfg.vip,
                                  "--port", str(SERVICE_PORT), "--count", str(spec.fuzz_frames),
@@ -479,7 +547,7 @@ def measure_robustness(bed: Testbed, spec: ExperimentSpec) -> dict:
     report = check(bed.backend_records(), clients) if clients else None
     forwards_normal_flow = bool(report and report.split_flows == 0 and report.udp_lost_forward == 0
                                 and report.http_failures == 0 and report.flows_seen == 110)
-    return {"sent": _read_json(out, {}), "lb_alive_after_fuzz": alive_after_fuzz,
+    return {"sent": read_json(out, {}), "lb_alive_after_fuzz": alive_after_fuzz,
             "lb_alive_at_end": alive_at_end, "forwards_normal_flow": forwards_normal_flow,
             "after": report.to_json() if report else None,
             "lb_dropped": (stats.get("lb") or {}).get("dropped"),
@@ -559,37 +627,17 @@ def run_sandboxed(spec: ExperimentSpec, keep_workdir: str | None = None) -> dict
     """Run one experiment in a fresh sandbox and return its result dict."""
     from vnflab import sandbox
     spec.validate()
-    workdir = keep_workdir or tempfile.mkdtemp(prefix="vnflab-run-")
-    os.makedirs(workdir, exist_ok=True)
-    spec_path = os.path.join(workdir, "spec.json")
-    result_path = os.path.join(workdir, "result.json")
-    with open(spec_path, "w") as f:
-        json.dump(asdict(spec), f)
-    try:
-        proc = sandbox.run([sys.executable, "-m", "vnflab.experiment", spec_path, result_path],
-                           timeout=spec.timeout_s)
-    except subprocess.TimeoutExpired:
-        return {"way": spec.way, "error": f"experiment exceeded {spec.timeout_s:.0f} s and was stopped"}
-    result = _read_json(result_path)
-    if result is None:
-        return {"way": spec.way, "error": f"experiment failed (exit {proc.returncode}); logs in {workdir}"}
-    if not keep_workdir:
-        import shutil
-        shutil.rmtree(workdir, ignore_errors=True)
+    result = sandbox.run_module_in_sandbox("vnflab.experiment", asdict(spec), spec.timeout_s,
+                                           keep_workdir, what="experiment",
+                                           keep=bool(keep_workdir), prefix="vnflab-run-")
+    result.setdefault("way", spec.way)
     return result
 
 
 def main(argv: list[str]) -> int:
     from vnflab import sandbox
-    spec_path, result_path = argv
-    sandbox.setup_inside()
-    with open(spec_path) as f:
-        spec = ExperimentSpec(**json.load(f))
-    result = run_experiment(spec, os.path.dirname(os.path.abspath(result_path)))
-    with open(result_path + ".tmp", "w") as f:
-        json.dump(result, f, indent=1)
-    os.rename(result_path + ".tmp", result_path)
-    return 0
+    return sandbox.serve_module(argv, lambda spec, workdir: run_experiment(ExperimentSpec(**spec),
+                                                                           workdir))
 
 
 if __name__ == "__main__":

@@ -8,17 +8,15 @@ way plus a health checker and a control file) unless a scenario says otherwise.
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 
-from vnflab.experiment import RunningLB, _read_json, _stop, _wait_for_file, log
+from vnflab.experiment import (SERVICE_PORT, Driver, MininetBed, RunningLB, log,  # noqa: F401
+                               read_json, traffic_argv)
 
-SERVICE_PORT = 8080          # HTTP and UDP on the same port, as in vnflab.experiment
 VIP = "10.0.0.100"
 
 
@@ -38,15 +36,9 @@ class Checks:
         return bool(self.items) and all(c["ok"] for c in self.items)
 
 
-@dataclass
-class Driver:
-    proc: subprocess.Popen
-    out: str
-    host: str
-
-
-class Bed:
-    """A started Mininet network plus the processes a scenario starts on its hosts."""
+class Bed(MininetBed):
+    """A started Mininet network plus the processes a scenario starts on its hosts (backends,
+    LBs, drivers and their records: ``vnflab.experiment.MininetBed``)."""
 
     def __init__(self, workdir: str, topo, switch=None, controller=None, **mn_kwargs):
         from mininet.link import Link
@@ -55,27 +47,21 @@ class Bed:
         from mininet.nodelib import LinuxBridge
         setLogLevel("error")
         Mininet.inited = True      # skip fixLimits(): its sysctls fail in a netns, harmlessly
-        self.workdir = workdir
+        MininetBed.__init__(self, workdir)
         self.net = Mininet(topo=topo, switch=switch or LinuxBridge, controller=controller,
                            link=Link, autoSetMacs=False, **mn_kwargs)
-        self.procs: list[subprocess.Popen] = []
-        self.backends: dict[str, subprocess.Popen] = {}
         self.net.start()
+
+    @property
+    def backends(self) -> dict[str, subprocess.Popen]:
+        """name -> server process of the running backends."""
+        return {b: proc for b, (proc, _) in self.backend_procs.items()}
 
     def __getitem__(self, host: str):
         return self.net[host]
 
     def cmd(self, host: str, command: str) -> str:
         return self.net[host].cmd(command)
-
-    def path(self, name: str) -> str:
-        return os.path.join(self.workdir, name)
-
-    def popen(self, host: str, argv: list[str], log_name: str) -> subprocess.Popen:
-        out = open(self.path(f"{log_name}.log"), "ab")
-        proc = self.net[host].popen(argv, stdout=out, stderr=subprocess.STDOUT)
-        self.procs.append(proc)
-        return proc
 
     def offloads_off(self) -> None:
         """Checksum/segmentation offloads would hand AF_PACKET partial checksums (and a netdev
@@ -86,57 +72,10 @@ class Bed:
                     host.cmd(f"ethtool -K {intf} tx off rx off gso off tso off gro off "
                              f">/dev/null 2>&1")
 
-    # --- backends ------------------------------------------------------------------------------
-    def start_backends(self, names: list[str]) -> None:
-        started = {}
-        for b in names:
-            for suffix in (".json", ".ready"):
-                try:
-                    os.unlink(self.path(b + suffix))
-                except FileNotFoundError:
-                    pass
-            ready = self.path(f"{b}.ready")
-            started[b] = (self.popen(b, [sys.executable, "-m", "topologies.servers", "--name", b,
-                                         "--bind", "0.0.0.0", "--http-port", str(SERVICE_PORT),
-                                         "--udp-port", str(SERVICE_PORT),
-                                         "--record", self.path(f"{b}.json"),
-                                         "--ready-file", ready], f"server-{b}"), ready)
-        for b, (proc, ready) in started.items():
-            _wait_for_file(ready, proc, 30, f"backend server {b}")
-            self.backends[b] = proc
-
-    def stop_backend(self, name: str) -> None:
-        """The server process exits (SIGTERM: it writes its final record first)."""
-        _stop(self.backends[name])
-
-    def restart_backends(self) -> None:
-        names = list(self.backends)
-        for proc in self.backends.values():
-            _stop(proc)
-        self.start_backends(names)
-
-    def backend_records(self) -> list[dict]:
-        """Every backend's record: live ones are asked to write it now (SIGUSR1)."""
-        for proc in self.backends.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGUSR1)
-        time.sleep(0.4)
-        return [r for r in (_read_json(self.path(f"{b}.json")) for b in self.backends) if r]
-
     # --- load balancers ----------------------------------------------------------------------
     def start_lb(self, host: str, config: dict, tag: str,
                  module: str = "vnflab.scenarios.lbctl") -> RunningLB:
-        path = self.path(f"lb-{tag}.json")
-        with open(path, "w") as f:
-            json.dump(config, f)
-        ready, stats = self.path(f"lb-{tag}.ready"), self.path(f"lb-{tag}-stats.json")
-        for p in (ready, stats):
-            if os.path.exists(p):
-                os.unlink(p)
-        proc = self.popen(host, [sys.executable, "-m", module, "--config", path,
-                                 "--ready-file", ready, "--stats-file", stats], f"lb-{tag}")
-        _wait_for_file(ready, proc, 30, f"load balancer {tag}")
-        return RunningLB(proc, stats, self.path(f"lb-{tag}.log"))
+        return self.launch_lb(host, [sys.executable, "-m", module], config, tag)
 
     # --- traffic -----------------------------------------------------------------------------
     def start_driver(self, host: str, tag: str, client_id: int, flows: int, packets: int,
@@ -145,35 +84,9 @@ class Bed:
         rounds (packet k of every flow, then k+1 ...) at ``rate`` packets/s. Flow ids start at
         ``client_id * 1_000_000``."""
         out = self.path(f"{tag}-{host}.json")
-        argv = [sys.executable, "-m", "grader.traffic", "--vip", vip,
-                "--udp-port", str(SERVICE_PORT), "--http-port", str(SERVICE_PORT),
-                "--client-id", str(client_id), "--udp-flows", str(flows),
-                "--packets-per-flow", str(packets), "--rate", str(rate),
-                "--http-conns", str(http_conns), "--http-timeout", "2", "--drain", "0.5",
-                "--out", out]
+        argv = traffic_argv(vip, client_id, flows, packets, rate, http_conns, out,
+                            extra=("--http-timeout", "2", "--drain", "0.5"))
         return Driver(self.popen(host, argv, f"{tag}-{host}"), out, host)
-
-    def wait_drivers(self, drivers: list[Driver], timeout: float) -> list[dict]:
-        deadline = time.monotonic() + timeout
-        records = []
-        for d in drivers:
-            try:
-                d.proc.wait(max(1.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                d.proc.kill()
-                d.proc.wait()
-                log(f"traffic driver on {d.host} timed out")
-            rec = _read_json(d.out)
-            if rec is None:
-                raise RuntimeError(f"traffic driver on {d.host} wrote no record "
-                                   f"(exit {d.proc.returncode})")
-            records.append(rec)
-        return records
-
-    def close(self) -> None:
-        for proc in self.procs:
-            _stop(proc, timeout=2)
-        self.net.stop()
 
 
 def setup_dsr(bed: Bed, backends: list[str], vip: str = VIP) -> None:
@@ -202,11 +115,11 @@ def live_stats(lb: RunningLB, timeout: float = 3.0) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if os.path.exists(lb.stats_path) and os.path.getmtime(lb.stats_path) > before:
-            stats = _read_json(lb.stats_path)
+            stats = read_json(lb.stats_path)
             if stats:
                 return stats
         time.sleep(0.05)
-    return _read_json(lb.stats_path, {}) or {}
+    return read_json(lb.stats_path, {}) or {}
 
 
 def flow_facts(backend_records: list[dict], proto: str = "udp") -> dict[int, dict[str, dict]]:
