@@ -27,17 +27,22 @@ One mechanism, two uses:
 
 This lives in ``vnf/`` (not ``vnflab/``) because the NF library's DPDK layer needs it and
 ``vnf`` never imports the orchestration package. Needs root (CAP_SYS_ADMIN).
+
+:func:`run_module_in_sandbox` / :func:`serve_module` are the "write a spec, re-run a module in a
+sandbox, read its result" pattern of the experiment, the bench and the scenarios.
 """
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 UNSHARE = ["unshare", "--net", "--pid", "--mount", "--propagation", "private",
            "--fork", "--kill-child", "--mount-proc"]
@@ -196,3 +201,50 @@ def reexec_in_sandbox(timeout: float) -> int:
               file=sys.stderr)
         return 124
 
+
+# --- a module re-run in a sandbox: spec JSON in, result JSON out -------------------------------
+
+def run_module_in_sandbox(module: str, spec: dict, timeout: float, workdir: str | None = None,
+                          *, what: str = "run", keep: bool = False, prefix: str = "vnflab-run-",
+                          name: str = "") -> dict:
+    """Write ``spec`` to ``WORKDIR/{name}spec.json``, run ``python -m MODULE SPEC RESULT`` in a
+    fresh sandbox (its ``main`` is :func:`serve_module`) and return the result dict it wrote.
+
+    A sandbox that timed out or wrote no result comes back as ``{"error": ..., "workdir": ...}``
+    (the message names ``what``), and its workdir is kept for the logs; with ``keep=True`` it is
+    always kept. Otherwise a successful run's workdir (a fresh temporary one when ``workdir`` is
+    None) is removed."""
+    workdir = workdir or tempfile.mkdtemp(prefix=prefix)
+    os.makedirs(workdir, exist_ok=True)
+    spec_path = os.path.join(workdir, f"{name}spec.json")
+    result_path = os.path.join(workdir, f"{name}result.json")
+    with open(spec_path, "w") as f:
+        json.dump(spec, f)
+    try:
+        proc = run([sys.executable, "-m", module, spec_path, result_path], timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"{what} exceeded {timeout:.0f} s and was stopped; logs in {workdir}",
+                "workdir": workdir}
+    try:
+        with open(result_path) as f:
+            result = json.load(f)
+    except (OSError, ValueError):
+        return {"error": f"{what} failed (exit {proc.returncode}) without a result; "
+                         f"logs in {workdir}", "workdir": workdir}
+    if not keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return result
+
+
+def serve_module(argv: Sequence[str], work: Callable[[dict, str], dict]) -> int:
+    """The inside half of :func:`run_module_in_sandbox`: ``argv`` is ``SPEC RESULT``.
+    :func:`setup_inside`, then ``work(spec, workdir)``; its result is written atomically."""
+    spec_path, result_path = argv
+    setup_inside()
+    with open(spec_path) as f:
+        spec = json.load(f)
+    result = work(spec, os.path.dirname(os.path.abspath(result_path)))
+    with open(result_path + ".tmp", "w") as f:
+        json.dump(result, f, indent=1)
+    os.rename(result_path + ".tmp", result_path)
+    return 0

@@ -45,11 +45,10 @@ import statistics
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
-from vnflab.experiment import SERVICE_PORT, ExperimentSpec, _read_json, log
+from vnflab.experiment import SERVICE_PORT, ExperimentSpec, log, read_json, stop_process
 
 GEN_CPU, LB_CPU = 0, 1
 BPFFS = "/sys/fs/bpf"
@@ -583,16 +582,6 @@ class DpdkDriver:
         raise RuntimeError(f"{what} did not say {word!r} within {timeout:.0f} s "
                            f"(exit {proc.wait()})")
 
-    @staticmethod
-    def _stop(proc: subprocess.Popen) -> None:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
     def _gen_result(self, gen: subprocess.Popen, seconds: float) -> dict:
         line = self._expect(gen, "GEN ", "the DPDK generator", timeout=seconds + 30)
         gen.wait(10)
@@ -637,8 +626,8 @@ class DpdkDriver:
             b = self._snapshot(lb, stats_path)
             g = self._gen_result(gen, total)
         finally:
-            self._stop(lb)
-            self._stop(gen)
+            stop_process(lb, 10)
+            stop_process(gen, 10)
         cyc = b["busy"]["cycles"] - a["busy"]["cycles"]
         pkts = b["busy"]["rx_packets"] - a["busy"]["rx_packets"]
         wall = b["uptime_s"] - a["uptime_s"]
@@ -662,7 +651,7 @@ class DpdkDriver:
         lb.send_signal(signal.SIGUSR1)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            data = _read_json(path)
+            data = read_json(path)
             if data is not None:
                 return data
             if lb.poll() is not None:
@@ -696,8 +685,8 @@ class DpdkDriver:
             tp.stdin.flush()
             out = tp.communicate(timeout=20)[0]
         finally:
-            self._stop(tp)
-            self._stop(gen)
+            stop_process(tp, 10)
+            stop_process(gen, 10)
         import re
         cpp = re.findall(r"CPU cycles/packet=([\d.]+)", out)
         mhz = re.findall(r"at (\d+) MHz Clock", out)
@@ -724,8 +713,8 @@ class DpdkDriver:
             io.terminate()
             r = json.loads(self._expect(io, "IO ", "the binding io loop")[3:])
         finally:
-            self._stop(io)
-            self._stop(gen)
+            stop_process(io, 10)
+            stop_process(gen, 10)
         return {"ns_per_packet": r["ns_per_packet"], "mpps": g["rx"] / g["seconds"] / 1e6}
 
     # --- one run -----------------------------------------------------------------------------
@@ -1016,14 +1005,8 @@ def _round_run(r: dict) -> dict:
 
 def inside_main(spec_path: str, result_path: str) -> int:
     from vnflab import sandbox
-    sandbox.setup_inside()
-    with open(spec_path) as f:
-        spec = BenchSpec(**json.load(f))
-    result = run_inside(spec, os.path.dirname(os.path.abspath(result_path)))
-    with open(result_path + ".tmp", "w") as f:
-        json.dump(result, f, indent=1)
-    os.rename(result_path + ".tmp", result_path)
-    return 0
+    return sandbox.serve_module([spec_path, result_path],
+                                lambda spec, workdir: run_inside(BenchSpec(**spec), workdir))
 
 
 # ------------------------------------------------------------------------------------------
@@ -1034,24 +1017,9 @@ def run_bench(spec: BenchSpec, keep_workdir: str | None = None) -> dict:
     """Run the whole bench in one fresh sandbox; return the result dict (or {"error": ...})."""
     from vnflab import sandbox
     spec.validate()
-    workdir = keep_workdir or tempfile.mkdtemp(prefix="vnflab-bench-")
-    os.makedirs(workdir, exist_ok=True)
-    spec_path = os.path.join(workdir, "bench-spec.json")
-    result_path = os.path.join(workdir, "bench-result.json")
-    with open(spec_path, "w") as f:
-        json.dump(asdict(spec), f)
-    try:
-        proc = sandbox.run([sys.executable, "-m", "vnflab.bench", spec_path, result_path],
-                           timeout=spec.timeout_s)
-    except subprocess.TimeoutExpired:
-        return {"error": f"bench exceeded {spec.timeout_s:.0f} s and was stopped; logs in {workdir}"}
-    result = _read_json(result_path)
-    if result is None:
-        return {"error": f"bench failed (exit {proc.returncode}); logs in {workdir}"}
-    if not keep_workdir:
-        import shutil
-        shutil.rmtree(workdir, ignore_errors=True)
-    return result
+    return sandbox.run_module_in_sandbox("vnflab.bench", asdict(spec), spec.timeout_s,
+                                         keep_workdir, what="bench", keep=bool(keep_workdir),
+                                         prefix="vnflab-bench-", name="bench-")
 
 
 def estimate_seconds(spec: BenchSpec) -> float:

@@ -6,4 +6,5 @@ historical name. Read ``vnf/sandbox.py`` for why namespaces and what is made pri
 """
 from vnf.sandbox import (EXPERIMENT, HUGEPAGES, PRIVATE_TMPFS, UNSHARE, SandboxError,  # noqa: F401
                          can_sandbox, command, in_sandbox, leftovers, popen, reexec_in_sandbox,
-                         run, sandboxed, setup_inside)
+                         run, run_module_in_sandbox, sandboxed, serve_module,
+                         setup_inside)
