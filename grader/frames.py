@@ -38,6 +38,8 @@ def _ipint(ip: str) -> int:
 
 
 def checksum(data: bytes) -> int:
+    """RFC 1071, as vnf.checksum.internet_checksum (tests/test_checksum.py holds them equal); a
+    copy because the release runs this file with the system python3, where vnf is not installed."""
     if len(data) % 2:
         data += b"\0"
     total = sum(struct.unpack(f"!{len(data) // 2}H", data))

@@ -21,6 +21,7 @@ these rules; ``vnf/csrc/nf.h`` does the same in C.
 """
 from __future__ import annotations
 
+import struct
 from typing import Union
 
 Buffer = Union[bytes, bytearray, memoryview]
@@ -42,10 +43,7 @@ def ones_complement_sum(data: Buffer) -> int:
     data = bytes(data)
     if len(data) % 2:
         data += b"\x00"
-    total = 0
-    for i in range(0, len(data), 2):
-        total += (data[i] << 8) | data[i + 1]
-    return ones_complement_fold(total)
+    return ones_complement_fold(sum(struct.unpack(f"!{len(data) // 2}H", data)))
 
 
 def internet_checksum(data: Buffer) -> int:

@@ -48,6 +48,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
+from vnf.checksum import internet_checksum
 from vnflab.experiment import SERVICE_PORT, ExperimentSpec, log, read_json, stop_process
 
 GEN_CPU, LB_CPU = 0, 1
@@ -104,15 +105,6 @@ class BenchSpec:
 # packets: the generator's frames, built here with correct checksums
 # ------------------------------------------------------------------------------------------
 
-def _csum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def _ip4(addr: str) -> bytes:
     return bytes(int(x) for x in addr.split("."))
 
@@ -127,10 +119,10 @@ def udp_frame(src_mac: str, dst_mac: str, src_ip: str, dst_ip: str, sport: int, 
     udp_len = 8 + len(payload)
     src, dst = _ip4(src_ip), _ip4(dst_ip)
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + udp_len, sport & 0xFFFF, 0x4000, 64, 17, 0, src, dst)
-    ip = ip[:10] + struct.pack("!H", _csum(ip)) + ip[12:]
+    ip = ip[:10] + struct.pack("!H", internet_checksum(ip)) + ip[12:]
     udp = struct.pack("!HHHH", sport, dport, udp_len, 0) + payload
     pseudo = src + dst + struct.pack("!BBH", 0, 17, udp_len)
-    c = _csum(pseudo + udp) or 0xFFFF
+    c = internet_checksum(pseudo + udp) or 0xFFFF
     udp = udp[:6] + struct.pack("!H", c) + udp[8:]
     return _mac(dst_mac) + _mac(src_mac) + b"\x08\x00" + ip + udp
 
