@@ -33,12 +33,22 @@ def _distinct_slots(flows, capacity=65536):
     return out
 
 
+COLUMNS = np.dtype([("hash", "<u4"), ("reason", "u1"), ("dst_ip", "<u4"), ("dst_port", "<u2"),
+                    ("proto", "u1")])
+
+
 def _batched(lb, packets, valid=None, burst=32, now=0.0):
-    hashes = np.array([flow_hash(f) for f in packets], np.uint32)
+    """backends_for_batch over the packets, burst by burst; invalid ones are not for the VIP."""
     valid = np.ones(len(packets), bool) if valid is None else np.asarray(valid, bool)
+    cols = np.zeros(len(packets), COLUMNS)          # parsed packets, as the ring's records hold them
+    cols["hash"] = [flow_hash(f) for f in packets]
+    cols["dst_ip"] = np.where(valid, VIP, VIP + 1)
+    cols["dst_port"] = [f.dst_port for f in packets]
+    cols["proto"] = [f.proto for f in packets]
     out = []
     for i in range(0, len(packets), burst):
-        out += lb.backends_for_batch(hashes[i:i + burst], valid[i:i + burst], now).tolist()
+        chunk = cols[i:i + burst]
+        out += lb.backends_for_batch(chunk, len(chunk), now).tolist()
     return out
 
 
@@ -73,7 +83,8 @@ def test_batch_drops_invalid_and_moves_flows_off_a_failed_backend():
     valid = [i % 5 != 0 for i in range(len(flows))]
     first = _batched(lb, flows, valid)
     assert all((c == -1) == (not v) for c, v in zip(first, valid))
-    assert lb.packets == sum(valid) and lb.forwarded == sum(valid) and lb.new_flows == sum(valid)
+    assert lb.forwarded == sum(valid) and lb.new_flows == sum(valid)
+    assert lb.packets == len(flows) and lb.dropped["not-for-vip"] == len(flows) - sum(valid)
     again = _batched(lb, flows, valid, now=1.0)
     assert again == first and lb.new_flows == sum(valid)
     lb.pool.set_health("b2", False)

@@ -20,12 +20,18 @@ from vnf.backends import POLICIES, Backend, BackendPool, is_prime, mac_to_bytes
 from vnf.flowtable import FlowTable
 from vnf.packet import IPPROTO_TCP, IPPROTO_UDP, REASONS, Parsed, ip_to_int, parse_frame
 
+try:                                # the C kernel of backends_for_batch (setup.py build_ext)
+    from vnf import _fastpath
+except ImportError:                 # pragma: no cover - only backends_for_batch needs it
+    _fastpath = None
+
 PROTOCOLS = {"tcp": IPPROTO_TCP, "udp": IPPROTO_UDP}
 
 # Drop reasons of the LB itself, next to the parser's (vnf.packet.DropReason).
 NOT_FOR_VIP = "not-for-vip"     # parsed fine, but not addressed to VIP:port with a served proto
 NO_BACKEND = "no-backend"       # every backend failed or is draining
 LB_REASONS = (NOT_FOR_VIP, NO_BACKEND)
+MISS = -2                           # backends_for_batch, between the C lookup and the pool
 
 
 class ConfigError(ValueError):
@@ -165,73 +171,97 @@ class LoadBalancer:
         self.forwarded += 1
         return backend
 
-    def backends_for_batch(self, hashes: np.ndarray, valid: np.ndarray, now: float) -> np.ndarray:
-        """The vectorised ``backend_for``: one decision per packet of a burst, in numpy.
+    def backends_for_batch(self, columns, n: int, now: float) -> np.ndarray:
+        """The vectorised ``backend_for``: one decision per packet of a burst, in one C call.
 
-        ``hashes``: the packets' flow hashes (uint32, ``vnf.hashing.flow_hash``, as the C parser
-        computes them); ``valid``: bool, True for packets to balance (parsed, for VIP:port).
-        Returns an int array: the backend's ``pool.index_of`` number per packet, -1 to drop
-        (not valid, or no backend left: counted as no-backend).
+        ``columns`` holds the burst's parsed packets as 1-D arrays ``hash`` (uint32,
+        ``vnf.hashing.flow_hash`` as the C parsers compute it), ``reason`` (uint8, index into
+        ``vnf.packet.REASONS``, 0 = parsed), ``dst_ip`` (uint32), ``dst_port`` (uint16) and
+        ``proto`` (uint8): either as attributes that stay the same arrays from call to call
+        (``vnf.dpdk.ParseArrays``; pinned once, see below) or as fields of a numpy record array
+        (the AF_PACKET ring's ``batch.packets``; any stride, no copy). ``n``: packets 0..n-1.
+        Returns an int32 array of n: the backend's ``pool.index_of`` number per packet, -1 to
+        drop. Valid until the next call (it is reused).
+
+        Per packet, as ``handle_frame`` then ``backend_for``: an unparsed packet is dropped and
+        counted under its reason; a parsed one not for VIP:port with a served protocol is
+        counted as not-for-vip; the others are balanced (no backend left: counted as
+        no-backend, -1). Counters (packets, forwarded, dropped, new_flows, reassigned,
+        assigned) are updated in bulk.
+
+        How: ``vnf._fastpath.cache_lookup`` (C, ``nf_for_vip`` + ``nf_cache_lookup`` in
+        ``vnf/csrc/nf.h``) does the VIP check and the flow-state lookup for the whole burst
+        and marks misses; the misses (new flows) are then filled one at a time in Python from
+        the pool's choice *for that hash* (Maglev table slot ``hash % M``, or ``hash % N``;
+        round-robin takes the next backend per miss). In steady state almost every packet hits,
+        so the burst costs one C call: no Python, and no numpy call, per packet. The arrays
+        the call needs (the flow cache's, the columns of a ``ParseArrays``) are pinned once
+        (``_fastpath.pin``): asking numpy for ten buffers would cost ~1 us per burst.
 
         The flow state is a :class:`BatchFlowCache`, not the ``FlowTable``: a direct-mapped table
-        keyed by the 32-bit flow hash, consulted for the whole burst with a few numpy operations.
-        Misses (new flows) are filled from the pool's choice *for that hash* (Maglev table slot
-        ``hash % M``, or ``hash % N``; round-robin takes the next backend per miss), one at a time
-        in Python: in steady state almost every packet hits. Counters (packets, forwarded,
-        new_flows, reassigned, assigned) are updated in bulk. Where it differs from FlowTable,
-        honestly:
+        keyed by the 32-bit flow hash (slot ``hash & mask``; a hit when the slot holds that
+        hash and a backend that still serves). Where it differs from FlowTable, honestly:
 
         * the key is the hash, not the 5-tuple: two flows with the same 32-bit hash share an entry
           (about one pair in 4 billion);
         * a new flow whose slot holds another flow evicts it at once (no LRU). With Maglev or hash
           the evicted flow, on its next packet, is given the same backend again unless the pool
-          changed meanwhile; with round-robin it may move. Size the table (a power of two >=
-          ``flow_capacity``) well above the live flows to keep collisions rare;
+          changed meanwhile; with round-robin it may move. Two live flows in one slot evict each
+          other on every packet, and every such packet takes the Python miss path (~3-5 us):
+          with F random flows in S slots about F/S of the packets do, and more for structured
+          5-tuples (measured 2026-11-29, ``vnflab bench --way dpdk``'s 1024 generated flows in
+          65536 slots: 1-6 % of the packets missed, the largest cost left on that path). Size
+          the table (a power of two >= ``flow_capacity``) well above the live flows;
         * idle entries are dropped by :meth:`expire` (called about once a second by the ways),
           not at lookup: a flow idle a little longer than ``idle_timeout`` may still hit.
 
-        For a stable pool and distinct hashes it returns, flow by flow, exactly what
-        ``backend_for`` returns (tests/test_dpdk_way.py checks this).
+        For a stable pool and distinct slots it returns, flow by flow, exactly what
+        ``backend_for`` returns (tests/test_dpdk_way.py checks this; tests/test_batch_decision.py
+        checks the C kernel against a plain Python reference).
         """
         cache = self.batch_cache
         if cache is None:
+            if _fastpath is None:
+                raise RuntimeError("vnf._fastpath is not built: "
+                                   "python setup.py build_ext --inplace")
             cache = self.batch_cache = BatchFlowCache(self.config.flow_capacity,
                                                       self.config.idle_timeout)
+            cache.proto_mask = sum(1 << p for p in self.protos)
         pool = self.pool
         if cache.alive_ref is not pool.alive_names or cache.table_ref is not pool.table:
             cache.sync(pool)
-        n = len(hashes)
-        slot, hit = cache.buffers(n)                      # preallocated: no allocation per burst
-        np.bitwise_and(hashes, cache.mask, out=slot)      # the slot, as an index (intp)
-        choice = cache.backend[slot]                      # gather: -1 for an empty slot
-        np.equal(cache.hash[slot], hashes, out=hit)
-        if not cache.all_alive:                           # a failed backend loses its flows
-            hit &= cache.alive[choice]
-        np.logical_and(hit, valid, out=hit)
-        nhit = int(np.count_nonzero(hit))
-        if nhit == n:                                     # the steady state: all valid, all hit
-            cache.seen[slot] = now
-            nvalid = n
-        else:
-            nvalid = int(np.count_nonzero(valid))
-            cache.seen[slot[valid]] = now
-            choice[~valid] = -1
-        cache.hits += nhit
-        self.packets += nvalid
-        self.forwarded += nhit
-        if nhit < nvalid:                                 # new flows: one by one, in order
-            self._fill_misses(cache, hashes, slot, choice, np.flatnonzero(valid & ~hit), now)
+        packet_args = cache.columns_args(columns, n)      # pinned: the same objects each burst
+        parsed, valid, hits = _fastpath.cache_lookup(               # C: the whole burst
+            n, now, packet_args, (self.vip, self.port, cache.proto_mask), cache.pins,
+            cache.choice_pin)
+        choice = cache.choice_view(n)
+        cache.hits += hits
+        self.packets += valid
+        self.forwarded += hits
+        if valid < n:                                     # drops, counted in bulk
+            if parsed > valid:
+                self.count_drop(NOT_FOR_VIP, parsed - valid)
+            if parsed < n:
+                reasons = np.bincount(_column(columns, "reason")[:n], minlength=len(REASONS))
+                for code in np.flatnonzero(reasons[1:]) + 1:
+                    self.count_drop(REASONS[code], int(reasons[code]))
+        if hits < valid:                                  # new flows: one by one, in order
+            self._fill_misses(cache, _column(columns, "hash"), choice, now)
         return choice
 
-    def _fill_misses(self, cache: "BatchFlowCache", hashes, slot, choice, misses, now) -> None:
+    def _fill_misses(self, cache: "BatchFlowCache", hashes, choice, now) -> None:
+        """The -2 (miss) entries of ``choice``: ask the pool, remember the answer."""
         pool = self.pool
-        for i in misses.tolist():
-            h, s = int(hashes[i]), int(slot[i])
+        mask = int(cache.mask)
+        for i in np.flatnonzero(choice == MISS).tolist():
+            h = int(hashes[i])
+            s = h & mask
             b = int(cache.backend[s])
             if cache.hash[s] == h and b >= 0:
-                if cache.alive[b]:                        # inserted earlier in this burst
+                if b < len(cache.alive) and cache.alive[b]:   # inserted earlier in this burst
                     choice[i] = b
                     cache.seen[s] = now
+                    cache.hits += 1
                     self.forwarded += 1
                     continue
                 self.reassigned += 1                      # its backend failed or was removed
@@ -311,7 +341,11 @@ class LoadBalancer:
 class BatchFlowCache:
     """The flow state of ``LoadBalancer.backends_for_batch``: numpy arrays indexed by
     ``hash & mask`` (direct mapped): the flow hash held in each slot, its backend number (-1:
-    empty) and when it was last seen. See ``backends_for_batch`` for the semantics."""
+    empty) and when it was last seen, plus ``alive`` per backend number. The C kernel
+    (``vnf._fastpath.cache_lookup``) reads and refreshes these arrays in place; Python fills
+    the misses. See ``backends_for_batch`` for the semantics."""
+
+    COLUMNS = ("hash", "reason", "dst_ip", "dst_port", "proto")
 
     def __init__(self, flow_capacity: int, idle_timeout: float):
         capacity = 1 << max(0, int(flow_capacity) - 1).bit_length()    # power of two >= it
@@ -322,17 +356,45 @@ class BatchFlowCache:
         self.backend = np.full(capacity, -1, np.int32)
         self.seen = np.zeros(capacity, np.float64)
         self.alive = np.zeros(0, bool)            # by pool.index_of: may carry its flows
-        self.all_alive = True
         self.alive_ref = self.table_ref = None
         self.hits = self.misses = self.evictions = self.expirations = 0
-        self._buffers: dict = {}
+        self.proto_mask = 0                       # bit p: IP protocol p is served (set by the LB)
+        # The kernel's arguments, pinned once (these arrays are never reallocated): see pin().
+        self._table_pins = tuple(_fastpath.pin(a) for a in (self.hash, self.backend, self.seen))
+        self.pins = self._table_pins + (_fastpath.pin(self.alive),)
+        self.choice = np.zeros(0, np.int32)       # the kernel's output, grown to the largest burst
+        self.choice_pin = _fastpath.pin(self.choice)
+        self._choice_views: dict = {}
+        self._columns = self._columns_args = None
 
-    def buffers(self, n: int):
-        """Scratch arrays for a burst of n: slot numbers (intp: the cheapest index) and hits."""
-        buf = self._buffers.get(n)
-        if buf is None:
-            buf = self._buffers[n] = (np.empty(n, np.intp), np.empty(n, bool))
-        return buf
+    def columns_args(self, columns, n: int) -> tuple:
+        """The packet columns as the kernel takes them. A column holder that is not an array
+        (ParseArrays) keeps its arrays: pinned on first sight, reused while it is the same
+        object. A record array (a ring block's packets) is new per block: its fields are
+        passed as they are (strided views, no copy)."""
+        if columns is self._columns:
+            return self._columns_args
+        if isinstance(columns, np.ndarray):
+            args = tuple(columns[name] for name in self.COLUMNS)
+            self._grow_choice(n)
+            return args
+        args = tuple(_fastpath.pin(getattr(columns, name)) for name in self.COLUMNS)
+        self._grow_choice(len(getattr(columns, "hash")))
+        self._columns, self._columns_args = columns, args
+        return args
+
+    def _grow_choice(self, n: int) -> None:
+        if len(self.choice) < n:
+            self.choice = np.zeros(max(n, 2 * len(self.choice)), np.int32)
+            self.choice_pin = _fastpath.pin(self.choice)
+            self._choice_views = {}
+
+    def choice_view(self, n: int) -> np.ndarray:
+        """``choice[:n]``, made once per burst size (slicing costs ~0.2 us)."""
+        view = self._choice_views.get(n)
+        if view is None:
+            view = self._choice_views[n] = self.choice[:n]
+        return view
 
     def sync(self, pool: BackendPool) -> None:
         """The pool changed (or first use): which backend numbers may keep their flows."""
@@ -342,8 +404,7 @@ class BatchFlowCache:
             if pool.serves(b):
                 alive[pool.index_of(b)] = True
         self.alive = alive
-        self.all_alive = all(pool.serves(b) for b in pool.backends) and \
-            len(pool.backends) == len(pool._index)
+        self.pins = self._table_pins + (_fastpath.pin(alive),)
         self.alive_ref, self.table_ref = pool.alive_names, pool.table
 
     def expire(self, now: float) -> int:
@@ -358,3 +419,8 @@ class BatchFlowCache:
         return {"size": int(np.count_nonzero(self.backend >= 0)), "capacity": self.capacity,
                 "hits": self.hits, "misses": self.misses, "evictions": self.evictions,
                 "expirations": self.expirations}
+
+
+def _column(columns, name: str) -> np.ndarray:
+    """A packet column of ``backends_for_batch``'s ``columns``: a record field or an attribute."""
+    return columns[name] if isinstance(columns, np.ndarray) else getattr(columns, name)

@@ -4,7 +4,10 @@
  * parse_batch() is the one that matters for speed: it parses a whole burst (an AF_PACKET ring
  * block, a DPDK burst copied out) in one call, writing the 5-tuples, flow hashes and drop reasons
  * into caller-owned arrays (numpy arrays in practice), so the Python loop only does the flow-table
- * lookup. The other functions exist mainly so tests can compare C with vnf/packet.py and
+ * lookup. cache_lookup() is the other half of a vectorised burst: the VIP check and the flow
+ * cache lookup (nf_for_vip, nf_cache_lookup) for the whole burst in one call, over the same
+ * columns (strided: numpy record-array fields work) and the arrays of vnf.lb.BatchFlowCache.
+ * The other functions exist mainly so tests can compare C with vnf/packet.py and
  * vnf/rewrite.py.
  *
  * Plain CPython C API and the buffer protocol: no numpy headers, any buffer works (bytes,
@@ -243,6 +246,225 @@ static PyObject *set_macs(PyObject *Py_UNUSED(self), PyObject *args)
     return result;
 }
 
+/* ---- cache_lookup: the per-burst decision ------------------------------------------------ */
+
+/* A 1-D buffer of count or more items, any stride (a numpy record-array column has the record
+ * size as its stride): item i is at base + i * stride. */
+struct column {
+    Py_buffer view;
+    char *base;
+    Py_ssize_t stride, len;
+    int owned;                /* 1: acquired by this call, released at its end */
+};
+
+/* pin(array) -> Pinned: a buffer export held until the Pinned object is freed.
+ *
+ * Asking a numpy array for its buffer costs ~0.1 us; a per-burst call that takes ten arrays
+ * would spend a microsecond on that alone. Arrays that live as long as the loop (the flow cache,
+ * the parse arrays of a DPDK burst) are pinned once and the pin is passed instead: the same idea
+ * as registering buffers with a device once rather than per I/O. The exporter is kept alive
+ * (and numpy will not resize it) while the pin exists. */
+typedef struct {
+    PyObject_HEAD
+    Py_buffer view;
+} PinnedObject;
+
+static void Pinned_dealloc(PinnedObject *self)
+{
+    if (self->view.obj)
+        PyBuffer_Release(&self->view);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *Pinned_repr(PinnedObject *self)
+{
+    return PyUnicode_FromFormat("<Pinned %s, %zd bytes%s>", Py_TYPE(self->view.obj)->tp_name,
+                                self->view.len, self->view.readonly ? ", read-only" : "");
+}
+
+static PyTypeObject PinnedType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "vnf._fastpath.Pinned",
+    .tp_basicsize = sizeof(PinnedObject),
+    .tp_dealloc = (destructor)Pinned_dealloc,
+    .tp_repr = (reprfunc)Pinned_repr,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A held buffer export (see pin()); pass it wherever cache_lookup takes an array.",
+};
+
+PyDoc_STRVAR(pin_doc,
+"pin(array) -> Pinned\n\n"
+"Hold array's buffer (format, strides; writable if it is) until the Pinned object is freed,\n"
+"so cache_lookup, called per burst, need not ask for it again. Only for arrays that outlive\n"
+"the loop and are never reallocated.");
+
+static PyObject *pin(PyObject *Py_UNUSED(self), PyObject *arg)
+{
+    PinnedObject *p = PyObject_New(PinnedObject, &PinnedType);
+    if (!p)
+        return NULL;
+    p->view.obj = NULL;
+    if (PyObject_GetBuffer(arg, &p->view, PyBUF_FORMAT | PyBUF_STRIDES | PyBUF_WRITABLE) < 0) {
+        PyErr_Clear();
+        if (PyObject_GetBuffer(arg, &p->view, PyBUF_FORMAT | PyBUF_STRIDES) < 0) {
+            p->view.obj = NULL;
+            Py_DECREF(p);
+            return NULL;
+        }
+    }
+    return (PyObject *)p;
+}
+
+/* kinds: the struct format letters accepted (the size is checked separately). */
+static int get_column(PyObject *obj, struct column *c, const char *name, Py_ssize_t itemsize,
+                      const char *kinds, Py_ssize_t count, int writable)
+{
+    if (Py_IS_TYPE(obj, &PinnedType)) {           /* held already: borrow its view */
+        c->view = ((PinnedObject *)obj)->view;
+        c->owned = 0;
+        if (writable && c->view.readonly) {
+            PyErr_Format(PyExc_TypeError, "%s: the pinned buffer is read-only", name);
+            return -1;
+        }
+    } else {
+        int flags = PyBUF_FORMAT | PyBUF_STRIDES | (writable ? PyBUF_WRITABLE : 0);
+        if (PyObject_GetBuffer(obj, &c->view, flags) < 0)
+            return -1;
+        c->owned = 1;
+    }
+    const char *fmt = c->view.format ? c->view.format : "B";
+    size_t flen = strlen(fmt);
+    char kind = flen ? fmt[flen - 1] : '?';
+    /* "I", "=I", "<I" (little-endian host: native); not ">I" or "!I", nor a struct "T{...}" */
+    int byte_order_ok = flen == 1 || (flen == 2 && strchr("@=<", fmt[0]) != NULL);
+    if (c->view.itemsize != itemsize || !byte_order_ok || !strchr(kinds, kind) ||
+        c->view.ndim != 1) {
+        PyErr_Format(PyExc_TypeError, "%s: need a 1-D array of '%s' items of %zd bytes, got "
+                     "format '%s', %zd-byte items, %d dimension(s)", name, kinds, itemsize, fmt,
+                     c->view.itemsize, c->view.ndim);
+        if (c->owned)
+            PyBuffer_Release(&c->view);
+        return -1;
+    }
+    c->len = c->view.shape ? c->view.shape[0] : c->view.len / itemsize;
+    c->stride = c->view.strides ? c->view.strides[0] : itemsize;
+    c->base = c->view.buf;
+    if (c->len < count) {
+        PyErr_Format(PyExc_ValueError, "%s: has %zd items, need at least %zd", name, c->len,
+                     count);
+        if (c->owned)
+            PyBuffer_Release(&c->view);
+        return -1;
+    }
+    return 0;
+}
+
+#define COL(c, type, i) (*(type *)((c).base + (i) * (c).stride))
+
+PyDoc_STRVAR(cache_lookup_doc,
+"cache_lookup(n, now, columns, vip, cache, choice) -> (parsed, valid, hits)\n\n"
+"The hit path of LoadBalancer.backends_for_batch for packets 0..n-1, in one call:\n"
+"nf_for_vip (reason == 0, dst_ip == vip, dst_port == port, bit proto of proto_mask set) and\n"
+"nf_cache_lookup (slot = hash & (len(cache_hash) - 1); a hit when cache_hash[slot] == hash and\n"
+"b = cache_backend[slot] is >= 0 and alive[b]; a hit sets cache_seen[slot] = now).\n"
+"Writes choice[i] = b for a hit, -1 for a packet not to balance, -2 for a miss.\n"
+"columns = (hash, reason, dst_ip, dst_port, proto): the packets, 1-D with any stride (numpy\n"
+"record-array fields work): hash, dst_ip uint32; dst_port uint16; reason, proto uint8.\n"
+"vip = (ip, port, proto_mask). cache = (cache_hash, cache_backend, cache_seen, alive): the\n"
+"BatchFlowCache arrays, uint32, int32, float64 (writable), all of one power-of-two length;\n"
+"alive: bool/uint8 per backend number. choice: int32, writable, >= n items.\n"
+"Any array may be passed as a Pinned (pin()) to skip asking for its buffer on every call.\n"
+"Returns how many packets parsed (reason 0), were to balance, and hit.");
+
+static PyObject *cache_lookup(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6)
+        return PyErr_Format(PyExc_TypeError, "cache_lookup() takes 6 arguments (%zd given)",
+                            nargs);
+    PyObject *o_cols = args[2], *o_vip = args[3], *o_cache = args[4];
+    if (!PyTuple_Check(o_cols) || PyTuple_GET_SIZE(o_cols) != 5 || !PyTuple_Check(o_vip) ||
+        PyTuple_GET_SIZE(o_vip) != 3 || !PyTuple_Check(o_cache) || PyTuple_GET_SIZE(o_cache) != 4)
+        return PyErr_Format(PyExc_TypeError, "cache_lookup: columns, vip, cache must be tuples "
+                            "of 5, 3 and 4 items");
+    Py_ssize_t n = PyLong_AsSsize_t(args[0]);
+    double now = PyFloat_AsDouble(args[1]);
+    unsigned long vip_ip = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(o_vip, 0));
+    long vip_port = PyLong_AsLong(PyTuple_GET_ITEM(o_vip, 1));
+    unsigned long long proto_mask = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(o_vip, 2));
+    if (PyErr_Occurred())
+        return NULL;
+    if (n < 0)
+        return PyErr_Format(PyExc_ValueError, "n: must be >= 0, got %zd", n);
+    if (vip_ip > UINT32_MAX || vip_port < 0 || vip_port > 0xffff)
+        return PyErr_Format(PyExc_ValueError, "vip/port out of range: %lu, %ld", vip_ip,
+                            vip_port);
+
+    enum { HASH, REASON, DST_IP, DST_PORT, PROTO, C_HASH, C_BACKEND, C_SEEN, ALIVE, CHOICE,
+           NCOLS };
+    static const struct { const char *name, *kinds; Py_ssize_t size; int writable, packet; }
+    spec[NCOLS] = {
+        {"hash", "bBhHiIlLqQ", 4, 0, 1},          {"reason", "bB", 1, 0, 1},
+        {"dst_ip", "bBhHiIlLqQ", 4, 0, 1},        {"dst_port", "bBhHiIlLqQ", 2, 0, 1},
+        {"proto", "bB", 1, 0, 1},                 {"cache_hash", "bBhHiIlLqQ", 4, 0, 0},
+        {"cache_backend", "bBhHiIlLqQ", 4, 0, 0}, {"cache_seen", "d", 8, 1, 0},
+        {"alive", "?bB", 1, 0, 0},                {"choice", "bBhHiIlLqQ", 4, 1, 1},
+    };
+    PyObject *objs[NCOLS];
+    for (int k = 0; k < 5; k++)
+        objs[HASH + k] = PyTuple_GET_ITEM(o_cols, k);
+    for (int k = 0; k < 4; k++)
+        objs[C_HASH + k] = PyTuple_GET_ITEM(o_cache, k);
+    objs[CHOICE] = args[5];
+    struct column c[NCOLS];
+    int got = 0;
+    PyObject *result = NULL;
+    for (; got < NCOLS; got++)
+        if (get_column(objs[got], &c[got], spec[got].name, spec[got].size, spec[got].kinds,
+                       spec[got].packet ? n : 0, spec[got].writable) < 0)
+            goto done;
+
+    Py_ssize_t slots = c[C_HASH].len;
+    if (slots < 1 || (slots & (slots - 1)) || slots > (Py_ssize_t)1 << 32 ||
+        c[C_BACKEND].len != slots || c[C_SEEN].len != slots ||
+        c[C_HASH].stride != 4 || c[C_BACKEND].stride != 4 || c[C_SEEN].stride != 8 ||
+        c[ALIVE].stride != 1 || c[ALIVE].len > UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "cache_hash, cache_backend, cache_seen: need contiguous "
+                        "arrays of one power-of-two length (and a contiguous alive)");
+        goto done;
+    }
+    const struct nf_vip vip = {.ip = (uint32_t)vip_ip, .port = (uint16_t)vip_port,
+                               .proto_mask = proto_mask};
+    const struct nf_cache cache = {
+        .hash = (const uint32_t *)c[C_HASH].base, .backend = (const int32_t *)c[C_BACKEND].base,
+        .seen = (double *)c[C_SEEN].base, .mask = (uint32_t)(slots - 1),
+        .alive = (const uint8_t *)c[ALIVE].base, .nalive = (uint32_t)c[ALIVE].len,
+    };
+    Py_ssize_t parsed = 0, valid = 0, hits = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint8_t reason = COL(c[REASON], uint8_t, i);
+        int32_t b = NF_CHOICE_DROP;
+        parsed += reason == NF_OK;
+        if (nf_for_vip(&vip, reason, COL(c[DST_IP], uint32_t, i), COL(c[DST_PORT], uint16_t, i),
+                       COL(c[PROTO], uint8_t, i))) {
+            valid++;
+            b = nf_cache_lookup(&cache, COL(c[HASH], uint32_t, i), now);
+            hits += b >= 0;
+        }
+        COL(c[CHOICE], int32_t, i) = b;
+    }
+    PyObject *counts[3] = {PyLong_FromSsize_t(parsed), PyLong_FromSsize_t(valid),
+                           PyLong_FromSsize_t(hits)};
+    if (counts[0] && counts[1] && counts[2])
+        result = PyTuple_Pack(3, counts[0], counts[1], counts[2]);
+    for (int k = 0; k < 3; k++)
+        Py_XDECREF(counts[k]);
+done:
+    for (int k = 0; k < got; k++)
+        if (c[k].owned)
+            PyBuffer_Release(&c[k].view);
+    return result;
+}
+
 /* ---- module ------------------------------------------------------------------------------ */
 
 static PyMethodDef methods[] = {
@@ -252,6 +474,9 @@ static PyMethodDef methods[] = {
     {"nat_dst", nat_dst, METH_VARARGS, nat_dst_doc},
     {"nat_src", nat_src, METH_VARARGS, nat_src_doc},
     {"set_macs", set_macs, METH_VARARGS, set_macs_doc},
+    {"cache_lookup", (PyCFunction)(void (*)(void))cache_lookup, METH_FASTCALL,
+     cache_lookup_doc},
+    {"pin", pin, METH_O, pin_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -263,8 +488,13 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__fastpath(void)
 {
+    if (PyType_Ready(&PinnedType) < 0)
+        return NULL;
     PyObject *m = PyModule_Create(&module);
-    if (m && PyModule_AddIntConstant(m, "REASON_COUNT", NF_REASON_COUNT) < 0) {
+    if (m && (PyModule_AddIntConstant(m, "REASON_COUNT", NF_REASON_COUNT) < 0 ||
+              PyModule_AddIntConstant(m, "CHOICE_DROP", NF_CHOICE_DROP) < 0 ||
+              PyModule_AddIntConstant(m, "CHOICE_MISS", NF_CHOICE_MISS) < 0 ||
+              PyModule_AddType(m, &PinnedType) < 0)) {
         Py_DECREF(m);
         return NULL;
     }

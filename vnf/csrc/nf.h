@@ -5,7 +5,9 @@
  *   nf_parse       == vnf.packet.parse_frame   (same drop reasons, same order of checks)
  *   nf_flow_hash   == vnf.hashing.flow_hash    (CRC-32 of the packed 5-tuple, like zlib.crc32)
  *   nf_nat_dst/src == vnf.rewrite.nat_rewrite_dst/src (RFC 1624 incremental checksums)
- * tests/test_fastpath.py checks the equality with hypothesis. Change both sides together.
+ *   nf_for_vip + nf_cache_lookup == the hit path of vnf.lb.LoadBalancer.backends_for_batch
+ * tests/test_fastpath.py and tests/test_batch_decision.py check the equality with hypothesis.
+ * Change both sides together.
  *
  * No DPDK, no Python: the DPDK binding, the AF_PACKET ring helper and vnf._fastpath include it.
  * Every function is static inline so each user compiles its own copy into its hot loop.
@@ -272,6 +274,54 @@ static inline void nf_nat_src(uint8_t *frame, const struct nf_parsed *p, uint32_
                               uint16_t new_port)
 {
     nf_nat_rewrite(frame, p, 12, 0, new_ip, new_port);
+}
+
+/* ---- the vectorised decision: VIP check + direct-mapped flow cache -------------------------
+ *
+ * The hit path of vnf.lb.LoadBalancer.backends_for_batch, for one packet. The state is the
+ * arrays of vnf.lb.BatchFlowCache (owned by Python, numpy): per slot the flow hash held, its
+ * backend number (-1: empty) and when it was last seen; per backend number whether it may keep
+ * its flows (alive). A flow lives in slot hash & mask (direct mapped, no chaining): a hit is
+ * "same hash in the slot, and its backend is a live one". Misses are left to Python, which asks
+ * the pool (rare once the flows are known). tests/test_batch_decision.py checks this against a
+ * plain Python reference. */
+
+#define NF_CHOICE_DROP (-1)   /* not balanced: unparsed, or not for VIP:port with a served proto */
+#define NF_CHOICE_MISS (-2)   /* to balance, but not in the cache: the pool decides (Python) */
+
+struct nf_vip {
+    uint32_t ip;              /* host order */
+    uint16_t port;
+    uint64_t proto_mask;      /* bit p set: IP protocol p is served (TCP 6, UDP 17) */
+};
+
+struct nf_cache {
+    const uint32_t *hash;     /* [mask + 1] flow hash per slot */
+    const int32_t *backend;   /* [mask + 1] backend number per slot, -1 empty */
+    double *seen;             /* [mask + 1] last-seen time per slot (refreshed on a hit) */
+    uint32_t mask;            /* slots - 1; slots is a power of two */
+    const uint8_t *alive;     /* [nalive] nonzero: backend number b may carry its flows */
+    uint32_t nalive;
+};
+
+/* Does a parsed packet go to the service? reason is its nf_reason (NF_OK: parsed). */
+static inline int nf_for_vip(const struct nf_vip *v, int reason, uint32_t dst_ip,
+                             uint16_t dst_port, uint8_t proto)
+{
+    return reason == NF_OK && dst_ip == v->ip && dst_port == v->port && proto < 64 &&
+           ((v->proto_mask >> proto) & 1);
+}
+
+/* The backend number remembered for this flow hash (and its last-seen time set to now), or
+ * NF_CHOICE_MISS: empty slot, another flow's hash, or a backend that failed or was removed. */
+static inline int32_t nf_cache_lookup(const struct nf_cache *c, uint32_t hash, double now)
+{
+    uint32_t slot = hash & c->mask;
+    int32_t b = c->backend[slot];
+    if (c->hash[slot] != hash || b < 0 || (uint32_t)b >= c->nalive || !c->alive[b])
+        return NF_CHOICE_MISS;
+    c->seen[slot] = now;
+    return b;
 }
 
 #endif /* VNF_NF_H */
