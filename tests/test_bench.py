@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from vnf.checksum import internet_checksum
 from vnflab import bench
 
 
@@ -16,9 +17,9 @@ def test_frames_have_correct_checksums():
                             10007, 8080, b"VNFLBENCH".ljust(18, b"."))
     assert len(frame) == 60
     ip, udp = frame[14:34], frame[34:]
-    assert bench._csum(ip) == 0                                   # header checksum verifies
+    assert internet_checksum(ip) == 0                                   # header checksum verifies
     pseudo = ip[12:20] + struct.pack("!BBH", 0, 17, len(udp))
-    assert bench._csum(pseudo + udp) == 0                         # UDP checksum verifies
+    assert internet_checksum(pseudo + udp) == 0                         # UDP checksum verifies
     assert struct.unpack("!HH", udp[:4]) == (10007, 8080)
     cfg = bench.trafgen_config([frame, frame])
     assert cfg.count("{") == 2 and "0x08, 0x00, 0x45" in cfg
