@@ -26,7 +26,7 @@ RECORD = np.dtype({"names": ["pad", "hash", "reason", "dst_ip", "dst_port", "pro
 def reference(packets, vip, cache, now):
     """cache_lookup, written out: (choice list, (parsed, valid, hits)); updates cache['seen']."""
     ip, port, proto_mask = vip
-    mask = len(cache["hash"]) - 1
+    bits = (len(cache["hash"]) - 1).bit_length()
     choice, parsed, valid, hits = [], 0, 0, 0
     for h, reason, dst_ip, dst_port, proto in packets:
         parsed += reason == 0
@@ -35,7 +35,7 @@ def reference(packets, vip, cache, now):
             choice.append(-1)
             continue
         valid += 1
-        slot = h & mask
+        slot = ((h * 2654435769) & 0xFFFFFFFF) >> (32 - bits) if bits else 0   # Fibonacci hashing
         b = int(cache["backend"][slot])
         if int(cache["hash"][slot]) == h and 0 <= b < len(cache["alive"]) and cache["alive"][b]:
             cache["seen"][slot] = now

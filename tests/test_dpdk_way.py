@@ -24,9 +24,11 @@ def _flows(n, seed=7):
 
 
 def _distinct_slots(flows, capacity=65536):
+    from vnf.lb import BatchFlowCache
+    cache = BatchFlowCache(capacity, 30.0)
     seen, out = set(), []
     for f in flows:
-        s = flow_hash(f) & (capacity - 1)
+        s = cache.slot(flow_hash(f))
         if s not in seen:
             seen.add(s)
             out.append(f)

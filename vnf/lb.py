@@ -199,7 +199,7 @@ class LoadBalancer:
         (``_fastpath.pin``): asking numpy for ten buffers would cost ~1 us per burst.
 
         The flow state is a :class:`BatchFlowCache`, not the ``FlowTable``: a direct-mapped table
-        keyed by the 32-bit flow hash (slot ``hash & mask``; a hit when the slot holds that
+        keyed by the 32-bit flow hash (slot ``BatchFlowCache.slot(hash)``; a hit when the slot holds that
         hash and a backend that still serves). Where it differs from FlowTable, honestly:
 
         * the key is the hash, not the 5-tuple: two flows with the same 32-bit hash share an entry
@@ -252,10 +252,9 @@ class LoadBalancer:
     def _fill_misses(self, cache: "BatchFlowCache", hashes, choice, now) -> None:
         """The -2 (miss) entries of ``choice``: ask the pool, remember the answer."""
         pool = self.pool
-        mask = int(cache.mask)
         for i in np.flatnonzero(choice == MISS).tolist():
             h = int(hashes[i])
-            s = h & mask
+            s = cache.slot(h)
             b = int(cache.backend[s])
             if cache.hash[s] == h and b >= 0:
                 if b < len(cache.alive) and cache.alive[b]:   # inserted earlier in this burst
@@ -340,7 +339,7 @@ class LoadBalancer:
 
 class BatchFlowCache:
     """The flow state of ``LoadBalancer.backends_for_batch``: numpy arrays indexed by
-    ``hash & mask`` (direct mapped): the flow hash held in each slot, its backend number (-1:
+    ``slot(hash)`` (direct mapped): the flow hash held in each slot, its backend number (-1:
     empty) and when it was last seen, plus ``alive`` per backend number. The C kernel
     (``vnf._fastpath.cache_lookup``) reads and refreshes these arrays in place; Python fills
     the misses. See ``backends_for_batch`` for the semantics."""
@@ -351,6 +350,7 @@ class BatchFlowCache:
         capacity = 1 << max(0, int(flow_capacity) - 1).bit_length()    # power of two >= it
         self.capacity = capacity
         self.mask = np.uint32(capacity - 1)
+        self.bits = capacity.bit_length() - 1
         self.idle_timeout = idle_timeout
         self.hash = np.zeros(capacity, np.uint32)
         self.backend = np.full(capacity, -1, np.int32)
@@ -367,6 +367,12 @@ class BatchFlowCache:
         self._choice_views: dict = {}
         self._columns = self._columns_args = None
 
+
+    def slot(self, flow_hash: int) -> int:
+        """Where a flow lives: Fibonacci hashing (the top bits of hash * 2^32/phi), because
+        CRC-32 is linear and flows differing in a few bits (stepped source ports) would share
+        few low-bit patterns. The C kernel computes the same (nf_cache_slot in nf.h)."""
+        return ((flow_hash * 2654435769) & 0xFFFFFFFF) >> (32 - self.bits) if self.bits else 0
     def columns_args(self, columns, n: int) -> tuple:
         """The packet columns as the kernel takes them. A column holder that is not an array
         (ParseArrays) keeps its arrays: pinned on first sight, reused while it is the same

@@ -365,7 +365,7 @@ PyDoc_STRVAR(cache_lookup_doc,
 "cache_lookup(n, now, columns, vip, cache, choice) -> (parsed, valid, hits)\n\n"
 "The hit path of LoadBalancer.backends_for_batch for packets 0..n-1, in one call:\n"
 "nf_for_vip (reason == 0, dst_ip == vip, dst_port == port, bit proto of proto_mask set) and\n"
-"nf_cache_lookup (slot = hash & (len(cache_hash) - 1); a hit when cache_hash[slot] == hash and\n"
+"nf_cache_lookup (slot = nf_cache_slot(hash): Fibonacci hashing, see nf.h; a hit when cache_hash[slot] == hash and\n"
 "b = cache_backend[slot] is >= 0 and alive[b]; a hit sets cache_seen[slot] = now).\n"
 "Writes choice[i] = b for a hit, -1 for a packet not to balance, -2 for a miss.\n"
 "columns = (hash, reason, dst_ip, dst_port, proto): the packets, 1-D with any stride (numpy\n"

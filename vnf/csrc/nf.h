@@ -281,7 +281,7 @@ static inline void nf_nat_src(uint8_t *frame, const struct nf_parsed *p, uint32_
  * The hit path of vnf.lb.LoadBalancer.backends_for_batch, for one packet. The state is the
  * arrays of vnf.lb.BatchFlowCache (owned by Python, numpy): per slot the flow hash held, its
  * backend number (-1: empty) and when it was last seen; per backend number whether it may keep
- * its flows (alive). A flow lives in slot hash & mask (direct mapped, no chaining): a hit is
+ * its flows (alive). A flow lives in slot nf_cache_slot(hash) (direct mapped, no chaining): a hit is
  * "same hash in the slot, and its backend is a live one". Misses are left to Python, which asks
  * the pool (rare once the flows are known). tests/test_batch_decision.py checks this against a
  * plain Python reference. */
@@ -314,9 +314,19 @@ static inline int nf_for_vip(const struct nf_vip *v, int reason, uint32_t dst_ip
 
 /* The backend number remembered for this flow hash (and its last-seen time set to now), or
  * NF_CHOICE_MISS: empty slot, another flow's hash, or a backend that failed or was removed. */
+/* The slot of a flow hash: Fibonacci hashing (multiply by 2^32/golden ratio, keep the top bits).
+ * Not plain hash & mask: CRC-32 is linear, so flows that differ only in a few input bits (a
+ * generator stepping source ports) map to few low-bit patterns and collide; the product's top
+ * bits depend on every bit of the hash. == vnf.lb.BatchFlowCache.slot. */
+static inline uint32_t nf_cache_slot(uint32_t hash, uint32_t mask)
+{
+    uint32_t bits = (uint32_t)__builtin_popcount(mask);
+    return bits ? (uint32_t)(hash * 2654435769u) >> (32u - bits) : 0u;
+}
+
 static inline int32_t nf_cache_lookup(const struct nf_cache *c, uint32_t hash, double now)
 {
-    uint32_t slot = hash & c->mask;
+    uint32_t slot = nf_cache_slot(hash, c->mask);
     int32_t b = c->backend[slot];
     if (c->hash[slot] != hash || b < 0 || (uint32_t)b >= c->nalive || !c->alive[b])
         return NF_CHOICE_MISS;
