@@ -35,12 +35,17 @@ def reference(packets, vip, cache, now):
             choice.append(-1)
             continue
         valid += 1
-        slot = ((h * 2654435769) & 0xFFFFFFFF) >> (32 - bits) if bits else 0   # Fibonacci hashing
-        b = int(cache["backend"][slot])
-        if int(cache["hash"][slot]) == h and 0 <= b < len(cache["alive"]) and cache["alive"][b]:
-            cache["seen"][slot] = now
-            choice.append(b)
-            hits += 1
+        first = ((h * 2654435769) & 0xFFFFFFFF) >> (32 - bits) if bits else 0   # Fibonacci hashing
+        for slot in ((first, first ^ 1) if bits else (first,)):                 # two ways
+            b = int(cache["backend"][slot])
+            if int(cache["hash"][slot]) == h and b >= 0:
+                if b < len(cache["alive"]) and cache["alive"][b]:
+                    cache["seen"][slot] = now
+                    choice.append(b)
+                    hits += 1
+                else:
+                    choice.append(-2)
+                break
         else:
             choice.append(-2)
     return choice, (parsed, valid, hits)

@@ -204,14 +204,16 @@ class LoadBalancer:
 
         * the key is the hash, not the 5-tuple: two flows with the same 32-bit hash share an entry
           (about one pair in 4 billion);
-        * a new flow whose slot holds another flow evicts it at once (no LRU). With Maglev or hash
-          the evicted flow, on its next packet, is given the same backend again unless the pool
-          changed meanwhile; with round-robin it may move. Two live flows in one slot evict each
-          other on every packet, and every such packet takes the Python miss path (~3-5 us):
-          with F random flows in S slots about F/S of the packets do, and more for structured
-          5-tuples (measured 2026-11-29, ``vnflab bench --way dpdk``'s 1024 generated flows in
-          65536 slots: 1-6 % of the packets missed, the largest cost left on that path). Size
-          the table (a power of two >= ``flow_capacity``) well above the live flows;
+        * a flow may sit in two slots (its own and the neighbour: two-way set associative). A
+          new flow whose two slots are taken evicts the older entry (LRU within the pair, not
+          across the table). With Maglev or hash the evicted flow, on its next packet, is given
+          the same backend again unless the pool changed meanwhile; with round-robin it may
+          move. Three live flows in one pair evict each other on every packet, and every such
+          packet takes the Python miss path (~3-5 us). Direct mapping (one slot) had two-flow
+          collisions at the birthday rate, ~F^2/2S pairs for F flows in S slots (measured
+          2026-11-29 with ``vnflab bench --way dpdk``'s 1024 flows in 65536 slots: 1-6 % of the
+          packets missed). Size the table (a power of two >= ``flow_capacity``) well above the
+          live flows;
         * idle entries are dropped by :meth:`expire` (called about once a second by the ways),
           not at lookup: a flow idle a little longer than ``idle_timeout`` may still hit.
 
@@ -254,18 +256,22 @@ class LoadBalancer:
         pool = self.pool
         for i in np.flatnonzero(choice == MISS).tolist():
             h = int(hashes[i])
-            s = cache.slot(h)
-            b = int(cache.backend[s])
-            if cache.hash[s] == h and b >= 0:
+            ways = cache.ways(h)
+            held = next((s for s in ways if cache.hash[s] == h and cache.backend[s] >= 0), None)
+            if held is not None:
+                b = int(cache.backend[held])
                 if b < len(cache.alive) and cache.alive[b]:   # inserted earlier in this burst
                     choice[i] = b
-                    cache.seen[s] = now
+                    cache.seen[held] = now
                     cache.hits += 1
                     self.forwarded += 1
                     continue
                 self.reassigned += 1                      # its backend failed or was removed
-            elif b >= 0:
-                cache.evictions += 1
+                s = held
+            else:                                         # an empty way, else the older entry
+                s = min(ways, key=lambda w: (cache.backend[w] >= 0, cache.seen[w]))
+                if cache.backend[s] >= 0:
+                    cache.evictions += 1
             cache.misses += 1
             backend = self._choose_by_hash(h)
             if backend is None:
@@ -373,6 +379,11 @@ class BatchFlowCache:
         CRC-32 is linear and flows differing in a few bits (stepped source ports) would share
         few low-bit patterns. The C kernel computes the same (nf_cache_slot in nf.h)."""
         return ((flow_hash * 2654435769) & 0xFFFFFFFF) >> (32 - self.bits) if self.bits else 0
+
+    def ways(self, flow_hash: int) -> tuple:
+        """The two slots a flow may occupy (two-way set associative, as nf_cache_lookup)."""
+        first = self.slot(flow_hash)
+        return (first, first ^ 1) if self.bits else (first,)
     def columns_args(self, columns, n: int) -> tuple:
         """The packet columns as the kernel takes them. A column holder that is not an array
         (ParseArrays) keeps its arrays: pinned on first sight, reused while it is the same

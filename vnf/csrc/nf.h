@@ -281,8 +281,8 @@ static inline void nf_nat_src(uint8_t *frame, const struct nf_parsed *p, uint32_
  * The hit path of vnf.lb.LoadBalancer.backends_for_batch, for one packet. The state is the
  * arrays of vnf.lb.BatchFlowCache (owned by Python, numpy): per slot the flow hash held, its
  * backend number (-1: empty) and when it was last seen; per backend number whether it may keep
- * its flows (alive). A flow lives in slot nf_cache_slot(hash) (direct mapped, no chaining): a hit is
- * "same hash in the slot, and its backend is a live one". Misses are left to Python, which asks
+ * its flows (alive). A flow lives in slot nf_cache_slot(hash) or its neighbour (two-way set
+ * associative, no chaining): a hit is "same hash in one of the two, and its backend is live". Misses are left to Python, which asks
  * the pool (rare once the flows are known). tests/test_batch_decision.py checks this against a
  * plain Python reference. */
 
@@ -324,14 +324,23 @@ static inline uint32_t nf_cache_slot(uint32_t hash, uint32_t mask)
     return bits ? (uint32_t)(hash * 2654435769u) >> (32u - bits) : 0u;
 }
 
+/* Two-way set associative: a flow may sit in its slot or the slot's neighbour (slot ^ 1), so two
+ * flows whose hashes share a slot (the birthday problem: ~F^2/2S pairs of F flows in S slots)
+ * both stay cached instead of evicting each other on every packet. */
 static inline int32_t nf_cache_lookup(const struct nf_cache *c, uint32_t hash, double now)
 {
-    uint32_t slot = nf_cache_slot(hash, c->mask);
-    int32_t b = c->backend[slot];
-    if (c->hash[slot] != hash || b < 0 || (uint32_t)b >= c->nalive || !c->alive[b])
-        return NF_CHOICE_MISS;
-    c->seen[slot] = now;
-    return b;
+    uint32_t first = nf_cache_slot(hash, c->mask);
+    for (uint32_t way = 0; way <= (c->mask ? 1u : 0u); way++) {
+        uint32_t slot = first ^ way;
+        int32_t b = c->backend[slot];
+        if (c->hash[slot] == hash && b >= 0) {
+            if ((uint32_t)b >= c->nalive || !c->alive[b])
+                return NF_CHOICE_MISS;            /* its backend is gone: the pool decides again */
+            c->seen[slot] = now;
+            return b;
+        }
+    }
+    return NF_CHOICE_MISS;
 }
 
 #endif /* VNF_NF_H */
