@@ -28,6 +28,16 @@ def _write(path: str, obj) -> None:
     os.replace(tmp, path)
 
 
+def _stop_proc(proc: subprocess.Popen, timeout: float = 10) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class StudentLB:
     """A running LB program (submission or reference) in the student's jail."""
 
@@ -515,7 +525,7 @@ class Grading:
         finally:
             if lb is not None:
                 w["stop"] = {k: v for k, v in lb.stop(self.stop_timeout).items() if k != "stats"}
-            drv._stop(gen)
+            _stop_proc(gen)
 
     def cost(self) -> None:
         c = self.plan["cost"]

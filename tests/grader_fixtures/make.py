@@ -77,7 +77,8 @@ FIXTURES = {
     # packet of the burst goes to the next backend (flows split across backends).
     "rrvec": (3, {"dpdk_lb.py": [(
         "\n        burst.set_macs(choice, self.mac_table, self.src_mac)",
-        "\n        nb = len(self.mac_table) // 6   # BUG: per-packet round robin\n"
+        "\n        import numpy as np\n"
+        "        nb = len(self.mac_table) // 6   # BUG: per-packet round robin\n"
         "        rr = (np.arange(len(choice), dtype=np.int32) + self.bursts[txq]) % nb\n"
         "        choice = np.where(choice >= 0, rr, -1).astype(np.int32)\n"
         "        burst.set_macs(choice, self.mac_table, self.src_mac)",
