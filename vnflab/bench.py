@@ -72,6 +72,7 @@ class BenchSpec:
     warmup_s: float = 0.5
     timeout_s: float = 1800.0
     baseline: str | None = None            # "testpmd": dpdk-testpmd io on the same vdevs (dpdk)
+    style: str = "vector"                   # AF_PACKET style: "vector" (reference) or "perpacket"
 
     def variants(self) -> list[tuple[str, int | None]]:
         out = []
@@ -83,6 +84,8 @@ class BenchSpec:
         return out
 
     def validate(self) -> "BenchSpec":
+        if self.style not in ("vector", "perpacket"):
+            raise ValueError(f"style: must be vector or perpacket, got {self.style!r}")
         for w in self.ways:
             if w not in DRIVERS:
                 raise ValueError(f"way: must be one of {', '.join(DRIVERS)}, got {w!r}")
@@ -369,10 +372,12 @@ class KernelPathDriver:
             return f"not available: {exc}"
         return None
 
-    def io(self, way: str, batch: int | None) -> dict:
+    def io(self, way: str, batch: int | None, style: str = "vector") -> dict:
         if way == "socket":
             return {}
-        io = {"workers": 1, "mode": "dsr"}
+        # AF_PACKET: the reference fast path by default (C parse + one decision call per
+        # block); --style perpacket measures the lab 2 loop (Python per packet) instead.
+        io = {"workers": 1, "mode": "dsr", "style": style}
         if batch is not None:
             io["batch"] = batch
         return io
@@ -381,7 +386,7 @@ class KernelPathDriver:
         spec = bb.spec
         bb.set_vip_local(way == "socket")    # socket: a proxy that owns the VIP; others: DSR
         bb.set_rps(False)
-        lb = bb.start_lb(way, self.io(way, batch), tag)
+        lb = bb.start_lb(way, self.io(way, batch, spec.style), tag)
         res: dict = {"way": way, "batch": batch}
         try:
             gen = bb.start_gen(None, f"{tag}-sat")

@@ -49,7 +49,7 @@ def cmd_bench(args) -> int:
         batches = [int(b) for b in args.batch.split(",")] if args.batch else None
         spec = BenchSpec(ways=ways, runs=args.runs, seconds=args.seconds, batches=batches,
                          flows=args.flows, whole_core=not args.no_whole_core,
-                         baseline=args.baseline).validate()
+                         baseline=args.baseline, style=args.style).validate()
     except ValueError as exc:
         print(f"vnflab bench: {exc}", file=sys.stderr)
         return 2
@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="per-packet cost of a way (CPU ns/packet, Mpps, whole-core "
                                          "cost with RPS), median of runs; --compare runs ways side by side")
+    bench.add_argument("--style", default="vector", choices=["vector", "perpacket"],
+                       help="AF_PACKET style: the reference fast path (vector) or the lab 2 loop")
     bench.add_argument("--way", default="socket", choices=["socket", "afpacket", "dpdk"])
     bench.add_argument("--compare", metavar="A,B", help="ways to run interleaved in one invocation "
                                                          "(the first is the baseline of the ratios)")
