@@ -16,7 +16,8 @@ import subprocess
 import sys
 import time
 
-from vnflab.experiment import (SERVICE_PORT, ExperimentSpec, Testbed, _read_json, cpu_seconds, log)
+from vnflab.experiment import (SERVICE_PORT, ExperimentSpec, Testbed, _read_json, cpu_seconds,
+                                forget_poisoned_neighbours, log)
 
 from grader.sandbox_user import student_command, student_ids
 
@@ -413,6 +414,7 @@ class Grading:
                 proc.kill()
             f["probe"] = _read_json(out, {}) or {}
             time.sleep(0.3)
+            forget_poisoned_neighbours(bed)
             f["alive_after_corpus"] = lb.alive()
             if f["alive_after_corpus"]:
                 bed.restart_backends()

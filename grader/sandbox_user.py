@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import shlex
 import shutil
 import subprocess
 import sys
@@ -26,11 +27,34 @@ STUDENT_USER = "vnflab-student"
 # World-writable places get a private, empty tmpfs: what a submission writes there vanishes with
 # its mount namespace (nothing is left behind on the machine).
 PRIVATE_TMP = ("/tmp", "/var/tmp", "/dev/shm")
-_HIDE = ('for d in ' + " ".join(PRIVATE_TMP) + '; do '
-         'mount -t tmpfs -o size=64m,mode=1777 vnflab-tmp "$d" 2>/dev/null; done; '
-         'while [ "$1" != "--" ]; do '
-         'mount -t tmpfs -o size=64k,mode=755 vnflab-hidden "$1" 2>/dev/null; shift; done; '
-         'shift; exec "$@"')
+_HIDE_PATHS = ('while [ "$1" != "--" ]; do '
+               'mount -t tmpfs -o size=64k,mode=755 vnflab-hidden "$1" 2>/dev/null; shift; done; '
+               'shift; exec "$@"')
+
+
+def _private_tmp_script(keep: list[str]) -> str:
+    """Shell that gives the submission private world-writable dirs, keeping ``keep`` visible.
+
+    The venv (or the checkout) may itself live under /tmp (CI clones anywhere). Covering /tmp
+    would hide the Python the LB runs on, so such paths are bind-mounted aside (into a private
+    dir that has already been covered), then moved back into the fresh tmpfs at the same path."""
+    def under(path, d):
+        return path == d or path.startswith(d.rstrip("/") + "/")
+    keep = sorted({os.path.realpath(k) for k in keep if k})
+    busy = [d for d in PRIVATE_TMP if any(under(k, d) for k in keep)]
+    free = [d for d in PRIVATE_TMP if d not in busy]
+    moved = [k for k in keep if any(under(k, d) for d in busy)]
+    q = shlex.quote
+    lines = [f"mount -t tmpfs -o size=64m,mode=1777 vnflab-tmp {q(d)} 2>/dev/null" for d in free]
+    if moved:
+        stage = f"{free[0]}/.vnflab-keep" if free else "/run/vnflab-keep"
+        lines.append(f"mkdir -p {q(stage)}")
+        for i, k in enumerate(moved):
+            lines += [f"mkdir -p {q(stage)}/{i}", f"mount --bind {q(k)} {q(stage)}/{i}"]
+        lines += [f"mount -t tmpfs -o size=64m,mode=1777 vnflab-tmp {q(d)}" for d in busy]
+        for i, k in enumerate(moved):
+            lines += [f"mkdir -p {q(k)}", f"mount --move {q(stage)}/{i} {q(k)}"]
+    return "; ".join(lines + [_HIDE_PATHS])
 
 
 def student_ids() -> tuple[int, int, str]:
@@ -74,8 +98,13 @@ def student_command(argv: list[str], *, overlay: str, caps: tuple[str, ...] = ()
     inner = [*setpriv, *prlimit, *envcmd, *argv]
     if cwd:
         inner = ["/bin/sh", "-c", 'cd "$0" && exec "$@"', cwd, *inner]
-    return ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", _HIDE,
-            "vnflab-hide", *hide, "--", *inner]
+    # What must stay visible: the venv, the overlay, the student's dir, and the checkout the
+    # grader's own modules (the unit-check harness) import from; instructor-only paths inside
+    # it are covered afterwards by ``hide``.
+    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    keep = [sys.prefix, overlay, cwd, checkout]
+    return ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c",
+            _private_tmp_script(keep), "vnflab-hide", *hide, "--", *inner]
 
 
 def python() -> str:

@@ -520,6 +520,18 @@ def measure_cost(bed: Testbed, spec: ExperimentSpec) -> dict:
     return out
 
 
+def forget_poisoned_neighbours(bed) -> None:
+    """After a malformed-frame corpus, flush the hosts' learnt ARP entries.
+
+    Fuzzed ARP frames carry bit-flipped sender MACs for real addresses; a kernel that accepts
+    them (the socket way's LB host owns the VIP, so it does) then sends replies to a MAC that
+    does not exist. That is the kernel's ARP cache being poisoned, not the LB program failing,
+    so the normal-flow check after the corpus starts from clean neighbour tables (permanent
+    entries, such as the clients' VIP entry in the DSR ways, stay)."""
+    for name in bed.topo_cfg.host_names():
+        bed.net[name].cmd("ip neigh flush nud reachable nud stale nud delay nud probe nud failed")
+
+
 def measure_robustness(bed: Testbed, spec: ExperimentSpec) -> dict:
     """Throw the malformed corpus and ``fuzz_frames`` fuzzed frames at the LB's MAC from a client,
     then check the LB is alive and still forwards a normal flow mix with affinity."""
@@ -539,6 +551,7 @@ def measure_robustness(bed: Testbed, spec: ExperimentSpec) -> dict:
     except subprocess.TimeoutExpired:
         sender.kill()
     time.sleep(0.5)                      # let the LB drain its ring
+    forget_poisoned_neighbours(bed)
     alive_after_fuzz = lb.alive()
     bed.restart_backends()               # the normal-flow check starts from clean records
     clients = bed.drive("after-fuzz", 100, 3, 1000, 10, timeout=60) if alive_after_fuzz else []
