@@ -310,7 +310,10 @@ class Grading:
             f["check"] = self._check(recs)
         f["stop"] = lb.stop(self.stop_timeout)
         c = f.get("check") or {}
-        f["forwards"] = bool(lb.ready and c.get("flows", {}).get("seen", 0) >= 1)
+        # "Forwards" means UDP datagrams got through: one relayed HTTP connection is not enough,
+        # since a loop that hangs on its first datagram may still have relayed an early one.
+        udp_seen = sum(b.get("udp_flows", 0) for b in (c.get("per_backend") or {}).values())
+        f["forwards"] = bool(lb.ready and udp_seen >= 1)
         self.facts["smoke"] = f
         self.save("smoke")
         bed.restart_backends()
