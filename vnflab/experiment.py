@@ -307,8 +307,30 @@ class Testbed(MininetBed):
         else:
             self.vip_mode = "nat" if spec.lb_extra.get("mode") == "nat" else "dsr"
         self._configure_vip()
+        self.wait_network_settled()
         if start_servers:       # vnflab bench sinks traffic on the backends instead (no servers)
             self.start_backends(cfg.backend_names())
+
+    def wait_network_settled(self, tries: int = 6) -> None:
+        """Every host pings the first client until it answers, before any LB starts.
+
+        Right after set-up (links created, offloads changed) a bridge port can stay out of the
+        flood set for a few hundred ms: frames the LB sends to a backend nobody has heard from
+        yet are flooded everywhere *but* there (seen: a backend missing the first 0.4 s of its
+        flows). A ping from each host also teaches the switch every MAC, as a real network would
+        have learnt them long before a test starts."""
+        cfg = self.topo_cfg
+        first = cfg.client_names()[0]
+        target = cfg.host_ip(first)
+        others = [n for n in cfg.host_names() if n != first and not (n == "lb" and self.ovs)]
+        for name in others:
+            host = self.net[name]
+            for _ in range(tries):
+                if host.cmd(f"ping -c1 -W1 -q {target} >/dev/null 2>&1; echo $?").strip() == "0":
+                    break
+            else:
+                log(f"warning: {name} could not reach {first} ({target}) after set-up")
+        self.net[first].cmd(f"ping -c1 -W1 -q {cfg.host_ip(cfg.backend_names()[0])} >/dev/null 2>&1")
 
     # --- the DPDK way: a private OVS-DPDK is the switch ----------------------------------------
     OVS_SOCKET_MEM_MB = 128
