@@ -52,6 +52,46 @@ def test_ratios_text():
     assert r["ns_per_packet"] == 3.0 and "3.0x cheaper" in r["text"]
 
 
+def test_parse_io_options():
+    assert bench.parse_io_options("model=pipeline, lcores=2,queues=2,mem_mb=256,cpus=x") == \
+        {"model": "pipeline", "lcores": 2, "queues": 2, "mem_mb": 256, "cpus": "x"}
+    assert bench.parse_io_options("") == {}
+    for bad in ("model", "=2", "lcores=1,lcores=2"):
+        with pytest.raises(ValueError):
+            bench.parse_io_options(bad)
+    for bad in ({"burst": 64}, {"vdev": "x"}, {"model": "smp"}, {"lcores": 0}, {"queues": "2"}):
+        with pytest.raises(ValueError):
+            bench.BenchSpec(ways=["dpdk"], dpdk_io=bad).validate()
+    # the LB opens max(queues, lcores) queue pairs (rtc: one per lcore; pipeline: 1 by default)
+    assert bench.DpdkDriver.lb_queues({}) == 1
+    assert bench.DpdkDriver.lb_queues({"model": "pipeline", "lcores": 2}) == 2
+    assert bench.DpdkDriver.lb_queues({"model": "rtc", "lcores": 1, "queues": 3}) == 3
+
+
+def test_dpdk_io_flag_reaches_the_lb_io(monkeypatch):
+    """`vnflab bench --dpdk-io` -> BenchSpec.dpdk_io -> merged into the DPDK LB's io, with the
+    vdev (and so the generator) sized to the LB's queues. Nothing is started."""
+    from vnflab import cli, sandbox
+    seen = {}
+
+    def fake_run_bench(spec, keep_workdir=None):
+        seen["spec"] = spec
+        return {"error": "not run (test)"}
+    monkeypatch.setattr(sandbox, "can_sandbox", lambda: None)
+    monkeypatch.setattr(bench, "run_bench", fake_run_bench)
+    assert cli.main(["bench", "--way", "dpdk", "--dpdk-io", "model=pipeline,lcores=2,queues=2"]) == 1
+    spec = seen["spec"]
+    assert spec.ways == ["dpdk"] and spec.dpdk_io == {"model": "pipeline", "lcores": 2, "queues": 2}
+    io = bench.DpdkDriver().lb_io(spec, "/run/x.sock", "perpacket", 64)
+    assert (io["model"], io["lcores"], io["queues"]) == ("pipeline", 2, 2)
+    assert (io["style"], io["burst"], io["cpus"]) == ("perpacket", 64, [bench.LB_CPU])
+    assert "path=/run/x.sock,queues=2," in io["vdev"]
+    assert "Extra LB io options" in bench.DpdkDriver.method(spec)
+    plain = bench.DpdkDriver().lb_io(bench.BenchSpec(ways=["dpdk"]), "/run/x.sock", "vector", 32)
+    assert "model" not in plain and "queues=1," in plain["vdev"]
+    assert cli.main(["bench", "--way", "dpdk", "--dpdk-io", "lcores"]) == 2      # not key=value
+
+
 def _sandbox_leftovers():
     return {"ifaces": sorted(os.path.basename(p) for p in glob.glob("/sys/class/net/*")),
             "bpf": sorted(glob.glob("/sys/fs/bpf/vnflab*")),

@@ -39,6 +39,7 @@ import ctypes
 import json
 import os
 import platform
+import re
 import resource
 import signal
 import statistics
@@ -73,6 +74,7 @@ class BenchSpec:
     timeout_s: float = 1800.0
     baseline: str | None = None            # "testpmd": dpdk-testpmd io on the same vdevs (dpdk)
     style: str = "vector"                   # AF_PACKET style: "vector" (reference) or "perpacket"
+    dpdk_io: dict | None = None            # extra io options of the DPDK LB (model, lcores, queues)
 
     def variants(self) -> list[tuple[str, int | None]]:
         out = []
@@ -101,7 +103,43 @@ class BenchSpec:
             raise ValueError(f"flows: 1..60000, got {self.flows!r}")
         if self.baseline not in (None, "testpmd"):
             raise ValueError(f"baseline: only 'testpmd' is known, got {self.baseline!r}")
+        if self.dpdk_io is not None:
+            if not isinstance(self.dpdk_io, dict):
+                raise ValueError(f"dpdk_io: a dict of io options, got {self.dpdk_io!r}")
+            owned = sorted(set(self.dpdk_io) & set(DPDK_IO_OWNED))
+            if owned:
+                raise ValueError(f"dpdk_io: {', '.join(owned)} set by the bench itself "
+                                 f"(burst: use batches; both styles are measured)")
+            if self.dpdk_io.get("model", "rtc") not in ("rtc", "pipeline"):
+                raise ValueError(f"dpdk_io: model must be rtc or pipeline, "
+                                 f"got {self.dpdk_io['model']!r}")
+            for k in ("lcores", "queues"):
+                v = self.dpdk_io.get(k, 1)
+                if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                    raise ValueError(f"dpdk_io: {k} must be a whole number >= 1, got {v!r}")
         return self
+
+
+# io options of the DPDK LB that the bench sets itself (not overridable through dpdk_io)
+DPDK_IO_OWNED = ("vdev", "vhost_socket", "style", "burst", "batch")
+
+
+def parse_io_options(text: str) -> dict:
+    """``"model=pipeline,lcores=2,queues=2"`` -> ``{"model": "pipeline", "lcores": 2,
+    "queues": 2}`` (``vnflab bench --dpdk-io``): key=value pairs, whole numbers as ints."""
+    out: dict = {}
+    for item in (text or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, eq, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not eq or not key:
+            raise ValueError(f"dpdk-io: expected key=value, got {item!r}")
+        if key in out:
+            raise ValueError(f"dpdk-io: {key} given twice")
+        out[key] = int(value) if re.fullmatch(r"[+-]?\d+", value) else value
+    return out
 
 
 # ------------------------------------------------------------------------------------------
@@ -553,9 +591,9 @@ class DpdkDriver:
         here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         return dict(os.environ, PYTHONPATH=os.pathsep.join([here, *sys.path]))
 
-    def _start_gen(self, bb, sock: str, tag: str) -> subprocess.Popen:
+    def _start_gen(self, bb, sock: str, tag: str, queues: int = 1) -> subprocess.Popen:
         spec = bb.spec
-        argv = ["taskset", "-c", str(GEN_CPU), sys.executable, "-c", _DPDK_GEN, sock, "1",
+        argv = ["taskset", "-c", str(GEN_CPU), sys.executable, "-c", _DPDK_GEN, sock, str(queues),
                 str(spec.flows), str(spec.payload), str(GEN_CPU)]
         err = open(os.path.join(bb.workdir, f"gen-{tag}.log"), "wb")
         gen = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
@@ -584,14 +622,30 @@ class DpdkDriver:
         gen.wait(10)
         return json.loads(line[4:])
 
-    def _vdev(self, sock: str) -> str:
-        return f"net_virtio_user0,path={sock},queues=1,mac={DPDK_LB_MAC}"
+    def _vdev(self, sock: str, queues: int = 1) -> str:
+        return f"net_virtio_user0,path={sock},queues={queues},mac={DPDK_LB_MAC}"
+
+    @staticmethod
+    def lb_queues(io: dict) -> int:
+        """The queue pairs the DPDK LB opens for these io options (as vnf.ways.dpdk_lb does:
+        rtc defaults to one per lcore, pipeline to 1, and never fewer than lcores, since
+        pipeline workers transmit on their own TX queue); the generator must match it."""
+        return max(int(io.get("queues", 1)), int(io.get("lcores", 1)))
+
+    def lb_io(self, spec: BenchSpec, sock: str, style: str, burst: int) -> dict:
+        """The LB's io: the bench's own options, with ``spec.dpdk_io`` merged in."""
+        extra = dict(spec.dpdk_io or {})
+        io = {"style": style, "burst": burst, "cpus": [LB_CPU], "mem_mb": DPDK_LB_MEM_MB}
+        io.update(extra)
+        io["vdev"] = self._vdev(sock, self.lb_queues(io))
+        return io
 
     def measure_lb(self, bb, style: str, burst: int, tag: str) -> dict:
         """The LB program itself: busy cycles over a window (SIGUSR1 stats at both ends)."""
         spec = bb.spec
         sock = os.path.join(bb.workdir, f"{tag}-{style}.sock")
-        gen = self._start_gen(bb, sock, f"{tag}-{style}")
+        io = self.lb_io(spec, sock, style, burst)
+        gen = self._start_gen(bb, sock, f"{tag}-{style}", self.lb_queues(io))
         cfg_path = os.path.join(bb.workdir, f"lb-{tag}-{style}.json")
         stats_path = os.path.join(bb.workdir, f"lb-{tag}-{style}-stats.json")
         ready = os.path.join(bb.workdir, f"lb-{tag}-{style}.ready")
@@ -600,8 +654,7 @@ class DpdkDriver:
         with open(cfg_path, "w") as f:
             json.dump({"lb": {"vip": DPDK_VIP, "port": SERVICE_PORT, "policy": "maglev",
                               "backends": backends},
-                       "io": {"vdev": self._vdev(sock), "style": style, "burst": burst,
-                              "cpus": [LB_CPU], "mem_mb": DPDK_LB_MEM_MB}}, f)
+                       "io": io}, f)
         log_f = open(os.path.join(bb.workdir, f"lb-{tag}-{style}.log"), "wb")
         lb = subprocess.Popen(["taskset", "-c", str(LB_CPU), sys.executable, "-m",
                                "vnf.ways.dpdk_lb", "--config", cfg_path, "--ready-file", ready,
@@ -631,13 +684,23 @@ class DpdkDriver:
         sent = b["sent"] - a["sent"]
         cpu = (b["cpu_user_s"] + b["cpu_sys_s"]) - (a["cpu_user_s"] + a["cpu_sys_s"])
         mpps = sent / wall / 1e6 if wall > 0 else None
+        look = {k: sum(c.get(k, 0) for c in b.get("flow_cache") or []) -
+                sum(c.get(k, 0) for c in a.get("flow_cache") or []) for k in ("hits", "misses")}
         return {"ns_per_packet": cyc / pkts / b["busy"]["tsc_hz"] * 1e9 if pkts else None,
                 "mpps": mpps, "saturation_ns_per_packet": 1e3 / mpps if mpps else None,
                 "cpu_ns_per_packet": cpu / sent * 1e9 if sent else None,
                 "forwarded": sent, "received": pkts, "seconds": wall,
                 "offered_mpps": g["tried"] / g["seconds"] / 1e6,
                 "generated_mpps": g["tx"] / g["seconds"] / 1e6,
-                "split_check": {"new_flows": b["lb"]["new_flows"], "flows": spec.flows}}
+                "split_check": {"new_flows": b["lb"]["new_flows"], "flows": spec.flows},
+                "lb_io": {k: b.get(k) for k in ("model", "lcores", "queues")},
+                "busy_ns_per_forwarded": cyc / sent / b["busy"]["tsc_hz"] * 1e9 if sent else None,
+                "busy_bursts": b["busy"]["bursts"] - a["busy"]["bursts"],
+                "ring_drops": (b.get("ring_drops") or 0) - (a.get("ring_drops") or 0),
+                # vector style: share of lookups that missed the C flow cache (Python path)
+                "flow_cache_miss_rate": (look["misses"] / (look["hits"] + look["misses"])
+                                         if look["hits"] + look["misses"] else None),
+                "new_flows_per_lcore": [x.get("new_flows") for x in b.get("lb_per_lcore") or []]}
 
     @staticmethod
     def _snapshot(lb: subprocess.Popen, path: str) -> dict:
@@ -795,7 +858,9 @@ class DpdkDriver:
             f"testpmd io ns/pkt / LB ns/pkt (busy cycles: the fraction of testpmd's per-core "
             f"rate the LB reaches), baseline_ratio_mpps the same by forwarding rate. Median of "
             f"{spec.runs} runs; cv = stdev/mean over runs. The machine is shared: a busy LB core "
-            f"inflates busy cycles (preemption counts as busy).")
+            f"inflates busy cycles (preemption counts as busy)."
+            + (f" Extra LB io options: {spec.dpdk_io} (the generator uses as many queues as the "
+               f"LB; its lcores' threads are pinned to the io 'cpus')." if spec.dpdk_io else ""))
 
 
 DRIVERS = {"socket": KernelPathDriver(), "afpacket": KernelPathDriver(), "dpdk": DpdkDriver()}

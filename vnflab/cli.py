@@ -38,7 +38,7 @@ def cmd_demo(args) -> int:
 
 def cmd_bench(args) -> int:
     import json as _json
-    from vnflab.bench import BenchSpec, estimate_seconds, run_bench, table
+    from vnflab.bench import BenchSpec, estimate_seconds, parse_io_options, run_bench, table
     from vnflab.sandbox import can_sandbox
     problem = can_sandbox()
     if problem:
@@ -49,7 +49,8 @@ def cmd_bench(args) -> int:
         batches = [int(b) for b in args.batch.split(",")] if args.batch else None
         spec = BenchSpec(ways=ways, runs=args.runs, seconds=args.seconds, batches=batches,
                          flows=args.flows, whole_core=not args.no_whole_core,
-                         baseline=args.baseline, style=args.style).validate()
+                         baseline=args.baseline, style=args.style,
+                         dpdk_io=parse_io_options(args.dpdk_io) if args.dpdk_io else None).validate()
     except ValueError as exc:
         print(f"vnflab bench: {exc}", file=sys.stderr)
         return 2
@@ -100,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-whole-core", action="store_true", help="skip the RPS whole-core phase")
     bench.add_argument("--baseline", choices=["testpmd"], help="dpdk: also run dpdk-testpmd "
                        "--forward-mode=io (and the binding's io-forward) on the same vdevs")
+    bench.add_argument("--dpdk-io", metavar="K=V,...", help="dpdk: extra LB io options, e.g. "
+                       "model=pipeline,lcores=2,queues=2 (the generator uses the LB's queues)")
     bench.add_argument("--json", metavar="PATH", help="write the results as JSON")
     bench.set_defaults(func=cmd_bench)
     register_features(sub)
