@@ -23,6 +23,7 @@ import concurrent.futures
 import dataclasses
 import http.client
 import os
+import random
 import resource
 import selectors
 import socket
@@ -202,8 +203,16 @@ def run_udp(cfg: TrafficConfig) -> tuple[list[dict], dict]:
         deadline = start + max_send
         truncated = False
         now = start
+        # Each round visits the flows in a fresh (seeded) order. In a fixed order, the packets
+        # of a flow are exactly len(flows) apart at the LB, and a broken LB that picks a backend
+        # per packet (round-robin over N backends) sends every packet of a flow to the same
+        # backend whenever that distance is a multiple of N: the split would go unseen.
+        order = random.Random(cfg.client_id * 7919 + nflows)
         for seq in range(npackets):
-            for flow in flows:
+            round_flows = flows[:]
+            if seq:
+                order.shuffle(round_flows)
+            for flow in round_flows:
                 due = start + k * interval
                 if k & 31 == 0 or due > now:
                     now = time.monotonic()
