@@ -23,6 +23,17 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_root)
 
 
+NR_HUGEPAGES = "/proc/sys/vm/nr_hugepages"
+
+
+def _nr_hugepages():
+    try:
+        with open(NR_HUGEPAGES) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
 def _leftovers():
     ovs = subprocess.run(["pgrep", "-x", "ovs-vswitchd"], capture_output=True, text=True).stdout.split()
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split("\n")
@@ -42,7 +53,16 @@ def _leftovers():
 def no_leftovers():
     """Every run must clean up after itself, also when it fails: checked once for the session."""
     before = _leftovers()
+    hugepages_before = _nr_hugepages()
     yield
+    if hugepages_before is not None and IS_ROOT:
+        # DPDK tests reserve huge pages as they need them; give the machine its count back
+        # (the kernel only releases pages nobody uses).
+        try:
+            with open(NR_HUGEPAGES, "w") as f:
+                f.write(str(hugepages_before))
+        except OSError:
+            pass
     after = _leftovers()
     new = {k: sorted(set(v) - set(before[k])) for k, v in after.items()}
     new = {k: v for k, v in new.items() if v}
