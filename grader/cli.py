@@ -55,22 +55,12 @@ def cmd_release(args) -> int:
 
 
 def _overlay(lab, submission: str) -> str:
-    """A temp vnf package with the submission's files in place (see grader.grade)."""
-    import shutil
-    from grader.grade import _copy_vnf, find_submission_files, starter_text
-    from grader.labconfig import REPO  # noqa: F401
+    """A temp vnf package with the submission's files in place (grader.grade.build_overlay)."""
+    from grader.grade import build_overlay
     tmp = tempfile.mkdtemp(prefix="vnflab-lab-")
     os.chmod(tmp, 0o755)
-    _copy_vnf(tmp)
-    files, missing = find_submission_files(submission, lab)
-    for name, target in lab.files.items():
-        dest = os.path.join(tmp, target)
-        if name in files:
-            shutil.copyfile(files[name], dest)
-        else:
-            print(f"(no {name} in {submission}: using the starter)")
-            with open(dest, "w") as f:
-                f.write(starter_text(lab, name))
+    for name in build_overlay(tmp, submission, lab):
+        print(f"(no {name} in {submission}: using the starter)")
     return tmp
 
 

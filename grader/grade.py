@@ -100,20 +100,28 @@ def _copy_vnf(dest: str) -> None:
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.c", "*.o"))
 
 
+def build_overlay(dest_dir: str, submission: str, lab: Lab) -> list[str]:
+    """A copy of the vnf package in ``dest_dir`` with the submission's files in place of the
+    reference ones (a missing file gets the starter: it imports, and raises where work is due).
+    Put ``dest_dir`` first on PYTHONPATH to run the submission. Returns the missing names."""
+    _copy_vnf(dest_dir)
+    files, missing = find_submission_files(submission, lab)
+    for name, target in lab.files.items():
+        dest = os.path.join(dest_dir, target)
+        if name in files:
+            shutil.copyfile(files[name], dest)
+        else:
+            with open(dest, "w") as f:
+                f.write(starter_text(lab, name))
+    return missing
+
+
 def prepare(lab: Lab, submission: str, workdir: str, quick: bool, include_hidden: bool,
             tests: list[str], hide_extra: list[str]) -> tuple[dict, list[str]]:
     os.chmod(workdir, 0o711)
     ref, sub = os.path.join(workdir, "ref"), os.path.join(workdir, "sub")
     _copy_vnf(ref)
-    _copy_vnf(sub)
-    files, missing = find_submission_files(submission, lab)
-    for name, target in lab.files.items():
-        dest = os.path.join(sub, target)
-        if name in files:
-            shutil.copyfile(files[name], dest)
-        else:                                   # the starter: imports, raises where work is due
-            with open(dest, "w") as f:
-                f.write(starter_text(lab, name))
+    missing = build_overlay(sub, submission, lab)
     unit_dir = os.path.join(workdir, "unit")
     os.makedirs(unit_dir)
     unit = None
