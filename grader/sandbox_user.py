@@ -73,6 +73,26 @@ def student_ids() -> tuple[int, int, str]:
     return pw.pw_uid, pw.pw_gid, pw.pw_name
 
 
+_traversable: set = set()
+
+
+def _make_traversable(path: str) -> None:
+    """Let the student user reach the venv and the checkout: add the 'x' (search) bit for
+    others to every directory above them that lacks it. A checkout made with ``mktemp -d``
+    (mode 700) otherwise makes its Python unexecutable for the student (exit 126). Search only:
+    no directory becomes listable; files keep their modes."""
+    p = os.path.realpath(path)
+    while p not in ("/", "") and p not in _traversable:
+        try:
+            mode = os.stat(p).st_mode
+            if not mode & 0o001:
+                os.chmod(p, mode | 0o001)
+        except OSError:
+            pass
+        _traversable.add(p)
+        p = os.path.dirname(p)
+
+
 def student_command(argv: list[str], *, overlay: str, caps: tuple[str, ...] = (),
                     limits: dict | None = None, hide: list[str] = (), cwd: str | None = None,
                     extra_env: dict | None = None) -> list[str]:
@@ -103,6 +123,8 @@ def student_command(argv: list[str], *, overlay: str, caps: tuple[str, ...] = ()
     # it are covered afterwards by ``hide``.
     checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     keep = [sys.prefix, overlay, cwd, checkout]
+    for path in (sys.prefix, checkout):
+        _make_traversable(path)
     return ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c",
             _private_tmp_script(keep), "vnflab-hide", *hide, "--", *inner]
 
