@@ -332,6 +332,9 @@ class Scorer:
                 msg += (" After that, " + end) if end else ""
             else:
                 msg = "The LB started (ready file) and forwarded the first flows."
+            if smoke.get("retried"):
+                msg += (" (The first try passed no UDP datagram; the first flows were driven "
+                        "a second time.)")
             if self.missing:
                 msg += ("\n\nMissing from the submission (the starter was used instead): "
                         + ", ".join(self.missing))

@@ -88,7 +88,7 @@ def test_lab3_released_starter_scores_at_most_ten_percent(lab3):
 
 def test_lab3_per_packet_round_robin_loses_affinity(lab3):
     res, t = _results(lab3[0], "rrvec")
-    assert t[STARTS]["score"] == t[STARTS]["max_score"]            # it runs and forwards
+    assert t[STARTS]["score"] == t[STARTS]["max_score"], t[STARTS]["output"]  # runs, forwards
     assert t["affinity"]["score"] == 0 and "split flow" in t["affinity"]["output"]
     report = open(os.path.join(lab3[0], "rrvec", "report.md")).read()
     assert "flow id" in report and "reached b" in report
