@@ -114,7 +114,7 @@ def test_bad_style_is_a_config_error(tmp_path):
 @pytest.mark.dpdk
 @pytest.mark.slow
 @pytest.mark.parametrize("model, style, lcores", [("rtc", "vector", 1), ("pipeline", "vector", 1),
-                                                  ("rtc", "perpacket", 1),
+                                                  ("rtc", "perpacket", 1), ("rtc", "fused", 1),
                                                   ("pipeline", "vector", 2)])
 def test_dpdk_lb_behind_ovs_dpdk_keeps_affinity(model, style, lcores):
     from vnflab.experiment import ExperimentSpec, run_sandboxed

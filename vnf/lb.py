@@ -221,6 +221,16 @@ class LoadBalancer:
         ``backend_for`` returns (tests/test_dpdk_way.py checks this; tests/test_batch_decision.py
         checks the C kernel against a plain Python reference).
         """
+        cache = self.prepared_batch_cache()
+        packet_args = cache.columns_args(columns, n)      # pinned: the same objects each burst
+        counts = _fastpath.cache_lookup(                            # C: the whole burst
+            n, now, packet_args, (self.vip, self.port, cache.proto_mask), cache.pins,
+            cache.choice_pin)
+        return self.settle_batch(columns, n, counts, now)
+
+    def prepared_batch_cache(self) -> "BatchFlowCache":
+        """The :class:`BatchFlowCache` of ``backends_for_batch``: made on first use, and told
+        which backends may keep their flows whenever the pool changed."""
         cache = self.batch_cache
         if cache is None:
             if _fastpath is None:
@@ -232,10 +242,16 @@ class LoadBalancer:
         pool = self.pool
         if cache.alive_ref is not pool.alive_names or cache.table_ref is not pool.table:
             cache.sync(pool)
-        packet_args = cache.columns_args(columns, n)      # pinned: the same objects each burst
-        parsed, valid, hits = _fastpath.cache_lookup(               # C: the whole burst
-            n, now, packet_args, (self.vip, self.port, cache.proto_mask), cache.pins,
-            cache.choice_pin)
+        return cache
+
+    def settle_batch(self, columns, n: int, counts: tuple, now: float) -> np.ndarray:
+        """The Python half of a burst after a C kernel looked it up in the cache (``counts`` =
+        its (parsed, valid, hits), its verdicts in ``batch_cache.choice``): the counters in bulk,
+        the drop reasons, and the misses (new flows) decided one by one. Returns the choices
+        (see ``backends_for_batch``). A fused kernel (``vnf.dpdk.FusedForward``) calls this
+        directly."""
+        parsed, valid, hits = counts
+        cache = self.batch_cache
         choice = cache.choice_view(n)
         cache.hits += hits
         self.packets += valid
@@ -372,6 +388,7 @@ class BatchFlowCache:
         self.choice_pin = _fastpath.pin(self.choice)
         self._choice_views: dict = {}
         self._columns = self._columns_args = None
+        self.version = 0                          # +1 whenever alive or choice is replaced
 
 
     def slot(self, flow_hash: int) -> int:
@@ -384,6 +401,7 @@ class BatchFlowCache:
         """The two slots a flow may occupy (two-way set associative, as nf_cache_lookup)."""
         first = self.slot(flow_hash)
         return (first, first ^ 1) if self.bits else (first,)
+
     def columns_args(self, columns, n: int) -> tuple:
         """The packet columns as the kernel takes them. A column holder that is not an array
         (ParseArrays) keeps its arrays: pinned on first sight, reused while it is the same
@@ -405,6 +423,7 @@ class BatchFlowCache:
             self.choice = np.zeros(max(n, 2 * len(self.choice)), np.int32)
             self.choice_pin = _fastpath.pin(self.choice)
             self._choice_views = {}
+            self.version += 1
 
     def choice_view(self, n: int) -> np.ndarray:
         """``choice[:n]``, made once per burst size (slicing costs ~0.2 us)."""
@@ -422,6 +441,7 @@ class BatchFlowCache:
                 alive[pool.index_of(b)] = True
         self.alive = alive
         self.pins = self._table_pins + (_fastpath.pin(alive),)
+        self.version += 1
         self.alive_ref, self.table_ref = pool.alive_names, pool.table
 
     def expire(self, now: float) -> int:

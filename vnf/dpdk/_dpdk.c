@@ -19,6 +19,7 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #include <rte_eal.h>
 #include <rte_errno.h>
@@ -29,6 +30,7 @@
 #include <rte_ethdev.h>
 #include <rte_ring.h>
 #include <rte_dev.h>
+#include <rte_prefetch.h>
 
 #include "nf.h"      /* vnf/csrc/nf.h: parse, flow hash, rewrites (shared with the other ways) */
 
@@ -313,6 +315,52 @@ static void rel(Py_buffer *v)
 /* Fast path for ParseArrays: one contiguous block, fields of capacity c each, in the order
  * src_ip dst_ip hash vlan (4 bytes) | src_port dst_port l3_offset l4_offset (2) | proto reason
  * (1): one buffer to acquire instead of ten. */
+/* The columns of a ParseArrays block (capacity c) as pointers. */
+struct block_cols {
+    uint32_t *src, *dst, *hs;
+    int32_t *vl;
+    uint16_t *sp, *dp, *l3, *l4;
+    uint8_t *pr, *rs;
+};
+
+static inline struct block_cols block_cols(uint8_t *base, Py_ssize_t c)
+{
+    struct block_cols b;
+    b.src = (uint32_t *)base; b.dst = b.src + c; b.hs = b.dst + c;
+    b.vl = (int32_t *)(b.hs + c);
+    b.sp = (uint16_t *)(base + 16 * c); b.dp = b.sp + c; b.l3 = b.dp + c; b.l4 = b.l3 + c;
+    b.pr = base + 24 * c; b.rs = b.pr + c;
+    return b;
+}
+
+/* Parse packet i of the burst (nf_parse + nf_flow_hash) into slot i of the block's columns. */
+static inline int parse_one_into(BurstObject *self, const struct block_cols *b, Py_ssize_t i)
+{
+    struct rte_mbuf *m = self->pkts[i];
+    struct nf_parsed *p = &self->parsed[i];
+    int r = nf_parse(rte_pktmbuf_mtod(m, const uint8_t *), rte_pktmbuf_data_len(m), p);
+    self->reason[i] = (uint8_t)r;
+    b->src[i] = p->src_ip;
+    b->dst[i] = p->dst_ip;
+    b->hs[i] = r == NF_OK ? nf_flow_hash(p) : 0;
+    b->vl[i] = p->vlan;
+    b->sp[i] = p->src_port;
+    b->dp[i] = p->dst_port;
+    b->l3[i] = p->l3_offset;
+    b->l4[i] = p->l4_offset;
+    b->pr[i] = p->proto;
+    b->rs[i] = (uint8_t)r;
+    return r;
+}
+
+static void parse_into_block(BurstObject *self, uint8_t *base, Py_ssize_t c)
+{
+    struct block_cols b = block_cols(base, c);
+    for (Py_ssize_t i = 0; i < self->n; i++)
+        parse_one_into(self, &b, i);
+    self->parsed_valid = 1;
+}
+
 static PyObject *parse_block(BurstObject *self, PyObject *blk)
 {
     Py_buffer v;
@@ -324,28 +372,7 @@ static PyObject *parse_block(BurstObject *self, PyObject *blk)
         PyErr_Format(PyExc_ValueError, "ParseArrays for %zd packets, burst has %zd", c, n);
         return NULL;
     }
-    uint8_t *base = v.buf;
-    uint32_t *src = (uint32_t *)base, *dst = src + c, *hs = dst + c;
-    int32_t *vl = (int32_t *)(hs + c);
-    uint16_t *sp = (uint16_t *)(base + 16 * c), *dp = sp + c, *l3 = dp + c, *l4 = l3 + c;
-    uint8_t *pr = base + 24 * c, *rs = pr + c;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        struct rte_mbuf *m = self->pkts[i];
-        struct nf_parsed *p = &self->parsed[i];
-        int r = nf_parse(rte_pktmbuf_mtod(m, const uint8_t *), rte_pktmbuf_data_len(m), p);
-        self->reason[i] = (uint8_t)r;
-        src[i] = p->src_ip;
-        dst[i] = p->dst_ip;
-        hs[i] = r == NF_OK ? nf_flow_hash(p) : 0;
-        vl[i] = p->vlan;
-        sp[i] = p->src_port;
-        dp[i] = p->dst_port;
-        l3[i] = p->l3_offset;
-        l4[i] = p->l4_offset;
-        pr[i] = p->proto;
-        rs[i] = (uint8_t)r;
-    }
-    self->parsed_valid = 1;
+    parse_into_block(self, v.buf, c);
     PyBuffer_Release(&v);
     return PyLong_FromSsize_t(n);
 }
@@ -607,6 +634,241 @@ static PyObject *Burst_split(BurstObject *self, PyObject *mo)
     return (PyObject *)o;
 }
 
+/* Transmit the whole burst on port/queue; what the driver does not take is freed (a drop). The
+ * burst is empty afterwards and its busy timer stops. */
+static uint16_t burst_tx(BurstObject *b, uint16_t port, uint16_t queue)
+{
+    uint16_t sent = b->n ? rte_eth_tx_burst(port, queue, b->pkts, b->n) : 0;
+    if (sent < b->n)
+        rte_pktmbuf_free_bulk(b->pkts + sent, b->n - sent);
+    b->n = 0;
+    b->parsed_valid = 0;
+    burst_stop_timer(b, rte_rdtsc());
+    return sent;
+}
+
+/* ------------------------------------------------------------------ FlowKernel
+ * Everything the fused per-burst NF (Burst.forward) reads, held once: the ParseArrays block,
+ * the BatchFlowCache arrays (vnf.lb), the VIP, the backends' MACs and our MAC. Taking numpy
+ * buffers costs ~0.1 us each; a per-burst call must not ask for ten of them (the same idea as
+ * registering buffers with a NIC once, not per I/O). Python rebuilds it when the cache's arrays
+ * change (vnf.dpdk.FusedForward). */
+enum { FK_BLOCK, FK_HASH, FK_BACKEND, FK_SEEN, FK_ALIVE, FK_CHOICE, FK_MACS, FK_NBUF };
+
+typedef struct {
+    PyObject_HEAD
+    Py_buffer buf[FK_NBUF];
+    Py_ssize_t capacity;       /* packets the block and choice hold */
+    struct nf_vip vip;
+    struct nf_cache cache;
+    uint8_t src_mac[6];
+    uint32_t nmacs;
+    int port;                  /* send(): the port to transmit on */
+    PyObject *slow;            /* send(): called when a burst is not all hits */
+    unsigned long long fast_packets;   /* send(): packets forwarded without Python */
+} FlowKernelObject;
+
+static void FlowKernel_dealloc(FlowKernelObject *self)
+{
+    Py_XDECREF(self->slow);
+    for (int k = 0; k < FK_NBUF; k++)
+        if (self->buf[k].obj)
+            PyBuffer_Release(&self->buf[k]);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *FlowKernel_tp_new(PyTypeObject *t, PyObject *args, PyObject *kw)
+{
+    static char *kwl[] = {"block", "cache_hash", "cache_backend", "cache_seen", "alive", "choice",
+                          "mac_table", "vip", "port", "proto_mask", "src_mac", "tx_port", "slow",
+                          NULL};
+    PyObject *o[FK_NBUF], *slow = Py_None;
+    unsigned long vip;
+    int port, tx_port = -1;
+    unsigned long long mask;
+    Py_buffer srcm;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOOkiKy*|iO", kwl, &o[FK_BLOCK], &o[FK_HASH],
+                                     &o[FK_BACKEND], &o[FK_SEEN], &o[FK_ALIVE], &o[FK_CHOICE],
+                                     &o[FK_MACS], &vip, &port, &mask, &srcm, &tx_port, &slow))
+        return NULL;
+    FlowKernelObject *self = (FlowKernelObject *)t->tp_alloc(t, 0);
+    if (!self) {
+        PyBuffer_Release(&srcm);
+        return NULL;
+    }
+    self->port = tx_port;
+    Py_INCREF(slow);
+    self->slow = slow;
+    static const char *names[FK_NBUF] = {"block", "cache_hash", "cache_backend", "cache_seen",
+                                         "alive", "choice", "mac_table"};
+    static const Py_ssize_t item[FK_NBUF] = {1, 4, 4, 8, 1, 4, 1};
+    static const int writable[FK_NBUF] = {1, 0, 0, 1, 0, 1, 0};
+    for (int k = 0; k < FK_NBUF; k++) {
+        int flags = PyBUF_C_CONTIGUOUS | (writable[k] ? PyBUF_WRITABLE : 0);
+        if (PyObject_GetBuffer(o[k], &self->buf[k], flags) < 0)
+            goto fail;
+        if (self->buf[k].len % item[k]) {
+            PyErr_Format(PyExc_ValueError, "%s: length not a multiple of %zd", names[k], item[k]);
+            goto fail;
+        }
+    }
+    Py_ssize_t slots = self->buf[FK_HASH].len / 4;
+    self->capacity = self->buf[FK_BLOCK].len / 26;
+    if (slots < 1 || (slots & (slots - 1)) || slots > (Py_ssize_t)1 << 31 ||
+        self->buf[FK_BACKEND].len / 4 != slots || self->buf[FK_SEEN].len / 8 != slots) {
+        PyErr_SetString(PyExc_ValueError, "cache_hash, cache_backend, cache_seen: one "
+                        "power-of-two length");
+        goto fail;
+    }
+    if (self->buf[FK_BLOCK].len != 26 * self->capacity ||
+        self->buf[FK_CHOICE].len / 4 < self->capacity || self->buf[FK_MACS].len % 6 ||
+        srcm.len != 6 || vip > UINT32_MAX || port < 0 || port > 0xffff) {
+        PyErr_SetString(PyExc_ValueError, "block: a ParseArrays block; choice >= its capacity; "
+                        "mac_table 6*k bytes; src_mac 6 bytes; vip, port in range");
+        goto fail;
+    }
+    self->vip = (struct nf_vip){.ip = (uint32_t)vip, .port = (uint16_t)port, .proto_mask = mask};
+    self->cache = (struct nf_cache){
+        .hash = self->buf[FK_HASH].buf, .backend = self->buf[FK_BACKEND].buf,
+        .seen = self->buf[FK_SEEN].buf, .mask = (uint32_t)(slots - 1),
+        .alive = self->buf[FK_ALIVE].buf, .nalive = (uint32_t)self->buf[FK_ALIVE].len};
+    memcpy(self->src_mac, srcm.buf, 6);
+    self->nmacs = (uint32_t)(self->buf[FK_MACS].len / 6);
+    PyBuffer_Release(&srcm);
+    return (PyObject *)self;
+fail:
+    PyBuffer_Release(&srcm);
+    Py_DECREF(self);
+    return NULL;
+}
+
+static PyMethodDef FlowKernel_methods[];
+static PyTypeObject FlowKernelType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "vnf.dpdk._dpdk.FlowKernel",
+    .tp_basicsize = sizeof(FlowKernelObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "FlowKernel(block, cache_hash, cache_backend, cache_seen, alive, choice, "
+              "mac_table, vip, port, proto_mask, src_mac): the buffers Burst.forward uses, "
+              "held once (see vnf.dpdk.FusedForward)",
+    .tp_new = FlowKernel_tp_new,
+    .tp_dealloc = (destructor)FlowKernel_dealloc,
+    .tp_methods = FlowKernel_methods,
+};
+
+/* The whole per-burst NF, every step from nf.h: for each packet nf_parse + nf_flow_hash into the
+ * kernel's ParseArrays, nf_for_vip, nf_cache_lookup, and for a hit nf_set_macs (DSR: the
+ * backend's MAC, ours as the source). choice[i] = backend number (hit), -1 (not to balance), -2
+ * (miss: the pool decides, in Python, then set_macs). One pass over each packet while its cache
+ * lines are hot. count[] = parsed, valid (to balance), hits. */
+static int fk_forward(FlowKernelObject *k, BurstObject *self, double now, Py_ssize_t count[3])
+{
+    if (self->n > k->capacity) {
+        PyErr_Format(PyExc_ValueError, "burst of %d packets, kernel arrays for %zd",
+                     (int)self->n, k->capacity);
+        return -1;
+    }
+    struct block_cols b = block_cols(k->buf[FK_BLOCK].buf, k->capacity);
+    int32_t *choice = k->buf[FK_CHOICE].buf;
+    const uint8_t *macs = k->buf[FK_MACS].buf;
+    Py_ssize_t parsed = 0, valid = 0, hits = 0;
+    /* The frames were just written by the other side of the virtio ring, on another core: the
+     * first touch of each is a cache miss. Ask for packet i + PREFETCH_AHEAD while packet i is
+     * worked on, so the misses overlap with work (what DPDK's own examples do). */
+    enum { PREFETCH_AHEAD = 4 };
+    for (Py_ssize_t i = 0; i < self->n && i < PREFETCH_AHEAD; i++)
+        rte_prefetch0(rte_pktmbuf_mtod(self->pkts[i], void *));
+    for (Py_ssize_t i = 0; i < self->n; i++) {
+        if (i + PREFETCH_AHEAD < self->n)
+            rte_prefetch0(rte_pktmbuf_mtod(self->pkts[i + PREFETCH_AHEAD], void *));
+        int r = parse_one_into(self, &b, i);
+        int32_t c = NF_CHOICE_DROP;
+        parsed += r == NF_OK;
+        if (nf_for_vip(&k->vip, r, b.dst[i], b.dp[i], b.pr[i])) {
+            valid++;
+            c = nf_cache_lookup(&k->cache, b.hs[i], now);
+            if (c >= 0 && (uint32_t)c >= k->nmacs)
+                c = NF_CHOICE_MISS;               /* no MAC for it: let Python decide */
+            if (c >= 0) {
+                hits++;
+                nf_set_macs(rte_pktmbuf_mtod(self->pkts[i], uint8_t *), macs + 6 * c,
+                            k->src_mac);
+            }
+        }
+        choice[i] = c;
+    }
+    self->parsed_valid = 1;
+    count[0] = parsed;
+    count[1] = valid;
+    count[2] = hits;
+    return 0;
+}
+
+static double monotonic_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);      /* the clock of Python's time.monotonic() */
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Burst.forward(kernel, now) -> (parsed, valid, hits): fk_forward for this burst. */
+static PyObject *Burst_forward(BurstObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyObject_TypeCheck(args[0], &FlowKernelType))
+        return PyErr_Format(PyExc_TypeError, "forward(kernel: FlowKernel, now: float)");
+    double now = PyFloat_AsDouble(args[1]);
+    if (now == -1.0 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t c[3];
+    if (fk_forward((FlowKernelObject *)args[0], self, now, c) < 0)
+        return NULL;
+    return Py_BuildValue("nnn", c[0], c[1], c[2]);
+}
+
+/* FlowKernel.send(burst, queue) -> packets sent. One call per burst from the poll loop: the time,
+ * fk_forward, and when every packet hit the flow cache, the transmit too (counted in
+ * fast_packets). Otherwise (drops, new flows) slow(burst, queue, parsed, valid, hits, now) is
+ * called, which must transmit the burst and return what it sent. */
+static PyObject *FlowKernel_send(FlowKernelObject *k, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyObject_TypeCheck(args[0], &BurstType))
+        return PyErr_Format(PyExc_TypeError, "send(burst: Burst, queue: int)");
+    BurstObject *b = (BurstObject *)args[0];
+    long queue = PyLong_AsLong(args[1]);
+    if (queue == -1 && PyErr_Occurred())
+        return NULL;
+    if (k->port < 0 || k->slow == Py_None || queue < 0 || queue > 65535)
+        return PyErr_Format(PyExc_ValueError, "send() needs a kernel made with tx_port and "
+                            "slow, and a queue number");
+    if (eal_state != 1 && need_eal())
+        return NULL;
+    double now = monotonic_now();
+    Py_ssize_t c[3];
+    Py_ssize_t n = b->n;
+    if (fk_forward(k, b, now, c) < 0)
+        return NULL;
+    if (c[2] == n) {
+        k->fast_packets += (unsigned long long)n;
+        return PyLong_FromLong(burst_tx(b, (uint16_t)k->port, (uint16_t)queue));
+    }
+    return PyObject_CallFunction(k->slow, "Olnnnd", (PyObject *)b, queue, c[0], c[1], c[2], now);
+}
+
+static PyObject *FlowKernel_take_fast_packets(FlowKernelObject *k, PyObject *unused)
+{
+    unsigned long long n = k->fast_packets;
+    k->fast_packets = 0;
+    return PyLong_FromUnsignedLongLong(n);
+}
+
+static PyMethodDef FlowKernel_methods[] = {
+    {"send", (PyCFunction)(void (*)(void))FlowKernel_send, METH_FASTCALL,
+     "send(burst, queue) -> sent: forward the burst and, when all of it hit, transmit it; "
+     "else hand it to slow(burst, queue, parsed, valid, hits, now)"},
+    {"take_fast_packets", (PyCFunction)FlowKernel_take_fast_packets, METH_NOARGS,
+     "packets send() forwarded in C since the last call (then zeroed)"},
+    {NULL}};
+
 static PyObject *Burst_get_capacity(BurstObject *self, void *c) { return PyLong_FromLong(self->cap); }
 
 static PyObject *Burst_lengths(BurstObject *self, PyObject *unused)
@@ -625,6 +887,9 @@ static PyMethodDef Burst_methods[] = {
     {"free", (PyCFunction)Burst_free, METH_NOARGS, "free all mbufs (ends the busy timer)"},
     {"parse", (PyCFunction)Burst_parse, METH_O,
      "parse(arrays) -> n: C batch parse + flow hash into numpy arrays (see ParseArrays)"},
+    {"forward", (PyCFunction)(void (*)(void))Burst_forward, METH_FASTCALL,
+     "forward(kernel, now) -> (parsed, valid, hits): parse, VIP check, flow cache and MAC "
+     "rewrite of the hits, for the whole burst (see FlowKernel)"},
     {"set_macs", (PyCFunction)Burst_set_macs, METH_VARARGS,
      "set_macs(index, mac_table, src_mac) -> rewritten count"},
     {"nat_dst", (PyCFunction)Burst_nat_dst, METH_VARARGS,
@@ -1077,14 +1342,7 @@ static PyObject *m_tx_burst(PyObject *mod, PyObject *const *args, Py_ssize_t nar
         PyErr_SetString(PyExc_ValueError, "bad port or queue");
         return NULL;
     }
-    BurstObject *b = (BurstObject *)args[2];
-    uint16_t sent = b->n ? rte_eth_tx_burst((uint16_t)port, (uint16_t)queue, b->pkts, b->n) : 0;
-    if (sent < b->n)
-        rte_pktmbuf_free_bulk(b->pkts + sent, b->n - sent);
-    b->n = 0;
-    b->parsed_valid = 0;
-    burst_stop_timer(b, rte_rdtsc());
-    return PyLong_FromLong(sent);
+    return PyLong_FromLong(burst_tx((BurstObject *)args[2], (uint16_t)port, (uint16_t)queue));
 }
 
 /* burst_from_frames(pool, frames) -> Burst: allocate mbufs and copy frames in (generators,
@@ -1465,7 +1723,7 @@ static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "vnf.dpdk._dpdk",
 PyMODINIT_FUNC PyInit__dpdk(void)
 {
     if (PyType_Ready(&MempoolType) < 0 || PyType_Ready(&BurstType) < 0 ||
-        PyType_Ready(&RingType) < 0)
+        PyType_Ready(&RingType) < 0 || PyType_Ready(&FlowKernelType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&moddef);
     if (!m)
@@ -1477,6 +1735,8 @@ PyMODINIT_FUNC PyInit__dpdk(void)
     PyModule_AddObject(m, "Mempool", (PyObject *)&MempoolType);
     Py_INCREF(&BurstType);
     PyModule_AddObject(m, "Burst", (PyObject *)&BurstType);
+    Py_INCREF(&FlowKernelType);
+    PyModule_AddObject(m, "FlowKernel", (PyObject *)&FlowKernelType);
     Py_INCREF(&RingType);
     PyModule_AddObject(m, "Ring", (PyObject *)&RingType);
     PyModule_AddIntConstant(m, "NF_REASON_COUNT", NF_REASON_COUNT);

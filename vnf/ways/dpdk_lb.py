@@ -13,24 +13,26 @@ What changes from way 2 (AF_PACKET rings):
 * **Same NF, same DSR.** Every packet's backend comes from the shared ``LoadBalancer``; only the
   destination MAC changes (source: our MAC), as in way 2.
 
-Two styles of the per-burst work (``io.style``):
+Three styles of the per-burst work (``io.style``); the lab writes the first two:
 
 * ``perpacket``: what a student writes first. For each packet of the burst: a zero-copy
   memoryview over the mbuf, ``parse_frame``, ``lb.backend_for``, ``set_macs``. Python per packet
-  (parse ~1 us, the flow table ~0.3 us): the DPDK I/O is nearly free, the Python is not.
+  (on this machine kind parse ~1 us, the flow table ~0.6 us): the DPDK I/O is nearly free, the
+  Python is not.
 * ``vector`` (default): no Python per packet. The C parser fills numpy arrays for the whole
   burst (5-tuple, flow hash), ``lb.backends_for_batch`` does the VIP check and the lookup in a
   hash-indexed flow cache for the whole burst in one C call (``vnf._fastpath.cache_lookup``;
   only new flows take Python), and C rewrites the MACs. What is left per burst is a fixed cost
-  (a handful of Python calls, ~0.1-0.3 us each), so the cost per packet falls as the burst grows.
-  Measured 2026-11-29 (this 2-core machine, shared: load average 2-5 from other DPDK tests;
-  ``vnflab bench --way dpdk --runs 5 --seconds 2 --batch 32,64,128``, 1024 flows, busy cycles):
-  the decision alone, all hits, 0.6 us per burst of 32 (19 ns/packet; 9 ns/packet at 128)
-  against 6.6 us with the numpy version; the whole vector path, median 382 / 467 / 333
-  ns/packet at bursts 32 / 64 / 128, CV 70-130 %, best runs 166-177 ns/packet (numpy version,
-  same day: 890 ns/packet at 32, CV 17 %). Not yet the 60 ns/packet target: the generator's
-  1024 flows collide in the direct-mapped cache (CRC-32's low 16 bits), so 1-6 % of the
-  packets take the Python miss path (~3-5 us each) on every pass; see backends_for_batch.
+  (a handful of Python calls, ~0.05-0.3 us each), so the cost per packet falls as the burst
+  grows.
+* ``fused`` (vnflab's provided fast path, run to completion only): the same steps in ONE C call
+  per burst, transmit included (``vnf.dpdk.FusedForward``, :meth:`DpdkLB.fused_poll_loop`):
+  kernel fusion removes the per-step Python calls and touches each packet once while it is hot.
+
+Measured 2026-11-30 on this 2-core machine kind (``vnflab bench --way dpdk --baseline testpmd
+--runs 3 --seconds 2``, 1024 flows, burst 32, busy cycles per packet): fused ~110 ns, vector
+~155 ns, per-packet ~2.7-2.9 us; moving the packets alone (the binding's io-forward, or
+testpmd's io mode) costs ~61 ns on this virtio-user port, so the NF itself adds ~48 ns (fused).
 
 Two execution models (``io.model``):
 
@@ -68,7 +70,7 @@ from vnf.ways.common import LBProgram, fail
 
 LB_MAC = "02:00:00:00:00:01"
 EXPIRE_EVERY_S = 1.0
-STYLES = ("vector", "perpacket")
+STYLES = ("vector", "perpacket", "fused")
 MODELS = ("rtc", "pipeline")
 
 
@@ -90,6 +92,8 @@ class DpdkLB(LBProgram):
         self.model = io.get("model", "rtc")
         if self.model not in MODELS:
             fail("model", f"must be one of {', '.join(MODELS)}, got {self.model!r}")
+        if self.style == "fused" and self.model != "rtc":
+            fail("style", "fused runs to completion only (model rtc)")
         self.lcores = _int_option(io, "lcores", 1, 1, 8)
         rtc = self.model == "rtc"
         self.queues = _int_option(io, "queues", self.lcores if rtc else 1, 1, 8)
@@ -123,6 +127,7 @@ class DpdkLB(LBProgram):
         self.lbs = [self.lb] + [LoadBalancer(self.config) for _ in range(self.lcores - 1)]
         self.ring_list = [dpdk.ring(4096, single_producer=True, single_consumer=True)
                           for _ in range(self.lcores)] if not rtc else []
+        self.fused: list = []                  # style fused: one FusedForward per lcore
         self.sent = [0] * self.lcores
         self.bursts = [0] * threads
         self.ring_drops = 0
@@ -139,7 +144,9 @@ class DpdkLB(LBProgram):
 
     # --- the loops -------------------------------------------------------------------------
     def run(self) -> None:
-        if self.model == "rtc":
+        if self.style == "fused":
+            targets = [partial(self.fused_poll_loop, i) for i in range(self.lcores)]
+        elif self.model == "rtc":
             targets = [partial(self.poll_loop, i) for i in range(self.lcores)]
         else:
             targets = [self.rx_loop] + [partial(self.worker_loop, i) for i in range(self.lcores)]
@@ -174,6 +181,38 @@ class DpdkLB(LBProgram):
                     next_expire = now + EXPIRE_EVERY_S
                 if len(self.bursts) > 1:
                     time.sleep(0)                # hand the GIL to the other lcores' threads
+
+    def fused_poll_loop(self, lcore: int) -> None:
+        """Run to completion with kernel fusion (style ``fused``; vnflab's provided fast path,
+        not part of the lab): per burst ONE call, ``send(burst, queue)``, a C method that
+        parses, decides from the flow cache, rewrites and transmits (``vnf.dpdk.FusedForward``).
+        The separate calls of ``forward_vector`` each cost a fixed 0.05-0.3 us of Python, which
+        at 32 packets per burst weighs as much as the C work; here Python runs per burst only
+        for the loop itself, and per packet only for new flows."""
+        port, lb, n = self.port.id, self.lbs[lcore], self.burst
+        queues = list(range(lcore, self.queues, self.lcores))
+        fused = dpdk.FusedForward(lb, dpdk.ParseArrays(n), self.mac_table, self.src_mac, port)
+        self.fused.append(fused)
+        send = fused.refresh()
+        buf = dpdk.Burst(n)
+        rx_burst = dpdk.rx_burst
+        next_expire = time.monotonic() + EXPIRE_EVERY_S
+        polls = 0
+        while not self.stopping:
+            for q in queues:
+                burst = rx_burst(port, q, n, buf)
+                if burst:
+                    self.sent[lcore] += send(burst, q)
+                    self.bursts[lcore] += 1
+            polls += 1
+            if polls & 0x3FF == 0:               # now and then: pool changes, idle flows
+                send = fused.refresh()
+                now = time.monotonic()
+                if now >= next_expire:
+                    lb.expire(now)
+                    next_expire = now + EXPIRE_EVERY_S
+                if len(self.bursts) > 1:
+                    time.sleep(0)
 
     def rx_loop(self) -> None:
         """Pipeline stage 1: poll every RX queue; queue q's bursts go to worker q % lcores."""
@@ -214,7 +253,7 @@ class DpdkLB(LBProgram):
                     next_expire = now + EXPIRE_EVERY_S
                 time.sleep(0)
 
-    # --- one burst: the two styles ---------------------------------------------------------
+    # --- one burst: the two styles of the lab ----------------------------------------------
     def forward_perpacket(self, burst, lb: LoadBalancer, arrays, txq: int, now: float) -> int:
         """The straightforward style: Python for every packet. Returns packets sent."""
         # BEGIN SOLUTION lab3-perpacket: for each packet: frame = burst[i] (zero-copy memoryview), parse_frame, drop unparsed (lb.count_drop(reason)) and not-for-VIP (NOT_FOR_VIP); backend = lb.backend_for(flow, now); set_macs(frame, backend.mac_bytes, self.src_mac); burst.keep(mask of kept); tx on txq
@@ -257,6 +296,8 @@ class DpdkLB(LBProgram):
 
     # --- stats -------------------------------------------------------------------------------
     def stats(self) -> dict:
+        for fused in self.__dict__.get("fused", ()):
+            fused.fold_counters()                # what C forwarded on its own, into lb's counts
         out = super().stats()
         if len(self.__dict__.get("lbs", ())) > 1:
             out["lb_per_lcore"] = [lb.stats() for lb in self.lbs]
