@@ -23,8 +23,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from vnf.afpacket import _ring  # noqa: E402
-from vnf.afpacket.ring import (DROP, RECORD_DTYPE, REASON_NAMES, Rewrite, RxRing,  # noqa: E402
-                               TxRing, interface_mac)
+from vnf.afpacket.ring import (DROP, RECORD_DTYPE, REASON_NAMES, MmsgTx, Rewrite,  # noqa: E402
+                               RxRing, TxRing, interface_mac)
 
 ETH_P_ALL = 3
 MAC_A = "02:00:00:00:00:0a"
@@ -315,13 +315,14 @@ def scenario_rx_intact():
     print(json.dumps({"batches": sizes}))
 
 
-def scenario_tx_forward():
+def scenario_tx_forward(use_sendmmsg=False):
     make_veth()
     frames = [udp_frame(sport=20000 + i, payload=b"p" * (i % 100)) for i in range(300)]
     s = _scapy()
-    with RxRing("b0", timeout_ms=5) as rx, TxRing("b0", frame_count=256) as tx, \
+    tx_port = MmsgTx("b0") if use_sendmmsg else TxRing("b0", frame_count=256)
+    with RxRing("b0", timeout_ms=5) as rx, tx_port as tx, \
             RxRing("a0", timeout_ms=5) as sink, raw_sender("a0") as gen:
-        assert tx.frame_count == 256
+        assert use_sendmmsg or tx.frame_count == 256
         for f in frames:
             gen.send(f)
         rewrite = Rewrite.dsr(interface_mac("b0"), BACKEND_MACS)
@@ -367,6 +368,11 @@ def scenario_tx_forward():
             assert pkt[s["UDP"]].chksum == again[s["UDP"]].chksum, "bad UDP checksum on the wire"
             assert pkt[s["IP"]].chksum == again[s["IP"]].chksum
     print(json.dumps({"forwarded": forwarded, "csum_partial_seen": partial}))
+
+
+def scenario_mmsg_forward():
+    """The same with sendmmsg from the RX ring instead of the TX ring (vnf.afpacket.MmsgTx)."""
+    scenario_tx_forward(use_sendmmsg=True)
 
 
 def scenario_fanout():
@@ -513,6 +519,12 @@ def test_rx_ring_receives_frames_intact_in_batches():
 @pytest.mark.network
 def test_tx_ring_forwards_with_rewritten_macs_and_nat():
     out = run_scenario("tx_forward")
+    assert out["forwarded"] == 300
+
+
+@pytest.mark.network
+def test_sendmmsg_from_the_rx_ring_forwards_with_rewritten_macs_and_nat():
+    out = run_scenario("mmsg_forward")
     assert out["forwarded"] == 300
 
 

@@ -6,10 +6,13 @@ from vnflab.experiment import ExperimentSpec, run_sandboxed
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 
 
-@pytest.mark.parametrize("mode, workers", [("dsr", 1), ("dsr", 2), ("nat", 1), ("nat", 2)])
-def test_afpacket_lb_keeps_affinity(mode, workers):
+@pytest.mark.parametrize("mode, workers, tx", [("dsr", 1, "ring"), ("dsr", 2, "ring"),
+                                               ("nat", 1, "ring"), ("nat", 2, "ring"),
+                                               ("dsr", 1, "sendmmsg"), ("nat", 2, "sendmmsg")])
+def test_afpacket_lb_keeps_affinity(mode, workers, tx):
     spec = ExperimentSpec(way="afpacket", clients=2, backends=3, udp_flows=600, packets_per_flow=3,
-                          rate_pps=3000, http_conns=40, lb_extra={"workers": workers, "mode": mode},
+                          rate_pps=3000, http_conns=40,
+                          lb_extra={"workers": workers, "mode": mode, "tx": tx},
                           cost_rate_pps=0, saturation_seconds=0, timeout_s=150)
     result = run_sandboxed(spec)
     assert "error" not in result, result

@@ -1,3 +1,4 @@
+#define _GNU_SOURCE   /* sendmmsg */
 /*
  * _ring.c - the C half of the AF_PACKET (way 2) ring layer.
  *
@@ -20,6 +21,7 @@
 #include <Python.h>
 
 #include <linux/if_packet.h>
+#include <sys/socket.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -342,6 +344,45 @@ static int choice_at(struct choice_source *c, Py_ssize_t i, long *out)
     return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
 }
 
+/* The choices argument of tx_fill/tx_sendmmsg (an int32 buffer or a sequence of ints/None, n
+ * items), after checking the NAT tables cover every backend. Release with close_choices. */
+static int open_choices(PyObject *obj, Py_ssize_t n, int nat, const Py_buffer *nat_ips,
+                        const Py_buffer *nat_ports, Py_ssize_t nbackends,
+                        struct choice_source *c)
+{
+    if (nat && (nat_ips->len / 4 < nbackends || nat_ports->len / 2 < nbackends)) {
+        PyErr_SetString(PyExc_ValueError, "nat_ips (uint32) / nat_ports (uint16) shorter than "
+                                          "dst_macs");
+        return -1;
+    }
+    if (PyObject_CheckBuffer(obj)) {
+        if (PyObject_GetBuffer(obj, &c->buf, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
+            return -1;
+        c->has_buf = 1;
+        if (c->buf.itemsize != 4 || c->buf.len / 4 < n) {
+            PyErr_SetString(PyExc_ValueError, "choices buffer must be int32 with n items");
+            return -1;
+        }
+        return 0;
+    }
+    c->fast = PySequence_Fast(obj, "choices must be a sequence of ints");
+    if (!c->fast)
+        return -1;
+    if (PySequence_Fast_GET_SIZE(c->fast) < n) {
+        PyErr_SetString(PyExc_ValueError, "fewer choices than packets");
+        return -1;
+    }
+    return 0;
+}
+
+static void close_choices(struct choice_source *c)
+{
+    if (c->has_buf)
+        PyBuffer_Release(&c->buf);
+    c->has_buf = 0;
+    Py_CLEAR(c->fast);
+}
+
 PyDoc_STRVAR(tx_fill_doc,
 "tx_fill(tx_ring, frame_size, frame_count, slot, rx_ring, packets, n, start, choices,\n"
 "        src_mac, dst_macs, nat_ips=None, nat_ports=None) -> (next_i, next_slot, sent, dropped)\n\n"
@@ -379,28 +420,8 @@ static PyObject *tx_fill(PyObject *self, PyObject *args)
         goto out;
     }
     Py_ssize_t nbackends = dst_macs.len / 6;
-    if (nat && (nat_ips.len / 4 < nbackends || nat_ports.len / 2 < nbackends)) {
-        PyErr_SetString(PyExc_ValueError, "nat_ips (uint32) / nat_ports (uint16) shorter than "
-                                          "dst_macs");
+    if (open_choices(choices_obj, n, nat, &nat_ips, &nat_ports, nbackends, &ch) < 0)
         goto out;
-    }
-    if (PyObject_CheckBuffer(choices_obj)) {
-        if (PyObject_GetBuffer(choices_obj, &ch.buf, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
-            goto out;
-        ch.has_buf = 1;
-        if (ch.buf.itemsize != 4 || ch.buf.len / 4 < n) {
-            PyErr_SetString(PyExc_ValueError, "choices buffer must be int32 with n items");
-            goto out;
-        }
-    } else {
-        ch.fast = PySequence_Fast(choices_obj, "choices must be a sequence of ints");
-        if (!ch.fast)
-            goto out;
-        if (PySequence_Fast_GET_SIZE(ch.fast) < n) {
-            PyErr_SetString(PyExc_ValueError, "fewer choices than packets");
-            goto out;
-        }
-    }
 
     const struct ring_pkt *rec = pkts.buf;
     const uint8_t *rxbase = rx.buf;
@@ -455,10 +476,119 @@ static PyObject *tx_fill(PyObject *self, PyObject *args)
     }
     result = Py_BuildValue("nnnn", i, slot, sent, dropped);
 out:
-    if (ch.has_buf)
-        PyBuffer_Release(&ch.buf);
-    Py_XDECREF(ch.fast);
+    close_choices(&ch);
     PyBuffer_Release(&tx);
+    PyBuffer_Release(&rx);
+    PyBuffer_Release(&pkts);
+    PyBuffer_Release(&src_mac);
+    PyBuffer_Release(&dst_macs);
+    if (nat_ips.obj)
+        PyBuffer_Release(&nat_ips);
+    if (nat_ports.obj)
+        PyBuffer_Release(&nat_ports);
+    return result;
+}
+
+PyDoc_STRVAR(tx_sendmmsg_doc,
+"tx_sendmmsg(fd, rx_ring, packets, n, choices, src_mac, dst_macs, nat_ips=None, nat_ports=None,\n"
+"            chunk=0) -> (sent, dropped)\n\n"
+"tx_fill's job without a TX ring: rewrite each chosen frame IN PLACE in the RX ring (MACs,\n"
+"CHECKSUM_PARTIAL completion, NAT as tx_fill) and hand them to the kernel with sendmmsg(2),\n"
+"iovecs pointing into the RX ring (a stripped VLAN tag goes back as a 4-byte iovec). One\n"
+"system call per `chunk` packets (0: up to 256). The kernel copies each frame once into a\n"
+"linear skb. fd: an AF_PACKET socket bound to the interface. Call before the RX block is\n"
+"released (the frames live there).");
+
+#define MMSG_MAX 256
+
+static PyObject *tx_sendmmsg(PyObject *self, PyObject *args)
+{
+    Py_buffer rx = {0}, pkts = {0}, src_mac = {0}, dst_macs = {0}, nat_ips = {0}, nat_ports = {0};
+    int fd;
+    Py_ssize_t n, chunk = 0;
+    PyObject *choices_obj, *nat_ips_obj = Py_None, *nat_ports_obj = Py_None;
+    struct choice_source ch = {0};
+    PyObject *result = NULL;
+    if (!PyArg_ParseTuple(args, "iw*y*nOy*y*|OOn", &fd, &rx, &pkts, &n, &choices_obj, &src_mac,
+                          &dst_macs, &nat_ips_obj, &nat_ports_obj, &chunk))
+        return NULL;
+    int nat = nat_ips_obj != Py_None;
+    if (nat && (get_buffer(nat_ips_obj, &nat_ips, 0, "nat_ips") < 0 ||
+                get_buffer(nat_ports_obj, &nat_ports, 0, "nat_ports") < 0))
+        goto out;
+    if (n < 0 || check_records(&pkts, n) < 0 || src_mac.len != 6) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "bad packet count or src_mac not 6 bytes");
+        goto out;
+    }
+    if (chunk <= 0 || chunk > MMSG_MAX)
+        chunk = MMSG_MAX;
+    Py_ssize_t nbackends = dst_macs.len / 6;
+    if (open_choices(choices_obj, n, nat, &nat_ips, &nat_ports, nbackends, &ch) < 0)
+        goto out;
+    static struct mmsghdr msgs[MMSG_MAX];
+    static struct iovec iov[MMSG_MAX][3];
+    static uint8_t tags[MMSG_MAX][4];
+    const struct ring_pkt *rec = pkts.buf;
+    uint8_t *rxbase = rx.buf;
+    Py_ssize_t sent = 0, dropped = 0, m = 0;
+    for (Py_ssize_t i = 0; i <= n; i++) {
+        if (i < n) {
+            const struct ring_pkt *r = &rec[i];
+            long b;
+            if (choice_at(&ch, i, &b) < 0)
+                goto out;
+            if (b < 0 || b >= nbackends || r->reason != NF_OK || r->length < 12 ||
+                (uint64_t)r->offset + r->length > (uint64_t)rx.len) {
+                dropped++;
+                continue;
+            }
+            uint8_t *frame = rxbase + r->offset;
+            nf_set_macs(frame, (const uint8_t *)dst_macs.buf + 6 * b, src_mac.buf);
+            if (nat || (r->flags & RING_PKT_CSUM_PARTIAL)) {
+                struct nf_parsed p;        /* in place: no tag in the ring's copy */
+                if (nf_parse(frame, r->length, &p) == NF_OK) {
+                    if (r->flags & RING_PKT_CSUM_PARTIAL)
+                        complete_l4_checksum(frame, &p);
+                    if (nat) {
+                        uint16_t port = ((const uint16_t *)nat_ports.buf)[b];
+                        nf_nat_dst(frame, &p, ((const uint32_t *)nat_ips.buf)[b],
+                                   port ? port : p.dst_port);
+                    }
+                }
+            }
+            struct msghdr *h = &msgs[m].msg_hdr;
+            memset(h, 0, sizeof(*h));
+            h->msg_iov = iov[m];
+            if (r->flags & RING_PKT_VLAN) {   /* dst mac, src mac, [TPID TCI], the rest */
+                nf_wr16(tags[m], r->vlan_tpid);
+                nf_wr16(tags[m] + 2, r->vlan_tci);
+                iov[m][0] = (struct iovec){frame, 12};
+                iov[m][1] = (struct iovec){tags[m], 4};
+                iov[m][2] = (struct iovec){frame + 12, r->length - 12};
+                h->msg_iovlen = 3;
+            } else {
+                iov[m][0] = (struct iovec){frame, r->length};
+                h->msg_iovlen = 1;
+            }
+            m++;
+        }
+        if (m && (m == chunk || i == n)) {
+            int done = 0;
+            while (done < m) {
+                int k = sendmmsg(fd, msgs + done, (unsigned)(m - done), MSG_DONTWAIT);
+                if (k <= 0)
+                    break;              /* EAGAIN/ENOBUFS (device busy) or an error: drop */
+                done += k;
+            }
+            sent += done;
+            dropped += m - done;
+            m = 0;
+        }
+    }
+    result = Py_BuildValue("nn", sent, dropped);
+out:
+    close_choices(&ch);
     PyBuffer_Release(&rx);
     PyBuffer_Release(&pkts);
     PyBuffer_Release(&src_mac);
@@ -501,6 +631,7 @@ static PyMethodDef methods[] = {
     {"parse_block", parse_block, METH_VARARGS, parse_block_doc},
     {"flows", flows, METH_VARARGS, flows_doc},
     {"tx_fill", tx_fill, METH_VARARGS, tx_fill_doc},
+    {"tx_sendmmsg", tx_sendmmsg, METH_VARARGS, tx_sendmmsg_doc},
     {"tx_pending", tx_pending, METH_VARARGS, tx_pending_doc},
     {NULL, NULL, 0, NULL},
 };

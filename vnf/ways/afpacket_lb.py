@@ -10,8 +10,12 @@ What changes from way 1 (kernel sockets):
   the encapsulation): the frame keeps its IP header (destination: the VIP, which every backend
   also owns on loopback); we only rewrite the destination MAC to the chosen backend's. The
   backend answers the client directly, so replies never cost the LB anything.
-* **One ``send()`` per batch.** Frames are copied into TX ring slots (in C, with the MAC rewrite)
-  and one ``send()`` tells the kernel to transmit them all.
+* **One system call per batch.** Frames are copied into TX ring slots (in C, with the MAC
+  rewrite) and one ``send()`` tells the kernel to transmit them all (io ``tx: "ring"``, the
+  default). Or (``tx: "sendmmsg"``) they are rewritten in place in the RX ring and one
+  ``sendmmsg()`` hands the whole batch over: on veth that is cheaper, because a TX-ring frame
+  enters the kernel as pages of the ring, which veth must copy into new pages
+  (``skb_copy_ubufs``); see ``vnf.afpacket.MmsgTx``.
 * **Software RSS.** With ``workers > 1`` each worker process opens its own ring in one
   ``PACKET_FANOUT_HASH`` group: the kernel hashes every packet's flow to one worker, so each
   worker keeps its own flow table and no flow state is shared between cores.
@@ -26,11 +30,12 @@ frame and copies it into the ring. Two styles of the per-block work (io ``style`
   ``lb.backends_for_batch`` reads the parsed records in place (numpy columns, zero copy) and
   decides for the whole block in one C call; only a new flow takes Python.
 
-Measured 2026-11-29 (``vnflab bench --compare socket,afpacket --runs 5 --seconds 2``, this
-2-core machine shared with other engineers' DPDK tests, the LB core 30-100 % busy before any
-traffic), style vector: 1,951 ns/packet of LB process CPU, 106 user + 1,841 sys, CV 19 %; the
-socket way 6,415 ns/packet in the same run (3.3x). Python is ~0.1 us/packet of it now; the rest
-is the kernel's RX/TX path (the 1.2 us target was not met on that busy machine).
+Measured 2026-11-30 (``vnflab bench --way afpacket --runs 3 --seconds 2``, quiet 2-core machine,
+the switch's work on the LB's transmit steered off the LB core as the bench does), style
+vector: 1,244 ns/packet of LB process CPU with ``tx: "sendmmsg"`` (73 user + 1,136 sys) against
+1,403 with the TX ring (37 + 1,364). Python is well under 0.1 us/packet; the rest is the
+kernel: an skb per packet on receive (charged to the sender's core) and on transmit, the
+copy, the veth hop.
 """
 from __future__ import annotations
 
@@ -40,7 +45,8 @@ import time
 
 import numpy as np
 
-from vnf.afpacket.ring import DROP, REASON_NAMES, Rewrite, RxRing, TxRing, interface_mac
+from vnf.afpacket.ring import (DROP, REASON_NAMES, MmsgTx, Rewrite, RxRing, TxRing,
+                               interface_mac)
 from vnf.lb import NOT_FOR_VIP
 from vnf.packet import ip_to_int, parse_frame
 from vnf.rewrite import nat_rewrite_src, set_macs
@@ -114,6 +120,11 @@ class AfPacketLB(LBProgram):
             fail("style", f"must be one of {', '.join(STYLES)}, got {self.style!r}")
         if self.style == "vector" and self.mode != "dsr":
             fail("style", "'vector' forwards in DSR mode only (NAT's return path is per packet)")
+        # io "tx": "ring" (default: the TPACKET TX ring, one send() kick per batch) or
+        # "sendmmsg" (one sendmmsg() per batch from the RX ring: see vnf.afpacket.MmsgTx)
+        self.tx_kind = self.io.get("tx", "ring")
+        if self.tx_kind not in ("ring", "sendmmsg"):
+            fail("tx", f"must be 'ring' or 'sendmmsg', got {self.tx_kind!r}")
         backends = self.config.backends
         self.backend_index = {b.name: i for i, b in enumerate(backends)}
         try:
@@ -141,7 +152,7 @@ class AfPacketLB(LBProgram):
     def open_rings(self) -> None:
         """Map the rings before we report ready, so no packet arrives before there is a ring."""
         self.rx = RxRing(self.iface, fanout_group=FANOUT_GROUP if self.workers > 1 else None)
-        self.tx = TxRing(self.iface)
+        self.tx = TxRing(self.iface) if self.tx_kind == "ring" else MmsgTx(self.iface)
 
     def run(self) -> None:
         rx, lb = self.rx, self.lb
@@ -262,6 +273,7 @@ class AfPacketLB(LBProgram):
         rx = getattr(self, "rx_stats", None)
         return {"sent": self.sent, "batches": self.batches, "workers": self.workers,
                 "mode": self.mode, "style": self.style, "batch": self.kick_every,
+                "tx": self.tx_kind,
                 "packets_per_kick": round(self.sent / max(1, tx_kicks), 1) if (tx_kicks := getattr(self, "tx_kicks", 0)) else None,
                 "nat_unknown_client": self.nat.unknown_client if self.nat else None,
                 "worker_id": self.worker_id,
