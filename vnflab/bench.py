@@ -22,10 +22,12 @@ One run of one way (``KernelPathDriver``, used by the socket and AF_PACKET ways)
 
 Sink: backends run no servers; a two-instruction XDP_DROP program (loaded with bpf(2) from
 Python, no compiler needed) on every backend interface drops what the LB sends, so no backend IP
-stack work lands on the LB's core. The bridge forwarding and the veth hop to the sink still run
-on the LB core (softirq raised by the LB's own transmit) and are included. The LB host gets static
-neighbour entries for the backends (ARP would be dropped by the sink) and the bridge static FDB
-entries (the backends never transmit, so the bridge would otherwise flood).
+stack work lands on the LB's core. The bridge forwarding and the veth hop to the sink, which the
+LB's own transmit would otherwise run on its core (softirq), are steered by RPS on the switch's
+port to the generator's core during the saturation window: that is the switch's work, the mirror
+of the receive side (already on the sender's core); the whole-core figure keeps it. The LB host
+gets static neighbour entries for the backends (ARP would be dropped by the sink) and the bridge
+static FDB entries (the backends never transmit, so the bridge would otherwise flood).
 
 The DPDK way needs a generator on the vhost side instead of trafgen over veth (veth caps near
 0.5 Mpps): ``DRIVERS`` maps each way to its driver; ``DpdkDriver`` (no topology: a DPDK generator
@@ -74,6 +76,7 @@ class BenchSpec:
     timeout_s: float = 1800.0
     baseline: str | None = None            # "testpmd": dpdk-testpmd io on the same vdevs (dpdk)
     style: str = "vector"                   # AF_PACKET style: "vector" (reference) or "perpacket"
+    tx: str = "sendmmsg"                    # AF_PACKET transmit: "sendmmsg" (reference) or "ring"
     dpdk_io: dict | None = None            # extra io options of the DPDK LB (model, lcores, queues)
 
     def variants(self) -> list[tuple[str, int | None]]:
@@ -88,6 +91,8 @@ class BenchSpec:
     def validate(self) -> "BenchSpec":
         if self.style not in ("vector", "perpacket"):
             raise ValueError(f"style: must be vector or perpacket, got {self.style!r}")
+        if self.tx not in ("sendmmsg", "ring"):
+            raise ValueError(f"tx: must be sendmmsg or ring, got {self.tx!r}")
         for w in self.ways:
             if w not in DRIVERS:
                 raise ValueError(f"way: must be one of {', '.join(DRIVERS)}, got {w!r}")
@@ -287,7 +292,10 @@ class BenchBed:
         with open(self.cfg_path, "w") as f:
             f.write(trafgen_config(frames))
         self.vip_local = self.bed.vip_mode == "local"
+        link = self.lb.intf().link
+        self.lb_switch_port = (link.intf2 if link.intf1.node is self.lb else link.intf1).name
         self.set_rps(False)
+        self.set_switch_rps(None)
 
     def _static_l2(self) -> None:
         for b in self.cfg.backend_names():
@@ -333,6 +341,29 @@ class BenchBed:
         last = (out.strip().splitlines() or ["?"])[-1].replace(",", "")
         if not all(c in "0123456789abcdef" for c in last) or int(last, 16) != int(mask, 16):
             raise RuntimeError(f"could not set RPS on lb-eth0: {out.strip()}")
+
+    def set_switch_rps(self, cpu: int | None) -> None:
+        """Where the switch's work on the LB's transmitted frames runs.
+
+        The LB's transmit ends in veth_xmit, which queues the frame on the switch-side peer's
+        backlog; the bridge forwarding and the hop to the sink then run in the softirq that
+        transmit raised, on the LB's own core, and show up as the LB's sys time. That is the
+        switch's work, not the LB's (a physical NIC's wire takes it away), and it is the mirror of
+        the receive side, whose kernel work already runs on the sender's core. RPS on the
+        switch-side port moves it to ``cpu`` (the generator's) for the saturation window;
+        ``None`` leaves it on the LB core (the whole-core figure counts everything)."""
+        mask = "0" if cpu is None else format(1 << cpu, "x")
+        path = f"/sys/class/net/{self.lb_switch_port}/queues/rx-0/rps_cpus"
+        # our mount namespace may show another netns's sysfs: mount our own where needed
+        script = (f"[ -e {path} ] || mount -t sysfs sysfs /sys; "
+                  f"echo {mask} > {path} && cat {path}")
+        out = subprocess.run(["unshare", "--mount", "sh", "-c", script], capture_output=True,
+                             text=True)
+        last = (out.stdout.strip().splitlines() or ["?"])[-1].replace(",", "")
+        if out.returncode or not all(c in "0123456789abcdef" for c in last) \
+                or int(last, 16) != int(mask, 16):
+            raise RuntimeError(f"could not set RPS on {self.lb_switch_port}: "
+                               f"{(out.stdout + out.stderr).strip()}")
 
     def start_lb(self, way: str, io: dict, tag: str):
         spec = self.bed.spec
@@ -410,12 +441,12 @@ class KernelPathDriver:
             return f"not available: {exc}"
         return None
 
-    def io(self, way: str, batch: int | None, style: str = "vector") -> dict:
+    def io(self, way: str, batch: int | None, style: str = "vector", tx: str = "sendmmsg") -> dict:
         if way == "socket":
             return {}
         # AF_PACKET: the reference fast path by default (C parse + one decision call per
         # block); --style perpacket measures the lab 2 loop (Python per packet) instead.
-        io = {"workers": 1, "mode": "dsr", "style": style}
+        io = {"workers": 1, "mode": "dsr", "style": style, "tx": tx}
         if batch is not None:
             io["batch"] = batch
         return io
@@ -424,7 +455,8 @@ class KernelPathDriver:
         spec = bb.spec
         bb.set_vip_local(way == "socket")    # socket: a proxy that owns the VIP; others: DSR
         bb.set_rps(False)
-        lb = bb.start_lb(way, self.io(way, batch, spec.style), tag)
+        bb.set_switch_rps(GEN_CPU)           # the switch's work on what the LB sends: not ours
+        lb = bb.start_lb(way, self.io(way, batch, spec.style, spec.tx), tag)
         res: dict = {"way": way, "batch": batch}
         try:
             gen = bb.start_gen(None, f"{tag}-sat")
@@ -452,6 +484,7 @@ class KernelPathDriver:
     def whole_core(self, bb: BenchBed, lb, sat_pps: int, tag: str) -> dict:
         """RPS onto the LB core, paced generator; CPU-1 busy time per forwarded packet."""
         bb.set_rps(True)
+        bb.set_switch_rps(None)              # everything on the LB core: the switch hop too
         levels = []
         seconds = bb.spec.seconds
         # Whatever else runs on the LB core (shared machines) shows in its busy time: measure it
@@ -781,10 +814,15 @@ class DpdkDriver:
     def run(self, bb, way: str, batch: int | None, tag: str) -> dict:
         burst = batch or 32
         res: dict = {"way": way, "batch": batch, "burst": burst}
-        vec = self.measure_lb(bb, "vector", burst, tag)
-        res.update({k: vec[k] for k in ("ns_per_packet", "mpps", "saturation_ns_per_packet",
+        # the reference: the fused style (one C call per burst); then the lab's vector style
+        # (a C call per step) and the per-packet style, in the same run
+        ref = self.measure_lb(bb, "fused", burst, tag)
+        res.update({k: ref[k] for k in ("ns_per_packet", "mpps", "saturation_ns_per_packet",
                                         "cpu_ns_per_packet", "offered_mpps")})
+        res["fused"] = ref
+        vec = self.measure_lb(bb, "vector", burst, tag)
         res["vector"] = vec
+        res["vector_ns_per_packet"] = vec["ns_per_packet"]
         pp = self.measure_lb(bb, "perpacket", burst, tag)
         res["perpacket"] = pp
         res["perpacket_ns_per_packet"] = pp["ns_per_packet"]
@@ -792,10 +830,13 @@ class DpdkDriver:
             tp = self.measure_testpmd(bb, burst, tag)
             bio = self.measure_binding_io(bb, burst, tag)
             res["testpmd_io"], res["binding_io"] = tp, bio
-            if tp["ns_per_packet"] and vec["ns_per_packet"]:
-                res["baseline_ratio"] = tp["ns_per_packet"] / vec["ns_per_packet"]
-            if tp["mpps"] and vec["mpps"]:
-                res["baseline_ratio_mpps"] = vec["mpps"] / tp["mpps"]
+            if tp["ns_per_packet"] and ref["ns_per_packet"]:
+                res["baseline_ratio"] = tp["ns_per_packet"] / ref["ns_per_packet"]
+            if tp["mpps"] and ref["mpps"]:
+                res["baseline_ratio_mpps"] = ref["mpps"] / tp["mpps"]
+            if bio["ns_per_packet"] and ref["ns_per_packet"]:
+                # what the NF adds on top of moving the packets (the binding's io-forward)
+                res["nf_ns_per_packet"] = ref["ns_per_packet"] - bio["ns_per_packet"]
             if tp["ns_per_packet"] and bio["ns_per_packet"]:
                 res["binding_io_ratio"] = tp["ns_per_packet"] / bio["ns_per_packet"]
             if tp["mpps"] and bio["mpps"]:
@@ -814,6 +855,9 @@ class DpdkDriver:
                 "cpu_ns_per_packet": med("cpu_ns_per_packet"),
                 "offered_mpps": med("offered_mpps", 4),
                 "mpps_cv": _r(_cv([r.get("mpps") for r in ok]), 3),
+                "vector_ns_per_packet": med("vector_ns_per_packet"),
+                "vector_cv": _r(_cv([r.get("vector_ns_per_packet") for r in ok]), 3),
+                "nf_ns_per_packet": med("nf_ns_per_packet"),
                 "perpacket_ns_per_packet": med("perpacket_ns_per_packet"),
                 "perpacket_mpps": sub("perpacket", "mpps", 4),
                 "perpacket_cv": _r(_cv([r.get("perpacket_ns_per_packet") for r in ok]), 3),
@@ -829,14 +873,17 @@ class DpdkDriver:
 
     @staticmethod
     def table_line(w: dict) -> str:
-        txt = (f"dpdk(burst={w.get('batch') or 32}): vector {_f(w.get('ns_per_packet'))} ns/pkt busy, "
-               f"{_f(w.get('saturation_ns_per_packet'))} ns/pkt at saturation; per-packet style "
+        txt = (f"dpdk(burst={w.get('batch') or 32}): fused (reference) "
+               f"{_f(w.get('ns_per_packet'))} ns/pkt busy, "
+               f"{_f(w.get('saturation_ns_per_packet'))} ns/pkt at saturation; lab vector style "
+               f"{_f(w.get('vector_ns_per_packet'))} ns/pkt busy; per-packet style "
                f"{_f(w.get('perpacket_ns_per_packet'))} ns/pkt busy")
         if w.get("baseline"):
             txt += (f"; testpmd io {w.get('testpmd_io_ns_per_packet')} ns/pkt, "
                     f"{w.get('testpmd_io_mpps')} Mpps; binding io-forward "
                     f"{w.get('binding_io_ns_per_packet')} ns/pkt = {w.get('binding_io_ratio')}x "
-                    f"testpmd; LB = {w.get('baseline_ratio')}x testpmd io")
+                    f"testpmd; LB = {w.get('baseline_ratio')}x testpmd io; the NF adds "
+                    f"{_f(w.get('nf_ns_per_packet'))} ns/pkt to the binding's io-forward")
         return txt
 
     @staticmethod
@@ -847,7 +894,9 @@ class DpdkDriver:
             f"(source addresses/ports vary), dst MAC {DPDK_LB_MAC}, {spec.payload}-byte payload, "
             f"sent as fast as the vhost port takes them; it also frees whatever comes back (the "
             f"sink). The LB (python -m vnf.ways.dpdk_lb, net_virtio_user client, pinned to CPU "
-            f"{LB_CPU}) runs with style vector, then perpacket. ns_per_packet = busy TSC cycles "
+            f"{LB_CPU}) runs with style fused (the reference: parse, flow cache and rewrite in one C "
+            f"call per burst), then vector (the lab's: one C call per step), then perpacket. "
+            f"ns_per_packet = busy TSC cycles "
             f"(from a non-empty rx_burst to its tx_burst, vnf.dpdk.busy_stats) / packets "
             f"received, over a {spec.seconds:g} s window (stats by SIGUSR1 at both ends); "
             f"saturation_ns_per_packet = 1 / forwarded rate on that one core (includes empty "
@@ -890,9 +939,10 @@ def _label(way: str, batch) -> str:
 def method_text(sink: str, spec: BenchSpec) -> str:
     sink_txt = {
         "xdp-drop": "an XDP_DROP program (2 instructions, loaded with bpf(2)) on each backend's "
-                    "interface drops the frames before any backend IP stack work; the LB core "
-                    "still pays the bridge forwarding and the veth hop to the sink (softirq "
-                    "raised by its own transmit), which is included in its sys time",
+                    "interface drops the frames before any backend IP stack work; the bridge "
+                    "forwarding and the veth hop to the sink (the switch's work on what the LB "
+                    "sends) are steered by RPS on the switch port to CPU 0 in the saturation "
+                    "window and stay on the LB core in the whole-core phase",
         "kernel-stack": "XDP was unavailable: the backends' kernels receive the UDP (no listener) "
                         "and drop it in their IP/UDP stack; with veth that work runs on the LB "
                         "core and inflates its figures by ~1.3 us/packet",
@@ -904,7 +954,8 @@ def method_text(sink: str, spec: BenchSpec) -> str:
         f"window at saturation; mpps = those frames / window. Generator: trafgen on c1 pinned to "
         f"CPU {GEN_CPU}, UDP to VIP:{SERVICE_PORT} over {spec.flows} flows (source ports), "
         f"correct IP/UDP checksums, {spec.payload}-byte payload; LB pinned to CPU {LB_CPU}. "
-        f"Socket way: the LB is a proxy owning the VIP; AF_PACKET way: direct server return. "
+        f"Socket way: the LB is a proxy owning the VIP; AF_PACKET way: direct server return, "
+        f"style {spec.style}, transmit by {spec.tx}. "
         f"Sink: {sink_txt}. NOT measured in ns_per_packet: the kernel's receive work for the "
         f"LB's interface (with veth it runs on the sender's core, CPU {GEN_CPU}). "
         f"whole_core_ns_per_packet: RPS steers lb-eth0's receive softirq onto CPU {LB_CPU}, "

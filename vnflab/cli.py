@@ -49,7 +49,7 @@ def cmd_bench(args) -> int:
         batches = [int(b) for b in args.batch.split(",")] if args.batch else None
         spec = BenchSpec(ways=ways, runs=args.runs, seconds=args.seconds, batches=batches,
                          flows=args.flows, whole_core=not args.no_whole_core,
-                         baseline=args.baseline, style=args.style,
+                         baseline=args.baseline, style=args.style, tx=args.tx,
                          dpdk_io=parse_io_options(args.dpdk_io) if args.dpdk_io else None).validate()
     except ValueError as exc:
         print(f"vnflab bench: {exc}", file=sys.stderr)
@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
                                          "cost with RPS), median of runs; --compare runs ways side by side")
     bench.add_argument("--style", default="vector", choices=["vector", "perpacket"],
                        help="AF_PACKET style: the reference fast path (vector) or the lab 2 loop")
+    bench.add_argument("--tx", default="sendmmsg", choices=["sendmmsg", "ring"],
+                       help="AF_PACKET transmit: sendmmsg from the RX ring, or the TPACKET TX ring")
     bench.add_argument("--way", default="socket", choices=["socket", "afpacket", "dpdk"])
     bench.add_argument("--compare", metavar="A,B", help="ways to run interleaved in one invocation "
                                                          "(the first is the baseline of the ratios)")
