@@ -462,16 +462,26 @@ class Scorer:
         k = self.f["key"]
         problem = self._lb_problem(k)
         rows = k.get("rows") or []
-        wrong = [r for r in rows if r["got"] != [r["expected"]]]
+        # A flow that never arrived says nothing about the key (loss is what the affinity and
+        # correctness tests grade; on a loaded machine a probe datagram can be lost outside the
+        # LB): judge the flows that arrived, as long as most did.
+        lost = [r for r in rows if not r["got"]]
+        arrived = [r for r in rows if r["got"]]
+        wrong = [r for r in arrived if r["got"] != [r["expected"]]]
         if not rows:
             self.add("key", TEST_TITLES["key"], 0, pts, problem or "the probe did not run",
                      seconds=self.seconds("key"))
             return
-        if not wrong and not problem:
+        if not wrong and not problem and len(arrived) * 2 >= len(rows):
+            note = (f" ({len(lost)} of {len(rows)} never arrived: not judged here)"
+                    if lost else "")
             self.add("key", TEST_TITLES["key"], pts, pts,
-                     f"{len(rows)} flows (UDP and TCP pairs from the same client ports): each went "
-                     "to the backend the pool chooses for its own 5-tuple.", seconds=self.seconds("key"))
+                     f"{len(arrived)} flows (UDP and TCP pairs from the same client ports): each "
+                     f"went to the backend the pool chooses for its own 5-tuple{note}.",
+                     seconds=self.seconds("key"))
             return
+        if not wrong:
+            wrong = lost                          # most were lost: that is the finding
         lines = []
         for r in wrong[:6]:
             got = ", ".join(r["got"]) or "no backend (never arrived)"
