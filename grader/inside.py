@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 
-from vnflab.experiment import (SERVICE_PORT, ExperimentSpec, Testbed, _read_json, cpu_seconds,
+from vnflab.experiment import (SERVICE_PORT, ExperimentSpec, Testbed, _read_json, cpu_times,
                                 forget_poisoned_neighbours, log)
 
 from grader.sandbox_user import student_command, student_ids
@@ -55,8 +55,8 @@ class StudentLB:
         return self.proc.poll() is None
 
     def cpu(self) -> float:
-        u, s = cpu_seconds(self.proc.pid)
-        return u + s
+        """Exact on-CPU seconds of the LB and its workers (tick counts are 10 ms steps)."""
+        return cpu_times(self.proc.pid).exact
 
     def stop(self, timeout: float) -> dict:
         """SIGTERM, then SIGKILL after ``timeout``: facts on how it ended, and its stats."""

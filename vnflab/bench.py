@@ -9,9 +9,10 @@ One run of one way (``KernelPathDriver``, used by the socket and AF_PACKET ways)
 1. **Saturation** (``ns_per_packet``, ``mpps``). trafgen on client c1, pinned to CPU 0, sends UDP
    to VIP:8080 flat out, cycling through ``flows`` pre-built frames (one source port per flow,
    correct IPv4 and UDP checksums). The LB runs pinned to CPU 1. Over a fixed window: the LB's CPU
-   time (user + sys of the LB process and its children, /proc/PID/stat) divided by the frames the
-   LB transmitted (``lb-eth0`` tx_packets) => ns/packet and the user/sys split; transmitted frames
-   per second => Mpps.
+   time (exact on-CPU nanoseconds of every thread of the LB and its workers, from
+   /proc/PID/task/TID/schedstat, split into user and sys in the proportion /proc/PID/stat's
+   10 ms ticks sampled) divided by the frames the LB transmitted (``lb-eth0`` tx_packets)
+   => ns/packet and the user/sys split; transmitted frames per second => Mpps.
 2. **Whole core** (``whole_core_ns_per_packet``). RPS steers lb-eth0's receive softirq onto the
    LB core (CPU 1), so the kernel's receive work is on the same core as the LB. trafgen is paced
    at fractions of the saturation rate; CPU 1's busy time (window minus its idle time from
@@ -52,7 +53,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from vnf.checksum import internet_checksum
-from vnflab.experiment import SERVICE_PORT, ExperimentSpec, log, read_json, stop_process
+from vnflab.experiment import SERVICE_PORT, ExperimentSpec, cpu_times, log, read_json, stop_process
 
 GEN_CPU, LB_CPU = 0, 1
 BPFFS = "/sys/fs/bpf"
@@ -226,34 +227,6 @@ def netdev(pid: int | str = "self") -> dict[str, dict[str, int]]:
     return out
 
 
-def tree_cpu(root: int) -> tuple[float, float]:
-    """(user, sys) seconds of ``root`` and every live descendant, plus children it reaped."""
-    tick = os.sysconf("SC_CLK_TCK")
-    procs = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        procs[int(entry)] = (int(fields[1]), int(fields[11]), int(fields[12]),
-                             int(fields[13]), int(fields[14]))
-    if root not in procs:
-        raise RuntimeError("the load balancer is gone")
-    user = procs[root][3] / tick
-    sys_ = procs[root][4] / tick        # reaped children (cutime, cstime)
-    todo = [root]
-    while todo:
-        pid = todo.pop()
-        _, ut, st, _, _ = procs[pid]
-        user += ut / tick
-        sys_ += st / tick
-        todo += [p for p, v in procs.items() if v[0] == pid]
-    return user, sys_
-
-
 def cpu_idle_s(cpu: int) -> float:
     """Idle + iowait seconds of one CPU (/proc/stat; NO_HZ measures these at idle entry/exit)."""
     tick = os.sysconf("SC_CLK_TCK")
@@ -404,8 +377,7 @@ class BenchBed:
     def snapshot(self, lb_pid: int) -> dict:
         lbdev = netdev(self.lb.pid)["lb-eth0"]
         gendev = netdev(self.gen.pid)["c1-eth0"]
-        user, sys_ = tree_cpu(lb_pid)
-        return {"t": time.monotonic(), "user": user, "sys": sys_, "idle": cpu_idle_s(LB_CPU),
+        return {"t": time.monotonic(), "cpu": cpu_times(lb_pid), "idle": cpu_idle_s(LB_CPU),
                 "lb_tx": lbdev["tx_packets"], "lb_rx_dropped": lbdev["rx_dropped"],
                 "offered": gendev["tx_packets"]}
 
@@ -413,12 +385,13 @@ class BenchBed:
         a = self.snapshot(lb_pid)
         time.sleep(seconds)
         b = self.snapshot(lb_pid)
+        user, sys_, _ = b.pop("cpu").since(a.pop("cpu"))
         d = {k: b[k] - a[k] for k in a}
         wall = d.pop("t")
         fwd = d["lb_tx"]
         out = {"seconds": round(wall, 3), "forwarded": fwd, "offered": d["offered"],
                "lb_rx_dropped": d["lb_rx_dropped"],
-               "user_s": round(d["user"], 3), "sys_s": round(d["sys"], 3),
+               "user_s": round(user, 4), "sys_s": round(sys_, 4),
                "core_busy_s": round(max(0.0, wall - d["idle"]), 3),
                "fwd_pps": round(fwd / wall), "offered_pps": round(d["offered"] / wall)}
         return out
@@ -949,7 +922,8 @@ def method_text(sink: str, spec: BenchSpec) -> str:
         "none": "none (no way could run)",
     }[sink]
     return (
-        f"ns_per_packet: CPU time of the LB process and its children (user+sys, /proc/PID/stat) "
+        f"ns_per_packet: CPU time of the LB process and its workers (exact on-CPU ns from schedstat; "
+        f"user/sys split as /proc/PID/stat's ticks sampled it) "
         f"divided by the frames the LB transmitted (lb-eth0 tx_packets) over a {spec.seconds:g} s "
         f"window at saturation; mpps = those frames / window. Generator: trafgen on c1 pinned to "
         f"CPU {GEN_CPU}, UDP to VIP:{SERVICE_PORT} over {spec.flows} flows (source ports), "

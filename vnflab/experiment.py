@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 from topologies.lb import LBTopoConfig
 
@@ -99,10 +100,27 @@ def _proc_stat(pid: int) -> list[str]:
         return f.read().rsplit(")", 1)[1].split()
 
 
-def cpu_seconds(pid: int) -> tuple[float, float]:
-    """(user, sys) CPU seconds of a process and all its live descendants (worker processes),
-    from /proc/PID/stat. Per-process figures are consistent; per-CPU /proc/stat ones are not
-    for timer-woken processes (see shared notes)."""
+class CpuTimes(NamedTuple):
+    """CPU time of a process tree, in seconds (see ``cpu_times``)."""
+    user: float     # tick-sampled (/proc/PID/stat): whole 10 ms ticks, good for the split only
+    system: float
+    exact: float    # every thread's sum_exec_runtime (/proc/PID/task/TID/schedstat): exact ns
+
+    def since(self, earlier: "CpuTimes") -> tuple[float, float, float]:
+        """(user, sys, total) seconds between ``earlier`` and this reading.
+
+        The total is the exact on-CPU time. The tick counters move in whole 10 ms steps, which
+        is +-5 % of a 0.4 s busy window: they only apportion the exact total into user and sys."""
+        total = self.exact - earlier.exact
+        ticks_user, ticks_sys = self.user - earlier.user, self.system - earlier.system
+        if ticks_user + ticks_sys <= 0:
+            return 0.0, total, total
+        user = total * ticks_user / (ticks_user + ticks_sys)
+        return user, total - user, total
+
+
+def _tree(pid: int) -> set[int]:
+    """``pid`` and all its live descendants (an LB's worker processes)."""
     parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -116,16 +134,28 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
         kids = [p for p, pp in parents.items() if pp == parent and p not in tree]
         tree.update(kids)
         frontier.extend(kids)
-    user = system = 0
+    return tree
+
+
+def cpu_times(pid: int) -> CpuTimes:
+    """CPU time of a process and all its live descendants. Per-process figures are consistent;
+    per-CPU /proc/stat ones are not for timer-woken processes (see shared notes)."""
+    tree = _tree(pid)
+    if not os.path.exists(f"/proc/{pid}"):
+        raise RuntimeError(f"process {pid} is gone")
+    user = system = exact_ns = 0
     for p in tree:
         try:
             fields = _proc_stat(p)
-        except OSError:
-            continue
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{tid}/schedstat") as f:
+                    exact_ns += int(f.read().split()[0])
+        except (OSError, IndexError, ValueError):
+            continue            # exited between the listing and the reading
         user += int(fields[11])
         system += int(fields[12])
     tick = os.sysconf("SC_CLK_TCK")
-    return user / tick, system / tick
+    return CpuTimes(user / tick, system / tick, exact_ns / 1e9)
 
 
 def read_json(path: str, default=None):
@@ -472,8 +502,8 @@ class RunningLB:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def cpu(self) -> tuple[float, float]:
-        return cpu_seconds(self.proc.pid)
+    def cpu(self) -> CpuTimes:
+        return cpu_times(self.proc.pid)
 
     def stop(self) -> dict:
         code = stop_process(self.proc)
@@ -496,7 +526,7 @@ class RunningLB:
 def measure_cost(bed: Testbed, spec: ExperimentSpec) -> dict:
     """CPU time of the LB process per forwarded packet at a stated offered load.
 
-    Method: a fresh LB; read its CPU time (user, sys) from /proc/PID/stat, drive
+    Method: a fresh LB; read its CPU time (``cpu_times``: exact total, user/sys split), drive
     ``cost_rate_pps`` of UDP request/reply traffic for ``cost_seconds``, read it again, divide
     by the packets the LB forwarded in that window as counted at the endpoints (requests the
     backends received, plus — for the socket way, which is a proxy — replies relayed back).
@@ -510,25 +540,24 @@ def measure_cost(bed: Testbed, spec: ExperimentSpec) -> dict:
     lb = bed.start_lb("cost")
     flows = 64
     per_flow = max(1, int(spec.cost_rate_pps * spec.cost_seconds) // flows)
-    u0, s0 = lb.cpu()
+    c0 = lb.cpu()
     t0 = time.monotonic()
     clients = bed.drive("cost", flows, per_flow, spec.cost_rate_pps, 0,
                         clients=[bed.topo_cfg.client_names()[0]], timeout=spec.cost_seconds * 4 + 30)
     wall = time.monotonic() - t0
-    u1, s1 = lb.cpu()
+    user, system, cpu = lb.cpu().since(c0)
     stats = lb.stop()
     report = check(bed.backend_records(), clients)
     delivered = report.udp_arrived
     replies = report.udp_replies_received if bed.vip_mode == "local" else 0
     forwarded = delivered + replies
-    cpu = (u1 - u0) + (s1 - s0)
     busy = (stats.get("busy") or {}).get("ns_per_packet")
     out = {
         "offered_pps": spec.cost_rate_pps, "seconds": round(wall, 3), "forwarded": forwarded,
-        "user_s": round(u1 - u0, 4), "sys_s": round(s1 - s0, 4),
+        "user_s": round(user, 4), "sys_s": round(system, 4),
         "ns_per_packet": round(cpu / forwarded * 1e9, 1) if forwarded else None,
-        "user_ns_per_packet": round((u1 - u0) / forwarded * 1e9, 1) if forwarded else None,
-        "sys_ns_per_packet": round((s1 - s0) / forwarded * 1e9, 1) if forwarded else None,
+        "user_ns_per_packet": round(user / forwarded * 1e9, 1) if forwarded else None,
+        "sys_ns_per_packet": round(system / forwarded * 1e9, 1) if forwarded else None,
         "lb_stats": stats,
     }
     if busy:
@@ -610,7 +639,8 @@ def measure_saturation(bed: Testbed, spec: ExperimentSpec) -> dict:
             "mpps": round(forwarded / wall / 1e6, 4) if wall > 0 else None}
 
 
-METHOD = ("LB process CPU time (user+sys from /proc/PID/stat) divided by packets it forwarded "
+METHOD = ("LB process CPU time (exact on-CPU time of its threads from schedstat, split into "
+          "user and sys as /proc/PID/stat's ticks sampled it) divided by packets it forwarded "
           "(counted at the endpoints), at a stated offered load; the kernel's receive softirq for "
           "veth traffic runs on the sender's core and is NOT charged to the LB, so kernel-path "
           "costs are underestimated here (vnflab bench steers it onto the LB core with RPS).")

@@ -84,10 +84,9 @@ def ensure_hugepages(megabytes):
 
 
 def process_cpu_seconds(pid):
-    """User + system CPU time of a process (from /proc/PID/stat), in seconds."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """Exact on-CPU seconds of a process and its threads (see vnflab.experiment.cpu_times)."""
+    from vnflab.experiment import cpu_times
+    return cpu_times(pid).exact
 
 
 class PrivateOVSDPDK:
