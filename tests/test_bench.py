@@ -121,7 +121,7 @@ def test_socket_bench_short(tmp_path):
     assert isinstance(way["cv"], float)
     assert isinstance(way["livelock"], bool)
     assert len(way["runs"]) == 2 and all("error" not in r for r in way["runs"])
-    assert result["sink"] in ("xdp-drop", "kernel-stack")
+    assert result["sink"] == "port-drop"      # tc + BPF work on this machine kind
     after = _sandbox_leftovers()
     # the sandbox took every interface, pinned program and generator with it
     assert after["ifaces"] == before["ifaces"] or set(after["ifaces"]) <= set(before["ifaces"])

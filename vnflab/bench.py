@@ -21,14 +21,18 @@ One run of one way (``KernelPathDriver``, used by the socket and AF_PACKET ways)
    If forwarding collapses as offered load rises (receive livelock: softirq starves the LB), no
    number is reported and ``livelock`` is true.
 
-Sink: backends run no servers; a two-instruction XDP_DROP program (loaded with bpf(2) from
-Python, no compiler needed) on every backend interface drops what the LB sends, so no backend IP
-stack work lands on the LB's core. The bridge forwarding and the veth hop to the sink, which the
-LB's own transmit would otherwise run on its core (softirq), are steered by RPS on the switch's
-port to the generator's core during the saturation window: that is the switch's work, the mirror
-of the receive side (already on the sender's core); the whole-core figure keeps it. The LB host
-gets static neighbour entries for the backends (ARP would be dropped by the sink) and the bridge
-static FDB entries (the backends never transmit, so the bridge would otherwise flood).
+Sink: the switch's port facing the LB drops every frame the LB transmits, on arrival, with a
+two-instruction BPF program (``return TC_ACT_SHOT``, loaded with bpf(2) from Python, no compiler
+needed) at its tc ingress hook: the end of the LB's wire. A veth transmit runs the receiving
+side's first steps in the sender's softirq, so what the LB pays per frame is its transmit plus
+that hand-off (a backlog enqueue and one BPF run), much like writing a NIC's TX descriptor; the
+switch's forwarding and the backends' stacks, which are not the LB's work, never run. (Earlier
+versions forwarded to XDP sinks on the backends and steered the switch's work to the generator's
+core with RPS: that charged the LB a flow hash and a cross-core enqueue per frame, starved the
+generator's core, and left the LB half idle with 2-3x swings in the offered rate between runs.)
+Without tc/BPF the backends' kernels drop the UDP instead and the switch's work lands on the LB's
+core (``sink: "backends"``, said in the method). The LB host gets static neighbour entries for
+the backends, and the bridge static FDB entries, so no ARP or flooding happens mid-window.
 
 The DPDK way needs a generator on the vhost side instead of trafgen over veth (veth caps near
 0.5 Mpps): ``DRIVERS`` maps each way to its driver; ``DpdkDriver`` (no topology: a DPDK generator
@@ -57,7 +61,7 @@ from vnflab.experiment import SERVICE_PORT, ExperimentSpec, cpu_times, log, read
 
 GEN_CPU, LB_CPU = 0, 1
 BPFFS = "/sys/fs/bpf"
-XDP_PROG_PIN = f"{BPFFS}/vnflab_xdp_drop"
+DROP_PROG_PIN = f"{BPFFS}/vnflab_drop"
 WHOLE_CORE_FRACTIONS = (0.3, 0.6, 0.9, 1.2)   # offered load, relative to the saturation rate
 KEPT_UP = 0.95          # forwarded >= 95 % of offered: the LB keeps up at that load
 MAX_FOREIGN_BUSY = 0.25  # LB core busier than this with no traffic: no whole-core figure
@@ -180,21 +184,26 @@ def trafgen_config(frames: list[bytes]) -> str:
 
 
 # ------------------------------------------------------------------------------------------
-# the sink: XDP_DROP loaded with bpf(2), pinned, attached with ip(8)
+# the sink: "return TC_ACT_SHOT" loaded with bpf(2), pinned, attached with tc(8)
 # ------------------------------------------------------------------------------------------
 
-def load_xdp_drop(pin_path: str = XDP_PROG_PIN) -> None:
-    """Load ``r0 = XDP_DROP; exit`` as an XDP program and pin it at ``pin_path``."""
+BPF_PROG_TYPE_SCHED_CLS, TC_ACT_SHOT = 3, 2
+
+
+def load_tc_drop(pin_path: str = DROP_PROG_PIN) -> None:
+    """Load ``r0 = TC_ACT_SHOT; exit`` as a tc classifier (direct action) and pin it."""
     libc = ctypes.CDLL(None, use_errno=True)
     nr_bpf = {"x86_64": 321, "aarch64": 280}.get(platform.machine())
     if nr_bpf is None:
         raise OSError(f"bpf(2) syscall number unknown for {platform.machine()}")
-    insns = struct.pack("<BBhi", 0xB7, 0x00, 0, 1) + struct.pack("<BBhi", 0x95, 0, 0, 0)
+    # BPF_MOV64_IMM(R0, TC_ACT_SHOT); BPF_EXIT
+    insns = struct.pack("<BBhi", 0xB7, 0x00, 0, TC_ACT_SHOT) + struct.pack("<BBhi", 0x95, 0, 0, 0)
     insn_buf = ctypes.create_string_buffer(insns, len(insns))
     lic = ctypes.create_string_buffer(b"GPL")
     log_buf = ctypes.create_string_buffer(4096)
-    attr = struct.pack("<IIQQIIQII16s", 6, 2, ctypes.addressof(insn_buf), ctypes.addressof(lic),
-                       1, len(log_buf), ctypes.addressof(log_buf), 0, 0, b"vnflab_drop")
+    attr = struct.pack("<IIQQIIQII16s", BPF_PROG_TYPE_SCHED_CLS, 2, ctypes.addressof(insn_buf),
+                       ctypes.addressof(lic), 1, len(log_buf), ctypes.addressof(log_buf), 0, 0,
+                       b"vnflab_drop")
     attr_buf = ctypes.create_string_buffer(attr.ljust(128, b"\0"), 128)
     fd = libc.syscall(nr_bpf, 5, attr_buf, 128)          # BPF_PROG_LOAD
     if fd < 0:
@@ -255,6 +264,8 @@ class BenchBed:
         self.net = self.bed.net
         self.lb = self.net["lb"]
         self.gen = self.net["c1"]
+        link = self.lb.intf().link
+        self.lb_switch_port = (link.intf2 if link.intf1.node is self.lb else link.intf1).name
         self._static_l2()
         self.sink = self._install_sink()
         self.cfg_path = os.path.join(workdir, "trafgen.cfg")
@@ -265,10 +276,7 @@ class BenchBed:
         with open(self.cfg_path, "w") as f:
             f.write(trafgen_config(frames))
         self.vip_local = self.bed.vip_mode == "local"
-        link = self.lb.intf().link
-        self.lb_switch_port = (link.intf2 if link.intf1.node is self.lb else link.intf1).name
         self.set_rps(False)
-        self.set_switch_rps(None)
 
     def _static_l2(self) -> None:
         for b in self.cfg.backend_names():
@@ -281,21 +289,23 @@ class BenchBed:
                             "master", "static"], check=True)
 
     def _install_sink(self) -> str:
+        """Drop what the LB transmits at the switch port's tc ingress (see the module docstring).
+        The port lives in the sandbox's own network namespace: plain tc reaches it."""
+        port = self.lb_switch_port
         try:
             os.makedirs(BPFFS, exist_ok=True)
             subprocess.run(["mount", "-t", "bpf", "bpf", BPFFS], check=True, capture_output=True)
-            load_xdp_drop()
-            for b in self.cfg.backend_names():
-                # the hosts have mount namespaces of their own: reach our bpffs through /proc
-                pinned = f"/proc/{os.getpid()}/root{XDP_PROG_PIN}"
-                out = self.net[b].cmd(f"ip link set dev {b}-eth0 xdp pinned {pinned} 2>&1; "
-                                      f"ip -d link show dev {b}-eth0")
-                if "prog/xdp" not in out:
-                    raise OSError(f"XDP not attached on {b}-eth0: {out.strip()[:300]}")
-            return "xdp-drop"
+            load_tc_drop()
+            for argv in (["tc", "qdisc", "add", "dev", port, "clsact"],
+                         ["tc", "filter", "add", "dev", port, "ingress", "bpf", "direct-action",
+                          "object-pinned", DROP_PROG_PIN]):
+                out = subprocess.run(argv, capture_output=True, text=True)
+                if out.returncode:
+                    raise OSError(f"{' '.join(argv)}: {(out.stdout + out.stderr).strip()[:300]}")
+            return "port-drop"
         except (OSError, subprocess.CalledProcessError) as exc:
-            log(f"XDP sink unavailable ({exc}); backends' kernels drop the UDP instead")
-            return "kernel-stack"
+            log(f"tc/BPF sink unavailable ({exc}); the backends' kernels drop the UDP instead")
+            return "backends"
 
     # --- per way state ----------------------------------------------------------------------
     def set_vip_local(self, local: bool) -> None:
@@ -314,29 +324,6 @@ class BenchBed:
         last = (out.strip().splitlines() or ["?"])[-1].replace(",", "")
         if not all(c in "0123456789abcdef" for c in last) or int(last, 16) != int(mask, 16):
             raise RuntimeError(f"could not set RPS on lb-eth0: {out.strip()}")
-
-    def set_switch_rps(self, cpu: int | None) -> None:
-        """Where the switch's work on the LB's transmitted frames runs.
-
-        The LB's transmit ends in veth_xmit, which queues the frame on the switch-side peer's
-        backlog; the bridge forwarding and the hop to the sink then run in the softirq that
-        transmit raised, on the LB's own core, and show up as the LB's sys time. That is the
-        switch's work, not the LB's (a physical NIC's wire takes it away), and it is the mirror of
-        the receive side, whose kernel work already runs on the sender's core. RPS on the
-        switch-side port moves it to ``cpu`` (the generator's) for the saturation window;
-        ``None`` leaves it on the LB core (the whole-core figure counts everything)."""
-        mask = "0" if cpu is None else format(1 << cpu, "x")
-        path = f"/sys/class/net/{self.lb_switch_port}/queues/rx-0/rps_cpus"
-        # our mount namespace may show another netns's sysfs: mount our own where needed
-        script = (f"[ -e {path} ] || mount -t sysfs sysfs /sys; "
-                  f"echo {mask} > {path} && cat {path}")
-        out = subprocess.run(["unshare", "--mount", "sh", "-c", script], capture_output=True,
-                             text=True)
-        last = (out.stdout.strip().splitlines() or ["?"])[-1].replace(",", "")
-        if out.returncode or not all(c in "0123456789abcdef" for c in last) \
-                or int(last, 16) != int(mask, 16):
-            raise RuntimeError(f"could not set RPS on {self.lb_switch_port}: "
-                               f"{(out.stdout + out.stderr).strip()}")
 
     def start_lb(self, way: str, io: dict, tag: str):
         spec = self.bed.spec
@@ -428,7 +415,6 @@ class KernelPathDriver:
         spec = bb.spec
         bb.set_vip_local(way == "socket")    # socket: a proxy that owns the VIP; others: DSR
         bb.set_rps(False)
-        bb.set_switch_rps(GEN_CPU)           # the switch's work on what the LB sends: not ours
         lb = bb.start_lb(way, self.io(way, batch, spec.style, spec.tx), tag)
         res: dict = {"way": way, "batch": batch}
         try:
@@ -457,7 +443,6 @@ class KernelPathDriver:
     def whole_core(self, bb: BenchBed, lb, sat_pps: int, tag: str) -> dict:
         """RPS onto the LB core, paced generator; CPU-1 busy time per forwarded packet."""
         bb.set_rps(True)
-        bb.set_switch_rps(None)              # everything on the LB core: the switch hop too
         levels = []
         seconds = bb.spec.seconds
         # Whatever else runs on the LB core (shared machines) shows in its busy time: measure it
@@ -911,14 +896,13 @@ def _label(way: str, batch) -> str:
 
 def method_text(sink: str, spec: BenchSpec) -> str:
     sink_txt = {
-        "xdp-drop": "an XDP_DROP program (2 instructions, loaded with bpf(2)) on each backend's "
-                    "interface drops the frames before any backend IP stack work; the bridge "
-                    "forwarding and the veth hop to the sink (the switch's work on what the LB "
-                    "sends) are steered by RPS on the switch port to CPU 0 in the saturation "
-                    "window and stay on the LB core in the whole-core phase",
-        "kernel-stack": "XDP was unavailable: the backends' kernels receive the UDP (no listener) "
-                        "and drop it in their IP/UDP stack; with veth that work runs on the LB "
-                        "core and inflates its figures by ~1.3 us/packet",
+        "port-drop": "a BPF program (return TC_ACT_SHOT, 2 instructions, loaded with bpf(2)) at the "
+                     "tc ingress of the switch port facing the LB drops each frame the LB "
+                     "transmits on arrival; the LB pays its transmit and that hand-off (run in "
+                     "its own softirq, as veth does), not the switch's forwarding",
+        "backends": "tc/BPF was unavailable: the switch forwards to the backends, whose kernels "
+                    "drop the UDP (no listener); with veth that work runs on the LB core and "
+                    "inflates its figures by ~1.5 us/packet",
         "none": "none (no way could run)",
     }[sink]
     return (
