@@ -15,6 +15,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -400,9 +401,17 @@ def scenario_fanout():
                 batch.release()
             idle = 0 if got_any else idle + 1
         stats = [ring.stats() for ring in rings]
+        # What the workers transmit leaves through the same interface: the group must not
+        # hand it back to any of them (PACKET_FANOUT_FLAG_IGNORE_OUTGOING).
+        with raw_sender("b0") as out:
+            for frame in frames[:200]:
+                out.send(frame)
+        time.sleep(0.1)
+        outgoing_seen = sum(ring.stats().packets for ring in rings)
     finally:
         for ring in rings:
             ring.close()
+    assert outgoing_seen == 0, f"{outgoing_seen} of our own outgoing frames reached the rings"
     drops = [ring_stats.drops for ring_stats in stats]
     both = set(seen[0]) & set(seen[1])
     assert drops == [0, 0], drops

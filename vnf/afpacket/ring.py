@@ -60,6 +60,10 @@ PACKET_QDISC_BYPASS = 20
 PACKET_IGNORE_OUTGOING = 23
 TPACKET_V3 = 2
 PACKET_FANOUT_HASH = 0
+# Linux >= 6.10: the group ignores outgoing frames. PACKET_IGNORE_OUTGOING on a member socket does
+# not reach the group's shared hook, so without this flag every frame a worker transmits is copied
+# into some worker's ring (and skipped there). Older kernels ignore the unknown flag bit.
+PACKET_FANOUT_FLAG_IGNORE_OUTGOING = 0x4000
 ETH_P_ALL = 0x0003
 _SIOCGIFHWADDR = 0x8927
 
@@ -260,8 +264,8 @@ class RxRing:
             self._sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
             self._sock.bind((ifname, ETH_P_ALL))
             if fanout_group is not None:
-                self._sock.setsockopt(SOL_PACKET, PACKET_FANOUT,
-                                      (fanout_group & 0xFFFF) | (PACKET_FANOUT_HASH << 16))
+                mode = PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_IGNORE_OUTGOING
+                self._sock.setsockopt(SOL_PACKET, PACKET_FANOUT, (fanout_group & 0xFFFF) | (mode << 16))
         except BaseException:
             self.close()
             raise
