@@ -383,6 +383,74 @@ static void close_choices(struct choice_source *c)
     Py_CLEAR(c->fast);
 }
 
+/* What tx_fill and tx_sendmmsg share: where each packet goes and how its frame is rewritten.
+ * The callers parse src_mac and dst_macs into it ("y*"); open_plan takes the rest. */
+struct tx_plan {
+    Py_buffer src_mac, dst_macs, nat_ips, nat_ports;
+    int nat;
+    Py_ssize_t nbackends;
+    struct choice_source ch;
+};
+
+static int open_plan(struct tx_plan *t, Py_ssize_t n, PyObject *choices, PyObject *nat_ips,
+                     PyObject *nat_ports)
+{
+    t->nat = nat_ips != Py_None;
+    if (t->nat && (get_buffer(nat_ips, &t->nat_ips, 0, "nat_ips") < 0 ||
+                   get_buffer(nat_ports, &t->nat_ports, 0, "nat_ports") < 0))
+        return -1;
+    if (t->src_mac.len != 6) {
+        PyErr_SetString(PyExc_ValueError, "src_mac must be 6 bytes");
+        return -1;
+    }
+    t->nbackends = t->dst_macs.len / 6;
+    return open_choices(choices, n, t->nat, &t->nat_ips, &t->nat_ports, t->nbackends, &t->ch);
+}
+
+static void close_plan(struct tx_plan *t)
+{
+    close_choices(&t->ch);
+    PyBuffer_Release(&t->src_mac);
+    PyBuffer_Release(&t->dst_macs);
+    if (t->nat_ips.obj)
+        PyBuffer_Release(&t->nat_ips);
+    if (t->nat_ports.obj)
+        PyBuffer_Release(&t->nat_ports);
+}
+
+/* The backend packet i goes to, or -1 when it is not sent (no backend, not a clean parse, not
+ * inside the RX ring). Returns -1 with a Python error set if a choice is not an int. */
+static int plan_backend(struct tx_plan *t, const struct ring_pkt *r, Py_ssize_t i,
+                        Py_ssize_t rx_len, long *b)
+{
+    if (choice_at(&t->ch, i, b) < 0)
+        return -1;
+    if (*b < 0 || *b >= t->nbackends || r->reason != NF_OK || r->length < 12 ||
+        (uint64_t)r->offset + r->length > (uint64_t)rx_len)
+        *b = -1;
+    return 0;
+}
+
+/* Rewrite a frame for backend b: both MACs, a CHECKSUM_PARTIAL checksum completed (the kernel
+ * left it to the NIC that a veth does not have), and with NAT the destination IP/port. */
+static void rewrite_frame(const struct tx_plan *t, uint8_t *frame, uint32_t len,
+                          uint32_t pkt_flags, long b)
+{
+    nf_set_macs(frame, (const uint8_t *)t->dst_macs.buf + 6 * b, t->src_mac.buf);
+    if (t->nat || (pkt_flags & RING_PKT_CSUM_PARTIAL)) {
+        struct nf_parsed p;
+        if (nf_parse(frame, len, &p) == NF_OK) {
+            if (pkt_flags & RING_PKT_CSUM_PARTIAL)
+                complete_l4_checksum(frame, &p);
+            if (t->nat) {
+                uint16_t port = ((const uint16_t *)t->nat_ports.buf)[b];
+                nf_nat_dst(frame, &p, ((const uint32_t *)t->nat_ips.buf)[b],
+                           port ? port : p.dst_port);
+            }
+        }
+    }
+}
+
 PyDoc_STRVAR(tx_fill_doc,
 "tx_fill(tx_ring, frame_size, frame_count, slot, rx_ring, packets, n, start, choices,\n"
 "        src_mac, dst_macs, nat_ips=None, nat_ports=None) -> (next_i, next_slot, sent, dropped)\n\n"
@@ -395,32 +463,26 @@ PyDoc_STRVAR(tx_fill_doc,
 
 static PyObject *tx_fill(PyObject *self, PyObject *args)
 {
-    Py_buffer tx = {0}, rx = {0}, pkts = {0}, src_mac = {0}, dst_macs = {0}, nat_ips = {0},
-              nat_ports = {0};
+    Py_buffer tx = {0}, rx = {0}, pkts = {0};
     Py_ssize_t frame_size, frame_count, slot, n, start;
     PyObject *choices_obj, *nat_ips_obj = Py_None, *nat_ports_obj = Py_None;
-    struct choice_source ch = {0};
+    struct tx_plan plan = {0};
     PyObject *result = NULL;
     if (!PyArg_ParseTuple(args, "w*nnnw*y*nnOy*y*|OO", &tx, &frame_size, &frame_count, &slot,
-                          &rx, &pkts, &n, &start, &choices_obj, &src_mac, &dst_macs,
+                          &rx, &pkts, &n, &start, &choices_obj, &plan.src_mac, &plan.dst_macs,
                           &nat_ips_obj, &nat_ports_obj))
         return NULL;
-    int nat = nat_ips_obj != Py_None;
-    if (nat && (get_buffer(nat_ips_obj, &nat_ips, 0, "nat_ips") < 0 ||
-                get_buffer(nat_ports_obj, &nat_ports, 0, "nat_ports") < 0))
-        goto out;
     if (frame_size <= (Py_ssize_t)TX_DATA_OFFSET || frame_count <= 0 ||
         frame_size * frame_count > tx.len || slot < 0 || slot >= frame_count) {
         PyErr_SetString(PyExc_ValueError, "TX ring geometry does not match the buffer");
         goto out;
     }
-    if (n < 0 || start < 0 || start > n || check_records(&pkts, n) < 0 || src_mac.len != 6) {
+    if (n < 0 || start < 0 || start > n || check_records(&pkts, n) < 0) {
         if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_ValueError, "bad packet count/start or src_mac not 6 bytes");
+            PyErr_SetString(PyExc_ValueError, "bad packet count or start");
         goto out;
     }
-    Py_ssize_t nbackends = dst_macs.len / 6;
-    if (open_choices(choices_obj, n, nat, &nat_ips, &nat_ports, nbackends, &ch) < 0)
+    if (open_plan(&plan, n, choices_obj, nat_ips_obj, nat_ports_obj) < 0)
         goto out;
 
     const struct ring_pkt *rec = pkts.buf;
@@ -431,12 +493,11 @@ static PyObject *tx_fill(PyObject *self, PyObject *args)
     for (; i < n; i++) {
         const struct ring_pkt *r = &rec[i];
         long b;
-        if (choice_at(&ch, i, &b) < 0)
+        if (plan_backend(&plan, r, i, rx.len, &b) < 0)
             goto out;
         int has_tag = (r->flags & RING_PKT_VLAN) != 0;
         uint32_t out_len = r->length + (has_tag ? 4 : 0);
-        if (b < 0 || b >= nbackends || r->reason != NF_OK || out_len > room || r->length < 12 ||
-            (uint64_t)r->offset + r->length > (uint64_t)rx.len) {
+        if (b < 0 || out_len > room) {
             dropped++;
             continue;
         }
@@ -453,19 +514,7 @@ static PyObject *tx_fill(PyObject *self, PyObject *args)
         } else {
             memcpy(dst, src, r->length);
         }
-        nf_set_macs(dst, (const uint8_t *)dst_macs.buf + 6 * b, src_mac.buf);
-        if (nat || (r->flags & RING_PKT_CSUM_PARTIAL)) {
-            struct nf_parsed p;  /* re-parse the copy: offsets shift by 4 if a tag came back */
-            if (nf_parse(dst, out_len, &p) == NF_OK) {
-                if (r->flags & RING_PKT_CSUM_PARTIAL)
-                    complete_l4_checksum(dst, &p);
-                if (nat) {
-                    uint16_t port = ((const uint16_t *)nat_ports.buf)[b];
-                    nf_nat_dst(dst, &p, ((const uint32_t *)nat_ips.buf)[b],
-                               port ? port : p.dst_port);
-                }
-            }
-        }
+        rewrite_frame(&plan, dst, out_len, r->flags, b);   /* re-parses: a tag shifts offsets */
         h->tp_len = out_len;
         h->tp_snaplen = out_len;
         h->tp_next_offset = 0;  /* V3 TX: fixed-size slots only (the kernel rejects others) */
@@ -476,16 +525,10 @@ static PyObject *tx_fill(PyObject *self, PyObject *args)
     }
     result = Py_BuildValue("nnnn", i, slot, sent, dropped);
 out:
-    close_choices(&ch);
+    close_plan(&plan);
     PyBuffer_Release(&tx);
     PyBuffer_Release(&rx);
     PyBuffer_Release(&pkts);
-    PyBuffer_Release(&src_mac);
-    PyBuffer_Release(&dst_macs);
-    if (nat_ips.obj)
-        PyBuffer_Release(&nat_ips);
-    if (nat_ports.obj)
-        PyBuffer_Release(&nat_ports);
     return result;
 }
 
@@ -503,29 +546,26 @@ PyDoc_STRVAR(tx_sendmmsg_doc,
 
 static PyObject *tx_sendmmsg(PyObject *self, PyObject *args)
 {
-    Py_buffer rx = {0}, pkts = {0}, src_mac = {0}, dst_macs = {0}, nat_ips = {0}, nat_ports = {0};
+    Py_buffer rx = {0}, pkts = {0};
     int fd;
     Py_ssize_t n, chunk = 0;
     PyObject *choices_obj, *nat_ips_obj = Py_None, *nat_ports_obj = Py_None;
-    struct choice_source ch = {0};
+    struct tx_plan plan = {0};
     PyObject *result = NULL;
-    if (!PyArg_ParseTuple(args, "iw*y*nOy*y*|OOn", &fd, &rx, &pkts, &n, &choices_obj, &src_mac,
-                          &dst_macs, &nat_ips_obj, &nat_ports_obj, &chunk))
+    if (!PyArg_ParseTuple(args, "iw*y*nOy*y*|OOn", &fd, &rx, &pkts, &n, &choices_obj,
+                          &plan.src_mac, &plan.dst_macs, &nat_ips_obj, &nat_ports_obj, &chunk))
         return NULL;
-    int nat = nat_ips_obj != Py_None;
-    if (nat && (get_buffer(nat_ips_obj, &nat_ips, 0, "nat_ips") < 0 ||
-                get_buffer(nat_ports_obj, &nat_ports, 0, "nat_ports") < 0))
-        goto out;
-    if (n < 0 || check_records(&pkts, n) < 0 || src_mac.len != 6) {
+    if (n < 0 || check_records(&pkts, n) < 0) {
         if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_ValueError, "bad packet count or src_mac not 6 bytes");
+            PyErr_SetString(PyExc_ValueError, "bad packet count");
         goto out;
     }
     if (chunk <= 0 || chunk > MMSG_MAX)
         chunk = MMSG_MAX;
-    Py_ssize_t nbackends = dst_macs.len / 6;
-    if (open_choices(choices_obj, n, nat, &nat_ips, &nat_ports, nbackends, &ch) < 0)
+    if (open_plan(&plan, n, choices_obj, nat_ips_obj, nat_ports_obj) < 0)
         goto out;
+    /* Static: no allocation per call. Safe because the GIL is held throughout (no other thread
+     * can enter) and the LB's workers are processes, each with its own copy. */
     static struct mmsghdr msgs[MMSG_MAX];
     static struct iovec iov[MMSG_MAX][3];
     static uint8_t tags[MMSG_MAX][4];
@@ -536,27 +576,14 @@ static PyObject *tx_sendmmsg(PyObject *self, PyObject *args)
         if (i < n) {
             const struct ring_pkt *r = &rec[i];
             long b;
-            if (choice_at(&ch, i, &b) < 0)
+            if (plan_backend(&plan, r, i, rx.len, &b) < 0)
                 goto out;
-            if (b < 0 || b >= nbackends || r->reason != NF_OK || r->length < 12 ||
-                (uint64_t)r->offset + r->length > (uint64_t)rx.len) {
+            if (b < 0) {
                 dropped++;
                 continue;
             }
             uint8_t *frame = rxbase + r->offset;
-            nf_set_macs(frame, (const uint8_t *)dst_macs.buf + 6 * b, src_mac.buf);
-            if (nat || (r->flags & RING_PKT_CSUM_PARTIAL)) {
-                struct nf_parsed p;        /* in place: no tag in the ring's copy */
-                if (nf_parse(frame, r->length, &p) == NF_OK) {
-                    if (r->flags & RING_PKT_CSUM_PARTIAL)
-                        complete_l4_checksum(frame, &p);
-                    if (nat) {
-                        uint16_t port = ((const uint16_t *)nat_ports.buf)[b];
-                        nf_nat_dst(frame, &p, ((const uint32_t *)nat_ips.buf)[b],
-                                   port ? port : p.dst_port);
-                    }
-                }
-            }
+            rewrite_frame(&plan, frame, r->length, r->flags, b);   /* in place: no tag here */
             struct msghdr *h = &msgs[m].msg_hdr;
             memset(h, 0, sizeof(*h));
             h->msg_iov = iov[m];
@@ -588,15 +615,9 @@ static PyObject *tx_sendmmsg(PyObject *self, PyObject *args)
     }
     result = Py_BuildValue("nn", sent, dropped);
 out:
-    close_choices(&ch);
+    close_plan(&plan);
     PyBuffer_Release(&rx);
     PyBuffer_Release(&pkts);
-    PyBuffer_Release(&src_mac);
-    PyBuffer_Release(&dst_macs);
-    if (nat_ips.obj)
-        PyBuffer_Release(&nat_ips);
-    if (nat_ports.obj)
-        PyBuffer_Release(&nat_ports);
     return result;
 }
 
