@@ -174,13 +174,20 @@ class DpdkLB(LBProgram):
                     self.sent[lcore] += forward(burst, lb, arrays, lcore, now)
                     self.bursts[lcore] += 1
             polls += 1
-            if polls & 0x3FF == 0:               # now and then: idle flows, and let signals in
-                now = time.monotonic()
-                if now >= next_expire:
-                    lb.expire(now)
-                    next_expire = now + EXPIRE_EVERY_S
-                if len(self.bursts) > 1:
-                    time.sleep(0)                # hand the GIL to the other lcores' threads
+            if polls & 0x3FF == 0:
+                next_expire = self.now_and_then(lb, next_expire)
+
+    def now_and_then(self, lb: LoadBalancer, next_expire: float) -> float:
+        """Every few hundred polls, not per burst (a clock read per burst would cost more than
+        it is worth): expire idle flows when due, and if other Python threads run (more lcores,
+        pipeline stages) hand them the GIL. Returns when to expire next."""
+        now = time.monotonic()
+        if now >= next_expire:
+            lb.expire(now)
+            next_expire = now + EXPIRE_EVERY_S
+        if len(self.bursts) > 1:
+            time.sleep(0)
+        return next_expire
 
     def fused_poll_loop(self, lcore: int) -> None:
         """Run to completion with kernel fusion (style ``fused``; vnflab's provided fast path,
@@ -205,14 +212,9 @@ class DpdkLB(LBProgram):
                     self.sent[lcore] += send(burst, q)
                     self.bursts[lcore] += 1
             polls += 1
-            if polls & 0x3FF == 0:               # now and then: pool changes, idle flows
-                send = fused.refresh()
-                now = time.monotonic()
-                if now >= next_expire:
-                    lb.expire(now)
-                    next_expire = now + EXPIRE_EVERY_S
-                if len(self.bursts) > 1:
-                    time.sleep(0)
+            if polls & 0x3FF == 0:
+                send = fused.refresh()           # picks up pool changes
+                next_expire = self.now_and_then(lb, next_expire)
 
     def rx_loop(self) -> None:
         """Pipeline stage 1: poll every RX queue; queue q's bursts go to worker q % lcores."""
@@ -247,11 +249,7 @@ class DpdkLB(LBProgram):
                 self.bursts[worker] += 1
             polls += 1
             if polls & 0xFF == 0:
-                now = time.monotonic()
-                if now >= next_expire:
-                    lb.expire(now)
-                    next_expire = now + EXPIRE_EVERY_S
-                time.sleep(0)
+                next_expire = self.now_and_then(lb, next_expire)
 
     # --- one burst: the two styles of the lab ----------------------------------------------
     def forward_perpacket(self, burst, lb: LoadBalancer, arrays, txq: int, now: float) -> int:
