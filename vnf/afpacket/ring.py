@@ -400,7 +400,32 @@ class TxStats(NamedTuple):
     kicks: int     #: send() system calls
 
 
-class TxRing:
+class _Transmitter:
+    """What both transmit paths share: a socket bound to the interface with protocol 0 (it never
+    receives; RX is RxRing's job), the counters, and closing."""
+
+    _sock: socket.socket
+    _sent: int
+    _dropped: int
+    _kicks: int
+
+    def stats(self) -> TxStats:
+        return TxStats(self._sent, self._dropped, self._kicks)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class TxRing(_Transmitter):
     """An AF_PACKET socket with a TX ring of ``frame_count`` fixed slots of ``frame_size`` bytes.
 
     TPACKET_V3 for TX (kernel >= 4.11) is the V2 slot ring with the V3 header: the kernel
@@ -544,12 +569,6 @@ class TxRing:
             self._poller.poll(5)
         return True
 
-    def stats(self) -> TxStats:
-        return TxStats(self._sent, self._dropped, self._kicks)
-
-    def fileno(self) -> int:
-        return self._sock.fileno()
-
     def close(self) -> None:
         if self._map is not None:
             try:
@@ -557,16 +576,10 @@ class TxRing:
             except BufferError:
                 pass
             self._map = None
-        self._sock.close()
-
-    def __enter__(self) -> "TxRing":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        super().close()
 
 
-class MmsgTx:
+class MmsgTx(_Transmitter):
     """Batched transmit without a TX ring: ``sendmmsg(2)`` straight from the RX ring.
 
     Same interface as :class:`TxRing` (``send_batch``, ``send_frames``, ``stats``). The frames
@@ -626,18 +639,3 @@ class MmsgTx:
 
     def wait_idle(self, timeout_ms: int = 1000) -> bool:
         return True
-
-    def stats(self) -> TxStats:
-        return TxStats(self._sent, self._dropped, self._kicks)
-
-    def fileno(self) -> int:
-        return self._sock.fileno()
-
-    def close(self) -> None:
-        self._sock.close()
-
-    def __enter__(self) -> "MmsgTx":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
