@@ -35,7 +35,16 @@ def test_whole_core_judgement():
     assert not ok["livelock"] and ok["whole_core_at_pps"] == 200
     assert ok["whole_core_ns_per_packet"] == pytest.approx(0.5 / 199 * 1e9)
     ll = bench.judge_whole_core([_level(100, 100), _level(200, 199), _level(300, 90)])
-    assert ll["livelock"] and ll["whole_core_ns_per_packet"] is None
+    assert ll["livelock"] and ll["livelock_at"] == {"forwarded_pps": 199, "then_offered_pps": 300,
+                                                    "fell_to_pps": 90}
+    # the figure comes from below the collapse, where the LB kept up
+    assert ll["whole_core_at_pps"] == 200
+    # a level past the collapse that happens to keep up does not count
+    late = bench.judge_whole_core([_level(100, 100), _level(300, 50), _level(400, 390)])
+    assert late["livelock"] and late["whole_core_at_pps"] == 100
+    none = bench.judge_whole_core([_level(100, 50), _level(200, 60)])
+    assert not none["livelock"] and none["whole_core_ns_per_packet"] is None
+    assert "none of the paced loads" in none["whole_core_note"]
     busy = bench.judge_whole_core([_level(100, 100)], base_frac=0.9)
     assert busy["whole_core_ns_per_packet"] is None and "busy" in busy["whole_core_note"]
 
@@ -127,3 +136,57 @@ def test_socket_bench_short(tmp_path):
     assert after["ifaces"] == before["ifaces"] or set(after["ifaces"]) <= set(before["ifaces"])
     assert set(after["bpf"]) <= set(before["bpf"])
     assert set(after["trafgen"]) <= set(before["trafgen"])
+
+
+PACER_PROBE = r"""
+import json, subprocess, sys, time
+subprocess.run("ip link add pa type veth peer name pb && ip link set pa up && ip link set pb up",
+               shell=True, check=True)
+frames_path, rate = sys.argv[1], int(sys.argv[2])
+gen = subprocess.Popen([sys.executable, "-m", "vnflab.pacer", "pa", frames_path,
+                        "--frame-len", "60", "--rate", str(rate)])
+def tx():
+    with open("/proc/net/dev") as f:
+        for line in f:
+            if line.strip().startswith("pa:"):
+                return int(line.split(":")[1].split()[9])
+time.sleep(0.3)
+counts = []
+t0 = time.monotonic()
+for k in range(1, 101):                       # 100 slices of 10 ms
+    while time.monotonic() < t0 + k * 0.01:
+        time.sleep(0.0005)
+    counts.append(tx())
+gen.send_signal(2)
+gen.wait(5)
+print(json.dumps({"slices": [b - a for a, b in zip(counts, counts[1:])],
+                  "seconds": time.monotonic() - t0, "exit": gen.returncode}))
+"""
+
+
+@pytest.mark.network
+def test_pacer_sends_at_a_steady_rate_not_in_bursts(tmp_path):
+    """The paced levels need a rate, not trafgen's one full-speed burst per second."""
+    from vnflab import sandbox
+    if sandbox.can_sandbox():
+        pytest.skip(sandbox.can_sandbox())
+    frames = tmp_path / "frames.bin"
+    frames.write_bytes(b"".join(
+        bench.udp_frame("02:00:00:00:00:02", "02:00:00:00:00:01", "10.0.0.1", "10.0.0.100",
+                        10000 + i, 8080, b"x" * 18) for i in range(16)))
+    probe = tmp_path / "probe.py"
+    probe.write_text(PACER_PROBE)
+    rate = 50_000                                 # 500 frames per 10 ms slice
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    res = sandbox.run([sys.executable, str(probe), str(frames), str(rate)], timeout=60, env=env,
+                      capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    slices = out["slices"]
+    assert out["exit"] == 0                       # SIGINT stops it cleanly
+    assert sum(slices) == pytest.approx(rate * 0.99, rel=0.15)
+    # steady: most 10 ms slices near 500 frames; a burst would show as a few huge slices and
+    # many empty ones
+    near = sum(1 for n in slices if 250 <= n <= 750)
+    assert near >= 0.8 * len(slices), slices
+    assert max(slices) < 2000, slices

@@ -14,12 +14,14 @@ One run of one way (``KernelPathDriver``, used by the socket and AF_PACKET ways)
    10 ms ticks sampled) divided by the frames the LB transmitted (``lb-eth0`` tx_packets)
    => ns/packet and the user/sys split; transmitted frames per second => Mpps.
 2. **Whole core** (``whole_core_ns_per_packet``). RPS steers lb-eth0's receive softirq onto the
-   LB core (CPU 1), so the kernel's receive work is on the same core as the LB. trafgen is paced
-   at fractions of the saturation rate; CPU 1's busy time (window minus its idle time from
+   LB core (CPU 1), so the kernel's receive work is on the same core as the LB. The same frames
+   are sent at fractions of the saturation rate by ``vnflab.pacer`` (a few frames every ~40 us;
+   trafgen's own --rate sends each second's frames in one full-speed burst, which overflowed the
+   socket way's receive buffer at any average rate); CPU 1's busy time (window minus its idle time from
    /proc/stat: with NO_HZ the idle time is measured at idle entry/exit, not sampled by the tick)
    divided by forwarded frames, taken at the highest offered load the LB still kept up with.
-   If forwarding collapses as offered load rises (receive livelock: softirq starves the LB), no
-   number is reported and ``livelock`` is true.
+   If forwarding collapses as offered load rises further (receive livelock: the softirq starves
+   the LB), ``livelock`` is true and ``livelock_at`` says where; the figure below it stands.
 
 Sink: the switch's port facing the LB drops every frame the LB transmits, on arrival, with a
 two-instruction BPF program (``return TC_ACT_SHOT``, loaded with bpf(2) from Python, no compiler
@@ -42,6 +44,7 @@ with ``baseline="testpmd"`` also dpdk-testpmd io and the binding's io-forward on
 from __future__ import annotations
 
 import argparse
+import collections
 import ctypes
 import json
 import os
@@ -275,6 +278,9 @@ class BenchBed:
         self.frame_len = len(frames[0])
         with open(self.cfg_path, "w") as f:
             f.write(trafgen_config(frames))
+        self.frames_path = os.path.join(workdir, "frames.bin")      # the same, for the pacer
+        with open(self.frames_path, "wb") as f:
+            f.write(b"".join(frames))
         self.vip_local = self.bed.vip_mode == "local"
         self.set_rps(False)
 
@@ -333,11 +339,16 @@ class BenchBed:
         return self.bed.start_lb(tag)
 
     def start_gen(self, rate_pps: int | None, tag: str) -> subprocess.Popen:
-        argv = ["taskset", "-c", str(GEN_CPU), "trafgen", "-o", "c1-eth0", "-i", self.cfg_path,
-                "-P", "1", "--no-sock-mem", "-q"]
+        """Flat out: trafgen (its TX ring is the fastest sender). At a rate: vnflab.pacer, whose
+        batches leave every ~40 us; trafgen's --rate sends each second's frames in one burst."""
         if rate_pps:
-            argv += ["-b", f"{int(rate_pps)}pps"]
-        out = open(os.path.join(self.workdir, f"trafgen-{tag}.log"), "wb")
+            argv = ["taskset", "-c", str(GEN_CPU), sys.executable, "-m", "vnflab.pacer",
+                    "c1-eth0", self.frames_path, "--frame-len", str(self.frame_len),
+                    "--rate", str(int(rate_pps))]
+        else:
+            argv = ["taskset", "-c", str(GEN_CPU), "trafgen", "-o", "c1-eth0", "-i", self.cfg_path,
+                    "-P", "1", "--no-sock-mem", "-q"]
+        out = open(os.path.join(self.workdir, f"gen-{tag}.log"), "wb")
         return self.gen.popen(argv, stdout=out, stderr=subprocess.STDOUT)
 
     def stop_gen(self, proc: subprocess.Popen) -> None:
@@ -466,24 +477,38 @@ class KernelPathDriver:
 
 
 def judge_whole_core(levels: list[dict], base_frac: float = 0.0) -> dict:
-    """Pick the whole-core figure from paced levels, or report receive livelock."""
-    livelock = False
+    """The whole-core figure from the paced levels, and whether overload caused receive livelock.
+
+    The figure comes from the highest load the LB kept up with, below any collapse. Livelock is
+    judged on its own: forwarding that FALLS as offered load rises past the core's capacity (the
+    receive softirq, which runs first, takes the core from the LB). Both can be true of one run:
+    the LB costs X per packet where it keeps up, and livelocks when overloaded."""
+    collapse, livelock = len(levels), None
     for i, hi in enumerate(levels):
-        for lo in levels[:i]:
-            if hi["offered"] > lo["offered"] and hi["forwarded"] < COLLAPSE * lo["forwarded"]:
-                livelock = True
-    kept = [w for w in levels if w["forwarded"] > 0 and w["offered"] > 0
+        lo = max((lo for lo in levels[:i] if hi["offered"] > lo["offered"]
+                  and hi["forwarded"] < COLLAPSE * lo["forwarded"]),
+                 key=lambda lo: lo["forwarded"], default=None)      # the peak it fell from
+        if lo is not None:
+            collapse = i
+            livelock = {"forwarded_pps": round(lo["forwarded"] / lo["seconds"]),
+                        "then_offered_pps": round(hi["offered"] / hi["seconds"]),
+                        "fell_to_pps": round(hi["forwarded"] / hi["seconds"])}
+            break
+    kept = [w for w in levels[:collapse] if w["forwarded"] > 0 and w["offered"] > 0
             and w["forwarded"] >= KEPT_UP * w["offered"]]
-    out: dict = {"whole_core": levels, "livelock": livelock, "whole_core_ns_per_packet": None,
-                 "whole_core_at_pps": None, "lb_core_busy_without_traffic": round(base_frac, 3)}
+    out: dict = {"whole_core": levels, "livelock": livelock is not None, "livelock_at": livelock,
+                 "whole_core_ns_per_packet": None, "whole_core_at_pps": None,
+                 "lb_core_busy_without_traffic": round(base_frac, 3)}
     if base_frac > MAX_FOREIGN_BUSY:
         out["whole_core_note"] = (f"the LB core was {base_frac:.0%} busy with other work before any "
                                   f"traffic: no whole-core figure (and livelock cannot be judged)")
-        out["livelock"] = False
-    elif livelock:
-        out["whole_core_note"] = "receive livelock: forwarding collapsed as offered load rose"
-    elif not kept:
-        out["whole_core_note"] = "the LB kept up with none of the paced loads"
+        out["livelock"], out["livelock_at"] = False, None
+        return out
+    if livelock:
+        out["whole_core_note"] = ("receive livelock: forwarding fell as the offered load rose past "
+                                  "what the core could take")
+    if not kept:
+        out.setdefault("whole_core_note", "the LB kept up with none of the paced loads")
     else:
         best = max(kept, key=lambda w: w["offered"])
         out["whole_core_ns_per_packet"] = best["core_busy_ours_s"] / best["forwarded"] * 1e9
@@ -917,13 +942,14 @@ def method_text(sink: str, spec: BenchSpec) -> str:
         f"Sink: {sink_txt}. NOT measured in ns_per_packet: the kernel's receive work for the "
         f"LB's interface (with veth it runs on the sender's core, CPU {GEN_CPU}). "
         f"whole_core_ns_per_packet: RPS steers lb-eth0's receive softirq onto CPU {LB_CPU}, "
-        f"trafgen paced at {', '.join(f'{f:g}' for f in WHOLE_CORE_FRACTIONS)} x the saturation "
+        f"the same frames paced by vnflab.pacer (a sendmmsg of a few frames every ~40 us; "
+        f"trafgen's --rate bursts each second's frames at full speed) at {', '.join(f'{f:g}' for f in WHOLE_CORE_FRACTIONS)} x the saturation "
         f"rate; CPU {LB_CPU}'s busy time (window minus its NO_HZ idle time from /proc/stat, less "
         f"the busy fraction measured with no traffic just before: other work on that core) per "
         f"forwarded frame at the highest "
-        f"load where forwarded >= {KEPT_UP:.0%} of offered; if forwarding falls below "
-        f"{COLLAPSE:.0%} of a lower load's as offered load rises, that is receive livelock and "
-        f"no number is given; if the core is over {MAX_FOREIGN_BUSY:.0%} busy with no traffic, "
+        f"load where forwarded >= {KEPT_UP:.0%} of offered (below any collapse); if forwarding "
+        f"falls below {COLLAPSE:.0%} of a lower load's as offered load rises, that is receive "
+        f"livelock, said as such (the table adds '(livelock)'); if the core is over {MAX_FOREIGN_BUSY:.0%} busy with no traffic, "
         f"no number is given either. Median of {spec.runs} runs, interleaved across ways; cv = stdev/mean "
         f"of ns_per_packet. Compare ways by ratio; absolute numbers on shared machines drift.")
 
@@ -950,7 +976,10 @@ def summarize(spec: BenchSpec, runs: dict[str, list[dict]], unavailable: dict, s
             "whole_core_ns_per_packet": _r(_median(wc)),
             "whole_core_cv": _r(_cv(wc), 3),
             "livelock": any(r.get("livelock") for r in ok),
-            "whole_core_notes": sorted({r["whole_core_note"] for r in ok if r.get("whole_core_note")}),
+            "livelock_runs": sum(1 for r in ok if r.get("livelock")),
+            "whole_core_notes": [f"{note} ({n} of {len(ok)} runs)" for note, n in sorted(
+                collections.Counter(r["whole_core_note"] for r in ok
+                                    if r.get("whole_core_note")).items())],
             "runs": rs,
         }
         if way == "dpdk":
@@ -1007,8 +1036,10 @@ def table(result: dict) -> str:
         if w.get("error"):
             rows.append((w["way"], "-", w["error"], "", "", "", "", ""))
             continue
-        wc = ("LIVELOCK" if w.get("livelock") else
-              f"{w['whole_core_ns_per_packet']:.0f}" if w.get("whole_core_ns_per_packet") else "-")
+        ns_wc = w.get("whole_core_ns_per_packet")
+        wc = f"{ns_wc:.0f}" if ns_wc else "-"
+        if w.get("livelock"):
+            wc = f"{wc} (livelock)" if ns_wc else "LIVELOCK"
         rows.append((w["way"], str(w["batch"] if w["batch"] is not None else "-"),
                      _f(w["ns_per_packet"]), _f(w["user_ns"]), _f(w["sys_ns"]),
                      f"{w['cv']:.1%}" if w.get("cv") is not None else "-",
