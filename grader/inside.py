@@ -216,7 +216,7 @@ class GradeBed(Testbed):
             time.sleep(0.05)
         if error is None and self.ovs is not None and config is None:
             try:                                  # OVS (the client) connected: link up
-                self.wait_vhost_up(10)
+                self.wait_vhost_up(float(plan["limits"].get("link_timeout_s", 30)))
             except Exception as exc:              # noqa: BLE001 - graded as not started
                 error = f"its vhost-user port did not come up ({exc})"
                 proc.kill()
