@@ -83,6 +83,14 @@ static int check_port(long port)
     return 0;
 }
 
+/* The methods that take just a port id: parse it and check it names a started EAL's port. */
+static int port_arg(PyObject *args, long *port)
+{
+    if (!PyArg_ParseTuple(args, "l", port))
+        return -1;
+    return check_port(*port);
+}
+
 static inline void acct_add(struct acct *a, uint64_t cycles, uint64_t pkts)
 {
     __atomic_fetch_add(&a->cycles, cycles, __ATOMIC_RELAXED);
@@ -1177,36 +1185,33 @@ static PyObject *m_port_start(PyObject *mod, PyObject *args)
     Py_RETURN_NONE;
 }
 
-static PyObject *m_port_stop(PyObject *mod, PyObject *args)
+/* One DPDK call on a port that returns 0 or -errno (stop, close). */
+static PyObject *port_call(PyObject *args, int (*call)(uint16_t), const char *name)
 {
     long port;
-    if (!PyArg_ParseTuple(args, "l", &port))
+    if (port_arg(args, &port) < 0)
         return NULL;
-    if (check_port(port)) return NULL;
-    int ret = rte_eth_dev_stop((uint16_t)port);
+    int ret = call((uint16_t)port);
     if (ret < 0)
-        return dpdk_err(ret, "rte_eth_dev_stop(port %ld)", port);
+        return dpdk_err(ret, "%s(port %ld)", name, port);
     Py_RETURN_NONE;
+}
+
+static PyObject *m_port_stop(PyObject *mod, PyObject *args)
+{
+    return port_call(args, rte_eth_dev_stop, "rte_eth_dev_stop");
 }
 
 static PyObject *m_port_close(PyObject *mod, PyObject *args)
 {
-    long port;
-    if (!PyArg_ParseTuple(args, "l", &port))
-        return NULL;
-    if (check_port(port)) return NULL;
-    int ret = rte_eth_dev_close((uint16_t)port);
-    if (ret < 0)
-        return dpdk_err(ret, "rte_eth_dev_close(port %ld)", port);
-    Py_RETURN_NONE;
+    return port_call(args, rte_eth_dev_close, "rte_eth_dev_close");
 }
 
 static PyObject *m_port_mac(PyObject *mod, PyObject *args)
 {
     long port;
-    if (!PyArg_ParseTuple(args, "l", &port))
+    if (port_arg(args, &port) < 0)
         return NULL;
-    if (check_port(port)) return NULL;
     struct rte_ether_addr a;
     int ret = rte_eth_macaddr_get((uint16_t)port, &a);
     if (ret < 0)
@@ -1217,9 +1222,8 @@ static PyObject *m_port_mac(PyObject *mod, PyObject *args)
 static PyObject *m_port_link(PyObject *mod, PyObject *args)
 {
     long port;
-    if (!PyArg_ParseTuple(args, "l", &port))
+    if (port_arg(args, &port) < 0)
         return NULL;
-    if (check_port(port)) return NULL;
     struct rte_eth_link l;
     memset(&l, 0, sizeof l);
     int ret = rte_eth_link_get_nowait((uint16_t)port, &l);
@@ -1241,9 +1245,8 @@ static PyObject *u64list(const uint64_t *a, int n)
 static PyObject *m_port_stats(PyObject *mod, PyObject *args)
 {
     long port;
-    if (!PyArg_ParseTuple(args, "l", &port))
+    if (port_arg(args, &port) < 0)
         return NULL;
-    if (check_port(port)) return NULL;
     struct rte_eth_stats s;
     int ret = rte_eth_stats_get((uint16_t)port, &s);
     if (ret < 0)
@@ -1271,9 +1274,8 @@ static PyObject *m_port_stats(PyObject *mod, PyObject *args)
 static PyObject *m_port_stats_reset(PyObject *mod, PyObject *args)
 {
     long port;
-    if (!PyArg_ParseTuple(args, "l", &port))
+    if (port_arg(args, &port) < 0)
         return NULL;
-    if (check_port(port)) return NULL;
     int ret = rte_eth_stats_reset((uint16_t)port);
     if (ret < 0)
         return dpdk_err(ret, "rte_eth_stats_reset(port %ld)", port);
