@@ -133,6 +133,16 @@ def _ip_int(ip: Union[int, str]) -> int:
     return ip if isinstance(ip, int) else int.from_bytes(socket.inet_aton(ip), "big")
 
 
+def _let_go(mapping, method: str) -> None:
+    """Release a ring's memoryview or close its mmap; if a caller still holds views of frames
+    (BufferError), leave it to the garbage collector rather than fail a close."""
+    if mapping is not None:
+        try:
+            getattr(mapping, method)()
+        except BufferError:
+            pass
+
+
 class RxStats(NamedTuple):
     """PACKET_STATISTICS (reading it resets the kernel's counters)."""
 
@@ -338,18 +348,10 @@ class RxRing:
 
     def close(self) -> None:
         """Unmap the ring and close the socket (the kernel frees the ring with the socket)."""
-        if self._view is not None:
-            try:
-                self._view.release()
-            except BufferError:   # a caller still holds frame memoryviews; GC will finish
-                pass
-            self._view = None
-        if self._map is not None:
-            try:
-                self._map.close()
-            except BufferError:
-                pass
-            self._map = None
+        _let_go(self._view, "release")
+        self._view = None
+        _let_go(self._map, "close")
+        self._map = None
         self._sock.close()
 
     def __enter__(self) -> "RxRing":
@@ -570,12 +572,8 @@ class TxRing(_Transmitter):
         return True
 
     def close(self) -> None:
-        if self._map is not None:
-            try:
-                self._map.close()
-            except BufferError:
-                pass
-            self._map = None
+        _let_go(self._map, "close")
+        self._map = None
         super().close()
 
 
