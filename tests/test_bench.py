@@ -49,6 +49,13 @@ def test_whole_core_judgement():
     assert busy["whole_core_ns_per_packet"] is None and "busy" in busy["whole_core_note"]
 
 
+def test_calibration_is_pinned_and_leaves_the_affinity_as_it_was():
+    before = os.sched_getaffinity(0)
+    ms = bench.calibrate(cpu=min(before))
+    assert 0.1 < ms < 60_000
+    assert os.sched_getaffinity(0) == before
+
+
 def test_every_way_has_a_driver_that_is_available_here():
     for way in ("socket", "afpacket", "dpdk"):
         assert bench.DRIVERS[way].available(way) is None, way
@@ -121,6 +128,10 @@ def test_socket_bench_short(tmp_path):
     result = json.loads(out.read_text())
     assert {"method", "machine", "ways", "ratios"} <= set(result)
     assert result["machine"]["cores"] >= 1 and result["machine"]["kernel"]
+    # the machine's own drift, measured before each run, is printed next to the ways' CV
+    assert result["machine"]["calibration_ms"] > 0
+    assert isinstance(result["machine"]["calibration_cv"], float)
+    assert "machine drift" in proc.stdout
     (way,) = result["ways"]
     for key in ("way", "ns_per_packet", "user_ns", "sys_ns", "mpps", "cv", "runs", "batch",
                 "whole_core_ns_per_packet", "livelock"):

@@ -239,6 +239,28 @@ def netdev(pid: int | str = "self") -> dict[str, dict[str, int]]:
     return out
 
 
+def calibrate(cpu: int = LB_CPU) -> float:
+    """How fast the LB's core is right now: CPU milliseconds for a FIXED memory-bound workload
+    (20 passes of random cache-line updates over 16 MiB, the size of an RX ring) pinned on
+    ``cpu``, run between the ways' runs while that core is free. On a shared VM the answer
+    drifts (measured: CV 11-13 % for this very workload, whatever runs on the other core), and
+    no packet path that touches memory can be steadier than the machine under it: the bench
+    prints this CV next to the ways'."""
+    import numpy as np
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        buf = np.zeros(16 << 20, dtype=np.uint8)
+        lines = np.random.default_rng(1).integers(0, len(buf) // 64, 200_000) * 64
+        buf[lines] += 1                                  # fault the pages in: not timed
+        t0 = time.thread_time_ns()
+        for _ in range(20):
+            buf[lines] += 1
+        return (time.thread_time_ns() - t0) / 1e6
+    finally:
+        os.sched_setaffinity(0, before)
+
+
 def cpu_idle_s(cpu: int) -> float:
     """Idle + iowait seconds of one CPU (/proc/stat; NO_HZ measures these at idle entry/exit)."""
     tick = os.sysconf("SC_CLK_TCK")
@@ -975,6 +997,7 @@ def summarize(spec: BenchSpec, runs: dict[str, list[dict]], unavailable: dict, s
             "mpps": _r(_median([r.get("mpps") for r in ok]), 4), "cv": _r(_cv(ns), 3),
             "whole_core_ns_per_packet": _r(_median(wc)),
             "whole_core_cv": _r(_cv(wc), 3),
+            "machine_cv": _r(_cv([r.get("machine_ms") for r in ok]), 3),
             "livelock": any(r.get("livelock") for r in ok),
             "livelock_runs": sum(1 for r in ok if r.get("livelock")),
             "whole_core_notes": [f"{note} ({n} of {len(ok)} runs)" for note, n in sorted(
@@ -990,7 +1013,11 @@ def summarize(spec: BenchSpec, runs: dict[str, list[dict]], unavailable: dict, s
     method = method_text(sink, spec) if any(w != "dpdk" for w in spec.ways) else ""
     if "dpdk" in spec.ways:
         method = (method + " DPDK way: " if method else "") + DpdkDriver.method(spec)
-    return {"method": method, "sink": sink, "machine": machine(),
+    cal = [r.get("machine_ms") for rs in runs.values() for r in rs if "error" not in r]
+    drift = {"calibration_ms": _r(_median(cal), 2), "calibration_cv": _r(_cv(cal), 3),
+             "calibration": "CPU ms of a fixed memory-bound workload (20 passes of random "
+                            "cache-line updates over 16 MiB) on the LB core before each run"}
+    return {"method": method, "sink": sink, "machine": {**machine(), **drift},
             "spec": asdict(spec), "ways": ways, "ratios": ratios(ways)}
 
 
@@ -1049,6 +1076,11 @@ def table(result: dict) -> str:
              for r in rows]
     lines.insert(1, "  ".join("-" * wd for wd in widths))
     lines += [f"  {v['text']}" for v in result.get("ratios", {}).values()]
+    m = result.get("machine") or {}
+    if m.get("calibration_cv") is not None:
+        lines.append(f"  machine drift: a fixed memory-bound workload on the LB core took "
+                     f"{m['calibration_ms']:.1f} ms (median), cv {m['calibration_cv']:.1%} across "
+                     f"the runs; a way's cv near that is the machine's, not the way's")
     for w in result["ways"]:
         if w.get("way") == "dpdk" and not w.get("error"):
             lines.append("  " + DpdkDriver.table_line(w))
@@ -1086,8 +1118,10 @@ def run_inside(spec: BenchSpec, workdir: str) -> dict:
                     label = _label(way, batch)
                     log(f"run {i + 1}/{spec.runs}: {label}")
                     try:
+                        machine_ms = calibrate()
                         r = DRIVERS[way].run(bb, way, batch, f"{way}-{batch}-{i}")
                         r["run"] = i
+                        r["machine_ms"] = machine_ms
                     except Exception as exc:            # one bad run must not lose the others
                         r = {"run": i, "error": f"{type(exc).__name__}: {exc}"}
                         log(f"{label}: {r['error']}")
