@@ -411,14 +411,15 @@ class BatchFlowCache:
             return self._columns_args
         if isinstance(columns, np.ndarray):
             args = tuple(columns[name] for name in self.COLUMNS)
-            self._grow_choice(n)
+            self.grow_choice(n)
             return args
         args = tuple(_fastpath.pin(getattr(columns, name)) for name in self.COLUMNS)
-        self._grow_choice(len(getattr(columns, "hash")))
+        self.grow_choice(len(getattr(columns, "hash")))
         self._columns, self._columns_args = columns, args
         return args
 
-    def _grow_choice(self, n: int) -> None:
+    def grow_choice(self, n: int) -> None:
+        """Room for ``n`` verdicts in ``choice`` (a new array bumps ``version``)."""
         if len(self.choice) < n:
             self.choice = np.zeros(max(n, 2 * len(self.choice)), np.int32)
             self.choice_pin = _fastpath.pin(self.choice)

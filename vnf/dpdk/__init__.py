@@ -337,21 +337,20 @@ class FusedForward:
         self.lb, self.arrays, self.port_id = lb, arrays, port_id
         self.mac_table, self.src_mac = bytes(mac_table), bytes(src_mac)
         self._kernel = None
-        self._state = None
+        self._version = -1
 
     def refresh(self):
         """The kernel's ``send`` for the cache and pool as they are now (rebuilt if changed)."""
         lb = self.lb
         cache = lb.prepared_batch_cache()
-        cache._grow_choice(self.arrays.n)
-        state = (cache.version, cache.alive_ref, cache.table_ref)
-        if self._kernel is None or state != self._state:
+        cache.grow_choice(self.arrays.n)
+        if self._kernel is None or cache.version != self._version:   # arrays or pool changed
             self.fold_counters()
             self._kernel = _dpdk.FlowKernel(
                 self.arrays._block, cache.hash, cache.backend, cache.seen,
                 cache.alive.view(np.uint8), cache.choice, self.mac_table, lb.vip, lb.port,
                 cache.proto_mask, self.src_mac, self.port_id, self._slow)
-            self._state = state
+            self._version = cache.version
         return self._kernel.send
 
     def fold_counters(self) -> None:
