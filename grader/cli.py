@@ -95,8 +95,8 @@ def cmd_lab(args) -> int:
         return 0 if res["score"] >= res["max_score"] else 1
     # run
     import shutil
-    from vnflab.experiment import ExperimentSpec, run_sandboxed
-    from vnflab.sandbox import can_sandbox
+    from testbed.experiment import ExperimentSpec, run_sandboxed
+    from testbed.sandbox import can_sandbox
     problem = can_sandbox()
     if problem:
         print(f"vnflab lab run: {problem}", file=sys.stderr)

@@ -7,7 +7,7 @@ How one grading goes:
    the reference the per-packet cost is compared with. Both are put first on ``PYTHONPATH`` of
    the LB program they run: ``python -m vnf.ways.<way>_lb`` — the way contract.
 2. **Sandbox.** ``python -m grader.inside PLAN FACTS`` runs in a fresh network + PID + mount
-   namespace (``vnflab.sandbox``) with a wall-clock limit: one topology, then phase after phase
+   namespace (``testbed.sandbox``) with a wall-clock limit: one topology, then phase after phase
    (unit checks, smoke, affinity + balance + captured frames, the 5-tuple key probe, the
    malformed-frame corpus, cost windows alternating reference/submission, hidden scenarios). The
    submission's processes run as an unprivileged user with only its way's capabilities, under
@@ -438,7 +438,7 @@ class Scorer:
             problems.append("no frame of the service reached a backend")
         if bad:
             backend, frame, probs = first_bad
-            from grader.frames import describe, hexdump
+            from testbed.frames import describe, hexdump
             problems.append(f"{bad} of {checked} captured frames are wrong; the first, at {backend}: "
                             + "; ".join(probs) + f"\n  {describe(frame)}\n  {hexdump(frame)}")
         if c.get("malformed"):
@@ -502,7 +502,7 @@ class Scorer:
             self.add("robustness", TEST_TITLES["robustness"], 0, pts, self._lb_problem(r) or "")
             return
         probe = r.get("probe") or {}
-        from grader.frames import describe, hexdump
+        from testbed.frames import describe, hexdump
         if probe.get("crashed_after") or not r.get("alive_after_corpus"):
             hx = probe.get("crash_frame_hex")
             msg = "The LB died during the malformed-frame corpus"
@@ -646,7 +646,7 @@ def grade(submission: str, lab_number, out: str, quick: bool = False, include_hi
           tests: list[str] | None = None, keep: bool = False, hide_extra: list[str] = (),
           label: str | None = None) -> dict:
     """Grade one submission; writes OUT/results.json and OUT/report.md; returns the results."""
-    from vnflab import sandbox
+    from testbed import sandbox
     problem = sandbox.can_sandbox()
     if problem:
         raise GradeError(problem)

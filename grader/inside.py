@@ -1,7 +1,7 @@
 """The grading run inside its sandbox: one topology, the submission's LB phase after phase.
 
 ``python -m grader.inside PLAN.json FACTS.json`` runs in a fresh network + PID + mount namespace
-(``vnflab.sandbox``), started by ``grader.grade``. It only *gathers facts* (what the submission
+(``testbed.sandbox``), started by ``grader.grade``. It only *gathers facts* (what the submission
 did, measured from outside its process) and rewrites FACTS.json after every phase, so a grading
 that runs out of time still leaves what it measured. Scores are computed by ``grader.grade``
 after the sandbox has exited; the submission's process never sees the plan, the facts or the
@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 
-from vnflab.experiment import (SERVICE_PORT, ExperimentSpec, Testbed, _read_json, cpu_times,
+from testbed.experiment import (SERVICE_PORT, ExperimentSpec, Testbed, _read_json, cpu_times,
                                 forget_poisoned_neighbours, log)
 
 from grader.sandbox_user import student_command, student_ids
@@ -179,7 +179,7 @@ class GradeBed(Testbed):
             # vnf.dpdk.init reserves more huge pages itself when fewer than twice its need are
             # free: a root-only write the student cannot do. Make them free now, with room for a
             # generator or a parallel grading starting meanwhile.
-            from vnflab import ovsdpdk
+            from testbed import ovsdpdk
             for mb in (4 * self.LB_DPDK_MEM_MB + 64, self.LB_DPDK_MEM_MB + 16):
                 try:                              # generous if the kernel can, else just enough
                     ovsdpdk.ensure_hugepages(mb)
@@ -297,7 +297,7 @@ class Grading:
                               timeout=timeout or est * 3 + 40)
 
     def _check(self, client_recs) -> dict:
-        from grader.checker import check
+        from testbed.checker import check
         return check(self.bed.backend_records(), client_recs).to_json()
 
     def smoke(self) -> bool:
@@ -336,7 +336,7 @@ class Grading:
         caps = []
         for b in cfg.backend_names():
             out = os.path.join(bed.workdir, f"capture-{b}.json")
-            proc = bed._popen(b, [sys.executable, "-m", "grader.probe", "capture", "--iface",
+            proc = bed._popen(b, [sys.executable, "-m", "testbed.probe", "capture", "--iface",
                                   f"{b}-eth0", "--port", str(SERVICE_PORT), "--seconds", "600",
                                   "--max", "120", "--ready-file", out + ".ready", "--out", out],
                               f"capture-{b}")
@@ -376,7 +376,7 @@ class Grading:
         client = cfg.client_names()[0]
         if lb.ready:
             out = os.path.join(bed.workdir, "portpairs.json")
-            proc = bed._popen(client, [sys.executable, "-m", "grader.probe", "portpairs",
+            proc = bed._popen(client, [sys.executable, "-m", "testbed.probe", "portpairs",
                                        "--vip", cfg.vip, "--port", str(SERVICE_PORT),
                                        "--ports", "41000-41023", "--flow-id-base", "9000000",
                                        "--client-id", "90", "--out", out], "portpairs")
@@ -415,7 +415,7 @@ class Grading:
         if lb.ready:
             client = cfg.client_names()[0]
             out = os.path.join(bed.workdir, "robust.json")
-            proc = bed._popen(client, [sys.executable, "-m", "grader.probe", "robust",
+            proc = bed._popen(client, [sys.executable, "-m", "testbed.probe", "robust",
                                        "--iface", f"{client}-eth0", "--dst-mac", cfg.host_mac("lb"),
                                        "--src-mac", cfg.host_mac(client),
                                        "--src-ip", cfg.host_ip(client), "--vip", cfg.vip,
@@ -477,7 +477,7 @@ class Grading:
         something else are taken out with the LB's share of the core (CPU time / wall time).
         The counters are cross-checked against the generator's own counts."""
         from types import SimpleNamespace
-        from vnflab.bench import DpdkDriver
+        from bench.runner import DpdkDriver
         bed = self.bed
         drv = DpdkDriver()
         uid, gid, _ = student_ids()
@@ -576,7 +576,7 @@ def _udp_flows_seen(check: dict) -> int:
 
 
 def main(argv: list[str]) -> int:
-    from vnflab import sandbox
+    from testbed import sandbox
     plan_path, facts_path = argv
     sandbox.setup_inside()
     with open(plan_path) as f:

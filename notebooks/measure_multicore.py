@@ -5,16 +5,16 @@
 
 AF_PACKET (``results``): the way-2 LB with ``workers`` = 1..N (PACKET_FANOUT_HASH: software
 RSS, one ring and flow table per worker process) on the default topology with
-``vnflab.experiment.run_sandboxed`` (the same harness as ``vnflab demo``), one fresh sandbox per
+``testbed.experiment.run_sandboxed`` (the same harness as ``vnflab demo``), one fresh sandbox per
 worker count. Each result is the demo's result dict (affinity check, CPU time per packet at a
 fixed offered load, forwarding rate at saturation of the traffic driver) plus the worker count.
 
-DPDK (``dpdk``): ``vnflab.bench.run_bench`` with ``ways=["dpdk"]`` and ``dpdk_io`` set to each
+DPDK (``dpdk``): ``bench.runner.run_bench`` with ``ways=["dpdk"]`` and ``dpdk_io`` set to each
 MODEL:N of ``--dpdk`` (``rtc:N``: N lcores polling N queues, run to completion; ``pipeline:N``:
 an RX lcore handing bursts through rte_rings to N worker lcores, N queues). The DPDK generator
 (CPU 0) sends flow i on queue i % N. One bench run per config per round, rounds interleaved
 (rtc:1, rtc:2, ..., rtc:1, ...) so machine drift hits every config alike; each config keeps the
-list of its runs (both styles: ``vector`` and ``perpacket``, see ``vnflab.bench.DpdkDriver``).
+list of its runs (both styles: ``vector`` and ``perpacket``, see ``bench.runner.DpdkDriver``).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vnflab.experiment import ExperimentSpec, run_sandboxed  # noqa: E402
+from testbed.experiment import ExperimentSpec, run_sandboxed  # noqa: E402
 
 DPDK_CONFIGS = "rtc:1,rtc:2,pipeline:1,pipeline:2"
 
@@ -43,7 +43,7 @@ def dpdk_configs(text: str) -> list[dict]:
 
 def measure_dpdk(configs: list[dict], rounds: int, seconds: float) -> dict:
     """Each config through vnflab bench's DPDK driver, rounds interleaved across configs."""
-    from vnflab.bench import BenchSpec, estimate_seconds, run_bench
+    from bench.runner import BenchSpec, estimate_seconds, run_bench
     entries = [{**io, "runs": [], "errors": []} for io in configs]
     method = None
     for i in range(rounds):

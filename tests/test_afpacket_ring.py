@@ -508,7 +508,7 @@ SCENARIOS = {name[len("scenario_"):]: fn for name, fn in globals().items()
 
 
 def run_scenario(name, timeout=90):
-    from vnflab import sandbox
+    from testbed import sandbox
     reason = sandbox.can_sandbox()
     if reason:
         pytest.skip(reason)

@@ -1,7 +1,7 @@
 """Way 2 end to end: the AF_PACKET LB (direct server return) with real HTTP and UDP clients."""
 import pytest
 
-from vnflab.experiment import ExperimentSpec, run_sandboxed
+from testbed.experiment import ExperimentSpec, run_sandboxed
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 

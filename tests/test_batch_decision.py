@@ -194,7 +194,7 @@ def test_backends_for_batch_equals_handle_frame(kind):
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2])
 def test_afpacket_vector_style_keeps_affinity(workers):
-    from vnflab.experiment import ExperimentSpec, run_sandboxed
+    from testbed.experiment import ExperimentSpec, run_sandboxed
     spec = ExperimentSpec(way="afpacket", clients=2, backends=3, udp_flows=600, packets_per_flow=3,
                           rate_pps=3000, http_conns=40,
                           lb_extra={"workers": workers, "style": "vector"},
@@ -216,7 +216,7 @@ def test_afpacket_vector_style_keeps_affinity(workers):
 @pytest.mark.network
 @pytest.mark.slow
 def test_afpacket_vector_style_survives_fuzzed_frames_then_still_forwards():
-    from vnflab.experiment import ExperimentSpec, run_sandboxed
+    from testbed.experiment import ExperimentSpec, run_sandboxed
     spec = ExperimentSpec(way="afpacket", clients=2, backends=3, udp_flows=100, packets_per_flow=2,
                           rate_pps=2000, http_conns=10, fuzz_frames=20_000,
                           lb_extra={"style": "vector"},

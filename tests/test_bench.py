@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from vnf.checksum import internet_checksum
-from vnflab import bench
+from bench import runner as bench
 
 
 def test_frames_have_correct_checksums():
@@ -87,7 +87,8 @@ def test_parse_io_options():
 def test_dpdk_io_flag_reaches_the_lb_io(monkeypatch):
     """`vnflab bench --dpdk-io` -> BenchSpec.dpdk_io -> merged into the DPDK LB's io, with the
     vdev (and so the generator) sized to the LB's queues. Nothing is started."""
-    from vnflab import cli, sandbox
+    from testbed import sandbox
+    from vnflab import cli
     seen = {}
 
     def fake_run_bench(spec, keep_workdir=None):
@@ -154,7 +155,7 @@ import json, subprocess, sys, time
 subprocess.run("ip link add pa type veth peer name pb && ip link set pa up && ip link set pb up",
                shell=True, check=True)
 frames_path, rate = sys.argv[1], int(sys.argv[2])
-gen = subprocess.Popen([sys.executable, "-m", "vnflab.pacer", "pa", frames_path,
+gen = subprocess.Popen([sys.executable, "-m", "testbed.pacer", "pa", frames_path,
                         "--frame-len", "60", "--rate", str(rate)])
 def tx():
     with open("/proc/net/dev") as f:
@@ -178,7 +179,7 @@ print(json.dumps({"slices": [b - a for a, b in zip(counts, counts[1:])],
 @pytest.mark.network
 def test_pacer_sends_at_a_steady_rate_not_in_bursts(tmp_path):
     """The paced levels need a rate, not trafgen's one full-speed burst per second."""
-    from vnflab import sandbox
+    from testbed import sandbox
     if sandbox.can_sandbox():
         pytest.skip(sandbox.can_sandbox())
     frames = tmp_path / "frames.bin"

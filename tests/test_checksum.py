@@ -26,9 +26,9 @@ def test_odd_length_is_padded_with_zero():
 
 @given(data=st.binary(max_size=200))
 def test_released_standalone_copy_agrees(data):
-    """grader/frames.py keeps its own checksum (it is released as the students' tests/frames.py,
+    """testbed/frames.py keeps its own checksum (it is released as the students' tests/frames.py,
     which `make unit` runs with the system python3, without vnflab): it must stay equal."""
-    from grader.frames import checksum
+    from testbed.frames import checksum
     assert checksum(data) == internet_checksum(data)
 
 

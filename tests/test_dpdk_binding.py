@@ -1,6 +1,6 @@
 """The DPDK binding (vnf/dpdk) against real DPDK vdevs.
 
-Every DPDK process runs in a subprocess inside vnf.dpdk.sandbox (private mount + pid
+Every DPDK process runs in a subprocess inside testbed.dpdk_sandbox (private mount + pid
 namespaces, private hugetlbfs/tmpfs): whatever happens, nothing leaks. Each snippet prints one
 JSON line that the test checks here; the Python-side expectations (vnf.packet.parse_frame,
 zlib.crc32, scapy checksums) are computed in this process.
@@ -20,7 +20,8 @@ import zlib
 
 import pytest
 
-from vnf.dpdk import hugepages, sandbox
+from testbed import dpdk_sandbox as sandbox
+from vnf.dpdk import hugepages
 
 pytestmark = pytest.mark.dpdk
 

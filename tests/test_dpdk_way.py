@@ -117,7 +117,7 @@ def test_bad_style_is_a_config_error(tmp_path):
                                                   ("rtc", "perpacket", 1), ("rtc", "fused", 1),
                                                   ("pipeline", "vector", 2)])
 def test_dpdk_lb_behind_ovs_dpdk_keeps_affinity(model, style, lcores):
-    from vnflab.experiment import ExperimentSpec, run_sandboxed
+    from testbed.experiment import ExperimentSpec, run_sandboxed
     spec = ExperimentSpec(way="dpdk", clients=2, backends=3, udp_flows=400, packets_per_flow=3,
                           rate_pps=2000, http_conns=30,
                           lb_extra={"model": model, "style": style, "lcores": lcores},
@@ -147,9 +147,9 @@ def test_curl_reaches_a_backend_through_ovs_dpdk(tmp_path):
         pytest.skip("curl not installed")
     code = r'''
 import json, os, sys, time
-from vnflab import sandbox
+from testbed import sandbox
 sandbox.setup_inside()
-from vnflab.experiment import ExperimentSpec, Testbed
+from testbed.experiment import ExperimentSpec, Testbed
 bed = Testbed(ExperimentSpec(way="dpdk", clients=1, backends=2), sys.argv[1])
 try:
     lb = bed.start_lb("curl")
@@ -160,7 +160,7 @@ try:
 finally:
     bed.close()
 '''
-    from vnflab import sandbox
+    from testbed import sandbox
     proc = sandbox.run([sys.executable, "-c", code, str(tmp_path)], timeout=180,
                        capture_output=True)
     out = proc.stdout.decode()

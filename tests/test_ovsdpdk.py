@@ -1,4 +1,4 @@
-"""vnflab.ovsdpdk: a private OVS-DPDK as a Mininet switch, with a vhost-user port to testpmd.
+"""testbed.ovsdpdk: a private OVS-DPDK as a Mininet switch, with a vhost-user port to testpmd.
 
 The end-to-end run happens once (module fixture) in its own sandbox; the tests read its report.
 """
@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from vnflab import ovsdpdk, sandbox
+from testbed import ovsdpdk, sandbox
 
 NEEDED = (ovsdpdk.OVS_VSWITCHD_DPDK, ovsdpdk.TESTPMD, "ovsdb-server", "ovsdb-tool", "ovs-vsctl",
           "ovs-ofctl", "ovs-appctl", "ethtool")
@@ -39,7 +39,7 @@ def _run_in_sandbox(cmd, *args):
     if reason or _missing():
         pytest.skip(reason or "missing: " + ", ".join(_missing()))
     tag = "vnfl%s" % uuid.uuid4().hex[:8]
-    proc = sandbox.run([sys.executable, "-m", "vnflab.ovsdpdk", cmd, *args, "--tag", tag,
+    proc = sandbox.run([sys.executable, "-m", "testbed.ovsdpdk", cmd, *args, "--tag", tag,
                         "--workdir", "/var/run/openvswitch/" + tag],
                        timeout=55, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-4000:]

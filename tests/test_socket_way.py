@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from vnflab.experiment import ExperimentSpec, run_sandboxed
+from testbed.experiment import ExperimentSpec, run_sandboxed
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -65,7 +65,7 @@ def test_bad_config_gets_one_line_naming_the_field():
 
 def test_port_in_use_is_reported_by_the_lb(tmp_path):
     """Run the socket LB where its port is taken: exit 2 and one line naming the field."""
-    from vnflab import sandbox
+    from testbed import sandbox
     cfg = {"lb": {"vip": "127.0.0.1", "port": 8080, "subnet": None,
                   "backends": [{"name": "b1", "ip": "127.0.0.2", "mac": "02:00:00:00:02:01", "port": 8080}]},
            "io": {}}

@@ -44,7 +44,7 @@ def test_vip_outside_subnet_message():
 @pytest.mark.network
 def test_mn_custom_pingall_in_a_sandbox():
     """The exact command from the README, inside a private namespace (never touches the host)."""
-    from vnflab import sandbox
+    from testbed import sandbox
     r = sandbox.run(["mn", "--custom", "topologies/lb.py", "--topo", "lb,clients=2,backends=3",
                      "--test", "pingall"], timeout=120, capture_output=True, text=True)
     out = r.stdout + r.stderr

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from grader.checker import check
-from grader.traffic import HTTP_ID_OFFSET, TrafficConfig, run
+from testbed.checker import check
+from testbed.traffic import HTTP_ID_OFFSET, TrafficConfig, run
 from topologies.servers import wait_ready
 
 
@@ -85,7 +85,7 @@ def test_cli_driver_and_checker(two_backends, tmp_path):
     (_p, info, _r) = two_backends[0]
     out = tmp_path / "c7.json"
     subprocess.run(
-        [sys.executable, "-m", "grader.traffic", "--vip", "127.0.0.2",
+        [sys.executable, "-m", "testbed.traffic", "--vip", "127.0.0.2",
          "--udp-port", str(info["udp_port"]), "--http-port", str(info["http_port"]),
          "--client-id", "7", "--udp-flows", "10", "--packets-per-flow", "5", "--rate", "2000",
          "--http-conns", "3", "--drain", "0.5", "--out", str(out)], check=True, timeout=20)
@@ -95,7 +95,7 @@ def test_cli_driver_and_checker(two_backends, tmp_path):
     for p, _i, r in two_backends:
         stop_backend(p, r)
     res = subprocess.run(
-        [sys.executable, "-m", "grader.checker", "--backends", str(tmp_path / "b*.json"),
+        [sys.executable, "-m", "testbed.checker", "--backends", str(tmp_path / "b*.json"),
          "--clients", str(out), "--json", str(tmp_path / "report.json")],
         capture_output=True, text=True, timeout=20)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -141,7 +141,7 @@ def test_split_flow_is_flagged(tmp_path):
     for name, rec in (("b1", b1), ("b2", b2)):
         (tmp_path / f"{name}.json").write_text(json.dumps(rec))
     (tmp_path / "c0.json").write_text(json.dumps(client))
-    res = subprocess.run([sys.executable, "-m", "grader.checker",
+    res = subprocess.run([sys.executable, "-m", "testbed.checker",
                           "--backends", str(tmp_path / "b1.json"), str(tmp_path / "b2.json"),
                           "--clients", str(tmp_path / "c0.json")],
                          capture_output=True, text=True, timeout=20)

@@ -23,7 +23,7 @@ system ``mn`` can load it)::
     mn --custom topologies/lb.py --topo lb,clients=2,backends=3 --test pingall
 
 or from Python: ``LBTopo(LBTopoConfig(clients=2, backends=3))``. vnflab itself always runs the
-topology inside its own network namespace (``vnflab.sandbox``), so nothing leaks to the host.
+topology inside its own network namespace (``testbed.sandbox``), so nothing leaks to the host.
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from mininet.nodelib import LinuxBridge
+from vnf.addresses import SUBNET, VIP
 from mininet.node import OVSSwitch
 from mininet.topo import Topo
 
@@ -51,8 +52,8 @@ class TopologyError(ValueError):
 class LBTopoConfig:
     clients: int = 2
     backends: int = 3
-    subnet: str = "10.0.0.0/24"
-    vip: str = "10.0.0.100"
+    subnet: str = SUBNET
+    vip: str = VIP
     switch: str = "lxbr"
     bw_mbit: float | None = None   # HTB shaping on every link (tc netem delay does not work here)
 
@@ -135,8 +136,8 @@ class LBTopo(Topo):
             switch = self.addSwitch("s1", cls=OVSSwitch, datapath="user", failMode="standalone")
         else:
             # ovs-dpdk: the network's own switch class, which vnflab sets to a bridge of a private
-            # OVS-DPDK (Mininet(..., switch=partial(vnflab.ovsdpdk.OVSDPDKSwitch, ovs=ovs)), see
-            # vnflab.experiment.Testbed); the DPDK LB joins it through a vhost-user port.
+            # OVS-DPDK (Mininet(..., switch=partial(testbed.ovsdpdk.OVSDPDKSwitch, ovs=ovs)), see
+            # testbed.experiment.Testbed); the DPDK LB joins it through a vhost-user port.
             switch = self.addSwitch("s1")
         link_opts = {"bw": cfg.bw_mbit} if cfg.bw_mbit else {}
         for name in cfg.host_names():

@@ -1,11 +1,11 @@
 """Backend servers for the load-balancer lab: an HTTP server and a UDP echo server.
 
 Each backend records per-flow facts (flow id, 5-tuple as seen, counts, sequence gaps) so the
-affinity checker (``grader.checker``) can tell whether every flow stayed on one backend. Flows
-are identified by the *flow id* the driver (``grader.traffic``) puts in each datagram or HTTP
+affinity checker (``testbed.checker``) can tell whether every flow stayed on one backend. Flows
+are identified by the *flow id* the driver (``testbed.traffic``) puts in each datagram or HTTP
 request, never by addresses: the LB may rewrite addresses (proxy, NAT, direct server return).
 
-Wire format (shared with ``grader.traffic``, which imports it from here):
+Wire format (shared with ``testbed.traffic``, which imports it from here):
 
 * UDP request: ``!4sIIH`` = magic ``b"VNFL"``, flow id (u32), sequence (u32), client id (u16),
   then any padding.

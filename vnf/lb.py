@@ -16,6 +16,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from vnf.addresses import SERVICE_PORT, SUBNET, VIP
 from vnf.backends import POLICIES, Backend, BackendPool, is_prime, mac_to_bytes
 from vnf.flowtable import FlowTable
 from vnf.packet import IPPROTO_TCP, IPPROTO_UDP, REASONS, Parsed, ip_to_int, parse_frame
@@ -45,15 +46,15 @@ class ConfigError(ValueError):
 
 @dataclass
 class LBConfig:
-    vip: str = "10.0.0.100"
-    port: int = 5000
+    vip: str = VIP
+    port: int = SERVICE_PORT
     protos: Sequence[str] = ("udp", "tcp")
     backends: List[Backend] = field(default_factory=list)
     policy: str = "maglev"
     table_size: int = 65537
     flow_capacity: int = 65536
     idle_timeout: float = 30.0
-    subnet: Optional[str] = "10.0.0.0/24"   # where VIP and backends must live; None: anywhere
+    subnet: Optional[str] = SUBNET   # where VIP and backends must live; None: anywhere
 
     @classmethod
     def from_dict(cls, data: dict) -> "LBConfig":

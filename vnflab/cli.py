@@ -7,7 +7,7 @@ import sys
 
 def cmd_demo(args) -> int:
     from vnflab.demo import available_ways, run_demo
-    from vnflab.sandbox import can_sandbox
+    from testbed.sandbox import can_sandbox
     problem = can_sandbox()
     if problem:
         print(f"vnflab demo: {problem}", file=sys.stderr)
@@ -38,8 +38,8 @@ def cmd_demo(args) -> int:
 
 def cmd_bench(args) -> int:
     import json as _json
-    from vnflab.bench import BenchSpec, estimate_seconds, parse_io_options, run_bench, table
-    from vnflab.sandbox import can_sandbox
+    from bench.runner import BenchSpec, estimate_seconds, parse_io_options, run_bench, table
+    from testbed.sandbox import can_sandbox
     problem = can_sandbox()
     if problem:
         print(f"vnflab bench: {problem}", file=sys.stderr)
@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Each feature lives in its own module with a ``register(subparsers)`` function, so adding a
 # subcommand never means editing this file's logic. A module missing its optional dependency
 # simply does not register.
-FEATURE_MODULES = ("vnflab.bench", "vnflab.doctor", "vnflab.labs", "grader.cli", "vnflab.scenarios")
+FEATURE_MODULES = ("bench.runner", "vnflab.doctor", "vnflab.labs", "grader.cli", "vnflab.scenarios")
 
 
 def register_features(sub) -> None:

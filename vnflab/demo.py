@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 
-from vnflab.experiment import WAYS, ExperimentSpec, run_sandboxed
+from testbed.experiment import WAYS, ExperimentSpec, run_sandboxed
 
 
 def available_ways() -> dict[str, str | None]:
@@ -46,7 +46,7 @@ def summary_table(results: list[dict]) -> str:
 def run_demo(ways: list[str], json_path: str | None, quick: bool = False, **overrides) -> int:
     """Affinity through each way in its own sandbox, then one `vnflab bench` run of all of them
     side by side for the per-packet cost table (interleaved runs, so drift hits every way)."""
-    from vnflab.bench import BenchSpec, run_bench, table
+    from bench.runner import BenchSpec, run_bench, table
     results = []
     for way in ways:
         spec = ExperimentSpec(way=way, cost_rate_pps=0, saturation_seconds=0, **overrides)

@@ -112,7 +112,7 @@ def check_root(env: Env) -> Check:
 def check_netns(env: Env) -> Check:
     if not env.which("unshare"):
         return Check("network namespaces", "fail", "unshare not found", MININET_LABS,
-                     "every run happens in a private network namespace (vnflab.sandbox)",
+                     "every run happens in a private network namespace (testbed.sandbox)",
                      "apt-get install -y util-linux")
     if env.euid != 0:
         return Check("network namespaces", "warn", "not checked (needs root)")

@@ -38,7 +38,7 @@ Rules
   prefixes, e.g. one vdev per process).
 * Every DPDK error becomes :class:`DpdkError` (an OSError: ``errno`` and ``rte_strerror`` text).
 
-Each DPDK process should run inside :mod:`vnf.dpdk.sandbox` so nothing survives it.
+Each DPDK process should run inside :mod:`testbed.dpdk_sandbox` so nothing survives it.
 """
 from __future__ import annotations
 

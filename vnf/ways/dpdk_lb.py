@@ -63,12 +63,12 @@ import time
 from functools import partial
 
 from vnf import dpdk
+from vnf.addresses import LB_MAC
 from vnf.lb import NOT_FOR_VIP, LoadBalancer
 from vnf.packet import parse_frame
 from vnf.rewrite import set_macs
 from vnf.ways.common import LBProgram, fail
 
-LB_MAC = "02:00:00:00:00:01"
 EXPIRE_EVERY_S = 1.0
 STYLES = ("vector", "perpacket", "fused")
 MODELS = ("rtc", "pipeline")

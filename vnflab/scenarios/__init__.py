@@ -1,5 +1,5 @@
 """``vnflab scenario NAME``: the scenarios that show why production load balancers look the way
-they do (issue 7). Each scenario runs in its own sandbox (``vnflab.sandbox``), prints what it
+they do (issue 7). Each scenario runs in its own sandbox (``testbed.sandbox``), prints what it
 measured and exits non-zero when its assertion fails.
 
 =========  ====================================================================================
@@ -26,7 +26,7 @@ SCENARIOS = ("health", "ecmp", "sdn", "chain")
 
 def cmd_scenario(args) -> int:
     from vnflab.scenarios.runner import print_result, run_scenario
-    from vnflab.sandbox import can_sandbox
+    from testbed.sandbox import can_sandbox
     problem = can_sandbox()
     if problem:
         print(f"vnflab scenario: {problem}", file=sys.stderr)

@@ -3,7 +3,7 @@ traffic drivers, and per-flow facts from the backends' records.
 
 Everything here runs *inside* a sandbox (``vnflab.scenarios.runner``): processes and interfaces
 die with it. Processes, the backend servers and the driver are the project's own
-(``topologies.servers``, ``grader.traffic``); the LB is ``vnflab.scenarios.lbctl`` (the AF_PACKET
+(``topologies.servers``, ``testbed.traffic``); the LB is ``vnflab.scenarios.lbctl`` (the AF_PACKET
 way plus a health checker and a control file) unless a scenario says otherwise.
 """
 from __future__ import annotations
@@ -14,10 +14,10 @@ import subprocess
 import sys
 import time
 
-from vnflab.experiment import (SERVICE_PORT, Driver, MininetBed, RunningLB, log,  # noqa: F401
+from vnf.addresses import VIP
+from testbed.experiment import (SERVICE_PORT, Driver, MininetBed, RunningLB, log,  # noqa: F401
                                read_json, traffic_argv)
 
-VIP = "10.0.0.100"
 
 
 class Checks:
@@ -38,7 +38,7 @@ class Checks:
 
 class Bed(MininetBed):
     """A started Mininet network plus the processes a scenario starts on its hosts (backends,
-    LBs, drivers and their records: ``vnflab.experiment.MininetBed``)."""
+    LBs, drivers and their records: ``testbed.experiment.MininetBed``)."""
 
     def __init__(self, workdir: str, topo, switch=None, controller=None, **mn_kwargs):
         from mininet.link import Link
@@ -80,7 +80,7 @@ class Bed(MininetBed):
     # --- traffic -----------------------------------------------------------------------------
     def start_driver(self, host: str, tag: str, client_id: int, flows: int, packets: int,
                      rate: float, http_conns: int = 0, vip: str = VIP) -> Driver:
-        """``grader.traffic`` on ``host``: ``flows`` UDP flows of ``packets`` datagrams, sent in
+        """``testbed.traffic`` on ``host``: ``flows`` UDP flows of ``packets`` datagrams, sent in
         rounds (packet k of every flow, then k+1 ...) at ``rate`` packets/s. Flow ids start at
         ``client_id * 1_000_000``."""
         out = self.path(f"{tag}-{host}.json")

@@ -156,7 +156,7 @@ def _cpu(procs) -> float:
 
 def run(workdir: str, quick: bool = False) -> dict:
     from topologies.lb import LBTopo, LBTopoConfig
-    from vnflab.experiment import log
+    from testbed.experiment import log
     from vnflab.scenarios.base import Bed, Checks, flow_facts, lb_config, live_stats, setup_dsr
     rate, seconds, rounds = (8000, 1.5, 3) if quick else (10000, 3.0, 5)
     cfg = LBTopoConfig(clients=2, backends=3)

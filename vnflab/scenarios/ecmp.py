@@ -26,10 +26,10 @@ from __future__ import annotations
 import json
 import time
 
-from vnflab.experiment import log
+from testbed.experiment import log
+from vnf.addresses import VIP
 from vnflab.scenarios.base import Bed, Checks, first_backend, flow_facts, lb_config, live_stats, pct
 
-VIP = "10.0.0.100"
 REMOVED = "b4"
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 
-from vnflab.experiment import log
+from testbed.experiment import log
 from vnflab.scenarios.base import (Bed, Checks, first_backend, flow_facts, lb_config, live_stats,
                                    pct, setup_dsr)
 

@@ -1,7 +1,7 @@
 """Run a scenario in a fresh sandbox (outside) and the scenario itself (inside).
 
 Outside: ``run_scenario(name)`` re-runs ``python -m vnflab.scenarios.runner SPEC.json
-RESULT.json`` with ``vnflab.sandbox.run_module_in_sandbox`` (new net + pid + mount namespaces; a
+RESULT.json`` with ``testbed.sandbox.run_module_in_sandbox`` (new net + pid + mount namespaces; a
 timeout kills the whole sandbox) and returns the result dict. Inside: ``main`` calls
 ``<scenario>.run(workdir, quick)``, which returns ``{"ok", "checks", "figures", "lines"}``.
 """
@@ -17,7 +17,7 @@ TIMEOUT_S = {"health": 180, "ecmp": 420, "sdn": 180, "chain": 240}
 
 
 def run_scenario(name: str, quick: bool = False, keep_workdir: str | None = None) -> dict:
-    from vnflab import sandbox
+    from testbed import sandbox
     workdir = keep_workdir or tempfile.mkdtemp(prefix=f"vnflab-scenario-{name}-")
     result = sandbox.run_module_in_sandbox("vnflab.scenarios.runner",
                                            {"name": name, "quick": quick}, TIMEOUT_S[name],
@@ -59,7 +59,7 @@ def run_inside(spec: dict, workdir: str) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    from vnflab import sandbox
+    from testbed import sandbox
     return sandbox.serve_module(argv, run_inside)
 
 

@@ -2,7 +2,7 @@
 
 Set-up (``topologies.scenarios.SdnTopo``): the default hosts on one OVS switch with the
 userspace datapath, run by a private ``ovsdb-server`` + ``ovs-vswitchd`` inside the sandbox
-(``vnflab.ovsdpdk.PrivateOVSDPDK`` with ``dpdk=False``, whose run dir is the default
+(``testbed.ovsdpdk.PrivateOVSDPDK`` with ``dpdk=False``, whose run dir is the default
 ``/var/run/openvswitch``: the sandbox mounts a private one there, so Mininet's ``OVSSwitch``
 finds it at the default paths). The switch obeys an OpenFlow 1.3 controller, the
 os-ken app ``vnflab/scenarios/sdn_app.py`` (L2 learning + VIP steering).
@@ -26,7 +26,7 @@ import sys
 import time
 from functools import partial
 
-from vnflab.experiment import log
+from testbed.experiment import log
 from vnflab.scenarios.base import Bed, Checks, flow_facts, lb_config, live_stats, setup_dsr
 
 OVS_RUN = "/var/run/openvswitch"          # a private tmpfs inside the sandbox
@@ -35,10 +35,10 @@ OF_PORT = 6653
 
 def start_ovs(workdir: str):
     """ovsdb-server + the plain (non-DPDK) ovs-vswitchd at the default paths of a sandbox
-    (``vnflab.ovsdpdk.PrivateOVSDPDK`` with ``dpdk=False``), logs in ``workdir``."""
-    from vnflab.ovsdpdk import PrivateOVSDPDK
+    (``testbed.ovsdpdk.PrivateOVSDPDK`` with ``dpdk=False``), logs in ``workdir``."""
+    from testbed.ovsdpdk import PrivateOVSDPDK
     if not os.path.ismount(OVS_RUN):
-        raise RuntimeError(f"{OVS_RUN} is not a private mount: run inside vnflab.sandbox")
+        raise RuntimeError(f"{OVS_RUN} is not a private mount: run inside testbed.sandbox")
     return PrivateOVSDPDK(OVS_RUN, dpdk=False, log_dir=workdir).start()
 
 

@@ -11,8 +11,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 try:
     import frames                      # the release's tests/frames.py
-except ImportError:                    # the instructor tree: grader/frames.py
-    from grader import frames
+except ImportError:                    # the instructor tree: testbed/frames.py
+    from testbed import frames
 
 
 def _check(m, case):

@@ -11,7 +11,7 @@ to the system Open vSwitch.  With ``dpdk=False`` it runs the plain
 ``ovs-vswitchd`` instead (userspace bridges with no DPDK ports, e.g. the ``sdn``
 scenario: no ``dpdk-init``, no wait for the EAL, no huge pages).  Run it inside a
 sandbox (new net + pid + mount namespaces with a private hugetlbfs and private
-run dirs: ``vnflab.sandbox``) so
+run dirs: ``testbed.sandbox``) so
 that bridges, taps, huge-page files and DPDK runtime dirs disappear with the
 namespace, however the run ends.  See docs/ovs-dpdk.md.
 
@@ -23,7 +23,7 @@ namespace, however the run ends.  See docs/ovs-dpdk.md.
 
     net = Mininet(topo, switch=partial(OVSDPDKSwitch, ovs=ovs), controller=None)
 
-``python -m vnflab.ovsdpdk selftest`` runs the end-to-end check (veth ping over
+``python -m testbed.ovsdpdk selftest`` runs the end-to-end check (veth ping over
 the netdev bridge, frames reflected by ``dpdk-testpmd`` behind a vhost-user port,
 a Mininet network on the bridge) inside a sandbox and prints the measurements.
 """
@@ -39,7 +39,7 @@ import time
 
 from mininet.node import Switch
 
-from vnflab import sandbox
+from testbed import sandbox
 
 OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 OVS_VSWITCHD_DPDK = "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk"
@@ -84,8 +84,8 @@ def ensure_hugepages(megabytes):
 
 
 def process_cpu_seconds(pid):
-    """Exact on-CPU seconds of a process and its threads (see vnflab.experiment.cpu_times)."""
-    from vnflab.experiment import cpu_times
+    """Exact on-CPU seconds of a process and its threads (see testbed.experiment.cpu_times)."""
+    from testbed.experiment import cpu_times
     return cpu_times(pid).exact
 
 
@@ -486,7 +486,7 @@ def selftest(workdir=SELFTEST_WORKDIR, idle_seconds=2.0, mininet=True, maxsleep_
     ``tag`` prefixes the DPDK file prefixes (so a caller can look for leftovers)."""
     if not sandbox.in_sandbox():
         raise OVSError("selftest() creates namespaces, bridges and huge-page files: "
-                       "run it inside a vnflab sandbox (python -m vnflab.ovsdpdk selftest)")
+                       "run it inside a vnflab sandbox (python -m testbed.ovsdpdk selftest)")
     res = {}
     ensure_hugepages(128 + 64)
     res["failed_start_cleaned_up"] = _failed_start_cleans_up(workdir + "-fail")
@@ -649,7 +649,7 @@ def _mininet_check(ovs, datagrams=5):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m vnflab.ovsdpdk")
+    ap = argparse.ArgumentParser(prog="python -m testbed.ovsdpdk")
     ap.add_argument("cmd", choices=["selftest", "fallback"])
     ap.add_argument("--no-mininet", action="store_true")
     ap.add_argument("--idle-seconds", type=float, default=2.0)

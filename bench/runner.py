@@ -1,7 +1,7 @@
 """``vnflab bench``: per-packet cost of a load-balancer way, measured the same way for every way.
 
-One invocation = one sandbox (fresh net/pid/mount namespaces, see ``vnflab.sandbox``) holding one
-Testbed topology (``vnflab.experiment.Testbed``, no backend servers). Runs of the ways being
+One invocation = one sandbox (fresh net/pid/mount namespaces, see ``testbed.sandbox``) holding one
+Testbed topology (``testbed.experiment.Testbed``, no backend servers). Runs of the ways being
 compared are interleaved (a, b, a, b, ...) so machine drift hits them all alike.
 
 One run of one way (``KernelPathDriver``, used by the socket and AF_PACKET ways):
@@ -15,7 +15,7 @@ One run of one way (``KernelPathDriver``, used by the socket and AF_PACKET ways)
    => ns/packet and the user/sys split; transmitted frames per second => Mpps.
 2. **Whole core** (``whole_core_ns_per_packet``). RPS steers lb-eth0's receive softirq onto the
    LB core (CPU 1), so the kernel's receive work is on the same core as the LB. The same frames
-   are sent at fractions of the saturation rate by ``vnflab.pacer`` (a few frames every ~40 us;
+   are sent at fractions of the saturation rate by ``testbed.pacer`` (a few frames every ~40 us;
    trafgen's own --rate sends each second's frames in one full-speed burst, which overflowed the
    socket way's receive buffer at any average rate); CPU 1's busy time (window minus its idle time from
    /proc/stat: with NO_HZ the idle time is measured at idle entry/exit, not sampled by the tick)
@@ -59,8 +59,9 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
+from vnf.addresses import LB_MAC, VIP
 from vnf.checksum import internet_checksum
-from vnflab.experiment import SERVICE_PORT, ExperimentSpec, cpu_times, log, read_json, stop_process
+from testbed.experiment import SERVICE_PORT, ExperimentSpec, cpu_times, log, read_json, stop_process
 
 GEN_CPU, LB_CPU = 0, 1
 BPFFS = "/sys/fs/bpf"
@@ -278,7 +279,7 @@ def cpu_idle_s(cpu: int) -> float:
 
 class BenchBed:
     def __init__(self, spec: BenchSpec, workdir: str):
-        from vnflab.experiment import Testbed
+        from testbed.experiment import Testbed
         first_dsr = next((w for w in spec.ways if w != "socket"), "afpacket")
         # DSR addressing on the backends (VIP on lo); the LB's VIP is switched per way below.
         self.spec = spec
@@ -361,10 +362,10 @@ class BenchBed:
         return self.bed.start_lb(tag)
 
     def start_gen(self, rate_pps: int | None, tag: str) -> subprocess.Popen:
-        """Flat out: trafgen (its TX ring is the fastest sender). At a rate: vnflab.pacer, whose
+        """Flat out: trafgen (its TX ring is the fastest sender). At a rate: testbed.pacer, whose
         batches leave every ~40 us; trafgen's --rate sends each second's frames in one burst."""
         if rate_pps:
-            argv = ["taskset", "-c", str(GEN_CPU), sys.executable, "-m", "vnflab.pacer",
+            argv = ["taskset", "-c", str(GEN_CPU), sys.executable, "-m", "testbed.pacer",
                     "c1-eth0", self.frames_path, "--frame-len", str(self.frame_len),
                     "--rate", str(int(rate_pps))]
         else:
@@ -551,8 +552,6 @@ class PlainBed:
         pass
 
 
-DPDK_LB_MAC = "02:00:00:00:00:01"
-DPDK_VIP = "10.0.0.100"
 DPDK_GEN_MEM_MB = 128
 DPDK_LB_MEM_MB = 128
 
@@ -564,7 +563,7 @@ import json, sys, time
 from vnf import dpdk
 from vnf.dpdk import _dpdk
 sock, queues, nflows, payload, core = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-from vnflab.bench import udp_frame
+from bench.runner import udp_frame
 dpdk.init(cores=[core], mem_mb=%(mem)d, reserve_hugepages=True)
 pool = dpdk.pool(n=16383)
 port = dpdk.Port.open("net_vhost0,iface=%%s,queues=%%d" %% (sock, queues), pool, queues, queues)
@@ -581,7 +580,7 @@ print("up", flush=True)
 seconds = float(sys.stdin.readline())
 r = _dpdk.gen_loop(port.id, pool, frames, queues, 32, seconds)
 print("GEN " + json.dumps(r), flush=True)
-""" % {"mem": DPDK_GEN_MEM_MB, "mac": DPDK_LB_MAC, "vip": DPDK_VIP}
+""" % {"mem": DPDK_GEN_MEM_MB, "mac": LB_MAC, "vip": VIP}
 
 # io-forward through the binding, in Python: rx_burst -> tx_burst per burst, nothing else.
 _DPDK_BINDING_IO = r"""
@@ -661,7 +660,7 @@ class DpdkDriver:
         return json.loads(line[4:])
 
     def _vdev(self, sock: str, queues: int = 1) -> str:
-        return f"net_virtio_user0,path={sock},queues={queues},mac={DPDK_LB_MAC}"
+        return f"net_virtio_user0,path={sock},queues={queues},mac={LB_MAC}"
 
     @staticmethod
     def lb_queues(io: dict) -> int:
@@ -690,7 +689,7 @@ class DpdkDriver:
         backends = [{"name": f"b{i}", "ip": f"10.0.0.{100 + i}", "mac": f"02:00:00:00:02:{i:02x}",
                      "port": SERVICE_PORT} for i in (1, 2, 3)]
         with open(cfg_path, "w") as f:
-            json.dump({"lb": {"vip": DPDK_VIP, "port": SERVICE_PORT, "policy": "maglev",
+            json.dump({"lb": {"vip": VIP, "port": SERVICE_PORT, "policy": "maglev",
                               "backends": backends},
                        "io": io}, f)
         log_f = open(os.path.join(bb.workdir, f"lb-{tag}-{style}.log"), "wb")
@@ -895,8 +894,8 @@ class DpdkDriver:
     def method(spec: BenchSpec) -> str:
         return (
             f"generator = a DPDK process (the binding's C gen_loop) on a net_vhost server socket, "
-            f"pinned to CPU {GEN_CPU}: {spec.flows} UDP flows to {DPDK_VIP}:{SERVICE_PORT} "
-            f"(source addresses/ports vary), dst MAC {DPDK_LB_MAC}, {spec.payload}-byte payload, "
+            f"pinned to CPU {GEN_CPU}: {spec.flows} UDP flows to {VIP}:{SERVICE_PORT} "
+            f"(source addresses/ports vary), dst MAC {LB_MAC}, {spec.payload}-byte payload, "
             f"sent as fast as the vhost port takes them; it also frees whatever comes back (the "
             f"sink). The LB (python -m vnf.ways.dpdk_lb, net_virtio_user client, pinned to CPU "
             f"{LB_CPU}) runs with style fused (the reference: parse, flow cache and rewrite in one C "
@@ -964,7 +963,7 @@ def method_text(sink: str, spec: BenchSpec) -> str:
         f"Sink: {sink_txt}. NOT measured in ns_per_packet: the kernel's receive work for the "
         f"LB's interface (with veth it runs on the sender's core, CPU {GEN_CPU}). "
         f"whole_core_ns_per_packet: RPS steers lb-eth0's receive softirq onto CPU {LB_CPU}, "
-        f"the same frames paced by vnflab.pacer (a sendmmsg of a few frames every ~40 us; "
+        f"the same frames paced by testbed.pacer (a sendmmsg of a few frames every ~40 us; "
         f"trafgen's --rate bursts each second's frames at full speed) at {', '.join(f'{f:g}' for f in WHOLE_CORE_FRACTIONS)} x the saturation "
         f"rate; CPU {LB_CPU}'s busy time (window minus its NO_HZ idle time from /proc/stat, less "
         f"the busy fraction measured with no traffic just before: other work on that core) per "
@@ -1140,7 +1139,7 @@ def _round_run(r: dict) -> dict:
 
 
 def inside_main(spec_path: str, result_path: str) -> int:
-    from vnflab import sandbox
+    from testbed import sandbox
     return sandbox.serve_module([spec_path, result_path],
                                 lambda spec, workdir: run_inside(BenchSpec(**spec), workdir))
 
@@ -1151,9 +1150,9 @@ def inside_main(spec_path: str, result_path: str) -> int:
 
 def run_bench(spec: BenchSpec, keep_workdir: str | None = None) -> dict:
     """Run the whole bench in one fresh sandbox; return the result dict (or {"error": ...})."""
-    from vnflab import sandbox
+    from testbed import sandbox
     spec.validate()
-    return sandbox.run_module_in_sandbox("vnflab.bench", asdict(spec), spec.timeout_s,
+    return sandbox.run_module_in_sandbox("bench.runner", asdict(spec), spec.timeout_s,
                                          keep_workdir, what="bench", keep=bool(keep_workdir),
                                          prefix="vnflab-bench-", name="bench-")
 

@@ -1,7 +1,7 @@
 """Affinity checker: did every flow stay on one backend, what was lost, how even was the spread.
 
 Inputs are the JSON files the backends write (``topologies.servers``) and the clients write
-(``grader.traffic``). Flows are keyed by ``(proto, flow_id)``; the flow id comes from the
+(``testbed.traffic``). Flows are keyed by ``(proto, flow_id)``; the flow id comes from the
 payload or the ``X-Flow-Id`` header, so the check holds whatever addresses the LB rewrites.
 
 A flow is *split* when more than one backend saw it (backend records) or answered it (client
@@ -15,7 +15,7 @@ no flow count (as zero), so a dead or never-chosen backend shows up as imbalance
 
 CLI::
 
-    python -m grader.checker --backends out/b*.json --clients out/c*.json [--json report.json]
+    python -m testbed.checker --backends out/b*.json --clients out/c*.json [--json report.json]
 
 exits 1 when any flow is split (2 when an input cannot be read).
 """
@@ -272,7 +272,7 @@ def _load(patterns: list[str]) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m grader.checker",
+    p = argparse.ArgumentParser(prog="python -m testbed.checker",
                                 description="vnflab affinity checker")
     p.add_argument("--backends", nargs="+", required=True, help="backend record JSON files")
     p.add_argument("--clients", nargs="*", default=[], help="client output JSON files")
@@ -281,10 +281,10 @@ def main(argv=None) -> int:
     try:
         backends, clients = _load(a.backends), _load(a.clients)
     except (OSError, ValueError) as exc:
-        print(f"grader.checker: cannot read input: {exc}", file=sys.stderr)
+        print(f"testbed.checker: cannot read input: {exc}", file=sys.stderr)
         return 2
     if not backends:
-        print("grader.checker: no backend records", file=sys.stderr)
+        print("testbed.checker: no backend records", file=sys.stderr)
         return 2
     report = check(backends, clients)
     print(report.table())

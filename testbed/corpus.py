@@ -1,7 +1,7 @@
 """Fuzzed Ethernet frames for robustness runs of a load balancer's data path.
 
 The policy every way must follow (and the grader checks): a frame the NF cannot parse is
-*counted and dropped* — never a crash, never a stall. ``grader.frames`` holds the hand-made
+*counted and dropped* — never a crash, never a stall. ``testbed.frames`` holds the hand-made
 malformed cases (with the drop reason each must get); ``fuzzed()`` mutates them (truncation,
 bit flips, random header bytes) so the parser also sees everything in between.
 
@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import random
 
-from grader import frames as named
+from testbed import frames as named
 
 
 def fuzzed(templates: list[bytes], count: int, seed: int = 0) -> list[bytes]:
     """``count`` frames: the templates mutated by truncation, bit flips, random header bytes and
     noise. Every one is at least an Ethernet header long and fits a 1500-byte MTU (other frames
-    cannot exist on a veth; ``grader.frames`` has them for parser unit tests). Deterministic."""
+    cannot exist on a veth; ``testbed.frames`` has them for parser unit tests). Deterministic."""
     rng = random.Random(seed)
     templates = [t for t in templates if 14 <= len(t) <= 1514]
     out = []
@@ -63,7 +63,7 @@ def send_frames(iface: str, frames: list[bytes]) -> dict:
 def main(argv=None) -> int:
     import argparse
     import json
-    p = argparse.ArgumentParser(prog="python -m grader.corpus",
+    p = argparse.ArgumentParser(prog="python -m testbed.corpus",
                                 description="send the malformed corpus and fuzzed frames at a MAC")
     p.add_argument("--iface", required=True)
     p.add_argument("--dst-mac", required=True)

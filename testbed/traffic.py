@@ -11,7 +11,7 @@ with ``base = client_id * 1_000_000`` unless ``--flow-id-base`` is given.
 
 CLI::
 
-    python -m grader.traffic --vip 10.0.0.100 --udp-port 5000 --http-port 80 --client-id 3 \\
+    python -m testbed.traffic --vip 10.0.0.100 --udp-port 5000 --http-port 80 --client-id 3 \\
         --udp-flows 200 --packets-per-flow 50 --rate 5000 --http-conns 50 --out /tmp/c3.json
 
 In-process: ``run(TrafficConfig(...)) -> dict`` (same JSON), or ``run_udp`` / ``run_http``.
@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 
+from vnf.addresses import SERVICE_PORT
 from topologies.servers import (MAGIC, REQUEST, decode_reply, http_body, parse_body_line,
                                 write_json_atomic)
 
@@ -45,7 +46,7 @@ class TrafficConfig:
     """Everything one client run needs; field names mirror the CLI options."""
     vip: str
     client_id: int
-    udp_port: int = 5000
+    udp_port: int = SERVICE_PORT
     http_port: int = 80
     udp_flows: int = 10
     packets_per_flow: int = 10
@@ -350,10 +351,10 @@ def run(cfg: TrafficConfig) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m grader.traffic",
+    p = argparse.ArgumentParser(prog="python -m testbed.traffic",
                                 description="vnflab client: UDP flows + HTTP connections to a VIP")
     p.add_argument("--vip", required=True)
-    p.add_argument("--udp-port", type=int, default=5000)
+    p.add_argument("--udp-port", type=int, default=SERVICE_PORT)
     p.add_argument("--http-port", type=int, default=80)
     p.add_argument("--client-id", type=int, required=True)
     p.add_argument("--udp-flows", type=int, default=10)
@@ -380,7 +381,7 @@ def main(argv=None) -> int:
     try:
         result = run(cfg)
     except (ValueError, OSError) as exc:
-        print(f"grader.traffic: {exc}", file=sys.stderr)
+        print(f"testbed.traffic: {exc}", file=sys.stderr)
         return 2
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     write_json_atomic(a.out, result)

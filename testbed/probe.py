@@ -105,8 +105,8 @@ def _alive(pid: int) -> bool:
 
 
 def robust(a) -> dict:
-    from grader import frames as mine
-    from grader.corpus import fuzzed
+    from testbed import frames as mine
+    from testbed.corpus import fuzzed
     named = [(c.name, c.frame) for c in mine.cases(a.dst_mac, a.src_mac, a.src_ip, a.vip, a.port)]
     raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     raw.bind((a.iface, 0))
@@ -213,7 +213,7 @@ def capture(a) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m grader.probe")
+    p = argparse.ArgumentParser(prog="python -m testbed.probe")
     sub = p.add_subparsers(dest="cmd", required=True)
     pp = sub.add_parser("portpairs")
     pp.add_argument("--vip", required=True)

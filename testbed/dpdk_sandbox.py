@@ -1,9 +1,9 @@
 """Run a DPDK process so that nothing it creates can outlive it: the DPDK layer of
-:mod:`vnf.sandbox`.
+:mod:`testbed.sandbox`.
 
 A DPDK process leaves huge-page files (hugetlbfs) and a runtime directory
 (``/var/run/dpdk/<prefix>``: config, fbarrays, mp and telemetry sockets) behind when it is killed.
-Here each DPDK process runs in new mount + pid namespaces (``vnf.sandbox`` with ``net=False``;
+Here each DPDK process runs in new mount + pid namespaces (``testbed.sandbox`` with ``net=False``;
 it keeps the machine's network) where, before it starts:
 
 * a fresh tmpfs covers ``/dev/shm``; ``/dev/shm/run`` becomes its runtime directory
@@ -17,7 +17,7 @@ When the last process of the namespace exits, however it exits, the kernel unmou
 it and gives the huge pages back. ``--kill-child`` makes killing the ``unshare`` process kill
 the DPDK process too. Needs root (CAP_SYS_ADMIN).
 
-    from vnf.dpdk import sandbox
+    from testbed import dpdk_sandbox as sandbox
     sandbox.run(["dpdk-testpmd", ...], timeout=30)
     sandbox.run_python("from vnf import dpdk; dpdk.init(...)")
 """
@@ -28,8 +28,8 @@ import subprocess
 import sys
 from typing import Sequence
 
-from vnf import sandbox as _sandbox
-from vnf.sandbox import Mount, Setup, leftovers  # noqa: F401  (leftovers: part of this API)
+from testbed import sandbox as _sandbox
+from testbed.sandbox import Mount, Setup, leftovers  # noqa: F401  (leftovers: part of this API)
 
 HUGE_DIR = "/dev/shm/huge"
 RUN_DIR = "/dev/shm/run"

@@ -15,6 +15,8 @@ import socket
 import struct
 from typing import NamedTuple
 
+from vnf.addresses import LB_MAC, SERVICE_PORT, VIP
+
 ANY = "*"       # no particular answer: only "does not raise" is checked
 
 
@@ -66,8 +68,8 @@ def tcp(sport: int, dport: int, offset_words: int = 5, flags: int = 0x02, extra:
     return struct.pack("!HHIIBBHHH", sport, dport, 1, 0, offset_words << 4, flags, 65535, 0, 0) + extra
 
 
-def cases(dst_mac: str = "02:00:00:00:00:01", src_mac: str = "02:00:00:00:01:01",
-          src_ip: str = "10.0.0.11", vip: str = "10.0.0.100", port: int = 8080,
+def cases(dst_mac: str = LB_MAC, src_mac: str = "02:00:00:00:01:01",
+          src_ip: str = "10.0.0.11", vip: str = VIP, port: int = SERVICE_PORT,
           seed: int = 1) -> list[Case]:
     """The corpus, addressed from a client (src) to the LB's MAC and the VIP."""
     eth = _mac(dst_mac) + _mac(src_mac)

@@ -18,11 +18,11 @@ Two runs never collide (Mininet in the same namespace twice fails with "File exi
 
 One mechanism, two uses:
 
-* **a whole experiment** (``net=True``, the default; ``vnflab.sandbox`` re-exports this module):
+* **a whole experiment** (``net=True``, the default; ``testbed.sandbox`` re-exports this module):
   the program inside calls :func:`setup_inside` first, which applies :data:`EXPERIMENT` (private
   tmpfs on the DPDK/OVS run dirs, a private hugetlbfs on ``/dev/hugepages``, loopback up).
 * **a lone DPDK process** (``net=False`` with a :class:`Setup` applied *before* the program
-  starts, by a small shell prelude): ``vnf.dpdk.sandbox`` is that layer (private ``/dev/shm``
+  starts, by a small shell prelude): ``testbed.dpdk_sandbox`` is that layer (private ``/dev/shm``
   runtime dir and hugetlbfs, and the environment ``vnf.dpdk.init`` reads).
 
 This lives in ``vnf/`` (not ``vnflab/``) because the NF library's DPDK layer needs it and

@@ -1,6 +1,6 @@
 """A steady-rate frame generator for the paced levels of ``vnflab bench`` (the whole-core phase).
 
-    python -m vnflab.pacer IFNAME FRAMES --frame-len N --rate PPS [--seconds S] [--batch B]
+    python -m testbed.pacer IFNAME FRAMES --frame-len N --rate PPS [--seconds S] [--batch B]
 
 FRAMES is a file of pre-built frames, back to back, ``frame-len`` bytes each; they are sent in
 turn, over and over, from an AF_PACKET socket bound to IFNAME, at ``rate`` frames per second.
@@ -34,7 +34,7 @@ def default_batch(rate_pps: float) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m vnflab.pacer", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m testbed.pacer", description=__doc__.split("\n")[0])
     ap.add_argument("ifname")
     ap.add_argument("frames", help="file of frames, back to back, --frame-len bytes each")
     ap.add_argument("--frame-len", type=int, required=True)

@@ -1,8 +1,8 @@
 """One experiment: build the LB topology, start backends and a load balancer, drive traffic, check.
 
-This module runs *inside* a sandbox (``vnflab.sandbox``): it creates Mininet hosts freely and
+This module runs *inside* a sandbox (``testbed.sandbox``): it creates Mininet hosts freely and
 relies on the namespaces for cleanup. ``run_sandboxed()`` is the entry point from outside: it
-re-runs this module as ``python -m vnflab.experiment SPEC.json RESULT.json`` in a fresh sandbox.
+re-runs this module as ``python -m testbed.experiment SPEC.json RESULT.json`` in a fresh sandbox.
 
 The LB program is any command that follows the way contract (see ``vnf/ways/__init__.py``):
 ``--config LB.json --ready-file F --stats-file F``; the grader swaps in a student's program.
@@ -19,11 +19,12 @@ from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
 from topologies.lb import LBTopoConfig
+from vnf.addresses import SERVICE_PORT
 
 WAYS = ("socket", "afpacket", "dpdk")
 # One service, VIP:8080, over TCP (HTTP) and UDP (the echo the driver uses), like a service
 # that listens on both protocols. Backends listen on the same port.
-UDP_PORT = HTTP_PORT = SERVICE_PORT = 8080
+UDP_PORT = HTTP_PORT = SERVICE_PORT
 
 
 @dataclass
@@ -172,10 +173,10 @@ _read_json = read_json        # its name before it was public (grader/inside.py 
 
 def traffic_argv(vip: str, client_id: int, udp_flows: int, packets_per_flow: int, rate: float,
                  http_conns: int, out: str, extra: tuple[str, ...] = ()) -> list[str]:
-    """``grader.traffic`` on a client: ``udp_flows`` UDP flows of ``packets_per_flow`` datagrams
+    """``testbed.traffic`` on a client: ``udp_flows`` UDP flows of ``packets_per_flow`` datagrams
     at ``rate`` packets/s and ``http_conns`` HTTP connections to ``vip``; flow ids start at
     ``client_id * 1_000_000``; its record goes to ``out``."""
-    return [sys.executable, "-m", "grader.traffic", "--vip", vip,
+    return [sys.executable, "-m", "testbed.traffic", "--vip", vip,
             "--udp-port", str(UDP_PORT), "--http-port", str(HTTP_PORT),
             "--client-id", str(client_id), "--udp-flows", str(udp_flows),
             "--packets-per-flow", str(packets_per_flow), "--rate", str(rate),
@@ -370,7 +371,7 @@ class Testbed(MininetBed):
         """Start a private OVS-DPDK (own db and sockets in the sandbox's private run dir; PMD on
         CPU 0 with pmd-maxsleep, the LB gets CPU 1) and return the Mininet switch class."""
         from functools import partial
-        from vnflab import ovsdpdk
+        from testbed import ovsdpdk
         # OVS's memory + the LB's, twice over (vnf.dpdk.init keeps headroom against races)
         ovsdpdk.ensure_hugepages(self.OVS_SOCKET_MEM_MB + 2 * self.LB_DPDK_MEM_MB + 64)
         self.ovs = ovsdpdk.PrivateOVSDPDK(f"/var/run/openvswitch/vnflab{os.getpid()}",
@@ -535,7 +536,7 @@ def measure_cost(bed: Testbed, spec: ExperimentSpec) -> dict:
     """
     if not spec.cost_rate_pps:
         return {}
-    from grader.checker import check
+    from testbed.checker import check
     bed.restart_backends()
     lb = bed.start_lb("cost")
     flows = 64
@@ -586,13 +587,13 @@ def forget_poisoned_neighbours(bed) -> None:
 def measure_robustness(bed: Testbed, spec: ExperimentSpec) -> dict:
     """Throw the malformed corpus and ``fuzz_frames`` fuzzed frames at the LB's MAC from a client,
     then check the LB is alive and still forwards a normal flow mix with affinity."""
-    from grader.checker import check
+    from testbed.checker import check
     cfg = bed.topo_cfg
     bed.restart_backends()
     lb = bed.start_lb("fuzz")
     client = cfg.client_names()[0]
     out = os.path.join(bed.workdir, "fuzz-send.json")
-    sender = bed.popen(client, [sys.executable, "-m", "grader.corpus", "--iface", f"{client}-eth0",
+    sender = bed.popen(client, [sys.executable, "-m", "testbed.corpus", "--iface", f"{client}-eth0",
                                  "--dst-mac", cfg.host_mac("lb"), "--src-mac", cfg.host_mac(client),
                                  "--src-ip", cfg.host_ip(client), "--vip", cfg.vip,
                                  "--port", str(SERVICE_PORT), "--count", str(spec.fuzz_frames),
@@ -622,7 +623,7 @@ def measure_saturation(bed: Testbed, spec: ExperimentSpec) -> dict:
     """Forwarded packets per second when every client sends as fast as it can."""
     if not spec.saturation_seconds:
         return {}
-    from grader.checker import check
+    from testbed.checker import check
     bed.restart_backends()
     lb = bed.start_lb("sat")
     clients = bed.topo_cfg.client_names()
@@ -647,7 +648,7 @@ METHOD = ("LB process CPU time (exact on-CPU time of its threads from schedstat,
 
 
 def run_experiment(spec: ExperimentSpec, workdir: str) -> dict:
-    from grader.checker import check
+    from testbed.checker import check
     spec.validate()
     t_start = time.monotonic()
     log(f"way={spec.way}: building topology ({spec.clients} clients, LB, {spec.backends} backends)")
@@ -690,9 +691,9 @@ def run_experiment(spec: ExperimentSpec, workdir: str) -> dict:
 
 def run_sandboxed(spec: ExperimentSpec, keep_workdir: str | None = None) -> dict:
     """Run one experiment in a fresh sandbox and return its result dict."""
-    from vnflab import sandbox
+    from testbed import sandbox
     spec.validate()
-    result = sandbox.run_module_in_sandbox("vnflab.experiment", asdict(spec), spec.timeout_s,
+    result = sandbox.run_module_in_sandbox("testbed.experiment", asdict(spec), spec.timeout_s,
                                            keep_workdir, what="experiment",
                                            keep=bool(keep_workdir), prefix="vnflab-run-")
     result.setdefault("way", spec.way)
@@ -700,7 +701,7 @@ def run_sandboxed(spec: ExperimentSpec, keep_workdir: str | None = None) -> dict
 
 
 def main(argv: list[str]) -> int:
-    from vnflab import sandbox
+    from testbed import sandbox
     return sandbox.serve_module(argv, lambda spec, workdir: run_experiment(ExperimentSpec(**spec),
                                                                            workdir))
 
