@@ -128,7 +128,7 @@ def prepare(lab: Lab, submission: str, workdir: str, quick: bool, include_hidden
     checks = os.path.join(lab.path, "tests", "checks.py")
     if os.path.exists(checks):
         shutil.copyfile(checks, os.path.join(unit_dir, "checks.py"))
-        shutil.copyfile(os.path.join(REPO, "grader", "frames.py"), os.path.join(unit_dir, "frames.py"))
+        shutil.copyfile(os.path.join(REPO, "testbed", "frames.py"), os.path.join(unit_dir, "frames.py"))
         mod_name = None
         with open(checks) as f:
             for line in f:
