@@ -31,6 +31,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
+from vnf.jsonfile import write_json_atomic
+
 from grader import labconfig
 from grader.labconfig import REPO, Lab, LabError
 from grader.sandbox_user import student_ids
@@ -710,18 +712,10 @@ def grade(submission: str, lab_number, out: str, quick: bool = False, include_hi
     }
     if facts.get("grader_error") or facts.get("stopped"):
         results["output"] += "\nGrader note: " + (facts.get("stopped") or facts["grader_error"][:500])
-    _write_json(os.path.join(out, "results.json"), results)
+    write_json_atomic(os.path.join(out, "results.json"), results, indent=1)
     with open(os.path.join(out, "report.md"), "w") as f:
         f.write(report_md(lab, results, scorer.details, label or submission, quick))
     return results
-
-
-def _write_json(path: str, obj) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def report_md(lab: Lab, results: dict, details: list[str], who: str, quick: bool) -> str:
@@ -799,6 +793,7 @@ def grade_all(submissions_dir: str, lab_number, out: str, jobs: int = 2, quick: 
             pct = round(100 * r["score"] / r["max_score"], 1) if r["max_score"] else 0
             w.writerow([r["student"], r["score"], r["max_score"], pct,
                         *[r["tests"].get(n, "") for n in names], r["error"] or ""])
-    _write_json(os.path.join(out, "gradebook.json"),
-                {"lab": lab.number, "title": lab.title, "quick": quick, "submissions": ordered})
+    write_json_atomic(os.path.join(out, "gradebook.json"),
+                      {"lab": lab.number, "title": lab.title, "quick": quick,
+                       "submissions": ordered}, indent=1)
     return ordered

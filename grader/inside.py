@@ -18,15 +18,9 @@ import time
 
 from testbed.experiment import (SERVICE_PORT, ExperimentSpec, Testbed, _read_json, cpu_times,
                                 forget_poisoned_neighbours, log)
+from vnf.jsonfile import write_json_atomic
 
 from grader.sandbox_user import student_command, student_ids
-
-
-def _write(path: str, obj) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
 
 
 def _stop_proc(proc: subprocess.Popen, timeout: float = 10) -> None:
@@ -237,7 +231,7 @@ class Grading:
             self.facts["phases_done"].append(phase)
             self.facts.setdefault("timings", {})[phase] = round(now - self._last, 2)
         self._last = now
-        _write(self.facts_path, self.facts)
+        write_json_atomic(self.facts_path, self.facts, indent=1)
 
     # --- phases --------------------------------------------------------------------------------
     def unit(self) -> None:

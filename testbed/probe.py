@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import json
-import os
 import select
 import signal
 import socket
@@ -25,15 +23,10 @@ import struct
 import sys
 import time
 
+from vnf.jsonfile import write_json_atomic
+
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
-
-
-def _write(path: str, obj) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)
 
 
 # --- portpairs ---------------------------------------------------------------------------------
@@ -239,7 +232,7 @@ def main(argv=None) -> int:
         sp.add_argument("--out", required=True)
     a = p.parse_args(argv)
     result = {"portpairs": portpairs, "robust": robust, "capture": capture}[a.cmd](a)
-    _write(a.out, result)
+    write_json_atomic(a.out, result)
     return 0
 
 
