@@ -16,8 +16,9 @@ import subprocess
 import sys
 import time
 
-from testbed.experiment import (SERVICE_PORT, ExperimentSpec, Testbed, _read_json, cpu_times,
+from testbed.experiment import (SERVICE_PORT, ExperimentSpec, Testbed, _read_json,
                                 forget_poisoned_neighbours, log)
+from testbed.procfs import cpu_times
 from vnf.jsonfile import write_json_atomic
 
 from grader.sandbox_user import student_command, student_ids
@@ -173,12 +174,12 @@ class GradeBed(Testbed):
             # vnf.dpdk.init reserves more huge pages itself when fewer than twice its need are
             # free: a root-only write the student cannot do. Make them free now, with room for a
             # generator or a parallel grading starting meanwhile.
-            from testbed import ovsdpdk
+            from vnf.dpdk import hugepages
             for mb in (4 * self.LB_DPDK_MEM_MB + 64, self.LB_DPDK_MEM_MB + 16):
                 try:                              # generous if the kernel can, else just enough
-                    ovsdpdk.ensure_hugepages(mb)
+                    hugepages.ensure_free(mb)
                     break
-                except (OSError, ovsdpdk.OVSError) as exc:
+                except (OSError, hugepages.HugePagesError) as exc:
                     log(f"huge pages for {mb} MiB: {exc}")
         cfg_path = os.path.join(self.workdir, f"lb-{tag}.json")
         with open(cfg_path, "w") as f:

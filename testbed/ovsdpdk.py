@@ -39,12 +39,13 @@ import time
 
 from mininet.node import Switch
 
+from vnf.dpdk import hugepages
 from testbed import sandbox
+from testbed.procfs import process_cpu_seconds, thread_ids
 
 OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 OVS_VSWITCHD_DPDK = "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk"
 OVS_VSWITCHD_PLAIN = "/usr/lib/openvswitch-switch/ovs-vswitchd"   # the build without DPDK
-HUGEPAGE_KB = 2048
 
 _instance_counter = itertools.count()
 
@@ -59,34 +60,6 @@ def _run(argv, env=None, timeout=30, check=True):
         raise OVSError("%s: exit %d: %s" % (shlex.join(argv), proc.returncode,
                                             proc.stderr.strip() or proc.stdout.strip()))
     return proc.stdout
-
-
-def _meminfo(field):
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-def ensure_hugepages(megabytes):
-    """Make sure at least ``megabytes`` of 2 MiB huge pages are free (raise nr_hugepages
-    if needed; never lowers it, since other runs on the machine may use them)."""
-    need = -(-megabytes * 1024 // HUGEPAGE_KB)
-    free = _meminfo("HugePages_Free")
-    if free >= need:
-        return
-    total = _meminfo("HugePages_Total")
-    with open("/proc/sys/vm/nr_hugepages", "w") as f:
-        f.write(str(total + need - free))
-    if _meminfo("HugePages_Free") < need:
-        raise OVSError("could not reserve %d huge pages" % need)
-
-
-def process_cpu_seconds(pid):
-    """Exact on-CPU seconds of a process and its threads (see testbed.experiment.cpu_times)."""
-    from testbed.experiment import cpu_times
-    return cpu_times(pid).exact
 
 
 class PrivateOVSDPDK:
@@ -201,7 +174,7 @@ class PrivateOVSDPDK:
         missing in gradings). Renice every ovs-vswitchd thread; PMD threads created later
         inherit the nice value of the thread that creates them."""
         try:
-            tids = [int(t) for t in os.listdir("/proc/%d/task" % self.vswitchd.pid)]
+            tids = thread_ids(self.vswitchd.pid)
         except OSError:
             return
         for tid in tids:
@@ -488,7 +461,7 @@ def selftest(workdir=SELFTEST_WORKDIR, idle_seconds=2.0, mininet=True, maxsleep_
         raise OVSError("selftest() creates namespaces, bridges and huge-page files: "
                        "run it inside a vnflab sandbox (python -m testbed.ovsdpdk selftest)")
     res = {}
-    ensure_hugepages(128 + 64)
+    hugepages.ensure_free(128 + 64)
     res["failed_start_cleaned_up"] = _failed_start_cleans_up(workdir + "-fail")
     ovs = PrivateOVSDPDK(workdir, socket_mem=128, pmd_cpu_mask="0x2", pmd_maxsleep=1000,
                          file_prefix=tag + "ovs")
@@ -559,7 +532,7 @@ def selftest_fallback(workdir=SELFTEST_WORKDIR, tag="vnfl"):
     2. the LB's own veth driven directly by a net_af_packet or net_af_xdp vdev."""
     if not sandbox.in_sandbox():
         raise OVSError("selftest_fallback() must run inside a vnflab sandbox")
-    ensure_hugepages(2 * 64)
+    hugepages.ensure_free(2 * 64)
     os.makedirs(workdir, exist_ok=True)
     res = {}
     _make_host("h1", "10.0.0.1", "h1-eth0", "s-h1")

@@ -24,6 +24,7 @@ import sys
 import time
 
 from vnf.jsonfile import write_json_atomic
+from testbed.procfs import process_state
 
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
@@ -89,12 +90,7 @@ def portpairs(a) -> dict:
 
 # --- robust ------------------------------------------------------------------------------------
 def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
+    return process_state(pid) not in (None, "Z", "X")
 
 
 def robust(a) -> dict:
