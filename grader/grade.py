@@ -31,6 +31,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
+from vnf.checksum import internet_checksum
 from vnf.jsonfile import write_json_atomic
 
 from grader import labconfig
@@ -220,15 +221,6 @@ def _split_details(check: dict) -> str:
     return "\n".join(lines)
 
 
-def _internet_checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return total
-
-
 def check_frame(frame: bytes, backend: str, topo, way: str) -> list[str]:
     """What is wrong with one frame captured at ``backend`` (empty list: nothing)."""
     problems = []
@@ -243,7 +235,7 @@ def check_frame(frame: bytes, backend: str, topo, way: str) -> list[str]:
     total = int.from_bytes(frame[16:18], "big")
     ip = frame[14:14 + ihl]
     src, dst = ".".join(map(str, frame[26:30])), ".".join(map(str, frame[30:34]))
-    if _internet_checksum(ip) != 0xFFFF:
+    if internet_checksum(ip) != 0:
         problems.append(f"bad IPv4 header checksum 0x{ip[10:12].hex()}")
     if way == "socket":
         if src != topo.host_ip("lb") or dst != topo.host_ip(backend):
@@ -258,12 +250,12 @@ def check_frame(frame: bytes, backend: str, topo, way: str) -> list[str]:
     seg = frame[14 + ihl:14 + total]
     pseudo = frame[26:34] + bytes([0, proto]) + len(seg).to_bytes(2, "big")
     if proto == 17 and len(seg) >= 8:
-        if seg[6:8] != b"\0\0" and _internet_checksum(pseudo + seg) != 0xFFFF:
+        if seg[6:8] != b"\0\0" and internet_checksum(pseudo + seg) != 0:
             problems.append(f"bad UDP checksum 0x{seg[6:8].hex()}")
         if seg[8:12] != b"VNFL":
             problems.append("UDP payload changed (no VNFL header)")
     elif proto == 6 and len(seg) >= 20:
-        if _internet_checksum(pseudo + seg) != 0xFFFF:
+        if internet_checksum(pseudo + seg) != 0:
             problems.append(f"bad TCP checksum 0x{seg[16:18].hex()}")
     return problems
 
