@@ -24,16 +24,6 @@ from vnf.jsonfile import write_json_atomic
 from grader.sandbox_user import student_command, student_ids
 
 
-def _stop_proc(proc: subprocess.Popen, timeout: float = 10) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 class StudentLB:
     """A running LB program (submission or reference) in the student's jail."""
 
@@ -471,18 +461,16 @@ class Grading:
         (SIGUSR1) after a warm-up and at the end, are its cost. Cycles while the LB's core ran
         something else are taken out with the LB's share of the core (CPU time / wall time).
         The counters are cross-checked against the generator's own counts."""
-        from types import SimpleNamespace
-        from bench.runner import DpdkDriver
+        from testbed.dpdkgen import DpdkGenerator
         bed = self.bed
-        drv = DpdkDriver()
         uid, gid, _ = student_ids()
         bed._student_dpdk_dir()
         sock = os.path.join(bed.vhost_dir, f"gen-{tag}.sock")
-        bb = SimpleNamespace(spec=SimpleNamespace(flows=int(c.get("gen_flows", 1024)),
-                                                  payload=18), workdir=bed.workdir)
+        gen = DpdkGenerator(sock, flows=int(c.get("gen_flows", 1024)),
+                            log_path=os.path.join(bed.workdir, f"gen-{tag}.log"))
         w = {"method": "generator", "ns_per_packet": None}
         try:
-            gen = drv._start_gen(bb, sock, tag)
+            gen.start()
         except Exception as exc:                  # noqa: BLE001
             w.update(ready=False, error=f"the DPDK generator did not start: {exc}")
             return w
@@ -497,16 +485,14 @@ class Grading:
             w.update(ready=lb.ready, error=lb.error)
             if not lb.ready:
                 return w
-            drv._expect(gen, "up", "the DPDK generator", timeout=30)
+            gen.wait_ready(timeout=30)
             warm, secs = float(c.get("warmup_s", 0.5)), float(c["seconds"])
-            total = warm + secs + 1.0
-            gen.stdin.write(f"{total}\n")
-            gen.stdin.flush()
+            gen.go(warm + secs + 1.0)
             time.sleep(warm)
             a, c0, t0 = lb.busy_snapshot(), lb.cpu(), time.monotonic()
             time.sleep(secs)
             b, c1, t1 = lb.busy_snapshot(), lb.cpu(), time.monotonic()
-            g = drv._gen_result(gen, total)
+            g = gen.result()
             w.update(wall_s=round(t1 - t0, 3), cpu_s=round(c1 - c0, 4),
                      generated=g.get("tx"), returned=g.get("rx"), forwarded=g.get("rx"))
             if not (a and b):
@@ -536,7 +522,7 @@ class Grading:
         finally:
             if lb is not None:
                 w["stop"] = {k: v for k, v in lb.stop(self.stop_timeout).items() if k != "stats"}
-            _stop_proc(gen)
+            gen.stop()
 
     def cost(self) -> None:
         c = self.plan["cost"]
