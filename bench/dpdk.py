@@ -283,9 +283,8 @@ class DpdkDriver:
 
     def brief(self, spec: BenchSpec, sink: str) -> str:
         """The method in one line, for the terminal."""
-        return (f"dpdk: busy TSC cycles (non-empty rx_burst to tx_burst) per packet received, "
-                f"LB (CPU {LB_CPU}, virtio-user) fed flat out by a DPDK generator on vhost-user "
-                f"(CPU {GEN_CPU}); fused style in the table, vector and per-packet below it")
+        return ("dpdk: busy TSC cycles per packet received, a DPDK generator on vhost-user "
+                "flat out; fused style in the table")
 
     def method(self, spec: BenchSpec, sink: str) -> str:
         """The full method text (kept in the JSON, printed by ``vnflab bench --method``)."""

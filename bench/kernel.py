@@ -301,9 +301,8 @@ class KernelPathDriver:
 
     def brief(self, spec: BenchSpec, sink: str) -> str:
         """The method in one line, for the terminal."""
-        return (f"socket/afpacket: LB CPU time (schedstat) per frame it sent at saturation "
-                f"(trafgen, CPU {GEN_CPU}; LB, CPU {LB_CPU}; sink: {sink}); whole-core = "
-                f"CPU {LB_CPU} busy time per frame with RPS at the highest paced load kept up")
+        return (f"socket, afpacket: the LB's CPU time per frame sent, trafgen flat out "
+                f"(sink {sink}); whole-core: CPU {LB_CPU} busy per frame, RPS, paced")
 
     def method(self, spec: BenchSpec, sink: str) -> str:
         """The full method text (kept in the JSON, printed by ``vnflab bench --method``)."""

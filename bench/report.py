@@ -182,12 +182,12 @@ def table(result: dict) -> str:
 
 def method_brief(result: dict) -> str:
     """The method in a few lines for the terminal (the JSON and ``--method`` have it all)."""
-    spec = result.get("spec") or {}
+    spec, m = result.get("spec") or {}, result.get("machine") or {}
     lines = result.get("method_brief") or [result.get("method", "")[:300] + " ..."]
     return "\n".join(["Method: in brief (in full: vnflab bench --method, or the JSON's):",
                       *[f"  {line}" for line in lines],
-                      f"  median of {spec.get('runs', '?')} runs interleaved across ways; "
-                      f"cv = stdev/mean; compare ways by ratio, absolute numbers drift"])
+                      f"  generator CPU {m.get('gen_cpu', '?')}, LB CPU {m.get('lb_cpu', '?')}; "
+                      f"median of {spec.get('runs', '?')} interleaved runs; cv = stdev/mean"])
 
 
 # ------------------------------------------------------------------------------------------

@@ -116,6 +116,41 @@ def test_dpdk_io_flag_reaches_the_lb_io(monkeypatch):
     assert cli.main(["bench", "--way", "dpdk", "--dpdk-io", "lcores"]) == 2      # not key=value
 
 
+FIXTURE = os.path.join(os.path.dirname(__file__), "bench_fixtures",
+                       "compare-socket-afpacket-dpdk.json")
+
+
+def test_results_page_from_a_real_bench_json(tmp_path):
+    """`vnflab results BENCH.json --out PAGE.md`: every figure on the page comes from the JSON
+    (a real `vnflab bench --compare socket,afpacket,dpdk --runs 1 --seconds 1` output)."""
+    from vnflab import cli
+    result = json.loads(open(FIXTURE).read())
+    page_path = tmp_path / "results.md"
+    assert cli.main(["results", FIXTURE, "--out", str(page_path)]) == 0
+    page = page_path.read_text()
+    m = result["machine"]
+    for text in (result["date"], result["command"], m["cpu_model"], m["kernel"],
+                 f"{m['cores']} cores", result["method"],
+                 f"cv {m['calibration_cv']:.1%}"):               # the machine's drift
+        assert text in page, text
+    for w in result["ways"]:                                     # one table row per way
+        row = next(line for line in page.splitlines() if line.startswith(f"| {w['way']} |"))
+        assert f"| {w['ns_per_packet']:.0f} |" in row and f"| {w['mpps']:.3f} |" in row
+        assert f"| {w['cv']:.1%} |" in row
+    for name, ratio in result["ratios"].items():
+        assert ratio["text"] in page and f"| {name} | {ratio['ns_per_packet']} |" in page
+    assert cli.main(["results", str(tmp_path / "missing.json")]) == 2
+
+
+def test_terminal_method_is_short_and_the_json_keeps_it_all():
+    result = json.loads(open(FIXTURE).read())
+    brief = report.method_brief(result)
+    assert brief.startswith("Method:") and 3 <= len(brief.splitlines()) <= 5
+    assert len(result["method"]) > 2 * len(brief)
+    table = report.table(result)
+    assert "machine drift" in table and "dpdk(burst=32): fused (reference)" in table
+
+
 def _sandbox_leftovers():
     return {"ifaces": sorted(os.path.basename(p) for p in glob.glob("/sys/class/net/*")),
             "bpf": sorted(glob.glob("/sys/fs/bpf/vnflab*")),
