@@ -31,6 +31,9 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
+from vnf.checksum import internet_checksum
+from vnf.jsonfile import write_json_atomic
+
 from grader import labconfig
 from grader.labconfig import REPO, Lab, LabError
 from grader.sandbox_user import student_ids
@@ -218,15 +221,6 @@ def _split_details(check: dict) -> str:
     return "\n".join(lines)
 
 
-def _internet_checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return total
-
-
 def check_frame(frame: bytes, backend: str, topo, way: str) -> list[str]:
     """What is wrong with one frame captured at ``backend`` (empty list: nothing)."""
     problems = []
@@ -241,7 +235,7 @@ def check_frame(frame: bytes, backend: str, topo, way: str) -> list[str]:
     total = int.from_bytes(frame[16:18], "big")
     ip = frame[14:14 + ihl]
     src, dst = ".".join(map(str, frame[26:30])), ".".join(map(str, frame[30:34]))
-    if _internet_checksum(ip) != 0xFFFF:
+    if internet_checksum(ip) != 0:
         problems.append(f"bad IPv4 header checksum 0x{ip[10:12].hex()}")
     if way == "socket":
         if src != topo.host_ip("lb") or dst != topo.host_ip(backend):
@@ -256,12 +250,12 @@ def check_frame(frame: bytes, backend: str, topo, way: str) -> list[str]:
     seg = frame[14 + ihl:14 + total]
     pseudo = frame[26:34] + bytes([0, proto]) + len(seg).to_bytes(2, "big")
     if proto == 17 and len(seg) >= 8:
-        if seg[6:8] != b"\0\0" and _internet_checksum(pseudo + seg) != 0xFFFF:
+        if seg[6:8] != b"\0\0" and internet_checksum(pseudo + seg) != 0:
             problems.append(f"bad UDP checksum 0x{seg[6:8].hex()}")
         if seg[8:12] != b"VNFL":
             problems.append("UDP payload changed (no VNFL header)")
     elif proto == 6 and len(seg) >= 20:
-        if _internet_checksum(pseudo + seg) != 0xFFFF:
+        if internet_checksum(pseudo + seg) != 0:
             problems.append(f"bad TCP checksum 0x{seg[16:18].hex()}")
     return problems
 
@@ -710,18 +704,10 @@ def grade(submission: str, lab_number, out: str, quick: bool = False, include_hi
     }
     if facts.get("grader_error") or facts.get("stopped"):
         results["output"] += "\nGrader note: " + (facts.get("stopped") or facts["grader_error"][:500])
-    _write_json(os.path.join(out, "results.json"), results)
+    write_json_atomic(os.path.join(out, "results.json"), results, indent=1)
     with open(os.path.join(out, "report.md"), "w") as f:
         f.write(report_md(lab, results, scorer.details, label or submission, quick))
     return results
-
-
-def _write_json(path: str, obj) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def report_md(lab: Lab, results: dict, details: list[str], who: str, quick: bool) -> str:
@@ -799,6 +785,7 @@ def grade_all(submissions_dir: str, lab_number, out: str, jobs: int = 2, quick: 
             pct = round(100 * r["score"] / r["max_score"], 1) if r["max_score"] else 0
             w.writerow([r["student"], r["score"], r["max_score"], pct,
                         *[r["tests"].get(n, "") for n in names], r["error"] or ""])
-    _write_json(os.path.join(out, "gradebook.json"),
-                {"lab": lab.number, "title": lab.title, "quick": quick, "submissions": ordered})
+    write_json_atomic(os.path.join(out, "gradebook.json"),
+                      {"lab": lab.number, "title": lab.title, "quick": quick,
+                       "submissions": ordered}, indent=1)
     return ordered

@@ -16,27 +16,12 @@ import subprocess
 import sys
 import time
 
-from testbed.experiment import (SERVICE_PORT, ExperimentSpec, Testbed, _read_json, cpu_times,
+from testbed.experiment import (SERVICE_PORT, ExperimentSpec, Testbed, _read_json,
                                 forget_poisoned_neighbours, log)
+from testbed.procfs import cpu_times
+from vnf.jsonfile import write_json_atomic
 
 from grader.sandbox_user import student_command, student_ids
-
-
-def _write(path: str, obj) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
-
-
-def _stop_proc(proc: subprocess.Popen, timeout: float = 10) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 class StudentLB:
@@ -179,12 +164,12 @@ class GradeBed(Testbed):
             # vnf.dpdk.init reserves more huge pages itself when fewer than twice its need are
             # free: a root-only write the student cannot do. Make them free now, with room for a
             # generator or a parallel grading starting meanwhile.
-            from testbed import ovsdpdk
+            from vnf.dpdk import hugepages
             for mb in (4 * self.LB_DPDK_MEM_MB + 64, self.LB_DPDK_MEM_MB + 16):
                 try:                              # generous if the kernel can, else just enough
-                    ovsdpdk.ensure_hugepages(mb)
+                    hugepages.ensure_free(mb)
                     break
-                except (OSError, ovsdpdk.OVSError) as exc:
+                except (OSError, hugepages.HugePagesError) as exc:
                     log(f"huge pages for {mb} MiB: {exc}")
         cfg_path = os.path.join(self.workdir, f"lb-{tag}.json")
         with open(cfg_path, "w") as f:
@@ -237,7 +222,7 @@ class Grading:
             self.facts["phases_done"].append(phase)
             self.facts.setdefault("timings", {})[phase] = round(now - self._last, 2)
         self._last = now
-        _write(self.facts_path, self.facts)
+        write_json_atomic(self.facts_path, self.facts, indent=1)
 
     # --- phases --------------------------------------------------------------------------------
     def unit(self) -> None:
@@ -476,18 +461,16 @@ class Grading:
         (SIGUSR1) after a warm-up and at the end, are its cost. Cycles while the LB's core ran
         something else are taken out with the LB's share of the core (CPU time / wall time).
         The counters are cross-checked against the generator's own counts."""
-        from types import SimpleNamespace
-        from bench.runner import DpdkDriver
+        from testbed.dpdkgen import DpdkGenerator
         bed = self.bed
-        drv = DpdkDriver()
         uid, gid, _ = student_ids()
         bed._student_dpdk_dir()
         sock = os.path.join(bed.vhost_dir, f"gen-{tag}.sock")
-        bb = SimpleNamespace(spec=SimpleNamespace(flows=int(c.get("gen_flows", 1024)),
-                                                  payload=18), workdir=bed.workdir)
+        gen = DpdkGenerator(sock, flows=int(c.get("gen_flows", 1024)),
+                            log_path=os.path.join(bed.workdir, f"gen-{tag}.log"))
         w = {"method": "generator", "ns_per_packet": None}
         try:
-            gen = drv._start_gen(bb, sock, tag)
+            gen.start()
         except Exception as exc:                  # noqa: BLE001
             w.update(ready=False, error=f"the DPDK generator did not start: {exc}")
             return w
@@ -502,16 +485,14 @@ class Grading:
             w.update(ready=lb.ready, error=lb.error)
             if not lb.ready:
                 return w
-            drv._expect(gen, "up", "the DPDK generator", timeout=30)
+            gen.wait_ready(timeout=30)
             warm, secs = float(c.get("warmup_s", 0.5)), float(c["seconds"])
-            total = warm + secs + 1.0
-            gen.stdin.write(f"{total}\n")
-            gen.stdin.flush()
+            gen.go(warm + secs + 1.0)
             time.sleep(warm)
             a, c0, t0 = lb.busy_snapshot(), lb.cpu(), time.monotonic()
             time.sleep(secs)
             b, c1, t1 = lb.busy_snapshot(), lb.cpu(), time.monotonic()
-            g = drv._gen_result(gen, total)
+            g = gen.result()
             w.update(wall_s=round(t1 - t0, 3), cpu_s=round(c1 - c0, 4),
                      generated=g.get("tx"), returned=g.get("rx"), forwarded=g.get("rx"))
             if not (a and b):
@@ -541,7 +522,7 @@ class Grading:
         finally:
             if lb is not None:
                 w["stop"] = {k: v for k, v in lb.stop(self.stop_timeout).items() if k != "stats"}
-            _stop_proc(gen)
+            gen.stop()
 
     def cost(self) -> None:
         c = self.plan["cost"]

@@ -14,7 +14,7 @@ MODEL:N of ``--dpdk`` (``rtc:N``: N lcores polling N queues, run to completion; 
 an RX lcore handing bursts through rte_rings to N worker lcores, N queues). The DPDK generator
 (CPU 0) sends flow i on queue i % N. One bench run per config per round, rounds interleaved
 (rtc:1, rtc:2, ..., rtc:1, ...) so machine drift hits every config alike; each config keeps the
-list of its runs (both styles: ``vector`` and ``perpacket``, see ``bench.runner.DpdkDriver``).
+list of its runs (both styles: ``vector`` and ``perpacket``, see ``bench.dpdk.DpdkDriver``).
 """
 from __future__ import annotations
 
@@ -43,7 +43,8 @@ def dpdk_configs(text: str) -> list[dict]:
 
 def measure_dpdk(configs: list[dict], rounds: int, seconds: float) -> dict:
     """Each config through vnflab bench's DPDK driver, rounds interleaved across configs."""
-    from bench.runner import BenchSpec, estimate_seconds, run_bench
+    from bench.runner import run_bench
+    from bench.spec import BenchSpec, estimate_seconds
     entries = [{**io, "runs": [], "errors": []} for io in configs]
     method = None
     for i in range(rounds):

@@ -16,10 +16,11 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import NamedTuple
 
 from topologies.lb import LBTopoConfig
 from vnf.addresses import SERVICE_PORT
+from testbed.procfs import CpuTimes, cpu_times
+from testbed.process import stop_process, wait_for_file
 
 WAYS = ("socket", "afpacket", "dpdk")
 # One service, VIP:8080, over TCP (HTTP) and UDP (the echo the driver uses), like a service
@@ -70,94 +71,6 @@ def log(msg: str) -> None:
 # --------------------------------------------------------------------------------------------
 # helpers that run inside the sandbox
 # --------------------------------------------------------------------------------------------
-
-def wait_for_file(path: str, proc: subprocess.Popen, timeout: float, what: str) -> None:
-    """Wait until ``proc`` creates ``path`` (its ready file); raise if it exits or times out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if os.path.exists(path):
-            return
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with code {proc.returncode} before it was ready")
-        time.sleep(0.05)
-    raise RuntimeError(f"{what} was not ready within {timeout:.0f} s")
-
-
-def stop_process(proc: subprocess.Popen, timeout: float = 5.0) -> int | None:
-    """SIGTERM (servers and LBs write their final record/stats then), SIGKILL after
-    ``timeout``; returns the exit code."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
-
-
-def _proc_stat(pid: int) -> list[str]:
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()
-
-
-class CpuTimes(NamedTuple):
-    """CPU time of a process tree, in seconds (see ``cpu_times``)."""
-    user: float     # tick-sampled (/proc/PID/stat): whole 10 ms ticks, good for the split only
-    system: float
-    exact: float    # every thread's sum_exec_runtime (/proc/PID/task/TID/schedstat): exact ns
-
-    def since(self, earlier: "CpuTimes") -> tuple[float, float, float]:
-        """(user, sys, total) seconds between ``earlier`` and this reading.
-
-        The total is the exact on-CPU time. The tick counters move in whole 10 ms steps, which
-        is +-5 % of a 0.4 s busy window: they only apportion the exact total into user and sys."""
-        total = self.exact - earlier.exact
-        ticks_user, ticks_sys = self.user - earlier.user, self.system - earlier.system
-        if ticks_user + ticks_sys <= 0:
-            return 0.0, total, total
-        user = total * ticks_user / (ticks_user + ticks_sys)
-        return user, total - user, total
-
-
-def _tree(pid: int) -> set[int]:
-    """``pid`` and all its live descendants (an LB's worker processes)."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                parents[int(entry)] = int(_proc_stat(int(entry))[1])
-            except (OSError, IndexError, ValueError):
-                pass
-    tree, frontier = {pid}, [pid]
-    while frontier:
-        parent = frontier.pop()
-        kids = [p for p, pp in parents.items() if pp == parent and p not in tree]
-        tree.update(kids)
-        frontier.extend(kids)
-    return tree
-
-
-def cpu_times(pid: int) -> CpuTimes:
-    """CPU time of a process and all its live descendants. Per-process figures are consistent;
-    per-CPU /proc/stat ones are not for timer-woken processes (see shared notes)."""
-    tree = _tree(pid)
-    if not os.path.exists(f"/proc/{pid}"):
-        raise RuntimeError(f"process {pid} is gone")
-    user = system = exact_ns = 0
-    for p in tree:
-        try:
-            fields = _proc_stat(p)
-            for tid in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{tid}/schedstat") as f:
-                    exact_ns += int(f.read().split()[0])
-        except (OSError, IndexError, ValueError):
-            continue            # exited between the listing and the reading
-        user += int(fields[11])
-        system += int(fields[12])
-    tick = os.sysconf("SC_CLK_TCK")
-    return CpuTimes(user / tick, system / tick, exact_ns / 1e9)
-
 
 def read_json(path: str, default=None):
     """The JSON in ``path``, or ``default`` when it is missing or not (yet) valid JSON."""
@@ -372,8 +285,9 @@ class Testbed(MininetBed):
         CPU 0 with pmd-maxsleep, the LB gets CPU 1) and return the Mininet switch class."""
         from functools import partial
         from testbed import ovsdpdk
+        from vnf.dpdk import hugepages
         # OVS's memory + the LB's, twice over (vnf.dpdk.init keeps headroom against races)
-        ovsdpdk.ensure_hugepages(self.OVS_SOCKET_MEM_MB + 2 * self.LB_DPDK_MEM_MB + 64)
+        hugepages.ensure_free(self.OVS_SOCKET_MEM_MB + 2 * self.LB_DPDK_MEM_MB + 64)
         self.ovs = ovsdpdk.PrivateOVSDPDK(f"/var/run/openvswitch/vnflab{os.getpid()}",
                                           socket_mem=self.OVS_SOCKET_MEM_MB, pmd_cpu_mask="0x1",
                                           pmd_maxsleep=1000)

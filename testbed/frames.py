@@ -64,6 +64,18 @@ def udp(sport: int, dport: int, data: bytes, length: int | None = None) -> bytes
     return struct.pack("!HHHH", sport, dport, length & 0xFFFF, 0) + data
 
 
+def udp_frame(src_mac: str, dst_mac: str, src_ip: str, dst_ip: str, sport: int, dport: int,
+              payload: bytes) -> bytes:
+    """A well-formed Ethernet + IPv4 + UDP frame with correct IPv4 header and UDP checksums
+    (the generators' traffic; the corpus below bends one field at a time)."""
+    src, dst = _ip(src_ip), _ip(dst_ip)
+    segment = udp(sport, dport, payload)
+    pseudo = src + dst + struct.pack("!BBH", 0, 17, len(segment))
+    csum = checksum(pseudo + segment) or 0xFFFF      # a computed 0 is sent as 0xFFFF (RFC 768)
+    segment = segment[:6] + struct.pack("!H", csum) + segment[8:]
+    return _mac(dst_mac) + _mac(src_mac) + b"\x08\x00" + ipv4(src_ip, dst_ip, 17, segment)
+
+
 def tcp(sport: int, dport: int, offset_words: int = 5, flags: int = 0x02, extra: bytes = b"") -> bytes:
     return struct.pack("!HHIIBBHHH", sport, dport, 1, 0, offset_words << 4, flags, 65535, 0, 0) + extra
 

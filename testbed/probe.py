@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import json
-import os
 import select
 import signal
 import socket
@@ -25,15 +23,11 @@ import struct
 import sys
 import time
 
+from vnf.jsonfile import write_json_atomic
+from testbed.procfs import process_state
+
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
-
-
-def _write(path: str, obj) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)
 
 
 # --- portpairs ---------------------------------------------------------------------------------
@@ -96,12 +90,7 @@ def portpairs(a) -> dict:
 
 # --- robust ------------------------------------------------------------------------------------
 def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
+    return process_state(pid) not in (None, "Z", "X")
 
 
 def robust(a) -> dict:
@@ -239,7 +228,7 @@ def main(argv=None) -> int:
         sp.add_argument("--out", required=True)
     a = p.parse_args(argv)
     result = {"portpairs": portpairs, "robust": robust, "capture": capture}[a.cmd](a)
-    _write(a.out, result)
+    write_json_atomic(a.out, result)
     return 0
 
 

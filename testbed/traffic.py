@@ -32,8 +32,8 @@ import threading
 import time
 
 from vnf.addresses import SERVICE_PORT
-from topologies.servers import (MAGIC, REQUEST, decode_reply, http_body, parse_body_line,
-                                write_json_atomic)
+from vnf.jsonfile import write_json_atomic
+from topologies.servers import MAGIC, REQUEST, decode_reply, http_body, parse_body_line
 
 FLOW_ID_SPAN = 1_000_000          # flow ids reserved per client
 HTTP_ID_OFFSET = 500_000          # HTTP flow ids start here inside a client's span

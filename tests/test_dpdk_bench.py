@@ -34,6 +34,6 @@ def test_dpdk_bench_short_with_testpmd_baseline(tmp_path):
 
 
 def test_dpdk_bench_rejects_an_unknown_baseline():
-    from bench.runner import BenchSpec
+    from bench.spec import BenchSpec
     with pytest.raises(ValueError, match="baseline"):
         BenchSpec(ways=["dpdk"], baseline="pktgen").validate()

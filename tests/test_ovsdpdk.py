@@ -1,4 +1,5 @@
-"""testbed.ovsdpdk: a private OVS-DPDK as a Mininet switch, with a vhost-user port to testpmd.
+"""testbed.ovsdpdk: a private OVS-DPDK as a Mininet switch, with a vhost-user port to testpmd
+(the end-to-end check is testbed.ovs_selftest).
 
 The end-to-end run happens once (module fixture) in its own sandbox; the tests read its report.
 """
@@ -12,9 +13,9 @@ import uuid
 
 import pytest
 
-from testbed import ovsdpdk, sandbox
+from testbed import ovs_selftest, ovsdpdk, sandbox
 
-NEEDED = (ovsdpdk.OVS_VSWITCHD_DPDK, ovsdpdk.TESTPMD, "ovsdb-server", "ovsdb-tool", "ovs-vsctl",
+NEEDED = (ovsdpdk.OVS_VSWITCHD_DPDK, ovs_selftest.TESTPMD, "ovsdb-server", "ovsdb-tool", "ovs-vsctl",
           "ovs-ofctl", "ovs-appctl", "ethtool")
 
 
@@ -39,7 +40,7 @@ def _run_in_sandbox(cmd, *args):
     if reason or _missing():
         pytest.skip(reason or "missing: " + ", ".join(_missing()))
     tag = "vnfl%s" % uuid.uuid4().hex[:8]
-    proc = sandbox.run([sys.executable, "-m", "testbed.ovsdpdk", cmd, *args, "--tag", tag,
+    proc = sandbox.run([sys.executable, "-m", "testbed.ovs_selftest", cmd, *args, "--tag", tag,
                         "--workdir", "/var/run/openvswitch/" + tag],
                        timeout=55, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -145,4 +146,4 @@ def test_testpmd_totals():
     text = ("  RX-packets: 3   RX-dropped: 0   RX-total: 3\n  TX-packets: 3   TX-dropped: 0\n"
             "  +++ Accumulated forward statistics for all ports+++\n"
             "  RX-packets: 7   RX-dropped: 0   RX-total: 7\n  TX-packets: 6   TX-dropped: 1\n")
-    assert ovsdpdk._testpmd_totals(text) == (7, 6)
+    assert ovs_selftest.testpmd_totals(text) == (7, 6)

@@ -42,6 +42,8 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from vnf.jsonfile import write_json_atomic
+
 MAGIC = b"VNFL"
 REPLY_MAGIC = b"VNFR"
 REQUEST = struct.Struct("!4sIIH")
@@ -225,15 +227,6 @@ class Recorder:
         flows.sort(key=lambda f: (f["proto"], f["flow_id"]))
         return {"backend": self.name, **extra, "written_at": time.time(), **counts,
                 "flows": flows}
-
-
-def write_json_atomic(path: str, obj) -> None:
-    """Write via a temporary file and rename, so readers never see half a file."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 class UDPEchoServer:

@@ -37,8 +37,11 @@ def cmd_demo(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    import json as _json
-    from bench.runner import BenchSpec, estimate_seconds, parse_io_options, run_bench, table
+    import shlex
+    from bench import runner
+    from bench.report import method_brief, table
+    from bench.spec import BenchSpec, estimate_seconds, parse_io_options
+    from vnf.jsonfile import write_json_atomic
     from testbed.sandbox import can_sandbox
     problem = can_sandbox()
     if problem:
@@ -57,16 +60,16 @@ def cmd_bench(args) -> int:
     spec.timeout_s = estimate_seconds(spec) * 2 + 120
     print(f"vnflab bench: {', '.join(ways)}; {spec.runs} runs x {spec.seconds:g} s "
           f"(about {estimate_seconds(spec):.0f} s)", flush=True)
-    result = run_bench(spec)
+    result = runner.run_bench(spec)
     if "error" in result:
         print(f"vnflab bench: {result['error']}", file=sys.stderr)
         return 1
+    result["command"] = shlex.join(["vnflab", *args.argv])
     print(table(result))
-    print("\nMethod: " + result["method"])
+    print("\nMethod: " + result["method"] if args.method else "\n" + method_brief(result))
     if args.json:
-        with open(args.json, "w") as f:
-            _json.dump(result, f, indent=1)
-        print(f"(JSON written to {args.json})")
+        write_json_atomic(args.json, result, indent=1)
+        print(f"(JSON written to {args.json}; vnflab results {args.json} makes a page of it)")
     measured = [w for w in result["ways"] if w.get("ns_per_packet")]
     return 0 if measured else 1
 
@@ -106,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--dpdk-io", metavar="K=V,...", help="dpdk: extra LB io options, e.g. "
                        "model=pipeline,lcores=2,queues=2 (the generator uses the LB's queues)")
     bench.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    bench.add_argument("--method", action="store_true",
+                       help="print the full method text (default: a few lines; the JSON has it all)")
     bench.set_defaults(func=cmd_bench)
     register_features(sub)
     return parser
@@ -114,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Each feature lives in its own module with a ``register(subparsers)`` function, so adding a
 # subcommand never means editing this file's logic. A module missing its optional dependency
 # simply does not register.
-FEATURE_MODULES = ("bench.runner", "vnflab.doctor", "vnflab.labs", "grader.cli", "vnflab.scenarios")
+FEATURE_MODULES = ("bench.report", "vnflab.doctor", "vnflab.labs", "grader.cli", "vnflab.scenarios")
 
 
 def register_features(sub) -> None:
@@ -132,7 +137,9 @@ def register_features(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv              # the command line, recorded in the bench's JSON
     return args.func(args)
 
 

@@ -46,7 +46,9 @@ def summary_table(results: list[dict]) -> str:
 def run_demo(ways: list[str], json_path: str | None, quick: bool = False, **overrides) -> int:
     """Affinity through each way in its own sandbox, then one `vnflab bench` run of all of them
     side by side for the per-packet cost table (interleaved runs, so drift hits every way)."""
-    from bench.runner import BenchSpec, run_bench, table
+    from bench.report import method_brief, table
+    from bench.runner import run_bench
+    from bench.spec import BenchSpec
     results = []
     for way in ways:
         spec = ExperimentSpec(way=way, cost_rate_pps=0, saturation_seconds=0, **overrides)
@@ -72,7 +74,7 @@ def run_demo(ways: list[str], json_path: str | None, quick: bool = False, **over
         print(f"bench: ERROR: {bench['error']}")
     else:
         print(table(bench))
-        print(f"method: {bench.get('method', '')}")
+        print(method_brief(bench))
         by_way = {w["way"]: w for w in bench.get("ways", []) if not w.get("error")}
         for r in results:
             w = by_way.get(r.get("way"))

@@ -33,6 +33,8 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
+from testbed.procfs import meminfo
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LABS = {
     "socket": "lab 1 (kernel sockets)",
@@ -290,23 +292,8 @@ def check_binding(env: Env) -> Check:
                  "way 3 talks to DPDK through vnf.dpdk._dpdk (compiled against libdpdk)", fix)
 
 
-def read_meminfo(env: Env) -> dict[str, int]:
-    """/proc/meminfo as {key: number} (kB for sizes, a count for HugePages_*)."""
-    out = {}
-    try:
-        with open(os.path.join(env.proc, "meminfo")) as f:
-            for line in f:
-                key, _, rest = line.partition(":")
-                parts = rest.split()
-                if parts and parts[0].isdigit():
-                    out[key.strip()] = int(parts[0])
-    except OSError:
-        pass
-    return out
-
-
 def check_hugepages(env: Env) -> Check:
-    mi = read_meminfo(env)
+    mi = meminfo(env.proc)
     if "HugePages_Total" not in mi:
         return Check("huge pages", "fail", f"no HugePages_* in {env.proc}/meminfo", ("dpdk",),
                      "DPDK takes packet memory from huge pages", "a kernel with CONFIG_HUGETLBFS=y")
@@ -330,7 +317,7 @@ def check_hugepages(env: Env) -> Check:
 
 
 def check_memory(env: Env) -> Check:
-    mi = read_meminfo(env)
+    mi = meminfo(env.proc)
     avail = mi.get("MemAvailable")
     if avail is None:
         return Check("free memory", "warn", f"MemAvailable not in {env.proc}/meminfo")

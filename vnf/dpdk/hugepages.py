@@ -46,6 +46,21 @@ def reserve(pages: int, size_kb: int = 2048) -> int:
     return status(size_kb)["total"]
 
 
+def ensure_free(mem_mb: int, size_kb: int = 2048) -> dict:
+    """Make sure at least ``mem_mb`` MiB of huge pages are free, raising the reservation by what
+    is missing (needs root). It never lowers it: other runs on the machine may hold pages.
+    Raises HugePagesError when the kernel cannot find that many (fragmented memory)."""
+    need = -(-mem_mb * 1024 // size_kb)
+    st = status(size_kb)
+    if st["free"] < need:
+        reserve(st["total"] + need - st["free"], size_kb)
+        st = status(size_kb)
+    if st["free"] < need:
+        raise HugePagesError(f"could not reserve {need} huge pages of {size_kb} kB "
+                             f"({st['free']} of {st['total']} free)")
+    return st
+
+
 def require(mem_mb: int, *, reserve_if_missing: bool = False, size_kb: int = 2048) -> dict:
     """Raise HugePagesError unless `mem_mb` MiB of free huge pages exist.
 

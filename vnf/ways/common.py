@@ -24,6 +24,7 @@ import signal
 import sys
 import time
 
+from vnf.jsonfile import write_json_atomic
 from vnf.lb import ConfigError, LBConfig, LoadBalancer
 
 
@@ -92,11 +93,7 @@ class LBProgram:
     def write_stats(self, path: str | None) -> None:
         if not path:
             return
-        path = self.stats_path(path)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.stats(), f, indent=1)
-        os.replace(tmp, path)
+        write_json_atomic(self.stats_path(path), self.stats(), indent=1)
 
     @classmethod
     def main(cls, argv: list[str] | None = None) -> None:

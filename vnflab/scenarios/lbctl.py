@@ -23,12 +23,12 @@ where every change is written (``{"t": ..., "backends": {name: "up"|"unhealthy"|
 from __future__ import annotations
 
 import json
-import os
 import socket
 import threading
 import time
 
 from vnf.backends import BackendPool
+from vnf.jsonfile import write_json_atomic
 from vnf.ways.afpacket_lb import AfPacketLB
 from vnf.ways.common import fail
 
@@ -140,10 +140,7 @@ class ControlledAfPacketLB(AfPacketLB):
                                        "unhealthy" if b.name in pool.unhealthy else
                                        "draining" if b.name in pool.drained else "up")
                               for b in self.config.backends}}
-        tmp = self.state_file + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(state, f)
-        os.replace(tmp, self.state_file)
+        write_json_atomic(self.state_file, state)
 
     def extra_stats(self) -> dict:
         return {**super().extra_stats(), "health_probes": self.probes, "events": self.events}

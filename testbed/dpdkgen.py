@@ -1,0 +1,144 @@
+"""A DPDK traffic generator on the vhost-user side of a DPDK LB's virtio-user port.
+
+The DPDK way cannot be measured through veth (veth caps near 0.5 Mpps), so a second DPDK
+process plays the wire: it owns a ``net_vhost`` server socket, the LB connects to it with
+``net_virtio_user``, and the generator (the binding's C ``gen_loop``) sends copies of prebuilt
+UDP frames to VIP:SERVICE_PORT (flow i on queue i % queues, one source address and port per
+flow) as fast as the port takes them, and frees whatever comes back: it is also the sink. It
+counts what it tried, sent and got back, so a measurement can be cross-checked against it.
+
+Used by ``vnflab bench`` (``bench.dpdk``) and by the grader's DPDK cost window::
+
+    gen = DpdkGenerator(sock, queues=1, flows=1024).start()   # listening on sock
+    ...start the LB on net_virtio_user0,path=sock...
+    gen.wait_ready()                                          # the LB connected
+    gen.go(seconds)                                           # send for that long
+    counts = gen.result()        # {"tried", "tx", "rx", "seconds"}
+    gen.stop()
+
+The generator itself runs in its own process: ``python -m testbed.dpdkgen SOCK --queues Q
+--flows N --payload B --cpu C``. It prints ``listening``, then ``up`` once a peer connected,
+reads the seconds to send from stdin, and prints ``GEN {json counts}``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+from vnf.addresses import LB_MAC, SERVICE_PORT, VIP
+from testbed.frames import udp_frame
+from testbed.process import expect_line, stop_process
+
+GEN_MAC = "02:00:00:00:01:01"       # the generator's source MAC (any locally administered one)
+MEM_MB = 128                        # its huge-page memory
+BURST = 32
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def flow_frames(flows: int, payload: int, dst_mac: str = LB_MAC) -> list[bytes]:
+    """One frame per flow: source address 10.1.x.y and source port vary, VIP:SERVICE_PORT."""
+    data = b"VNFLBENCH".ljust(payload, b".")
+    return [udp_frame(GEN_MAC, dst_mac, f"10.1.{i // 250}.{i % 250 + 1}", VIP,
+                      10000 + i % 50000, SERVICE_PORT, data) for i in range(flows)]
+
+
+class DpdkGenerator:
+    """The generator process, driven from the measuring side (see the module docstring).
+
+    ``cpu``: the core it is pinned to (the LB takes another). ``log_path``: its stderr."""
+
+    def __init__(self, sock: str, queues: int = 1, flows: int = 1024, payload: int = 18,
+                 cpu: int = 0, log_path: str | None = None, mem_mb: int = MEM_MB):
+        self.sock, self.queues, self.flows, self.payload = sock, queues, flows, payload
+        self.cpu, self.log_path, self.mem_mb = cpu, log_path, mem_mb
+        self.proc: subprocess.Popen | None = None
+        self.seconds: float | None = None
+
+    def start(self, timeout: float = 60) -> "DpdkGenerator":
+        """Start the process; return once its vhost socket listens (a peer may connect)."""
+        argv = ["taskset", "-c", str(self.cpu), sys.executable, "-m", "testbed.dpdkgen",
+                self.sock, "--queues", str(self.queues), "--flows", str(self.flows),
+                "--payload", str(self.payload), "--cpu", str(self.cpu),
+                "--mem-mb", str(self.mem_mb)]
+        err = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, *sys.path]))
+        try:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=err, text=True, env=env)
+        finally:
+            if self.log_path:
+                err.close()
+        try:
+            expect_line(self.proc, "listening", "the DPDK generator", timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Wait until the peer (the LB's virtio-user port) has connected: the link is up."""
+        expect_line(self.proc, "up", "the DPDK generator", timeout)
+
+    def go(self, seconds: float) -> None:
+        """Send flat out for ``seconds`` (returns at once; ``result`` waits for the end)."""
+        self.seconds = seconds
+        self.proc.stdin.write(f"{seconds}\n")
+        self.proc.stdin.flush()
+
+    def result(self, timeout: float | None = None) -> dict:
+        """Its counts once the sending is over: {"tried", "tx", "rx", "seconds"} (frames it
+        tried to send, frames the port took, frames that came back, seconds it sent)."""
+        if timeout is None:
+            timeout = (self.seconds or 0) + 30
+        line = expect_line(self.proc, "GEN ", "the DPDK generator", timeout)
+        self.proc.wait(10)
+        return json.loads(line[4:])
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, 10)
+
+    def __enter__(self) -> "DpdkGenerator":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m testbed.dpdkgen", description=__doc__.split(
+        "\n\n")[0])
+    ap.add_argument("sock", help="the net_vhost server socket to listen on")
+    ap.add_argument("--queues", type=int, default=1)
+    ap.add_argument("--flows", type=int, default=1024)
+    ap.add_argument("--payload", type=int, default=18, help="UDP payload bytes (60-byte frames)")
+    ap.add_argument("--cpu", type=int, default=0, help="the EAL core (pin with taskset too)")
+    ap.add_argument("--mem-mb", type=int, default=MEM_MB)
+    ap.add_argument("--peer-timeout", type=float, default=60)
+    a = ap.parse_args(argv)
+    from vnf import dpdk
+    from vnf.dpdk import _dpdk
+    dpdk.init(cores=[a.cpu], mem_mb=a.mem_mb, reserve_hugepages=True)
+    pool = dpdk.pool(n=16383)
+    port = dpdk.Port.open(f"net_vhost0,iface={a.sock},queues={a.queues}", pool,
+                          a.queues, a.queues)
+    frames = flow_frames(a.flows, a.payload)
+    print("listening", flush=True)
+    deadline = time.monotonic() + a.peer_timeout
+    while not port.link()["up"]:
+        if time.monotonic() > deadline:
+            raise SystemExit("no peer on the vhost socket")
+        time.sleep(0.02)
+    print("up", flush=True)
+    seconds = float(sys.stdin.readline())
+    counts = _dpdk.gen_loop(port.id, pool, frames, a.queues, BURST, seconds)
+    print("GEN " + json.dumps(counts), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
