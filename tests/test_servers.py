@@ -160,6 +160,26 @@ def test_plain_http_gets_200_naming_the_backend_and_an_anonymous_flow(backend):
     assert first["five_tuple"] == ["127.0.0.1", "127.0.0.2", local_port, info["http_port"], 6]
 
 
+def test_pipelined_requests_are_all_answered_in_order(backend):
+    """20 requests in one write, 1 MB answers each: more than the server buffers at once, so it
+    must keep answering as the output drains (and read no more while it cannot send)."""
+    proc, info, record = backend
+    request = b"GET /?size=1000000 HTTP/1.1\r\nHost: x\r\nX-Flow-Id: %d\r\n\r\n"
+    with socket.create_connection(("127.0.0.2", info["http_port"]), timeout=5) as s:
+        s.sendall(b"".join(request % 5 for _ in range(20)))
+        time.sleep(0.3)                 # the server fills its socket buffer and waits for us
+        s.shutdown(socket.SHUT_WR)
+        data = bytearray()
+        while chunk := s.recv(1 << 20):
+            data += chunk
+    assert data.count(b"HTTP/1.1 200 OK") == 20
+    bodies = [http_body("b1", 5, seq, 1000000) for seq in range(20)]
+    assert all(data.find(body) >= 0 for body in (bodies[0], bodies[19]))
+    rec = stop_backend(proc, record)
+    (f,) = rec["flows"]
+    assert (f["packets"], f["first_seq"], f["last_seq"], f["missing"]) == (20, 0, 19, 0)
+
+
 def test_sigusr1_and_periodic_record(backend):
     proc, info, record = backend
     s = udp_client()

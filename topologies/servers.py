@@ -521,23 +521,31 @@ class HTTPServer:
         self.answer_pending(conn)
 
     def answer_pending(self, conn: Connection) -> None:
-        """Answer every complete request in the buffer (pipelining), then send."""
-        while (conn.inbuf and not conn.close_when_sent
-               and len(conn.outbuf) < self.MAX_OUTPUT):
-            try:
-                req = parse_request(conn.inbuf)
-            except BadRequest as bad:
-                self.reply_error(conn, bad.status, bad.why, keep_alive=False)
-                conn.inbuf.clear()
-                break
-            if req is None:
-                break
-            del conn.inbuf[:req.length]
-            self.answer(conn, req)
-        self.flush(conn)
+        """Answer every complete request in the buffer (pipelining), about MAX_OUTPUT of
+        answers at a time, sending as we go; stop while the socket buffer is full."""
+        while True:
+            answered = 0
+            while (conn.inbuf and not conn.close_when_sent
+                   and len(conn.outbuf) < self.MAX_OUTPUT):
+                try:
+                    req = parse_request(conn.inbuf)
+                except BadRequest as bad:
+                    self.reply_error(conn, bad.status, bad.why, keep_alive=False)
+                    conn.inbuf.clear()
+                    break
+                if req is None:
+                    break
+                del conn.inbuf[:req.length]
+                self.answer(conn, req)
+                answered += 1
+            self.flush(conn)
+            if (not answered or conn.writing or conn.close_when_sent or not conn.inbuf
+                    or conn.sock.fileno() < 0):
+                return
 
     def flush(self, conn: Connection) -> None:
-        """Send what we can; wait for EVENT_WRITE only while the socket buffer is full."""
+        """Send what we can. While the socket buffer is full, wait for EVENT_WRITE and read
+        nothing more: TCP's flow control then slows a client that sends faster than it reads."""
         if conn.outbuf:
             try:
                 sent = conn.sock.send(conn.outbuf)
@@ -545,12 +553,13 @@ class HTTPServer:
                 sent = 0
             except OSError:
                 return self.close(conn)
-            del conn.outbuf[:sent]
+            if sent:
+                del conn.outbuf[:sent]
+                conn.last_active = time.monotonic()
         if conn.outbuf:
             if not conn.writing:
                 conn.writing = True
-                self.selector.modify(conn.sock, selectors.EVENT_READ | selectors.EVENT_WRITE,
-                                     conn)
+                self.selector.modify(conn.sock, selectors.EVENT_WRITE, conn)
             return
         if conn.close_when_sent:
             return self.close(conn)
