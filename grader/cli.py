@@ -1,6 +1,7 @@
 """Subcommands of ``vnflab`` for the labs and the autograder (registered by ``vnflab.cli``).
 
     vnflab lab list
+    vnflab lab unit N [--submission DIR]       # the lab's public unit checks (no root)
     vnflab lab run N [--submission DIR]        # your LB in the topology (not graded)
     vnflab lab check N [--submission DIR]      # the public tests, graded (hidden ones excluded)
     vnflab release OUT [--lab N]               # the student tree, from the solution markers
@@ -64,6 +65,20 @@ def _overlay(lab, submission: str) -> str:
     return tmp
 
 
+def run_unit_checks(number: int, submission: str) -> int:
+    """The public unit checks of a released lab directory (``make unit``), with vnflab's own
+    Python: the one that has pytest and vnf, which the system ``python3`` of a lab VM has not."""
+    import subprocess
+    tests = os.path.join(submission, "tests")
+    if not os.path.isdir(tests):
+        print(f"vnflab lab unit: no tests/ in {os.path.abspath(submission)} (run it in your lab "
+              f"directory, the one 'vnflab release' wrote)", file=sys.stderr)
+        return 2
+    env = {**os.environ, "VNFLAB_LAB": str(number)}
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "tests"], cwd=submission, env=env).returncode
+
+
 def cmd_lab(args) -> int:
     from grader import labconfig
     if args.action == "list":
@@ -79,6 +94,8 @@ def cmd_lab(args) -> int:
         print("vnflab lab: which lab? (vnflab lab run N)", file=sys.stderr)
         return 2
     lab = labconfig.load(args.number)
+    if args.action == "unit":       # no root, no DPDK: these check the student's files alone
+        return run_unit_checks(lab.number, args.submission)
     why = lab.available()
     if why:
         print(f"vnflab lab: lab {lab.number} is not available here: {why}", file=sys.stderr)
@@ -127,8 +144,9 @@ def cmd_lab(args) -> int:
 
 
 def register(subparsers) -> None:
-    lab = subparsers.add_parser("lab", help="the labs: list, run your LB, check it with the public tests")
-    lab.add_argument("action", choices=["list", "run", "check"])
+    lab = subparsers.add_parser("lab", help="the labs: list, unit-check your files, run your LB, "
+                                             "check it with the public tests")
+    lab.add_argument("action", choices=["list", "unit", "run", "check"])
     lab.add_argument("number", nargs="?", type=int)
     lab.add_argument("--submission", default=".", help="your lab directory (default: .)")
     lab.add_argument("--quick", action="store_true", help="fewer flows")

@@ -2,7 +2,8 @@
 
 For each lab: ``OUT/labN/`` holds the handout (README.md), the student's files (the reference
 files with the lab's solution blocks replaced by a TODO and ``raise NotImplementedError``), the
-public tests, a Makefile (``make run``, ``make check``) and the GitHub Classroom workflow. Hidden
+public tests, a Makefile (``make unit``, ``make run``, ``make check``: all through ``vnflab``, so
+its own Python and venv, never the system ``python3``) and the GitHub Classroom workflow. Hidden
 scenarios (``labs/labN/hidden``) and every other solution stay behind. The starter imports and
 runs, and fails the tests.
 """
@@ -25,8 +26,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 run:            ## your LB in the default topology: affinity report and per-packet cost
 \t$(SUDO) $(VNFLAB) lab run $(LAB) --submission .
 
-unit:           ## the fast unit checks only (no root needed)
-\tpython3 -m pytest -q tests
+unit:           ## the fast unit checks only (no root needed; vnflab's Python has pytest)
+\t$(VNFLAB) lab unit $(LAB) --submission .
 
 check: unit     ## the public tests, graded like the real thing (hidden tests excluded)
 \t$(SUDO) $(VNFLAB) lab check $(LAB) --submission .

@@ -36,6 +36,7 @@ APT_PACKAGES=(
     mininet openvswitch-switch openvswitch-testcontroller openvswitch-switch-dpdk
     dpdk dpdk-dev libdpdk-dev
     iproute2 bridge-utils iputils-ping ethtool tcpdump netsniff-ng iperf3 curl procps psmisc util-linux
+    wrk
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -58,8 +59,29 @@ SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["pur
 APT_MININET=$("$SYSPY" -c 'import mininet, os; print(os.path.dirname(mininet.__file__))')
 ln -sfn "$APT_MININET" "$SITE/mininet"
 
-"$VENV/bin/python" -m pip install -q --upgrade pip setuptools wheel
-"$VENV/bin/python" -m pip install -q -e "$HERE[test]"
+# --- pip: skipped when nothing it depends on changed -------------------------------------------
+# A stamp in the venv (so a fresh clone, with a fresh venv, always installs): a hash of the venv's
+# python, this checkout's path, pyproject.toml, setup.py and the C sources the extensions build
+# from. Same hash and vnflab still imports: the editable install is in place, pip would only
+# rebuild it (tens of seconds of setuptools output for nothing).
+STAMP="$VENV/.vnflab-install-stamp"
+install_hash() {
+    {
+        "$VENV/bin/python" -VV
+        echo "$HERE"
+        (cd "$HERE" && { echo pyproject.toml; echo setup.py; find vnf -name '*.[ch]'; } \
+            | LC_ALL=C sort | xargs sha256sum)
+    } | sha256sum | cut -d' ' -f1
+}
+want=$(install_hash)
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ] \
+   || ! (cd / && "$VENV/bin/python" -c 'import vnf, vnflab, pytest' 2>/dev/null); then
+    rm -f "$STAMP"
+    "$VENV/bin/python" -m pip install -q --upgrade pip setuptools wheel
+    "$VENV/bin/python" -m pip install -q -e "$HERE[test]"
+    echo "$want" > "$STAMP"
+fi
+# ---------------------------------------------------------------------------------------------
 ln -sfn "$VENV/bin/vnflab" /usr/local/bin/vnflab
 
 if [ -n "$HUGEPAGES" ]; then
@@ -93,5 +115,5 @@ UNIT
     fi
 fi
 
-"$VENV/bin/python" -c 'import mininet.net, vnf, vnflab' >/dev/null
+(cd / && "$VENV/bin/python" -c 'import mininet.net, vnf, vnflab') >/dev/null
 echo "install.sh: ok. venv: $VENV ; 'vnflab' is on PATH (/usr/local/bin/vnflab)"

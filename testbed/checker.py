@@ -13,6 +13,11 @@ busiest backend saturates first, whatever the others do. The coefficient of vari
 (population std / mean) is reported too, as a summary of the whole spread. Backends that got
 no flow count (as zero), so a dead or never-chosen backend shows up as imbalance.
 
+Plain HTTP requests (no flow id: a student's curl, wrk) are *anonymous* flows, recorded by the
+backends per connection 5-tuple. They are counted (per backend and in total) but take no part
+in split, loss or balance: without a flow id nothing says which client connection they were, and
+a proxy LB shows each backend its own 5-tuple.
+
 CLI::
 
     python -m testbed.checker --backends out/b*.json --clients out/c*.json [--json report.json]
@@ -58,6 +63,8 @@ class Report:
     unknown_flows: int              # seen at backends, sent by no client record given
     malformed: int                  # malformed datagrams/requests counted by backends
     reply_errors: int               # replies backends failed to send
+    anonymous_conns: int = 0        # plain HTTP connections (no flow id) seen at backends
+    anonymous_requests: int = 0
 
     @property
     def ok(self) -> bool:
@@ -91,6 +98,7 @@ class Report:
             "http": {"conns": self.http_conns, "failures": self.http_failures,
                      "errors": self.http_errors},
             "malformed": self.malformed,
+            "anonymous": {"conns": self.anonymous_conns, "requests": self.anonymous_requests},
         }
 
     def table(self) -> str:
@@ -117,6 +125,11 @@ class Report:
             f"  {'unknown flows / malformed':<28}{self.unknown_flows:>10} / {self.malformed}",
             f"  {'balance max/mean (flows)':<28}{num(self.balance_max_mean):>10}",
             f"  {'balance CV (flows)':<28}{num(self.balance_cv):>10}",
+        ]
+        if self.anonymous_requests:
+            lines.append(f"  {'plain http (no flow id)':<28}{self.anonymous_conns:>10} conns / "
+                         f"{self.anonymous_requests} requests (not in the checks above)")
+        lines += [
             "",
             f"  {'backend':<12}{'flows':>8}{'share':>9}{'udp':>8}{'http':>8}"
             f"{'packets':>11}{'bytes':>13}",
@@ -160,11 +173,16 @@ def check(backend_records: list[dict], client_records: list[dict]) -> Report:
     # (proto, flow_id) -> distinct datagrams that arrived (sum over backends)
     arrived: dict[tuple, int] = {}
     malformed = reply_errors = dups = 0
+    anonymous_conns = anonymous_requests = 0
     for rec in backend_records:
         name = str(rec.get("backend", "?"))
         b = per_backend.setdefault(name, {"flows": 0, "udp_flows": 0, "http_flows": 0,
-                                          "packets": 0, "bytes": 0})
+                                          "packets": 0, "bytes": 0, "anonymous_conns": 0})
         malformed += int(rec.get("malformed", 0))
+        anonymous = rec.get("anonymous", [])
+        b["anonymous_conns"] += len(anonymous) + int(rec.get("anonymous_untracked", 0))
+        anonymous_conns += len(anonymous) + int(rec.get("anonymous_untracked", 0))
+        anonymous_requests += int(rec.get("anonymous_requests", 0))
         reply_errors += int(rec.get("udp_reply_errors", 0))
         for f in rec.get("flows", []):
             key = (f.get("proto", "udp"), int(f["flow_id"]))
@@ -256,7 +274,8 @@ def check(backend_records: list[dict], client_records: list[dict]) -> Report:
         per_backend={n: per_backend[n] for n in names},
         balance_max_mean=max_mean, balance_cv=cv, packets_max_mean=pkt_max_mean,
         http_failures=http_failures, http_errors=http_errors, unknown_flows=unknown,
-        malformed=malformed, reply_errors=reply_errors)
+        malformed=malformed, reply_errors=reply_errors, anonymous_conns=anonymous_conns,
+        anonymous_requests=anonymous_requests)
 
 
 def _load(patterns: list[str]) -> list[dict]:

@@ -136,6 +136,7 @@ class MininetBed:
             started[b] = (self.popen(b, [sys.executable, "-m", "topologies.servers", "--name", b,
                                          "--bind", "0.0.0.0", "--http-port", str(HTTP_PORT),
                                          "--udp-port", str(UDP_PORT),
+                                         "--address", self.net[b].IP(),
                                          "--record", self.path(f"{b}.json"),
                                          "--ready-file", ready], f"server-{b}"), ready)
         for b, (proc, ready) in started.items():

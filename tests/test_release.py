@@ -1,5 +1,6 @@
 """vnflab release: the student tree is generated from the solution markers and leaks nothing."""
 import os
+import shutil
 import subprocess
 import sys
 
@@ -112,3 +113,28 @@ def test_released_starter_imports_and_fails_its_public_tests(released, lab):
     for name in lab_cfg.files:                   # the starter modules import
         subprocess.run([sys.executable, "-c", f"import importlib.util as u; s = u.spec_from_file_location('m', '{dest}/{name}'); u.module_from_spec(s); s.loader.exec_module(u.module_from_spec(s))"],
                        check=True, cwd=dest, timeout=60)
+
+
+@pytest.mark.skipif(not shutil.which("make"), reason="make not installed")
+def test_make_unit_uses_vnflabs_python_not_the_systems(released, tmp_path):
+    """``make unit`` in a released lab runs through ``vnflab lab unit N``: it works where the
+    system python3 has neither pytest nor vnf (a student VM), here a python3 that always fails."""
+    out, _ = released
+    dest = os.path.join(out, "lab1")
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "python3").write_text("#!/bin/sh\necho 'no pytest here' >&2\nexit 3\n")
+    (fake_bin / "python3").chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}", "PYTHONPATH": REPO}
+    make = ["make", "-s", "unit", f"VNFLAB={sys.executable} -m vnflab.cli"]
+    r = subprocess.run(make, cwd=dest, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "NotImplementedError" in r.stdout, r.stdout + r.stderr
+    assert "no pytest here" not in r.stderr
+    ref = os.path.join(REPO, labconfig.load(1).files["flowtable.py"])
+    r = subprocess.run(make, cwd=dest, env={**env, "VNFLAB_STUDENT_FILE": ref},
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert " passed" in r.stdout.splitlines()[-1]
+    r = subprocess.run([sys.executable, "-m", "vnflab.cli", "lab", "unit", "1", "--submission",
+                        str(tmp_path)], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "no tests/" in r.stderr

@@ -103,22 +103,81 @@ def test_http_body_echo_and_malformed(backend):
         body = resp.read()
         assert resp.status == 200 and resp.getheader("X-Backend") == "b1"
         assert body == http_body("b1", 77, seq, 500)
-    conn.request("GET", "/?size=10")                        # no flow id
-    resp = conn.getresponse()
-    resp.read()
-    assert resp.status == 400
     conn.request("GET", "/?size=-5", headers={"X-Flow-Id": "78"})
     resp = conn.getresponse()
     resp.read()
     assert resp.status == 400
+    conn.request("GET", "/", headers={"X-Flow-Id": "seventy"})
+    resp = conn.getresponse()
+    assert resp.status == 400 and b"bad-flow-id" in resp.read()
+    conn.request("POST", "/", body=b"x" * 10)               # only GET and HEAD: 405, closed
+    resp = conn.getresponse()
+    resp.read()
+    assert resp.status == 405 and resp.getheader("Allow") == "GET, HEAD"
     conn.close()
 
     rec = stop_backend(proc, record)
-    assert rec["malformed_http"] == 2 and rec["http_requests"] == 3
+    assert rec["malformed_http"] == 3 and rec["http_requests"] == 3
+    assert rec["anonymous_requests"] == 0 and rec["anonymous"] == []
     (f,) = [f for f in rec["flows"] if f["proto"] == "tcp"]
     assert f["flow_id"] == 77 and f["packets"] == 3 and f["bytes"] == 1500
     assert (f["missing"], f["dups"]) == (0, 0)
     assert f["five_tuple"][1:] == ["127.0.0.2", f["five_tuple"][2], info["http_port"], 6]
+
+
+def test_plain_http_gets_200_naming_the_backend_and_an_anonymous_flow(backend):
+    """curl's first check: no X-Flow-Id, still 200, and the record keeps it apart."""
+    proc, info, record = backend
+    conn = http.client.HTTPConnection("127.0.0.2", info["http_port"], timeout=3)
+    for _ in range(2):                                      # two requests, one connection
+        conn.request("GET", "/")
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.read() == b"b1 (127.0.0.2)\n"
+    conn.request("HEAD", "/")
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.read() == b""
+    assert resp.getheader("Content-Length") == str(len(b"b1 (127.0.0.2)\n"))
+    conn.request("GET", "/?size=200000")                    # more than one send() worth
+    resp = conn.getresponse()
+    body = resp.read()
+    assert len(body) == 200000 and body.startswith(b"b1 (127.0.0.2)\nabc")
+    local_port = conn.sock.getsockname()[1]
+    conn.close()
+    # HTTP/1.0 without keep-alive, two pipelined requests in one write: one answer, then close
+    with socket.create_connection(("127.0.0.2", info["http_port"]), timeout=3) as s:
+        s.sendall(b"GET / HTTP/1.0\r\n\r\nGET / HTTP/1.0\r\n\r\n")
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+    assert data.count(b"HTTP/1.1 200 OK") == 1 and b"Connection: close" in data
+
+    rec = stop_backend(proc, record)
+    assert rec["anonymous_requests"] == 5 and rec["flows"] == [] and rec["malformed"] == 0
+    by_port = {a["five_tuple"][2]: a for a in rec["anonymous"]}
+    assert len(by_port) == 2
+    first = by_port[local_port]
+    assert first["requests"] == 4 and first["proto"] == "tcp"
+    assert first["five_tuple"] == ["127.0.0.1", "127.0.0.2", local_port, info["http_port"], 6]
+
+
+def test_pipelined_requests_are_all_answered_in_order(backend):
+    """20 requests in one write, 1 MB answers each: more than the server buffers at once, so it
+    must keep answering as the output drains (and read no more while it cannot send)."""
+    proc, info, record = backend
+    request = b"GET /?size=1000000 HTTP/1.1\r\nHost: x\r\nX-Flow-Id: %d\r\n\r\n"
+    with socket.create_connection(("127.0.0.2", info["http_port"]), timeout=5) as s:
+        s.sendall(b"".join(request % 5 for _ in range(20)))
+        time.sleep(0.3)                 # the server fills its socket buffer and waits for us
+        s.shutdown(socket.SHUT_WR)
+        data = bytearray()
+        while chunk := s.recv(1 << 20):
+            data += chunk
+    assert data.count(b"HTTP/1.1 200 OK") == 20
+    bodies = [http_body("b1", 5, seq, 1000000) for seq in range(20)]
+    assert all(data.find(body) >= 0 for body in (bodies[0], bodies[19]))
+    rec = stop_backend(proc, record)
+    (f,) = rec["flows"]
+    assert (f["packets"], f["first_seq"], f["last_seq"], f["missing"]) == (20, 0, 19, 0)
 
 
 def test_sigusr1_and_periodic_record(backend):

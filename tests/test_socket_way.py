@@ -80,3 +80,47 @@ def test_port_in_use_is_reported_by_the_lb(tmp_path):
     code, message = r.stdout.strip().splitlines()[-2:]
     assert code == "2", r
     assert message == "port: udp 127.0.0.1:8080 is already in use"
+
+
+PLAIN_HTTP = r'''
+import json, sys
+from testbed import sandbox
+sandbox.setup_inside()
+from testbed.checker import check
+from testbed.experiment import ExperimentSpec, Testbed
+bed = Testbed(ExperimentSpec(way="socket", clients=2, backends=3), sys.argv[1])
+try:
+    lb = bed.start_lb("plain")
+    curls = [bed.net["c1"].cmd("curl -s -m 5 -w ' %{http_code}' http://10.0.0.100:8080/")
+             for _ in range(6)]
+    clients = bed.drive("plain", udp_flows=200, packets_per_flow=3, rate_pps=2000,
+                        http_conns=30)
+    lb.stop()
+    report = check(bed.backend_records(), clients)
+    print("RESULT " + json.dumps({"curls": curls, "report": report.to_json(),
+                                  "ips": {b: bed.net[b].IP() for b in ("b1", "b2", "b3")}}))
+finally:
+    bed.close()
+'''
+
+
+def test_plain_curl_gets_200_and_the_backend_name_and_driver_flows_still_check(tmp_path):
+    """A student's first check (curl with no flow id) through the socket LB, on real hosts; the
+    driver's flows in the same run still check out (plain requests are counted apart)."""
+    from testbed import sandbox
+    proc = sandbox.run([sys.executable, "-c", PLAIN_HTTP, str(tmp_path)], timeout=180,
+                       capture_output=True)
+    out = proc.stdout.decode()
+    lines = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, out[-2000:] + proc.stderr.decode()[-3000:]
+    res = json.loads(lines[-1][7:])
+    named = {f"{b} ({ip})" for b, ip in res["ips"].items()}
+    for answer in res["curls"]:
+        *body, code = answer.split()             # Mininet's cmd() turns \n into \r\n
+        body = " ".join(body)
+        assert code == "200" and body in named, res["curls"]
+    report = res["report"]
+    assert report["split_flows"] == 0 and report["ok"], report
+    assert report["flows"]["seen"] == 230 and report["http"]["failures"] == 0
+    assert report["anonymous"] == {"conns": 6, "requests": 6}
+    assert report["malformed"] == 0

@@ -179,6 +179,24 @@ def test_loss_balance_and_unknown_accounting():
     assert report.balance_cv == pytest.approx(statistics.pstdev([4, 1, 0]) / (5 / 3), abs=1e-4)
 
 
+def test_plain_http_is_counted_apart_from_driver_flows():
+    """Anonymous (no flow id) connections: counted per backend, never split, never in balance,
+    even when two backends report the same 5-tuple (a port reused between two curls)."""
+    five = ["10.0.0.1", "10.0.0.101", 40000, 8080, 6]
+    plain = [{"proto": "tcp", "five_tuple": five, "requests": 3, "bytes": 48}]
+    b1 = {"backend": "b1", "flows": [_flow(1, 10)], "anonymous": plain, "anonymous_requests": 3}
+    b2 = {"backend": "b2", "flows": [_flow(2, 10)], "anonymous": plain, "anonymous_requests": 3,
+          "anonymous_untracked": 1}
+    report = check([b1, b2], [])
+    assert report.ok and report.split_flows == 0 and report.flows_seen == 2
+    assert report.balance_max_mean == 1.0
+    assert (report.anonymous_conns, report.anonymous_requests) == (3, 6)
+    assert report.per_backend["b2"]["anonymous_conns"] == 2
+    assert report.to_json()["anonymous"] == {"conns": 3, "requests": 6}
+    assert "plain http (no flow id)" in report.table()
+    assert "plain http" not in check([{"backend": "b1", "flows": [_flow(1, 10)]}], []).table()
+
+
 def test_send_phase_is_bounded():
     """A rate too low for the packet count stops at max_send_s and says so."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:     # nobody answers here

@@ -16,6 +16,18 @@ Wire format (shared with ``testbed.traffic``, which imports it from here):
   The body is ``http_body(backend, flow_id, seq, N)``: a first line
   ``backend=b1 flow=123 seq=0`` then a fixed pattern up to N bytes, so the client can rebuild
   the expected body and check it byte for byte.
+* Plain HTTP (no ``X-Flow-Id``: ``curl http://VIP:8080/``, a browser, ``wrk``): 200 with a body
+  naming the backend, ``b2 (10.0.0.102)``, padded to N bytes with ``?size=N``. Such requests
+  are recorded apart, as *anonymous* flows keyed by the connection's 5-tuple as the backend saw
+  it (``anonymous`` in the record), so they never mix with the driver's flows.
+
+Why the HTTP side is a small epoll loop in Python and not nginx: both are fast enough that a
+load generator (``wrk -t2 -c50``) measures the load balancer instead of the backends (the
+thread-per-connection ``http.server`` was not: every way looked alike at ~1,000 requests/s).
+nginx would add a package, a config and a log parser per backend host, and its access log
+cannot hold what the checker needs (sequence gaps, per-flow 5-tuples, the UDP side in the same
+record). One Python process keeps one record format, one codebase students can read, and the
+same event loop they write in the socket way (``vnf/ways/socket_lb.py``).
 
 Replies to UDP leave from the address the request was sent to (IP_PKTINFO), so with L2 direct
 server return (VIP on the backend's loopback) the client sees the reply come from the VIP.
@@ -23,7 +35,7 @@ server return (VIP on the backend's loopback) the client sees the reply come fro
 CLI::
 
     python -m topologies.servers --name b1 --bind 0.0.0.0 --http-port 80 --udp-port 5000 \\
-        --record /tmp/b1.json [--ready-file /tmp/b1.ready]
+        --record /tmp/b1.json [--ready-file /tmp/b1.ready] [--address 10.0.0.101]
 
 Port 0 picks a free port; the ready file (JSON) tells which ports were bound.
 """
@@ -32,15 +44,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import selectors
 import signal
 import socket
-import socketserver
 import struct
 import sys
 import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import NamedTuple
 
 from vnf.jsonfile import write_json_atomic
 
@@ -50,7 +62,11 @@ REQUEST = struct.Struct("!4sIIH")
 REPLY = struct.Struct("!4sIIHB")
 PROTO_NUM = {"udp": 17, "tcp": 6}
 MAX_HTTP_BODY = 16 * 1024 * 1024
+MAX_HTTP_HEAD = 64 * 1024    # request line + headers
 MAX_TUPLES_KEPT = 8          # distinct 5-tuples remembered per flow (more is only counted)
+MAX_ANONYMOUS_KEPT = 4096    # anonymous connections remembered (more are only counted)
+HTTP_REASONS = {200: "OK", 400: "Bad Request", 405: "Method Not Allowed",
+                431: "Request Header Fields Too Large", 501: "Not Implemented"}
 UDP_RCVBUF = 8 * 1024 * 1024
 _PAD = b"abcdefghijklmnopqrstuvwxyz0123456789\n"
 
@@ -80,18 +96,21 @@ def decode_reply(data: bytes):
     return flow_id, seq, client_id, data[REPLY.size:REPLY.size + nlen].decode("ascii", "replace")
 
 
+def padded(line: bytes, size: int) -> bytes:
+    """``line`` then the fixed pattern, ``size`` bytes in all (just ``line`` if it is longer)."""
+    if size <= len(line):
+        return line
+    need = size - len(line)
+    return line + (_PAD * (need // len(_PAD) + 1))[:need]
+
+
 def http_body(backend: str, flow_id, seq, size: int) -> bytes:
     """The HTTP body: names backend and flow, padded with a fixed pattern to ``size`` bytes.
 
     Deterministic so a client that read the backend name from the first line can rebuild the
     whole body and compare it, which proves it arrived intact.
     """
-    line = f"backend={backend} flow={flow_id} seq={seq}\n".encode()
-    if size <= len(line):
-        return line
-    need = size - len(line)
-    reps = need // len(_PAD) + 1
-    return line + (_PAD * reps)[:need]
+    return padded(f"backend={backend} flow={flow_id} seq={seq}\n".encode(), size)
 
 
 def parse_body_line(body: bytes) -> dict:
@@ -199,7 +218,11 @@ class Recorder:
         self.malformed_http = 0
         self.udp_packets = 0
         self.udp_reply_errors = 0
-        self.http_requests = 0
+        self.http_requests = 0                  # driver requests (with X-Flow-Id)
+        # Requests without a flow id (curl, wrk, a browser), per connection 5-tuple.
+        self.anonymous: dict[tuple, list[int]] = {}     # 5-tuple -> [requests, bytes]
+        self.anonymous_requests = 0
+        self.anonymous_untracked = 0            # connections beyond MAX_ANONYMOUS_KEPT
 
     def note(self, proto: str, flow_id: int, client, seq: int, nbytes: int, five_tuple: tuple):
         key = (proto, flow_id)
@@ -213,6 +236,19 @@ class Recorder:
             else:
                 self.http_requests += 1
 
+    def note_anonymous(self, five_tuple: tuple, nbytes: int) -> None:
+        """A request without a flow id: counted under its connection's 5-tuple."""
+        with self.lock:
+            self.anonymous_requests += 1
+            counts = self.anonymous.get(five_tuple)
+            if counts is None:
+                if len(self.anonymous) >= MAX_ANONYMOUS_KEPT:
+                    self.anonymous_untracked += 1
+                    return
+                counts = self.anonymous[five_tuple] = [0, 0]
+            counts[0] += 1
+            counts[1] += nbytes
+
     def snapshot(self, **extra) -> dict:
         with self.lock:
             flows = [r.to_json() for r in self.flows.values()]
@@ -223,10 +259,15 @@ class Recorder:
                 "udp_packets": self.udp_packets,
                 "udp_reply_errors": self.udp_reply_errors,
                 "http_requests": self.http_requests,
+                "anonymous_requests": self.anonymous_requests,
+                "anonymous_untracked": self.anonymous_untracked,
             }
+            anonymous = [{"proto": "tcp" if five[4] == 6 else "udp", "five_tuple": list(five),
+                          "requests": n, "bytes": nbytes}
+                         for five, (n, nbytes) in self.anonymous.items()]
         flows.sort(key=lambda f: (f["proto"], f["flow_id"]))
         return {"backend": self.name, **extra, "written_at": time.time(), **counts,
-                "flows": flows}
+                "flows": flows, "anonymous": anonymous}
 
 
 class UDPEchoServer:
@@ -302,97 +343,315 @@ class UDPEchoServer:
                     rec.udp_reply_errors += 1
 
 
-class _BackendHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 1024
-
-    def server_bind(self):
-        # HTTPServer.server_bind calls getfqdn(), a DNS lookup that can hang on lab hosts.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = str(host), port
+class HTTPRequest(NamedTuple):
+    """One parsed request head: what the backend needs of it, nothing more."""
+    method: str
+    target: str
+    version: str
+    headers: dict[str, str]        # lower-case names
+    length: int                    # bytes of the head and body together, to drop from the buffer
 
 
-def _make_handler(recorder: Recorder):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        server_version = "vnflab-backend"
-        timeout = 30  # idle keep-alive connections do not hold a thread forever
+class BadRequest(Exception):
+    """The bytes are not an HTTP/1.x request we can answer; ``status`` is the reply's."""
 
-        def setup(self):
-            super().setup()
-            self._requests_here = 0
+    def __init__(self, status: int, why: str):
+        super().__init__(why)
+        self.status = status
+        self.why = why
 
-        def log_message(self, format, *args):  # noqa: A002 - stdlib signature
-            pass
 
-        def _fail(self, code: int, why: str) -> None:
-            with recorder.lock:
-                recorder.malformed_http += 1
-            body = f"backend={recorder.name} error={why}\n".encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "text/plain")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+def parse_request(buf: bytes | bytearray) -> HTTPRequest | None:
+    """The first request in ``buf``, or None when its head (or body) has not all arrived yet.
 
-        def do_GET(self):
-            query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+    Enough HTTP/1.x for curl, wget, browsers, wrk, ab and the driver: a request line, headers,
+    and a ``Content-Length`` body (read and ignored). Chunked request bodies are refused (501).
+    """
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        if len(buf) > MAX_HTTP_HEAD:
+            raise BadRequest(431, "head-too-large")
+        return None
+    lines = bytes(buf[:end]).decode("latin-1").split("\r\n")
+    parts = lines[0].split()
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        raise BadRequest(400, "bad-request-line")
+    headers = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise BadRequest(400, "bad-header")
+        headers[name.strip().lower()] = value.strip()
+    if "transfer-encoding" in headers:
+        raise BadRequest(501, "chunked-body")
+    try:
+        body = int(headers.get("content-length", "0"))
+        if body < 0:
+            raise ValueError
+    except ValueError:
+        raise BadRequest(400, "bad-content-length") from None
+    length = end + 4 + body
+    if len(buf) < length:
+        return None
+    return HTTPRequest(parts[0], parts[1], parts[2], headers, length)
+
+
+def wants_keep_alive(req: HTTPRequest) -> bool:
+    """HTTP/1.1 keeps the connection unless told to close; HTTP/1.0 closes unless asked not to."""
+    connection = req.headers.get("connection", "").lower()
+    if req.version == "HTTP/1.0":
+        return connection == "keep-alive"
+    return connection != "close"
+
+
+class Connection:
+    """One client connection: bytes in, bytes still to send, and who it is (its 5-tuple)."""
+
+    __slots__ = ("sock", "five_tuple", "inbuf", "outbuf", "requests", "last_active",
+                 "close_when_sent", "writing")
+
+    def __init__(self, sock: socket.socket, five_tuple: tuple):
+        self.sock = sock
+        self.five_tuple = five_tuple
+        self.inbuf = bytearray()
+        self.outbuf = bytearray()
+        self.requests = 0               # requests answered here (the default X-Seq)
+        self.last_active = time.monotonic()
+        self.close_when_sent = False
+        self.writing = False            # registered for EVENT_WRITE too
+
+
+class HTTPServer:
+    """The backend's HTTP side: one thread, one epoll loop (``selectors``), keep-alive.
+
+    Why not ``http.server.ThreadingHTTPServer``: it spends a thread per connection and several
+    layers of Python (rfile/wfile, email-style header parsing) per request, so the *backends*
+    capped every way at about 1,000 requests/s and a load generator measured them, not the LB.
+    One event loop answering from memory is the design every fast server uses (nginx, the
+    socket-way LB itself): per request it costs one ``recv``, a split of the head, one ``send``.
+
+    Requests with ``X-Flow-Id`` are the driver's: the body is ``http_body`` and the request is
+    recorded under its flow id. Any other GET (curl, a browser, wrk without headers) is answered
+    too, with a body naming the backend, and recorded as an *anonymous* flow keyed by the
+    connection's 5-tuple as this backend saw it.
+    """
+
+    IDLE_TIMEOUT_S = 30.0           # idle keep-alive connections are closed after this
+    MAX_OUTPUT = 1 << 20            # stop parsing pipelined requests while this much is unsent
+
+    def __init__(self, recorder: Recorder, bind: str, port: int, address: str | None = None):
+        self.recorder = recorder
+        self.name = recorder.name
+        self.address = address
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind((bind, port))
+        self.listener.listen(1024)
+        self.listener.setblocking(False)
+        self.port = self.listener.getsockname()[1]
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.listener, selectors.EVENT_READ, None)
+        self.conns: dict[int, Connection] = {}
+        self.running = True
+        self.thread = threading.Thread(target=self.serve, name="http", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.running = False
+        self.thread.join(timeout=2)
+
+    # --- the loop ----------------------------------------------------------------------------
+    def serve(self) -> None:
+        next_sweep = time.monotonic() + 1.0
+        while self.running:
+            for key, mask in self.selector.select(timeout=0.2):
+                conn = key.data
+                if conn is None:
+                    self.on_accept()
+                    continue
+                if conn.sock.fileno() < 0:      # closed earlier in this same batch
+                    continue
+                if mask & selectors.EVENT_WRITE:
+                    self.flush(conn)
+                if mask & selectors.EVENT_READ and conn.sock.fileno() >= 0:
+                    self.on_readable(conn)
+            if time.monotonic() >= next_sweep:
+                self.close_idle()
+                next_sweep = time.monotonic() + 1.0
+        for conn in list(self.conns.values()):
+            self.close(conn)
+        self.selector.close()
+        self.listener.close()
+
+    def on_accept(self) -> None:
+        while True:
             try:
-                size = int(query.get("size", ["0"])[0])
+                sock, peer = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:         # e.g. EMFILE: leave the rest in the backlog for now
+                return
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            local = sock.getsockname()
+            conn = Connection(sock, (peer[0], local[0], peer[1], local[1], 6))
+            self.conns[sock.fileno()] = conn
+            self.selector.register(sock, selectors.EVENT_READ, conn)
+
+    def on_readable(self, conn: Connection) -> None:
+        try:
+            data = conn.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            return self.close(conn)
+        if not data:
+            return self.close(conn)
+        conn.last_active = time.monotonic()
+        conn.inbuf += data
+        self.answer_pending(conn)
+
+    def answer_pending(self, conn: Connection) -> None:
+        """Answer every complete request in the buffer (pipelining), about MAX_OUTPUT of
+        answers at a time, sending as we go; stop while the socket buffer is full."""
+        while True:
+            answered = 0
+            while (conn.inbuf and not conn.close_when_sent
+                   and len(conn.outbuf) < self.MAX_OUTPUT):
+                try:
+                    req = parse_request(conn.inbuf)
+                except BadRequest as bad:
+                    self.reply_error(conn, bad.status, bad.why, keep_alive=False)
+                    conn.inbuf.clear()
+                    break
+                if req is None:
+                    break
+                del conn.inbuf[:req.length]
+                self.answer(conn, req)
+                answered += 1
+            self.flush(conn)
+            if (not answered or conn.writing or conn.close_when_sent or not conn.inbuf
+                    or conn.sock.fileno() < 0):
+                return
+
+    def flush(self, conn: Connection) -> None:
+        """Send what we can. While the socket buffer is full, wait for EVENT_WRITE and read
+        nothing more: TCP's flow control then slows a client that sends faster than it reads."""
+        if conn.outbuf:
+            try:
+                sent = conn.sock.send(conn.outbuf)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                return self.close(conn)
+            if sent:
+                del conn.outbuf[:sent]
+                conn.last_active = time.monotonic()
+        if conn.outbuf:
+            if not conn.writing:
+                conn.writing = True
+                self.selector.modify(conn.sock, selectors.EVENT_WRITE, conn)
+            return
+        if conn.close_when_sent:
+            return self.close(conn)
+        if conn.writing:
+            conn.writing = False
+            self.selector.modify(conn.sock, selectors.EVENT_READ, conn)
+            if conn.inbuf:      # requests that waited for the output to drain
+                self.answer_pending(conn)
+
+    def close(self, conn: Connection) -> None:
+        if self.conns.pop(conn.sock.fileno(), None) is None:
+            return
+        self.selector.unregister(conn.sock)
+        conn.sock.close()
+
+    def close_idle(self) -> None:
+        too_old = time.monotonic() - self.IDLE_TIMEOUT_S
+        for conn in [c for c in self.conns.values() if c.last_active < too_old]:
+            self.close(conn)
+
+    # --- the answers -------------------------------------------------------------------------
+    def answer(self, conn: Connection, req: HTTPRequest) -> None:
+        keep_alive = wants_keep_alive(req)
+        if req.method not in ("GET", "HEAD"):
+            return self.reply_error(conn, 405, "method", keep_alive=False,
+                                    extra="Allow: GET, HEAD\r\n")
+        size = 0
+        path, _, query = req.target.partition("?")
+        if query:
+            try:
+                size = int(urllib.parse.parse_qs(query).get("size", ["0"])[0])
                 if not 0 <= size <= MAX_HTTP_BODY:
                     raise ValueError
             except ValueError:
-                return self._fail(400, "bad-size")
-            raw_flow = self.headers.get("X-Flow-Id")
+                return self.reply_error(conn, 400, "bad-size", keep_alive)
+        headers = req.headers
+        raw_flow = headers.get("x-flow-id")
+        seq = conn.requests
+        conn.requests += 1
+        if raw_flow is None:
+            where = self.address or conn.five_tuple[1]
+            body = padded(f"{self.name} ({where})\n".encode(), size)
+            self.recorder.note_anonymous(conn.five_tuple, len(body))
+        else:
             try:
                 flow_id = int(raw_flow)
-            except (TypeError, ValueError):
-                return self._fail(400, "no-flow-id")
-            seq_hdr = self.headers.get("X-Seq")
-            try:
-                seq = int(seq_hdr) if seq_hdr is not None else self._requests_here
             except ValueError:
-                seq = self._requests_here
-            client_hdr = self.headers.get("X-Client-Id")
-            client = int(client_hdr) if client_hdr and client_hdr.isdigit() else None
-            self._requests_here += 1
-            body = http_body(recorder.name, flow_id, seq, size)
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain")
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("X-Backend", recorder.name)
-            self.end_headers()
-            self.wfile.write(body)
-            local = self.connection.getsockname()
-            five = (self.client_address[0], local[0], self.client_address[1], local[1], 6)
-            recorder.note("tcp", flow_id, client, seq, len(body), five)
+                return self.reply_error(conn, 400, "bad-flow-id", keep_alive)
+            raw_seq = headers.get("x-seq")
+            if raw_seq is not None and raw_seq.isdigit():
+                seq = int(raw_seq)
+            raw_client = headers.get("x-client-id")
+            client = int(raw_client) if raw_client and raw_client.isdigit() else None
+            body = http_body(self.name, flow_id, seq, size)
+            self.recorder.note("tcp", flow_id, client, seq, len(body), conn.five_tuple)
+        self.reply(conn, 200, "OK", body, keep_alive, head_only=req.method == "HEAD")
 
-    return Handler
+    def reply(self, conn: Connection, status: int, reason: str, body: bytes, keep_alive: bool,
+              head_only: bool = False, extra: str = "") -> None:
+        head = (f"HTTP/1.1 {status} {reason}\r\nServer: vnflab-backend\r\n"
+                f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
+                f"X-Backend: {self.name}\r\n{extra}"
+                f"{'Connection: keep-alive' if keep_alive else 'Connection: close'}\r\n\r\n")
+        conn.outbuf += head.encode("latin-1")
+        if not head_only:
+            conn.outbuf += body
+        if not keep_alive:
+            conn.close_when_sent = True
+
+    def reply_error(self, conn: Connection, status: int, why: str, keep_alive: bool,
+                    extra: str = "") -> None:
+        with self.recorder.lock:
+            self.recorder.malformed_http += 1
+        body = f"backend={self.name} error={why}\n".encode()
+        self.reply(conn, status, HTTP_REASONS.get(status, "Error"), body, keep_alive,
+                   extra=extra)
 
 
 class Backend:
     """Both servers plus the record file: the whole backend host process."""
 
     def __init__(self, name: str, bind: str, http_port: int, udp_port: int, record: str,
-                 ready_file: str | None = None, interval: float = 1.0):
+                 ready_file: str | None = None, interval: float = 1.0,
+                 address: str | None = None):
         self.recorder = Recorder(name)
         self.record_path = record
         self.ready_file = ready_file
         self.interval = interval
-        self.http = _BackendHTTPServer((bind, http_port), _make_handler(self.recorder))
+        if address is None and bind not in ("", "0.0.0.0"):
+            address = bind
+        self.http = HTTPServer(self.recorder, bind, http_port, address)
         self.udp = UDPEchoServer(self.recorder, bind, udp_port)
-        self.http_port = self.http.server_address[1]
+        self.http_port = self.http.port
         self.udp_port = self.udp.port
         self.bind = bind
         # Plain flags, set by signal handlers: an Event's internal lock could deadlock if a
         # handler ran while the main thread held it.
         self._stop = False
         self._flush = False
-        self._http_thread = threading.Thread(target=self.http.serve_forever,
-                                             kwargs={"poll_interval": 0.2},
-                                             name="http", daemon=True)
 
     def write_record(self, final: bool = False) -> None:
         snap = self.recorder.snapshot(pid=os.getpid(), bind=self.bind,
@@ -408,7 +667,7 @@ class Backend:
 
     def run(self) -> None:
         """Serve until SIGTERM/SIGINT; rewrite the record every ``interval`` s and on SIGUSR1."""
-        self._http_thread.start()
+        self.http.start()
         self.udp.start()
         self.write_record()
         if self.ready_file:
@@ -422,8 +681,7 @@ class Backend:
                 self._flush = False
                 self.write_record()
                 next_write = time.monotonic() + self.interval
-        self.http.shutdown()
-        self.http.server_close()
+        self.http.stop()
         self.write_record(final=True)
         self.udp.sock.close()
 
@@ -438,9 +696,11 @@ def main(argv=None) -> int:
     parser.add_argument("--record", required=True, help="JSON record path (rewritten atomically)")
     parser.add_argument("--ready-file", help="written (JSON with ports) once both servers listen")
     parser.add_argument("--interval", type=float, default=1.0, help="record rewrite period, s")
+    parser.add_argument("--address", help="this host's address, named in replies to plain HTTP "
+                                          "requests (default: --bind, else the address hit)")
     args = parser.parse_args(argv)
     backend = Backend(args.name, args.bind, args.http_port, args.udp_port, args.record,
-                      args.ready_file, args.interval)
+                      args.ready_file, args.interval, args.address)
     signal.signal(signal.SIGTERM, backend.request_stop)
     signal.signal(signal.SIGINT, backend.request_stop)
     signal.signal(signal.SIGUSR1, backend.request_flush)

@@ -3,7 +3,7 @@
 (One file for labs 1 and 2: ``vnflab release`` copies it into each lab's ``tests/`` through the
 lab's ``[release.extra]``; the lab's own ``checks.py`` says which lab it is and what to check.)
 
-    python3 -m pytest -q tests          # unit checks of your file(s)
+    make unit                           # unit checks of your file(s) (= vnflab lab unit N)
     make check                          # + the end-to-end public tests (root: network namespaces)
 """
 import importlib.util
