@@ -1,5 +1,6 @@
 """vnflab release: the student tree is generated from the solution markers and leaks nothing."""
 import os
+import re
 import subprocess
 import sys
 
@@ -112,3 +113,26 @@ def test_released_starter_imports_and_fails_its_public_tests(released, lab):
     for name in lab_cfg.files:                   # the starter modules import
         subprocess.run([sys.executable, "-c", f"import importlib.util as u; s = u.spec_from_file_location('m', '{dest}/{name}'); u.module_from_spec(s); s.loader.exec_module(u.module_from_spec(s))"],
                        check=True, cwd=dest, timeout=60)
+
+
+def test_released_workflow_grades_nothing_and_holds_no_secret(released):
+    """The student can edit this workflow: so it must hold nothing worth taking (no secret, no
+    checkout of the course's private repository) and decide nothing (no grading)."""
+    out, done = released
+    for lab, files in done.items():
+        if not isinstance(files, list):
+            continue
+        assert ".github/workflows/classroom.yml" in files
+        with open(os.path.join(out, lab, ".github", "workflows", "classroom.yml")) as f:
+            text = f.read()
+        assert "secrets." not in text and "github.token" not in text
+        assert not re.search(r"^\s*-?\s*(repository|token|ssh-key):", text, re.M)
+        assert "vnflab grade" not in text and "install.sh" not in text
+        assert f"VNFLAB_LAB: {labconfig.load(lab[3:]).number}" in text
+        yaml = pytest.importorskip("yaml")
+        doc = yaml.safe_load(text)
+        assert doc["permissions"] == {"contents": "read"}
+        for job in doc["jobs"].values():
+            assert "permissions" not in job and "secrets" not in job
+            for step in job["steps"]:
+                assert set(step.get("with", {})) <= {"persist-credentials"}, step
