@@ -63,7 +63,7 @@ def release_lab(lab: labconfig.Lab, out: str) -> list[str]:
     with open(os.path.join(dest, "Makefile"), "w") as f:
         f.write(MAKEFILE.format(n=lab.number))
     written.append("Makefile")
-    wf = os.path.join(REPO, ".github", "workflows", "classroom.yml")
+    wf = os.path.join(REPO, "labs", "common", "classroom.yml")
     if os.path.exists(wf):
         os.makedirs(os.path.join(dest, ".github", "workflows"))
         with open(wf) as f:

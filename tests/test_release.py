@@ -1,5 +1,6 @@
 """vnflab release: the student tree is generated from the solution markers and leaks nothing."""
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -138,3 +139,26 @@ def test_make_unit_uses_vnflabs_python_not_the_systems(released, tmp_path):
     r = subprocess.run([sys.executable, "-m", "vnflab.cli", "lab", "unit", "1", "--submission",
                         str(tmp_path)], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "no tests/" in r.stderr
+
+
+def test_released_workflow_grades_nothing_and_holds_no_secret(released):
+    """The student can edit this workflow: so it must hold nothing worth taking (no secret, no
+    checkout of the course's private repository) and decide nothing (no grading)."""
+    out, done = released
+    for lab, files in done.items():
+        if not isinstance(files, list):
+            continue
+        assert ".github/workflows/classroom.yml" in files
+        with open(os.path.join(out, lab, ".github", "workflows", "classroom.yml")) as f:
+            text = f.read()
+        assert "secrets." not in text and "github.token" not in text
+        assert not re.search(r"^\s*-?\s*(repository|token|ssh-key):", text, re.M)
+        assert "vnflab grade" not in text and "install.sh" not in text
+        assert f"VNFLAB_LAB: {labconfig.load(lab[3:]).number}" in text
+        yaml = pytest.importorskip("yaml")
+        doc = yaml.safe_load(text)
+        assert doc["permissions"] == {"contents": "read"}
+        for job in doc["jobs"].values():
+            assert "permissions" not in job and "secrets" not in job
+            for step in job["steps"]:
+                assert set(step.get("with", {})) <= {"persist-credentials"}, step
