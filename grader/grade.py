@@ -39,6 +39,7 @@ from grader.errors import GradeError
 from grader.labconfig import REPO, Lab, LabError
 from grader.overlay import prepare_workdir
 from grader.report import results_json, write_gradebook, write_results
+from grader.sandbox_user import ensure_student_user
 from grader.scoring import Scorer
 
 GRADING_ROOT = "/var/lib/vnflab/grading"
@@ -112,6 +113,7 @@ def grade(submission: str, lab_number, out: str, quick: bool = False, include_hi
     why = lab.gradable()
     if why:
         raise GradeError(f"lab {lab.number} cannot be graded here: {why}")
+    ensure_student_user()
     tests = list(tests or PUBLIC_TESTS)
     os.makedirs(out, exist_ok=True)
     os.chmod(out, 0o755)
@@ -146,6 +148,8 @@ def grade_all(submissions_dir: str, lab_number, out: str, jobs: int = 2, quick: 
     if not subs:
         raise GradeError(f"no submission directories in {submissions_dir}")
     lab = labconfig.load(lab_number)
+    # The student user exists before the first grading thread starts (see ensure_student_user).
+    ensure_student_user()
     os.makedirs(out, exist_ok=True)
     os.chmod(out, 0o755)
     done = 0
