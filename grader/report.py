@@ -31,7 +31,8 @@ def results_json(lab: Lab, tests: list[dict], facts: dict, elapsed: float, quick
         "tests": [{k: v for k, v in t.items() if k != "number"} for t in tests],
     }
     if facts.get("grader_error") or facts.get("stopped"):
-        results["output"] += "\nGrader note: " + (facts.get("stopped") or facts["grader_error"][:500])
+        note = facts.get("stopped") or facts["grader_error"][:500]
+        results["output"] += "\nGrader note: " + note
     return results
 
 
