@@ -24,7 +24,8 @@ def _print_results(res: dict, out: str) -> None:
 
 
 def cmd_grade(args) -> int:
-    from grader.grade import GradeError, grade
+    from grader.errors import GradeError
+    from grader.grade import grade
     try:
         res = grade(args.submission, args.lab, args.out, quick=args.quick,
                     include_hidden=not args.no_hidden, keep=args.keep)
@@ -36,7 +37,8 @@ def cmd_grade(args) -> int:
 
 
 def cmd_grade_all(args) -> int:
-    from grader.grade import GradeError, grade_all
+    from grader.errors import GradeError
+    from grader.grade import grade_all
     try:
         rows = grade_all(args.submissions, args.lab, args.out, jobs=args.jobs, quick=args.quick,
                          include_hidden=not args.no_hidden,
@@ -56,8 +58,8 @@ def cmd_release(args) -> int:
 
 
 def _overlay(lab, submission: str) -> str:
-    """A temp vnf package with the submission's files in place (grader.grade.build_overlay)."""
-    from grader.grade import build_overlay
+    """A temp vnf package with the submission's files in place (grader.overlay.build_overlay)."""
+    from grader.overlay import build_overlay
     tmp = tempfile.mkdtemp(prefix="vnflab-lab-")
     os.chmod(tmp, 0o755)
     for name in build_overlay(tmp, submission, lab):
@@ -101,7 +103,8 @@ def cmd_lab(args) -> int:
         print(f"vnflab lab: lab {lab.number} is not available here: {why}", file=sys.stderr)
         return 2
     if args.action == "check":
-        from grader.grade import GradeError, grade
+        from grader.errors import GradeError
+        from grader.grade import grade
         out = args.out or os.path.join(tempfile.gettempdir(), f"vnflab-check-lab{lab.number}")
         try:
             res = grade(args.submission, lab.number, out, quick=args.quick, include_hidden=False)

@@ -5,25 +5,28 @@ How one grading goes:
 1. **Overlay.** A temp copy of the ``vnf`` package with the submission's files in place of the
    reference ones (``labs/labN/lab.toml`` says which file goes where); a second, untouched copy is
    the reference the per-packet cost is compared with. Both are put first on ``PYTHONPATH`` of
-   the LB program they run: ``python -m vnf.ways.<way>_lb`` — the way contract.
+   the LB program they run: ``python -m vnf.ways.<way>_lb`` — the way contract
+   (``grader.overlay``).
 2. **Sandbox.** ``python -m grader.inside PLAN FACTS`` runs in a fresh network + PID + mount
    namespace (``testbed.sandbox``) with a wall-clock limit: one topology, then phase after phase
    (unit checks, smoke, affinity + balance + captured frames, the 5-tuple key probe, the
    malformed-frame corpus, cost windows alternating reference/submission, hidden scenarios). The
    submission's processes run as an unprivileged user with only its way's capabilities, under
-   prlimit, with the instructor-only paths hidden (``grader.sandbox_user``). Whatever it does,
-   the namespaces take every interface, process and huge-page file with them.
-3. **Scores.** After the sandbox has exited, the facts are scored here and ``results.json``
-   (Gradescope's format) and ``report.md`` are written into DIR — a directory the submission's
-   user cannot write.
+   prlimit, with the instructor-only paths hidden (``grader.sandbox_user``,
+   ``grader.studentlb``). Whatever it does, the namespaces take every interface, process and
+   huge-page file with them.
+3. **Scores.** After the sandbox has exited, the facts are scored (``grader.scoring``) and
+   ``results.json`` (Gradescope's format) and ``report.md`` are written into DIR
+   (``grader.report``) — a directory the submission's user cannot write.
+
+This module only puts those steps in order, for one submission (``grade``) or a class
+(``grade_all``).
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,610 +34,69 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from vnf.checksum import internet_checksum
-from vnf.jsonfile import write_json_atomic
-
 from grader import labconfig
+from grader.errors import GradeError
 from grader.labconfig import REPO, Lab, LabError
-from grader.sandbox_user import student_ids
+from grader.overlay import prepare_workdir
+from grader.report import results_json, write_gradebook, write_results
+from grader.sandbox_user import ensure_student_user
+from grader.scoring import Scorer
 
 GRADING_ROOT = "/var/lib/vnflab/grading"
 CAPS = {"socket": (), "afpacket": ("net_raw",), "dpdk": ()}
-TEST_TITLES = {
-    "starts": "LB starts and forwards (import, ready file, a first flow)",
-    "unit": "unit checks",
-    "affinity": "affinity: split flows = 0",
-    "balance": "balance",
-    "key": "5-tuple key: TCP and UDP flows from the same client port",
-    "correctness": "correctness: rewritten headers and checksums (frames captured at the backends)",
-    "robustness": "robustness: malformed-frame corpus, then a normal flow mix",
-    "cost": "per-packet cost vs the reference (same run)",
-}
-UNIT_TITLES = {"flowtable": "unit checks of the flow table (flowtable.py)",
-               "parser": "unit checks of the parser (packet.py parse_frame)"}
+PUBLIC_TESTS = ["unit", "starts", "affinity", "balance", "correctness", "key", "robustness", "cost"]
 
 
-class GradeError(RuntimeError):
-    """The grader itself cannot run (bad lab, no root, missing way): exit non-zero."""
-
-
-# --------------------------------------------------------------------------------------------
-# preparing a grading
-# --------------------------------------------------------------------------------------------
-
-def reference_files(lab: Lab) -> dict[str, str]:
-    return {name: os.path.join(REPO, ref) for name, ref in lab.files.items()}
-
-
-def starter_text(lab: Lab, name: str) -> str:
-    from grader.markers import strip
-    path = os.path.join(REPO, lab.files[name])
-    with open(path) as f:
-        return strip(f.read(), lab.name, path)
-
-
-def find_submission_files(submission: str, lab: Lab) -> tuple[dict[str, str], list[str]]:
-    """student file -> path in the submission; and the names it lacks."""
-    if submission == "reference":
-        return reference_files(lab), []
-    if not os.path.isdir(submission):
-        raise GradeError(f"submission {submission!r} is not a directory")
-    found, missing = {}, []
-    for name in lab.files:
-        top = os.path.join(submission, name)
-        if os.path.isfile(top):
-            found[name] = top
-            continue
-        hit = None
-        for root, dirs, files in os.walk(submission):
-            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "tests")
-            if name in files:
-                hit = os.path.join(root, name)
-                break
-        if hit:
-            found[name] = hit
-        else:
-            missing.append(name)
-    return found, missing
-
-
-def _copy_vnf(dest: str) -> None:
-    shutil.copytree(os.path.join(REPO, "vnf"), os.path.join(dest, "vnf"),
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.c", "*.o"))
-
-
-def build_overlay(dest_dir: str, submission: str, lab: Lab) -> list[str]:
-    """A copy of the vnf package in ``dest_dir`` with the submission's files in place of the
-    reference ones (a missing file gets the starter: it imports, and raises where work is due).
-    Put ``dest_dir`` first on PYTHONPATH to run the submission. Returns the missing names."""
-    _copy_vnf(dest_dir)
-    files, missing = find_submission_files(submission, lab)
-    for name, target in lab.files.items():
-        dest = os.path.join(dest_dir, target)
-        if name in files:
-            shutil.copyfile(files[name], dest)
-        else:
-            with open(dest, "w") as f:
-                f.write(starter_text(lab, name))
-    return missing
-
-
-def prepare(lab: Lab, submission: str, workdir: str, quick: bool, include_hidden: bool,
-            tests: list[str], hide_extra: list[str]) -> tuple[dict, list[str]]:
-    os.chmod(workdir, 0o711)
-    ref, sub = os.path.join(workdir, "ref"), os.path.join(workdir, "sub")
-    _copy_vnf(ref)
-    missing = build_overlay(sub, submission, lab)
-    unit_dir = os.path.join(workdir, "unit")
-    os.makedirs(unit_dir)
-    unit = None
-    checks = os.path.join(lab.path, "tests", "checks.py")
-    if os.path.exists(checks):
-        shutil.copyfile(checks, os.path.join(unit_dir, "checks.py"))
-        shutil.copyfile(os.path.join(REPO, "testbed", "frames.py"), os.path.join(unit_dir, "frames.py"))
-        mod_name = None
-        with open(checks) as f:
-            for line in f:
-                if line.startswith("MODULE ="):
-                    mod_name = line.split("=", 1)[1].split("#")[0].strip().strip("\"'")
-        target = next(t for n, t in lab.files.items() if n == f"{mod_name}.py")
-        unit = {"checks": os.path.join(unit_dir, "checks.py"), "module": mod_name,
-                "file": os.path.join(sub, target), "timeout_s": 60}
-    run = os.path.join(workdir, "run")
-    os.makedirs(run)
-    uid, gid, _ = student_ids()
-    os.chown(run, uid, gid)
-    os.chmod(run, 0o700)
-    for root, dirs, fnames in os.walk(workdir):
-        if root.startswith(run):
-            continue
-        for d in dirs:
-            if os.path.join(root, d) != run:
-                os.chmod(os.path.join(root, d), 0o755)
-        for fn in fnames:
-            os.chmod(os.path.join(root, fn), 0o644)
-    traffic = lab.traffic(quick)
-    cost = lab.cost(quick)
-    plan = {
+def make_plan(lab: Lab, files: dict, workdir: str, quick: bool, include_hidden: bool,
+              tests: list[str], hide_extra: list[str]) -> dict:
+    """What the sandbox runs (``grader.inside``): the lab's profile and where the files are
+    (``grader.overlay.prepare_workdir``). Root-only: it names the hidden scenarios."""
+    return {
         "lab": lab.number, "way": lab.way, "quick": quick, "workdir": workdir,
-        "student_dir": run, "overlay_sub": sub, "overlay_ref": ref, "unit": unit,
+        "student_dir": files["student_dir"], "overlay_sub": files["overlay_sub"],
+        "overlay_ref": files["overlay_ref"], "unit": files["unit"],
         "topology": dict(lab.raw.get("topology", {"clients": 2, "backends": 3})),
-        "traffic": traffic, "cost": cost, "limits": lab.limits(quick),
+        "traffic": lab.traffic(quick), "cost": lab.cost(quick), "limits": lab.limits(quick),
         "caps": list(CAPS.get(lab.way, ())),
         "hide": [os.path.join(REPO, p) for p in labconfig.INSTRUCTOR_ONLY] + hide_extra,
         "hidden": lab.hidden if include_hidden else [],
         "tests": tests, "fuzz_frames": 300 if quick else 2000,
     }
-    return plan, missing
 
 
-# --------------------------------------------------------------------------------------------
-# scoring
-# --------------------------------------------------------------------------------------------
-
-def _ended(stop: dict | None, alive_after=None) -> str:
-    """How an LB process ended, in words, with its last output when that helps."""
-    if not stop:
-        return ""
-    tail = (stop.get("log_tail") or "").strip()
-    code = stop.get("exit_code")
-    if stop.get("hung"):
-        msg = "it did not exit within the stop timeout after SIGTERM and was killed (a hang?)"
-    elif alive_after is False or stop.get("alive_at_stop") is False:
-        if code is not None and code < 0:
-            sig = -code
-            why = {9: "SIGKILL (a resource limit or the grader)", 24: "SIGXCPU: CPU-time limit",
-                   25: "SIGXFSZ: file-size limit", 11: "SIGSEGV"}.get(sig, f"signal {sig}")
-            msg = f"it was killed by {why}"
-        else:
-            msg = f"it crashed (exit code {code})"
-    else:
-        return ""
-    if tail:
-        msg += "; its last output:\n\n```\n" + tail[-1500:] + "\n```"
-    return msg
-
-
-def _traffic_ok(check: dict | None, min_fraction: float = 0.99) -> tuple[bool, list[str]]:
-    if not check:
-        return False, ["no traffic result"]
-    problems = []
-    if check["split_flows"]:
-        problems.append(f"{check['split_flows']} split flow(s)")
-    fl = check["flows"]
-    udp = fl["udp"]
-    if udp and fl["never_arrived"] > max(1, (1 - min_fraction) * udp):
-        problems.append(f"{fl['never_arrived']} of {udp} UDP flows never reached a backend")
-    if check["http"]["failures"]:
-        problems.append(f"{check['http']['failures']} of {check['http']['conns']} HTTP connections failed")
-    return not problems, problems
-
-
-def _split_details(check: dict) -> str:
-    lines = []
-    for s in check.get("split", [])[:5]:
-        where = ", ".join(f"{b}: {n} packet(s)" for b, n in s["backends"].items()) or "-"
-        ans = ", ".join(s.get("answered_by", {})) or "-"
-        lines.append(f"- {s['proto']} flow id {s['flow_id']}: reached {where}; answered by {ans}")
-    for e in check.get("http", {}).get("errors", [])[:3]:
-        lines.append(f"- HTTP flow id {e['flow_id']}: {e['error']}")
-    return "\n".join(lines)
-
-
-def check_frame(frame: bytes, backend: str, topo, way: str) -> list[str]:
-    """What is wrong with one frame captured at ``backend`` (empty list: nothing)."""
-    problems = []
-    if len(frame) < 34 or frame[12:14] != b"\x08\x00":
-        return ["not an IPv4 frame"]
-    dst_mac, src_mac = frame[0:6].hex(":"), frame[6:12].hex(":")
-    if dst_mac != topo.host_mac(backend):
-        problems.append(f"destination MAC {dst_mac}, expected {backend}'s {topo.host_mac(backend)}")
-    if src_mac != topo.host_mac("lb"):
-        problems.append(f"source MAC {src_mac}, expected the LB's {topo.host_mac('lb')}")
-    ihl = (frame[14] & 0x0F) * 4
-    total = int.from_bytes(frame[16:18], "big")
-    ip = frame[14:14 + ihl]
-    src, dst = ".".join(map(str, frame[26:30])), ".".join(map(str, frame[30:34]))
-    if internet_checksum(ip) != 0:
-        problems.append(f"bad IPv4 header checksum 0x{ip[10:12].hex()}")
-    if way == "socket":
-        if src != topo.host_ip("lb") or dst != topo.host_ip(backend):
-            problems.append(f"IP {src} -> {dst}, expected the LB's {topo.host_ip('lb')} -> "
-                            f"{topo.host_ip(backend)} (the proxy's own connection)")
-    else:
-        clients = {topo.host_ip(c) for c in topo.client_names()}
-        if dst != topo.vip or src not in clients:
-            problems.append(f"IP {src} -> {dst}, expected a client -> the VIP {topo.vip} "
-                            f"(direct server return keeps the IP header)")
-    proto = frame[23]
-    seg = frame[14 + ihl:14 + total]
-    pseudo = frame[26:34] + bytes([0, proto]) + len(seg).to_bytes(2, "big")
-    if proto == 17 and len(seg) >= 8:
-        if seg[6:8] != b"\0\0" and internet_checksum(pseudo + seg) != 0:
-            problems.append(f"bad UDP checksum 0x{seg[6:8].hex()}")
-        if seg[8:12] != b"VNFL":
-            problems.append("UDP payload changed (no VNFL header)")
-    elif proto == 6 and len(seg) >= 20:
-        if internet_checksum(pseudo + seg) != 0:
-            problems.append(f"bad TCP checksum 0x{seg[16:18].hex()}")
-    return problems
-
-
-class Scorer:
-    def __init__(self, lab: Lab, plan: dict, facts: dict, missing: list[str], quick: bool):
-        self.lab, self.plan, self.f, self.missing, self.quick = lab, plan, facts, missing, quick
-        self.points = lab.points()
-        from topologies.lb import LBTopoConfig
-        self.topo = LBTopoConfig(**plan["topology"])
-        self.tests: list[dict] = []
-        self.details: list[str] = []
-
-    def add(self, key: str, name: str, score: float, max_score: float, output: str,
-            visibility: str = "visible", seconds: float | None = None, detail: str = "") -> None:
-        t = {"name": name, "score": round(max(0.0, min(score, max_score)), 2),
-             "max_score": max_score, "output": output.strip(), "visibility": visibility,
-             "number": key}
-        if seconds is not None:
-            t["execution_time"] = round(seconds, 1)
-        self.tests.append(t)
-        if detail and t["score"] < max_score:
-            self.details.append(f"### {name}\n\n{detail.strip()}\n")
-
-    def seconds(self, phase: str) -> float | None:
-        return (self.f.get("timings") or {}).get(phase)
-
-    def not_run(self, why: str) -> str:
-        return f"Not run: {why}"
-
-    def score(self) -> list[dict]:
-        f, P = self.f, self.points
-        tests = self.plan["tests"]
-        smoke = f.get("smoke")
-        stopped_early = ("the grading sandbox stopped before this test "
-                         f"({f.get('stopped') or f.get('grader_error') or 'time limit'})")
-        # unit checks
-        if "unit" in tests and "unit" in P:
-            u = f.get("unit")
-            title = UNIT_TITLES.get(self.lab.raw["lab"].get("unit"), TEST_TITLES["unit"])
-            if not u:
-                self.add("unit", title, 0, P["unit"], self.not_run(stopped_early))
-            elif "error" in u:
-                self.add("unit", title, 0, P["unit"], u["error"], detail=u.get("stderr", ""))
-            else:
-                res = u["results"]
-                ok = sum(r["ok"] for r in res)
-                lines = [f"{'PASS' if r['ok'] else 'FAIL'} {r['name']}" +
-                         ("" if r["ok"] else f": {r['message']}") for r in res]
-                self.add("unit", title, P["unit"] * ok / max(1, len(res)), P["unit"],
-                         f"{ok}/{len(res)} checks pass\n" + "\n".join(lines),
-                         seconds=self.seconds("unit"))
-        # starts
-        if not smoke:
-            starts_msg = self.not_run(stopped_early)
-            self.add("starts", TEST_TITLES["starts"], 0, P.get("starts", 0), starts_msg)
-            skip = starts_msg
-        else:
-            if not smoke["ready"]:
-                msg = f"The LB did not start: {smoke['error']}."
-                end = _ended(smoke.get("stop"), False)
-                if end:
-                    msg += " " + end
-            elif not smoke["forwards"]:
-                msg = ("The LB became ready but forwarded none of the first flows "
-                       "(4 UDP flows, 2 HTTP connections).")
-                end = _ended(smoke.get("stop"), smoke.get("alive_after"))
-                msg += (" After that, " + end) if end else ""
-            else:
-                msg = "The LB started (ready file) and forwarded the first flows."
-            if smoke.get("retried"):
-                msg += (" (The first try passed no UDP datagram; the first flows were driven "
-                        "a second time.)")
-            if self.missing:
-                msg += ("\n\nMissing from the submission (the starter was used instead): "
-                        + ", ".join(self.missing))
-            self.add("starts", TEST_TITLES["starts"], P.get("starts", 0) if smoke["forwards"] else 0,
-                     P.get("starts", 0), msg, seconds=self.seconds("smoke"))
-            skip = None if smoke["forwards"] else \
-                "skipped: the LB did not forward a first flow (see the first test)"
-        for key, fn in (("affinity", self.s_affinity), ("balance", self.s_balance),
-                        ("correctness", self.s_correctness), ("key", self.s_key),
-                        ("robustness", self.s_robustness), ("cost", self.s_cost)):
-            if key not in tests or key not in P:
-                continue
-            phase = "affinity" if key in ("balance", "correctness") else key
-            if skip:
-                self.add(key, TEST_TITLES[key], 0, P[key], skip)
-            elif phase not in f:
-                self.add(key, TEST_TITLES[key], 0, P[key], self.not_run(stopped_early))
-            else:
-                fn(P[key])
-        for s in self.plan.get("hidden", []):
-            name = s.get("name", s["id"])
-            pts = float(s.get("points", 0))
-            h = (f.get("hidden") or {}).get(s["id"])
-            if skip:
-                self.add(f"hidden:{s['id']}", name, 0, pts, skip, "after_published")
-            elif h is None:
-                self.add(f"hidden:{s['id']}", name, 0, pts, self.not_run(stopped_early),
-                         "after_published")
-            else:
-                self.s_hidden(s, h, pts)
-        return self.tests
-
-    # --- one function per test ---------------------------------------------------------------
-    def _lb_problem(self, phase: dict) -> str | None:
-        if not phase.get("ready"):
-            return f"The LB did not start: {phase.get('error')}. " + _ended(phase.get("stop"), False)
-        end = _ended(phase.get("stop"), phase.get("alive_after"))
-        return end or None
-
-    def s_affinity(self, pts: float) -> None:
-        a = self.f["affinity"]
-        t = a.get("traffic", {})
-        what = f"{t.get('udp_flows')} UDP flows x {t.get('packets_per_flow')} packets and " \
-               f"{t.get('http_conns')} HTTP connections"
-        problem = self._lb_problem(a)
-        ok, problems = _traffic_ok(a.get("check"))
-        if problem and not a.get("check"):
-            self.add("affinity", TEST_TITLES["affinity"], 0, pts, problem, seconds=self.seconds("affinity"))
-            return
-        if ok and not problem:
-            c = a["check"]
-            self.add("affinity", TEST_TITLES["affinity"], pts, pts,
-                     f"{what}: {c['flows']['seen']} flows, every one stayed on one backend.",
-                     seconds=self.seconds("affinity"))
-            return
-        c = a["check"]
-        details = _split_details(c)
-        msg = f"{what}: " + "; ".join(problems or ["the LB failed during the run"])
-        if details:
-            msg += "\n" + details
-        if problem:
-            msg += "\n" + problem
-        hint = ("A flow is split when its packets reach more than one backend: the choice must be "
-                "remembered per 5-tuple (flow table) and looked up for every packet.")
-        self.add("affinity", TEST_TITLES["affinity"], 0, pts, msg, seconds=self.seconds("affinity"),
-                 detail=msg + "\n\n" + hint)
-
-    def s_balance(self, pts: float) -> None:
-        a = self.f["affinity"]
-        tol = self.lab.balance_tolerance(self.quick)
-        c = a.get("check")
-        stat = self.lab.raw.get("balance", {}).get("statistic", "max/mean flows per backend")
-        if not c or not c["flows"]["seen"]:
-            self.add("balance", TEST_TITLES["balance"], 0, pts, "No flows reached the backends.")
-            return
-        mm = c["balance"]["max_mean"]
-        shares = ", ".join(f"{b}: {v['flows']}" for b, v in c["per_backend"].items())
-        ok = mm is not None and mm <= tol and len(c["per_backend"]) == self.topo.backends
-        msg = (f"{stat} = {mm} (tolerance {tol} for policy "
-               f"{self.plan['traffic'].get('policy', 'maglev')}); flows per backend: {shares}")
-        self.add("balance", TEST_TITLES["balance"], pts if ok else 0, pts, msg,
-                 detail="" if ok else msg)
-
-    def s_correctness(self, pts: float) -> None:
-        a = self.f["affinity"]
-        caps = a.get("captures") or {}
-        checked = bad = 0
-        first_bad = None
-        for backend, frames in caps.items():
-            for hx in frames:
-                frame = bytes.fromhex(hx)
-                probs = check_frame(frame, backend, self.topo, self.lab.way)
-                checked += 1
-                if probs:
-                    bad += 1
-                    if first_bad is None:
-                        first_bad = (backend, frame, probs)
-        c = a.get("check") or {}
-        problems = []
-        if checked == 0:
-            problems.append("no frame of the service reached a backend")
-        if bad:
-            backend, frame, probs = first_bad
-            from testbed.frames import describe, hexdump
-            problems.append(f"{bad} of {checked} captured frames are wrong; the first, at {backend}: "
-                            + "; ".join(probs) + f"\n  {describe(frame)}\n  {hexdump(frame)}")
-        if c.get("malformed"):
-            problems.append(f"{c['malformed']} datagram(s)/request(s) arrived corrupted at the backends")
-        if c.get("http", {}).get("failures"):
-            problems.append(f"{c['http']['failures']} HTTP exchanges failed or had a body not intact")
-        if self.lab.way == "socket" and c.get("lost", {}).get("return"):
-            lost = c["lost"]
-            if lost["return"] > 0.01 * max(1, lost["replies_sent"]):
-                problems.append(f"{lost['return']} of {lost['replies_sent']} UDP replies were not "
-                                "relayed back to the clients")
-        if problems:
-            msg = "\n".join(problems)
-            self.add("correctness", TEST_TITLES["correctness"], 0, pts, msg, detail=msg)
-        else:
-            self.add("correctness", TEST_TITLES["correctness"], pts, pts,
-                     f"{checked} frames captured at the backends: addresses, MACs and checksums "
-                     "right; payloads and HTTP bodies intact.")
-
-    def s_key(self, pts: float) -> None:
-        k = self.f["key"]
-        problem = self._lb_problem(k)
-        rows = k.get("rows") or []
-        # A flow that never arrived says nothing about the key (loss is what the affinity and
-        # correctness tests grade; on a loaded machine a probe datagram can be lost outside the
-        # LB): judge the flows that arrived, as long as most did.
-        lost = [r for r in rows if not r["got"]]
-        arrived = [r for r in rows if r["got"]]
-        wrong = [r for r in arrived if r["got"] != [r["expected"]]]
-        if not rows:
-            self.add("key", TEST_TITLES["key"], 0, pts, problem or "the probe did not run",
-                     seconds=self.seconds("key"))
-            return
-        if not wrong and not problem and len(arrived) * 2 >= len(rows):
-            note = (f" ({len(lost)} of {len(rows)} never arrived: not judged here)"
-                    if lost else "")
-            self.add("key", TEST_TITLES["key"], pts, pts,
-                     f"{len(arrived)} flows (UDP and TCP pairs from the same client ports): each "
-                     f"went to the backend the pool chooses for its own 5-tuple{note}.",
-                     seconds=self.seconds("key"))
-            return
-        if not wrong:
-            wrong = lost                          # most were lost: that is the finding
-        lines = []
-        for r in wrong[:6]:
-            got = ", ".join(r["got"]) or "no backend (never arrived)"
-            lines.append(f"- {r['flow']}: went to {got}; the pool (Maglev) chooses "
-                         f"{r['expected']} for this 5-tuple")
-        msg = (f"{len(wrong)} of {len(rows)} flows did not go where their own 5-tuple sends them.\n"
-               + "\n".join(lines))
-        if any(r["got"] and r["proto"] == "tcp" for r in wrong):
-            msg += ("\nA TCP flow that lands where the UDP flow from the same port went usually "
-                    "means the flow key ignores the protocol.")
-        if problem:
-            msg += "\n" + problem
-        self.add("key", TEST_TITLES["key"], 0, pts, msg, seconds=self.seconds("key"), detail=msg)
-
-    def s_robustness(self, pts: float) -> None:
-        r = self.f["robustness"]
-        if not r.get("ready"):
-            self.add("robustness", TEST_TITLES["robustness"], 0, pts, self._lb_problem(r) or "")
-            return
-        probe = r.get("probe") or {}
-        from testbed.frames import describe, hexdump
-        if probe.get("crashed_after") or not r.get("alive_after_corpus"):
-            hx = probe.get("crash_frame_hex")
-            msg = "The LB died during the malformed-frame corpus"
-            if probe.get("crashed_after"):
-                msg += f", right after: {probe['crashed_after']}"
-            if hx:
-                frame = bytes.fromhex(hx)
-                msg += f"\n  {len(frame)} bytes: {describe(frame)}\n  {hexdump(frame)}"
-            end = _ended(r.get("stop"), False)
-            msg += ("\n" + end) if end else ""
-            msg += ("\nAn NF must count and drop a frame it cannot parse, never crash: check every "
-                    "length before reading a header field.")
-            self.add("robustness", TEST_TITLES["robustness"], 0, pts, msg,
-                     seconds=self.seconds("robustness"), detail=msg)
-            return
-        sent = probe.get("sent", 0)
-        if not sent:
-            msg = ("The malformed-frame probe sent nothing (a grader problem, not yours: please "
-                   "report it); the corpus was not tested.")
-            self.add("robustness", TEST_TITLES["robustness"], 0, pts, msg,
-                     seconds=self.seconds("robustness"), detail=msg)
-            return
-        ok, problems = _traffic_ok(r.get("check"), 1.0)
-        end = _ended(r.get("stop"), r.get("alive_after"))
-        if ok and not end:
-            self.add("robustness", TEST_TITLES["robustness"], pts, pts,
-                     f"Survived {sent} malformed/fuzzed frames and the socket oddities; then "
-                     "forwarded 20 UDP flows and 4 HTTP connections with affinity.",
-                     seconds=self.seconds("robustness"))
-        else:
-            msg = (f"Survived {sent} malformed frames, but the normal flows afterwards: "
-                   + "; ".join(problems or ["failed"]) + (("\n" + end) if end else ""))
-            self.add("robustness", TEST_TITLES["robustness"], 0, pts, msg,
-                     seconds=self.seconds("robustness"), detail=msg)
-
-    def s_cost(self, pts: float) -> None:
-        c = self.f["cost"]
-        cfg = self.plan["cost"]
-        ref = [w["ns_per_packet"] for w in c["windows"] if w["who"] == "reference" and w.get("ns_per_packet")]
-        sub = [w["ns_per_packet"] for w in c["windows"] if w["who"] == "submission" and w.get("ns_per_packet")]
-        agg_word = "the best window of each" if cfg.get("statistic") == "min" else "medians"
-        if self.lab.way == "dpdk":
-            method = ("Method: the LB's port faces a DPDK generator (full bursts, saturation) for "
-                      f"{c['seconds']} s per window after a warm-up; its busy TSC cycles (from a "
-                      "non-empty rx_burst to its tx_burst, as the provided binding counts them) "
-                      "per packet received, times its share of its core (a poll-mode LB spins "
-                      "at 100 % CPU whatever the load, so CPU time alone says nothing); windows "
-                      f"alternating reference/submission in the same run; {agg_word} compared.")
-        else:
-            method = (f"Method: LB process CPU time (user+sys, /proc/PID/stat) per packet "
-                      f"forwarded, {c['rate_pps']} pps offered for {c['seconds']} s per window, "
-                      "windows alternating reference/submission in the same topology; "
-                      f"{agg_word} compared.")
-        if not ref:
-            why = next((w.get("busy_error") or w.get("error") for w in c["windows"]
-                        if w["who"] == "reference" and (w.get("busy_error") or w.get("error"))), "")
-            self.add("cost", TEST_TITLES["cost"], pts, pts,
-                     "The reference could not be measured in this run; not held against you."
-                     + (f" ({why})" if why else "") + "\n" + method)
-            return
-        if not sub:
-            bad = next((w for w in c["windows"] if w["who"] == "submission"), {})
-            busy_err = next((w["busy_error"] for w in c["windows"]
-                             if w["who"] == "submission" and w.get("busy_error")), None)
-            if busy_err:
-                msg = f"The submission's cost could not be measured: {busy_err}."
-            else:
-                msg = "The submission forwarded nothing in the cost windows. " + \
-                    (_ended(bad.get("stop"), False) if bad else "")
-            self.add("cost", TEST_TITLES["cost"], 0, pts, msg + "\n" + method, seconds=self.seconds("cost"))
-            return
-        agg = min if cfg.get("statistic") == "min" else statistics.median
-        r_ns, s_ns = agg(ref), agg(sub)
-        ratio = s_ns / r_ns
-        full, zero = float(cfg.get("full_ratio", 1.5)), float(cfg.get("zero_ratio", 3.0))
-        frac = 1.0 if ratio <= full else 0.0 if ratio >= zero else (zero - ratio) / (zero - full)
-        msg = (f"submission {s_ns:.0f} ns/packet, reference {r_ns:.0f} ns/packet: ratio {ratio:.2f} "
-               f"(full points up to {full}, none from {zero})\n{method}")
-        self.add("cost", TEST_TITLES["cost"], pts * frac, pts, msg, seconds=self.seconds("cost"),
-                 detail=msg)
-
-    def s_hidden(self, s: dict, h: dict, pts: float) -> None:
-        name = s.get("name", s["id"])
-        problems = []
-        if not h.get("ready"):
-            problems.append(f"the LB did not start: {h.get('error')}")
-        c = h.get("check")
-        checks = s.get("checks", ["affinity"])
-        if c:
-            if "affinity" in checks:
-                ok, probs = _traffic_ok(c)
-                problems += probs
-            if "balance" in checks:
-                names = s.get("backends") or self.topo.backend_names()
-                flows = [c["per_backend"].get(n, {}).get("flows", 0) for n in names]
-                mean = sum(flows) / len(flows) if flows else 0
-                mm = round(max(flows) / mean, 4) if mean else None
-                if mm is None or mm > float(s.get("max_mean", 1.3)):
-                    problems.append(f"balance max/mean {mm} above {s.get('max_mean', 1.3)}")
-            if "all_backends" in checks:
-                want = set(s.get("backends") or self.topo.backend_names())
-                got = {b for b, v in c["per_backend"].items() if v["flows"]}
-                if got != want:
-                    problems.append(f"flows reached {sorted(got)}, expected exactly {sorted(want)}")
-        if "table_bounded" in checks:
-            st = (h.get("stop") or {}).get("stats") or {}
-            ft = (st.get("lb") or {}).get("flow_table") or {}
-            caches = [x for x in st.get("flow_cache") or [] if isinstance(x, dict)]
-            if caches and not ft.get("size") and not ft.get("misses"):
-                # the DPDK way's vector path keeps its flows in the batch flow cache (one per
-                # lcore), not the FlowTable: its size and evictions are what is bounded
-                ft = {k: sum(int(x.get(k, 0)) for x in caches)
-                      for k in ("size", "evictions", "expirations")}
-            cap = s.get("flow_capacity")
-            if not ft:
-                problems.append("the LB wrote no stats (it must write --stats-file on exit)")
-            elif cap and ft.get("size", 0) > cap:
-                problems.append(f"the flow table holds {ft['size']} entries with flow_capacity "
-                                f"{cap}: it never evicts (memory grows with every new flow)")
-            elif cap and ft.get("evictions", 0) + ft.get("expirations", 0) == 0:
-                problems.append(f"no eviction counted with {s.get('udp_flows')} flows in a "
-                                f"{cap}-entry table")
-        end = _ended(h.get("stop"), h.get("alive_after"))
-        if end:
-            problems.append(end)
-        if problems:
-            msg = "; ".join(problems)
-            self.add(f"hidden:{s['id']}", name, 0, pts, msg, "after_published", detail=msg)
-        else:
-            self.add(f"hidden:{s['id']}", name, pts, pts, "passed", "after_published")
+def run_sandbox(plan: dict, workdir: str) -> dict:
+    """``python -m grader.inside PLAN FACTS`` in a fresh sandbox, under the lab's wall clock;
+    the facts it left (whatever it measured before a time-out), or why there are none."""
+    from testbed import sandbox
+    plan_path = os.path.join(workdir, "plan.json")
+    facts_path = os.path.join(workdir, "facts.json")
+    with open(plan_path, "w") as f:
+        json.dump(plan, f)
+    os.chmod(plan_path, 0o600)
+    wall = float(plan["limits"].get("wall_s", 420))
+    stopped = None
+    try:
+        proc = sandbox.run([sys.executable, "-m", "grader.inside", plan_path, facts_path],
+                           timeout=wall, capture_output=True)
+        stderr = (proc.stderr or b"").decode(errors="replace")
+    except subprocess.TimeoutExpired as exc:
+        stopped = f"the grading exceeded {wall:.0f} s and was stopped"
+        stderr = (exc.stderr or b"").decode(errors="replace") if exc.stderr else ""
+    try:
+        with open(facts_path) as f:
+            facts = json.load(f)
+    except (OSError, ValueError):
+        facts = {}
+    if stopped:
+        facts["stopped"] = stopped
+    if not facts:
+        facts["grader_error"] = "the grading sandbox produced no facts:\n" + stderr[-3000:]
+    return facts
 
 
 # --------------------------------------------------------------------------------------------
 # one grading
 # --------------------------------------------------------------------------------------------
-
-PUBLIC_TESTS = ["unit", "starts", "affinity", "balance", "correctness", "key", "robustness", "cost"]
-
 
 def grade(submission: str, lab_number, out: str, quick: bool = False, include_hidden: bool = True,
           tests: list[str] | None = None, keep: bool = False, hide_extra: list[str] = (),
@@ -651,6 +113,7 @@ def grade(submission: str, lab_number, out: str, quick: bool = False, include_hi
     why = lab.gradable()
     if why:
         raise GradeError(f"lab {lab.number} cannot be graded here: {why}")
+    ensure_student_user()
     tests = list(tests or PUBLIC_TESTS)
     os.makedirs(out, exist_ok=True)
     os.chmod(out, 0o755)
@@ -659,71 +122,19 @@ def grade(submission: str, lab_number, out: str, quick: bool = False, include_hi
     os.makedirs(GRADING_ROOT, mode=0o711, exist_ok=True)
     workdir = tempfile.mkdtemp(prefix="grade-", dir=GRADING_ROOT)
     try:
-        plan, missing = prepare(lab, submission, workdir, quick, include_hidden, tests,
-                                list(hide_extra))
-        plan_path = os.path.join(workdir, "plan.json")
-        facts_path = os.path.join(workdir, "facts.json")
-        with open(plan_path, "w") as f:
-            json.dump(plan, f)
-        os.chmod(plan_path, 0o600)
-        wall = float(plan["limits"].get("wall_s", 420))
-        stopped = None
-        try:
-            proc = sandbox.run([sys.executable, "-m", "grader.inside", plan_path, facts_path],
-                               timeout=wall, capture_output=True)
-            stderr = (proc.stderr or b"").decode(errors="replace")
-        except subprocess.TimeoutExpired as exc:
-            stopped = f"the grading exceeded {wall:.0f} s and was stopped"
-            stderr = (exc.stderr or b"").decode(errors="replace") if exc.stderr else ""
-        try:
-            with open(facts_path) as f:
-                facts = json.load(f)
-        except (OSError, ValueError):
-            facts = {}
-        if stopped:
-            facts["stopped"] = stopped
-        if not facts:
-            facts["grader_error"] = "the grading sandbox produced no facts:\n" + stderr[-3000:]
-        scorer = Scorer(lab, plan, facts, missing, quick)
+        files = prepare_workdir(lab, submission, workdir)
+        plan = make_plan(lab, files, workdir, quick, include_hidden, tests, list(hide_extra))
+        facts = run_sandbox(plan, workdir)
+        scorer = Scorer(lab, plan, facts, files["missing"], quick)
         results_tests = scorer.score()
     finally:
         if keep:
             print(f"vnflab grade: kept {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    elapsed = time.monotonic() - t0
-    total = sum(t["score"] for t in results_tests)
-    max_total = sum(t["max_score"] for t in results_tests)
-    results = {
-        "score": round(total, 2), "max_score": max_total,
-        "execution_time": round(elapsed, 1),
-        "output": f"vnflab lab {lab.number} ({lab.title}): {total:.1f} / {max_total:g}"
-                  + (" [quick profile]" if quick else ""),
-        "stdout_visibility": "hidden",
-        "tests": [{k: v for k, v in t.items() if k != "number"} for t in results_tests],
-    }
-    if facts.get("grader_error") or facts.get("stopped"):
-        results["output"] += "\nGrader note: " + (facts.get("stopped") or facts["grader_error"][:500])
-    write_json_atomic(os.path.join(out, "results.json"), results, indent=1)
-    with open(os.path.join(out, "report.md"), "w") as f:
-        f.write(report_md(lab, results, scorer.details, label or submission, quick))
+    results = results_json(lab, results_tests, facts, time.monotonic() - t0, quick)
+    write_results(out, lab, results, scorer.details, label or submission, quick)
     return results
-
-
-def report_md(lab: Lab, results: dict, details: list[str], who: str, quick: bool) -> str:
-    lines = [f"# vnflab lab {lab.number}: {lab.title}", "",
-             f"Submission: `{who}`  ", f"Score: **{results['score']:g} / {results['max_score']:g}**"
-             + (" (quick profile)" if quick else ""), "",
-             "| test | score | max |", "|---|---:|---:|"]
-    for t in results["tests"]:
-        lines.append(f"| {t['name']} | {t['score']:g} | {t['max_score']:g} |")
-    lines += ["", "## What failed and why", ""]
-    lines += details or ["Nothing: every test passed."]
-    lines += ["", "## All test outputs", ""]
-    for t in results["tests"]:
-        if t["visibility"] == "visible" or t["score"] < t["max_score"]:
-            lines += [f"**{t['name']}** ({t['score']:g}/{t['max_score']:g})", "", t["output"], ""]
-    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------------------------
@@ -737,6 +148,8 @@ def grade_all(submissions_dir: str, lab_number, out: str, jobs: int = 2, quick: 
     if not subs:
         raise GradeError(f"no submission directories in {submissions_dir}")
     lab = labconfig.load(lab_number)
+    # The student user exists before the first grading thread starts (see ensure_student_user).
+    ensure_student_user()
     os.makedirs(out, exist_ok=True)
     os.chmod(out, 0o755)
     done = 0
@@ -773,19 +186,5 @@ def grade_all(submissions_dir: str, lab_number, out: str, jobs: int = 2, quick: 
                 progress(f"[{bar:<{width}}] {done}/{len(subs)} {row['student']}: {note} "
                          f"({row['seconds']:.0f} s, {time.monotonic() - t0:.0f} s total)")
     ordered = [rows[s] for s in subs]
-    names = []
-    for r in ordered:
-        for n in r["tests"]:
-            if n not in names:
-                names.append(n)
-    with open(os.path.join(out, "gradebook.csv"), "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["student", "score", "max_score", "percent", *names, "error"])
-        for r in ordered:
-            pct = round(100 * r["score"] / r["max_score"], 1) if r["max_score"] else 0
-            w.writerow([r["student"], r["score"], r["max_score"], pct,
-                        *[r["tests"].get(n, "") for n in names], r["error"] or ""])
-    write_json_atomic(os.path.join(out, "gradebook.json"),
-                      {"lab": lab.number, "title": lab.title, "quick": quick,
-                       "submissions": ordered}, indent=1)
+    write_gradebook(out, lab, quick, ordered)
     return ordered

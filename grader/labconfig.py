@@ -1,4 +1,10 @@
-"""The per-lab configuration (``labs/labN/lab.toml``) and hidden scenarios (``labs/labN/hidden``)."""
+"""The per-lab configuration (``labs/labN/lab.toml``) and hidden scenarios.
+
+A hidden scenario is a ``*.toml`` in ``labs/hidden/`` (every lab runs it: the LB contract is
+the same in all three ways) or in ``labs/labN/hidden/`` (that lab only; a file of the same name
+replaces the shared one). Both places are instructor-only: never released, never visible to a
+submission's process.
+"""
 from __future__ import annotations
 
 import glob
@@ -8,9 +14,21 @@ from dataclasses import dataclass, field
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LABS = os.path.join(REPO, "labs")
-# Never visible to a submission's process (tmpfs over them in its mount namespace).
-INSTRUCTOR_ONLY = ("vnf", "tests", ".git", "grader/hidden", "labs/lab1/hidden", "labs/lab2/hidden",
-                   "labs/lab3/hidden", "build", "notebooks")
+SHARED_HIDDEN = os.path.join(LABS, "hidden")
+
+
+def hidden_dirs(n: int) -> list[str]:
+    """Where lab ``n``'s hidden scenarios come from: the shared ones, then its own."""
+    return [SHARED_HIDDEN, os.path.join(LABS, f"lab{n}", "hidden")]
+
+
+# Never visible to a submission's process (tmpfs over them in its mount namespace): relative
+# to REPO. Every lab's hidden dir is listed, whether or not it exists yet.
+INSTRUCTOR_ONLY = ("vnf", "tests", ".git", "grader/hidden",
+                   *sorted({os.path.relpath(d, REPO)
+                            for lab in sorted(glob.glob(os.path.join(LABS, "lab[0-9]*")))
+                            for d in hidden_dirs(int(os.path.basename(lab)[3:]))}),
+                   "build", "notebooks")
 
 
 class LabError(ValueError):
@@ -83,14 +101,16 @@ def load(number: int | str) -> Lab:
     with open(path, "rb") as f:
         raw = tomllib.load(f)
     meta = raw.get("lab", {})
-    hidden = []
-    for hp in sorted(glob.glob(os.path.join(LABS, f"lab{n}", "hidden", "*.toml"))):
-        with open(hp, "rb") as f:
-            h = tomllib.load(f)
-        h.setdefault("id", os.path.splitext(os.path.basename(hp))[0])
-        hidden.append(h)
+    hidden: dict[str, dict] = {}
+    for d in hidden_dirs(n):
+        for hp in sorted(glob.glob(os.path.join(d, "*.toml"))):
+            with open(hp, "rb") as f:
+                h = tomllib.load(f)
+            h.setdefault("id", os.path.splitext(os.path.basename(hp))[0])
+            hidden[os.path.basename(hp)] = h
     return Lab(number=n, title=meta.get("title", f"lab {n}"), way=meta["way"],
-               files=dict(raw.get("files", {})), raw=raw, hidden=hidden,
+               files=dict(raw.get("files", {})), raw=raw,
+               hidden=[hidden[k] for k in sorted(hidden)],
                path=os.path.dirname(path))
 
 

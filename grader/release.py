@@ -4,8 +4,8 @@ For each lab: ``OUT/labN/`` holds the handout (README.md), the student's files (
 files with the lab's solution blocks replaced by a TODO and ``raise NotImplementedError``), the
 public tests, a Makefile (``make unit``, ``make run``, ``make check``: all through ``vnflab``, so
 its own Python and venv, never the system ``python3``) and the GitHub Classroom workflow. Hidden
-scenarios (``labs/labN/hidden``) and every other solution stay behind. The starter imports and
-runs, and fails the tests.
+scenarios (``labs/hidden``, ``labs/labN/hidden``) and every other solution stay behind: only the
+files named here are copied. The starter imports and runs, and fails the tests.
 """
 from __future__ import annotations
 

@@ -15,14 +15,20 @@ grader gives the student user its vhost-user socket directory, see docs/grading.
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import pwd
 import shlex
 import shutil
 import subprocess
 import sys
+import threading
 
-STUDENT_USER = "vnflab-student"
+from grader.errors import GradeError
+
+STUDENT_USER = "vnflab-student"          # scripts/install.sh creates it under the same name
+USER_LOCK = "/var/lib/vnflab/student-user.lock"
+_user_lock = threading.Lock()
 
 # World-writable places get a private, empty tmpfs: what a submission writes there vanishes with
 # its mount namespace (nothing is left behind on the machine).
@@ -57,19 +63,41 @@ def _private_tmp_script(keep: list[str]) -> str:
     return "; ".join(lines + [_HIDE_PATHS])
 
 
+def ensure_student_user() -> None:
+    """Create the student user if it is missing (``scripts/install.sh`` normally has).
+
+    ``grade`` and ``grade-all`` call it once at their start, before any grading thread or
+    sandbox exists: a grading that created the user lazily could race another one doing the
+    same (``useradd`` fails on the other's lock) and chown its run dir to one uid while its LB
+    runs as another. Idempotent; serialised by a thread lock and, across processes (two
+    ``vnflab grade`` at once), an flock."""
+    with _user_lock:
+        os.makedirs(os.path.dirname(USER_LOCK), mode=0o711, exist_ok=True)
+        with open(USER_LOCK, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                pwd.getpwnam(STUDENT_USER)
+                return
+            except KeyError:
+                pass
+            useradd = shutil.which("useradd") or "/usr/sbin/useradd"
+            r = subprocess.run([useradd, "--system", "--no-create-home", "--home-dir",
+                                "/nonexistent", "--shell", "/usr/sbin/nologin", STUDENT_USER],
+                               capture_output=True, text=True, check=False)
+            if r.returncode != 0:
+                raise GradeError(f"could not create the user {STUDENT_USER!r} submissions run "
+                                 f"as: useradd exited {r.returncode}: {r.stderr.strip()}")
+    student_ids()
+
+
 def student_ids() -> tuple[int, int, str]:
-    """(uid, gid, name) of the unprivileged user submissions run as; created when missing."""
+    """(uid, gid, name) of the unprivileged user submissions run as. Never another user: a
+    grading whose files and LB belonged to different users would score a correct submission 0."""
     try:
         pw = pwd.getpwnam(STUDENT_USER)
     except KeyError:
-        useradd = shutil.which("useradd") or "/usr/sbin/useradd"
-        subprocess.run([useradd, "--system", "--no-create-home", "--home-dir", "/nonexistent",
-                        "--shell", "/usr/sbin/nologin", STUDENT_USER],
-                       capture_output=True, check=False)
-        try:
-            pw = pwd.getpwnam(STUDENT_USER)
-        except KeyError:
-            pw = pwd.getpwnam("nobody")
+        raise GradeError(f"no user {STUDENT_USER!r}, which submissions run as: run "
+                         "scripts/install.sh (or vnflab grade, which creates it)") from None
     return pw.pw_uid, pw.pw_gid, pw.pw_name
 
 

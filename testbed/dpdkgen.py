@@ -121,7 +121,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peer-timeout", type=float, default=60)
     a = ap.parse_args(argv)
     from vnf import dpdk
-    from vnf.dpdk import _dpdk
     dpdk.init(cores=[a.cpu], mem_mb=a.mem_mb, reserve_hugepages=True)
     pool = dpdk.pool(n=16383)
     port = dpdk.Port.open(f"net_vhost0,iface={a.sock},queues={a.queues}", pool,
@@ -135,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(0.02)
     print("up", flush=True)
     seconds = float(sys.stdin.readline())
-    counts = _dpdk.gen_loop(port.id, pool, frames, a.queues, BURST, seconds)
+    counts = dpdk.gen_loop(port.id, pool, frames, a.queues, BURST, seconds)
     print("GEN " + json.dumps(counts), flush=True)
     return 0
 

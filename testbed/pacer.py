@@ -9,7 +9,7 @@ Why not trafgen's ``--rate``: it sends each second's packets in one burst at ful
 waits for the next second (measured: 114,312 frames in the first ~400 ms of every second at
 114 kpps "paced"). A burst like that overflows a socket's receive buffer even when the average
 rate is a fraction of what the load balancer can do, so the "paced" levels measured bursts, not
-a rate. Here the C loop (``vnf.afpacket._ring.paced_send``) hands the kernel ``batch`` frames
+a rate. Here the C loop (``vnf.afpacket.ring.paced_send``) hands the kernel ``batch`` frames
 every ``batch / rate`` seconds (about every 40 us by default), like a NIC that coalesces a few
 packets per interrupt. trafgen stays the generator for the saturation window, where flat out is
 the point.
@@ -21,8 +21,7 @@ import argparse
 import socket
 import sys
 
-from vnf.afpacket import _ring
-from vnf.afpacket.ring import PACKET_QDISC_BYPASS, SOL_PACKET
+from vnf.afpacket.ring import PACKET_QDISC_BYPASS, SOL_PACKET, paced_send
 
 BATCH_INTERVAL_S = 40e-6      # about one sendmmsg per 40 us, whatever the rate
 MAX_BATCH = 32
@@ -53,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0) as sock:   # protocol 0: send only
         sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)              # as trafgen does
         sock.bind((args.ifname, 0))
-        sent = _ring.paced_send(sock.fileno(), frames, args.frame_len, args.rate, args.seconds,
+        sent = paced_send(sock.fileno(), frames, args.frame_len, args.rate, args.seconds,
                                 batch)
     print(f"sent {sent} frames at {args.rate:g}/s target, {batch} per sendmmsg")
     return 0

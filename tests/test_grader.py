@@ -174,3 +174,27 @@ def test_grader_refuses_what_it_cannot_grade(tmp_path):
     assert r.returncode == 2 and "no lab 9" in r.stderr
     r = _cli("grade", str(tmp_path / "nope"), "--lab", "1", "--out", str(tmp_path), timeout=60)
     assert r.returncode == 2 and "not a directory" in r.stderr
+
+
+def test_grade_all_creates_the_student_user_before_its_gradings_race(tmp_path):
+    """Issue 11: with no student user, two parallel gradings used to race to create it, and
+    one chowned its run dir to a uid its LB did not run as (PermissionError on the ready
+    file: a correct submission scored 0). grade_all makes the user once, before its jobs."""
+    from grader.grade import grade_all
+    from grader.sandbox_user import STUDENT_USER, ensure_student_user
+    gone = subprocess.run(["userdel", STUDENT_USER], capture_output=True, text=True)
+    if gone.returncode == 8:                  # a grading of someone else's is running as it
+        pytest.skip(f"{STUDENT_USER} is in use: {gone.stderr.strip()}")
+    assert gone.returncode in (0, 6), gone.stderr        # 6: there was no such user
+    try:
+        subs = tmp_path / "class"
+        for name in ("alice", "bob"):
+            (subs / name).mkdir(parents=True)
+            for student, ref in fixtures.LAB_FILES[1].items():
+                shutil.copyfile(os.path.join(REPO, ref), subs / name / student)
+        out = tmp_path / "book"
+        rows = grade_all(str(subs), 1, str(out), jobs=2, quick=True, progress=lambda _: None)
+        for row in rows:
+            assert row["error"] is None and row["score"] == row["max_score"], row
+    finally:
+        ensure_student_user()

@@ -61,9 +61,24 @@ def released(tmp_path_factory):
     return out, done
 
 
+def test_hidden_scenarios_are_instructor_only():
+    """Every place hidden scenarios are read from is covered in the student's jail, and the
+    shared ones (labs/hidden) reach every lab."""
+    hidden_paths = {os.path.join(REPO, p) for p in labconfig.INSTRUCTOR_ONLY}
+    shared = {os.path.splitext(f)[0] for f in os.listdir(labconfig.SHARED_HIDDEN)}
+    assert shared, "no shared hidden scenario"
+    for n in labconfig.all_labs():
+        for d in labconfig.hidden_dirs(n):
+            assert d in hidden_paths, f"{d} is not in INSTRUCTOR_ONLY"
+        assert shared <= {h["id"] for h in labconfig.load(n).hidden}
+
+
 def test_release_writes_labs_and_leaks_no_solution(released):
     out, done = released
     assert isinstance(done["lab1"], list) and isinstance(done["lab2"], list)
+    assert set(os.listdir(out)) == {n for n, v in done.items() if isinstance(v, list)}
+    for root, dirs, _ in os.walk(out):
+        assert "hidden" not in dirs, f"a hidden directory in the release: {root}/hidden"
     for n in labconfig.all_labs():
         lab = labconfig.load(n)
         if not isinstance(done.get(lab.name), list):

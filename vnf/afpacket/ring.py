@@ -70,6 +70,10 @@ _SIOCGIFHWADDR = 0x8927
 TP_STATUS_AVAILABLE = 0
 TP_STATUS_SEND_REQUEST = 1
 
+#: Send frames at a steady rate from a C loop (a few per sendmmsg every ~40 us, no catch-up
+#: bursts): the bench's pacer drives its paced loads with it.
+paced_send = _ring.paced_send
+
 #: Backend index meaning "do not forward this packet".
 DROP = -1
 

@@ -57,6 +57,7 @@ from .hugepages import HugePagesError
 try:
     from . import _dpdk
     from ._dpdk import Burst, DpdkError, Mempool, Ring, rx_burst, tx_burst
+    from ._dpdk import gen_loop     # a C generator + sink loop, for the bench's DPDK generator
     IMPORT_ERROR: Optional[BaseException] = None
 except ImportError as e:          # built without libdpdk-dev
     _dpdk = None
@@ -72,7 +73,8 @@ except ImportError:                # pragma: no cover
 
 __all__ = ["init", "eal", "EAL", "Port", "pool", "ParseArrays", "Burst", "Ring", "Mempool",
            "DpdkError", "HugePagesError", "rx_burst", "tx_burst", "ring", "busy_stats",
-           "busy_reset", "io_forward", "run_workers", "REASONS", "available", "FusedForward"]
+           "busy_reset", "io_forward", "run_workers", "REASONS", "available", "FusedForward",
+           "gen_loop"]
 
 
 def available() -> bool:
