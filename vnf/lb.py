@@ -148,6 +148,12 @@ class LoadBalancer:
         self.assigned: Dict[str, int] = {b.name: 0 for b in config.backends}  # new flows each
         self.batch_cache: Optional[BatchFlowCache] = None   # made by backends_for_batch()
 
+    def is_for_service(self, flow) -> bool:
+        """True if the flow is addressed to the service: VIP, port and a served protocol.
+        The one filter every way applies before ``backend_for`` (the others count the packet
+        under NOT_FOR_VIP); ``nf_for_vip`` in ``vnf/csrc/nf.h`` is its C twin."""
+        return flow.dst_ip == self.vip and flow.dst_port == self.port and flow.proto in self.protos
+
     def backend_for(self, flow, now: float) -> Optional[Backend]:
         """The backend for this packet's flow; None (counted as no-backend) if none is left.
 
@@ -327,7 +333,7 @@ class LoadBalancer:
         if flow is None:
             self.count_drop(parsed.reason)
             return None, parsed
-        if flow.dst_ip != self.vip or flow.dst_port != self.port or flow.proto not in self.protos:
+        if not self.is_for_service(flow):
             self.count_drop(NOT_FOR_VIP)
             return None, parsed
         return self.backend_for(flow, now), parsed

@@ -181,13 +181,12 @@ class AfPacketLB(LBProgram):
         over its packets (one FiveTuple object and one flow-table lookup each). The readable
         version, and the one a student writes first. Returns frames sent."""
         lb, index, tx = self.lb, self.backend_index, self.tx
-        vip, port = lb.vip, lb.port
-        # BEGIN SOLUTION lab2: one choice per packet of the batch: DROP for unparsed (None) or not-for-VIP flows (lb.count_drop(NOT_FOR_VIP)), else index[lb.backend_for(flow, now).name]; count_drops(batch); return what one tx.send_batch(batch, choices, self.rewrite, kick_every=self.kick_every) sent (NAT: learn clients, queue replies, add nat.send_replies(tx))
+        # BEGIN SOLUTION lab2: one choice per packet of the batch: DROP for unparsed (None) or flows not lb.is_for_service(flow) (lb.count_drop(NOT_FOR_VIP)), else index[lb.backend_for(flow, now).name]; count_drops(batch); return what one tx.send_batch(batch, choices, self.rewrite, kick_every=self.kick_every) sent (NAT: learn clients, queue replies, add nat.send_replies(tx))
         choices = []
         for i, flow in enumerate(batch.flows()):   # a FiveTuple, or None: unparseable
             if flow is None:                       # counted per reason below
                 choices.append(DROP)
-            elif flow.dst_ip == vip and flow.dst_port == port:
+            elif lb.is_for_service(flow):              # VIP, port and a served protocol
                 backend = lb.backend_for(flow, now)    # THE decision, shared by all ways
                 choices.append(DROP if backend is None else index[backend.name])
                 if self.nat:

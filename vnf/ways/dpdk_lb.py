@@ -254,8 +254,7 @@ class DpdkLB(LBProgram):
     # --- one burst: the two styles of the lab ----------------------------------------------
     def forward_perpacket(self, burst, lb: LoadBalancer, arrays, txq: int, now: float) -> int:
         """The straightforward style: Python for every packet. Returns packets sent."""
-        # BEGIN SOLUTION lab3-perpacket: for each packet: frame = burst[i] (zero-copy memoryview), parse_frame, drop unparsed (lb.count_drop(reason)) and not-for-VIP (NOT_FOR_VIP); backend = lb.backend_for(flow, now); set_macs(frame, backend.mac_bytes, self.src_mac); burst.keep(mask of kept); tx on txq
-        vip, port, protos = lb.vip, lb.port, lb.protos
+        # BEGIN SOLUTION lab3-perpacket: for each packet: frame = burst[i] (zero-copy memoryview), parse_frame, drop unparsed (lb.count_drop(reason)) and flows not lb.is_for_service(flow) (NOT_FOR_VIP); backend = lb.backend_for(flow, now); set_macs(frame, backend.mac_bytes, self.src_mac); burst.keep(mask of kept); tx on txq
         src_mac = self.src_mac
         keep = bytearray(len(burst))
         for i in range(len(burst)):
@@ -265,7 +264,7 @@ class DpdkLB(LBProgram):
             if flow is None:
                 lb.count_drop(parsed.reason)
                 continue
-            if flow.dst_ip != vip or flow.dst_port != port or flow.proto not in protos:
+            if not lb.is_for_service(flow):      # VIP, port and a served protocol
                 lb.count_drop(NOT_FOR_VIP)
                 continue
             backend = lb.backend_for(flow, now)  # THE decision, shared by all ways
