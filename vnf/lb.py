@@ -296,7 +296,7 @@ class LoadBalancer:
                 if cache.backend[s] >= 0:
                     cache.evictions += 1
             cache.misses += 1
-            backend = self._choose_by_hash(h)
+            backend = pool.choose_by_hash(h)
             if backend is None:
                 self.dropped[NO_BACKEND] += 1
                 cache.backend[s] = -1
@@ -308,20 +308,6 @@ class LoadBalancer:
             self.new_flows += 1
             self.forwarded += 1
             self.assigned[backend.name] = self.assigned.get(backend.name, 0) + 1
-
-    def _choose_by_hash(self, h: int) -> Optional[Backend]:
-        """``pool.choose(flow)`` given the flow's hash instead of the flow (same answer)."""
-        pool = self.pool
-        active = pool.active
-        if not active:
-            return None
-        if pool.policy == "maglev":
-            return pool.table[h % pool.table_size]
-        if pool.policy == "hash":
-            return active[h % len(active)]
-        backend = active[pool._next_rr % len(active)]
-        pool._next_rr += 1
-        return backend
 
     def handle_frame(self, frame, now: float) -> Tuple[Optional[Backend], Parsed]:
         """Parse an Ethernet frame and pick its backend; (None, parsed) when it is dropped.
@@ -442,8 +428,7 @@ class BatchFlowCache:
 
     def sync(self, pool: BackendPool) -> None:
         """The pool changed (or first use): which backend numbers may keep their flows."""
-        size = max([pool.index_of(b) for b in pool.backends] + [-1]) + 2
-        alive = np.zeros(max(size, len(pool._index) + 1), bool)
+        alive = np.zeros(pool.index_count + 1, bool)
         for b in pool.backends:
             if pool.serves(b):
                 alive[pool.index_of(b)] = True
