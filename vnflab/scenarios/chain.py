@@ -97,10 +97,7 @@ class ChainNF(AfPacketLB):
                 batch.release()
                 self.batches += 1
         finally:
-            self.rx_stats = rx.stats()
-            self.tx_kicks = tx.stats().kicks
-            rx.close()
-            tx.close()
+            self.close_rings()
 
     def extra_stats(self) -> dict:
         return {**super().extra_stats(), "chain_mode": self.chain_mode,
