@@ -507,14 +507,15 @@ SCENARIOS = {name[len("scenario_"):]: fn for name, fn in globals().items()
              if name.startswith("scenario_")}
 
 
-def run_scenario(name, timeout=90):
+def run_scenario(name, *args, timeout=90, script=__file__):
+    """Run ``script``'s scenario ``name`` (with string ``args``) in a child inside a sandbox."""
     from testbed import sandbox
     reason = sandbox.can_sandbox()
     if reason:
         pytest.skip(reason)
     env = dict(os.environ, PYTHONPATH=os.path.dirname(HERE))
-    result = sandbox.run([sys.executable, os.path.abspath(__file__), name], timeout=timeout,
-                         env=env, capture_output=True, text=True)
+    result = sandbox.run([sys.executable, os.path.abspath(script), name, *args],
+                         timeout=timeout, env=env, capture_output=True, text=True)
     assert result.returncode == 0, f"scenario {name} failed:\n{result.stdout}\n{result.stderr}"
     return json.loads(result.stdout.strip().splitlines()[-1])
 

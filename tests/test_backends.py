@@ -128,10 +128,20 @@ def test_add_and_remove():
     assert pool.remove("backend-0").name == "backend-0"
     assert set(pool.shares()) == {"backend-1", "extra"}
     assert pool.index_of(extra) == 2                    # indexes are stable
+    assert pool.index_count == 3                        # backend-0 keeps its number
     with pytest.raises(KeyError):
         pool.remove("backend-0")
     with pytest.raises(ValueError, match="duplicate"):
         pool.add(extra)
+
+
+@pytest.mark.parametrize("policy", ["hash", "roundrobin", "maglev"])
+def test_choose_by_hash_is_choose_given_the_hash(policy):
+    by_flow = BackendPool(backends(3), policy=policy, table_size=251)
+    by_hash = BackendPool(backends(3), policy=policy, table_size=251)
+    sample = flows(300)
+    assert [by_flow.choose(f) for f in sample] == \
+        [by_hash.choose_by_hash(flow_hash(f)) for f in sample]
 
 
 def test_no_eligible_backend_gives_none():

@@ -24,7 +24,7 @@ def _flows(n, seed=7):
 
 
 def _distinct_slots(flows, capacity=65536):
-    from vnf.lb import BatchFlowCache
+    from vnf.batch import BatchFlowCache
     cache = BatchFlowCache(capacity, 30.0)
     seen, out = set(), []
     for f in flows:

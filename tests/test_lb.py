@@ -125,6 +125,15 @@ def test_no_backend_left():
     assert lb.dropped[NO_BACKEND] == 1
 
 
+def test_is_for_service_wants_vip_port_and_a_served_protocol():
+    lb = LoadBalancer(config(protos=("udp",)))
+    assert lb.is_for_service(client_flow(1))
+    assert not lb.is_for_service(client_flow(1, proto=6))                      # TCP not served
+    assert not lb.is_for_service(client_flow(1)._replace(dst_port=22))
+    assert not lb.is_for_service(client_flow(1)._replace(dst_ip=ip_to_int("10.0.0.99")))
+    assert lb.stats()["packets"] == 0                                          # a question only
+
+
 def test_handle_frame_forwards_and_counts_drops():
     lb = LoadBalancer(config(protos=("udp",)))
     backend, parsed = lb.handle_frame(frame(), now=0.0)

@@ -110,6 +110,20 @@ def test_release_writes_labs_and_leaks_no_solution(released):
             assert os.path.exists(os.path.join(dest, must)), must
 
 
+def test_released_loop_files_hold_the_students_part_not_the_rig(released):
+    """Labs 2 and 3 hand out the hot loop and the forward functions; option parsing, set-up,
+    workers/lcores and stats are provided modules (vnf/ways/*_program.py) the starter imports."""
+    out, done = released
+    for lab, name in ((2, "afpacket_lb.py"), (3, "dpdk_lb.py")):
+        if not isinstance(done.get(f"lab{lab}"), list):
+            continue
+        with open(os.path.join(out, f"lab{lab}", name)) as f:
+            text = f.read()
+        assert len(text.splitlines()) < 150, f"lab{lab}/{name}: {len(text.splitlines())} lines"
+        assert "def forward_perpacket" in text and "def forward_vector" in text
+        assert "def setup" not in text and "def extra_stats" not in text
+
+
 @pytest.mark.parametrize("lab", [1, 2])
 def test_released_starter_imports_and_fails_its_public_tests(released, lab):
     out, _ = released

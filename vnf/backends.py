@@ -174,13 +174,18 @@ class BackendPool:
 
     def choose(self, flow) -> Optional[Backend]:
         """Backend for a new flow, or None if no backend is eligible (all failed or drained)."""
+        return self.choose_by_hash(flow_hash(flow))
+
+    def choose_by_hash(self, h: int) -> Optional[Backend]:
+        """``choose`` given the flow's hash (``vnf.hashing.flow_hash``) instead of the flow:
+        the batch paths have the hash from the C parser, not the 5-tuple."""
         active = self.active
         if not active:
             return None
         if self.policy == "maglev":
-            return self.table[flow_hash(flow) % self.table_size]
+            return self.table[h % self.table_size]
         if self.policy == "hash":
-            return active[flow_hash(flow) % len(active)]
+            return active[h % len(active)]
         backend = active[self._next_rr % len(active)]
         self._next_rr += 1
         return backend
@@ -196,6 +201,12 @@ class BackendPool:
         added later get the next numbers). The C layers index per-backend arrays (MACs, NAT
         addresses) with it; it does not change when other backends are removed."""
         return self._index[backend.name]
+
+    @property
+    def index_count(self) -> int:
+        """How many numbers ``index_of`` has given out (removed backends keep theirs): every
+        number is below this, so it sizes the per-backend arrays of the C layers."""
+        return len(self._index)
 
     def _check_new(self, backend: Backend) -> None:
         if any(b.name == backend.name for b in self.backends):

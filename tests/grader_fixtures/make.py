@@ -70,7 +70,9 @@ FIXTURES = {
     "crash20": (2, {
         "packet.py": [("    if n - l3 < IPV4_MIN_HEADER_LEN:\n        return _DROPPED[DropReason.TRUNCATED_IP]\n",
                        "")],
-        "afpacket_lb.py": [("for i, flow in enumerate(batch.flows()):",
+        "afpacket_lb.py": [("from vnf.afpacket.ring import DROP\n",
+                            "from vnf.afpacket.ring import DROP\nfrom vnf.packet import parse_frame\n"),
+                           ("for i, flow in enumerate(batch.flows()):",
                             "for i, flow in enumerate(parse_frame(f).flow for f in batch.frames()):")],
     }),
     # Lab 3: per-packet round robin in forward_vector: whatever the flow cache decided, each

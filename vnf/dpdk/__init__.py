@@ -324,7 +324,7 @@ class FusedForward:
     flows are decided by the shared ``LoadBalancer`` (``settle_batch``: the pool's choice,
     remembered in the cache).
 
-    The state is the LoadBalancer's own ``BatchFlowCache``; its buffers are handed to C once
+    The state is the LoadBalancer's own ``vnf.batch.BatchFlowCache``; its buffers are handed to C once
     and again when the cache replaces an array or the pool changes (:meth:`refresh`, which the
     loop calls now and then: a backend that fails is noticed at the next refresh). Packets
     forwarded entirely in C are added to the LoadBalancer's counters by :meth:`fold_counters`.
@@ -360,8 +360,7 @@ class FusedForward:
         if self._kernel is not None:
             n = self._kernel.take_fast_packets()
             self.lb.batch_cache.hits += n
-            self.lb.packets += n
-            self.lb.forwarded += n
+            self.lb.count_forwarded(n)
 
     def _slow(self, burst: Burst, queue: int, parsed: int, valid: int, hits: int,
               now: float) -> int:

@@ -70,7 +70,7 @@ class ChainNF(AfPacketLB):
     def run(self) -> None:
         rx, tx = self.rx, self.tx
         firewall, lb, index = self.firewall, self.lb, self.backend_index
-        vip, port, balance = lb.vip, lb.port, self.chain_mode != "firewall"
+        balance = self.chain_mode != "firewall"
         try:
             while not self.stopping:
                 batch = rx.next_batch(timeout_ms=100)
@@ -86,7 +86,7 @@ class ChainNF(AfPacketLB):
                         choices.append(DROP)
                     elif not balance:
                         choices.append(0)
-                    elif flow.dst_ip != vip or flow.dst_port != port:
+                    elif not lb.is_for_service(flow):
                         lb.count_drop(NOT_FOR_VIP)
                         choices.append(DROP)
                     else:
@@ -97,10 +97,7 @@ class ChainNF(AfPacketLB):
                 batch.release()
                 self.batches += 1
         finally:
-            self.rx_stats = rx.stats()
-            self.tx_kicks = tx.stats().kicks
-            rx.close()
-            tx.close()
+            self.close_rings()
 
     def extra_stats(self) -> dict:
         return {**super().extra_stats(), "chain_mode": self.chain_mode,

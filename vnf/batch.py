@@ -1,0 +1,234 @@
+"""The batch machinery of the NF: one decision per packet of a whole burst, in one C call.
+
+``LoadBalancer.backends_for_batch`` (the vector styles of ways 2 and 3) and ``settle_batch``
+(the fused DPDK kernel, ``vnf.dpdk.FusedForward``) hand their bursts to the
+:class:`BatchFlowCache` of the LB; ``vnf/lb.py`` keeps the NF itself readable and free of numpy.
+
+The packets come as columns: 1-D arrays ``hash`` (uint32, ``vnf.hashing.flow_hash`` as the C
+parsers compute it), ``reason`` (uint8, index into ``vnf.packet.REASONS``, 0 = parsed),
+``dst_ip`` (uint32), ``dst_port`` (uint16) and ``proto`` (uint8): either as attributes that stay
+the same arrays from call to call (``vnf.dpdk.ParseArrays``; pinned once, see below) or as
+fields of a numpy record array (the AF_PACKET ring's ``batch.packets``; any stride, no copy).
+
+Per packet the answer is what ``handle_frame`` then ``backend_for`` would give: an unparsed
+packet is dropped and counted under its reason; a parsed one not for the service (VIP, port, a
+served protocol) is counted as not-for-vip; the others are balanced (no backend left: counted
+as no-backend). The LB's counters are updated in bulk.
+
+How: ``vnf._fastpath.cache_lookup`` (C, ``nf_for_vip`` + ``nf_cache_lookup`` in
+``vnf/csrc/nf.h``) does the service check and the flow-state lookup for the whole burst and
+marks misses; the misses (new flows) are then filled one at a time in Python from the pool's
+choice *for that hash* (``BackendPool.choose_by_hash``). In steady state almost every packet
+hits, so the burst costs one C call: no Python, and no numpy call, per packet. The arrays the
+call needs (the cache's, the columns of a ``ParseArrays``) are pinned once (``_fastpath.pin``):
+asking numpy for ten buffers per burst would cost more than the lookup.
+
+The flow state is a :class:`BatchFlowCache`, not the ``FlowTable``: a table keyed by the 32-bit
+flow hash (a hit when a slot holds that hash and a backend that still serves). Where it differs
+from FlowTable, honestly:
+
+* the key is the hash, not the 5-tuple: two flows with the same 32-bit hash share an entry
+  (about one pair in 4 billion);
+* a flow may sit in two slots (its own and the neighbour: two-way set associative). A new flow
+  whose two slots are taken evicts the older entry (LRU within the pair, not across the table).
+  With Maglev or hash the evicted flow, on its next packet, is given the same backend again
+  unless the pool changed meanwhile; with round-robin it may move. Three live flows in one pair
+  evict each other on every packet, and every such packet takes the Python miss path. Direct
+  mapping (one slot) collides at the birthday rate, ~F^2/2S pairs for F flows in S slots, which
+  is why there are two ways. Size the table (a power of two >= ``flow_capacity``) well above
+  the live flows;
+* idle entries are dropped by :meth:`BatchFlowCache.expire` (called about once a second by the
+  ways, through ``LoadBalancer.expire``), not at lookup: a flow idle a little longer than
+  ``idle_timeout`` may still hit.
+
+For a stable pool and distinct slots it returns, flow by flow, exactly what ``backend_for``
+returns (tests/test_dpdk_way.py checks this; tests/test_batch_decision.py checks the C kernel
+against a plain Python reference).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from vnf.backends import BackendPool
+from vnf.lb import NOT_FOR_VIP
+from vnf.packet import REASONS
+
+try:                                # the C kernel (setup.py build_ext)
+    from vnf import _fastpath
+except ImportError:                 # pragma: no cover - BatchFlowCache() says what to do
+    _fastpath = None
+
+MISS = -2                           # a choice between the C lookup and the pool
+
+
+class BatchFlowCache:
+    """The flow state of ``LoadBalancer.backends_for_batch``: numpy arrays indexed by
+    ``slot(hash)`` (direct mapped): the flow hash held in each slot, its backend number (-1:
+    empty) and when it was last seen, plus ``alive`` per backend number. The C kernel
+    (``vnf._fastpath.cache_lookup``) reads and refreshes these arrays in place; Python fills
+    the misses (:meth:`decide`, :meth:`settle`). The module docstring says how it differs
+    from the ``FlowTable``."""
+
+    COLUMNS = ("hash", "reason", "dst_ip", "dst_port", "proto")
+
+    def __init__(self, flow_capacity: int, idle_timeout: float, protos=frozenset()):
+        if _fastpath is None:
+            raise RuntimeError("vnf._fastpath is not built: python setup.py build_ext --inplace")
+        capacity = 1 << max(0, int(flow_capacity) - 1).bit_length()    # power of two >= it
+        self.capacity = capacity
+        self.mask = np.uint32(capacity - 1)
+        self.bits = capacity.bit_length() - 1
+        self.idle_timeout = idle_timeout
+        self.hash = np.zeros(capacity, np.uint32)
+        self.backend = np.full(capacity, -1, np.int32)
+        self.seen = np.zeros(capacity, np.float64)
+        self.alive = np.zeros(0, bool)            # by pool.index_of: may carry its flows
+        self.alive_ref = self.table_ref = None
+        self.hits = self.misses = self.evictions = self.expirations = 0
+        self.proto_mask = sum(1 << p for p in protos)   # bit p: IP protocol p is served
+        # The kernel's arguments, pinned once (these arrays are never reallocated): see pin().
+        self._table_pins = tuple(_fastpath.pin(a) for a in (self.hash, self.backend, self.seen))
+        self.pins = self._table_pins + (_fastpath.pin(self.alive),)
+        self.choice = np.zeros(0, np.int32)       # the kernel's output, grown to the largest burst
+        self.choice_pin = _fastpath.pin(self.choice)
+        self._choice_views: dict = {}
+        self._columns = self._columns_args = None
+        self.version = 0                          # +1 whenever alive or choice is replaced
+
+    def slot(self, flow_hash: int) -> int:
+        """Where a flow lives: Fibonacci hashing (the top bits of hash * 2^32/phi), because
+        CRC-32 is linear and flows differing in a few bits (stepped source ports) would share
+        few low-bit patterns. The C kernel computes the same (nf_cache_slot in nf.h)."""
+        return ((flow_hash * 2654435769) & 0xFFFFFFFF) >> (32 - self.bits) if self.bits else 0
+
+    def ways(self, flow_hash: int) -> tuple:
+        """The two slots a flow may occupy (two-way set associative, as nf_cache_lookup)."""
+        first = self.slot(flow_hash)
+        return (first, first ^ 1) if self.bits else (first,)
+
+    def columns_args(self, columns, n: int) -> tuple:
+        """The packet columns as the kernel takes them. A column holder that is not an array
+        (ParseArrays) keeps its arrays: pinned on first sight, reused while it is the same
+        object. A record array (a ring block's packets) is new per block: its fields are
+        passed as they are (strided views, no copy)."""
+        if columns is self._columns:
+            return self._columns_args
+        if isinstance(columns, np.ndarray):
+            args = tuple(columns[name] for name in self.COLUMNS)
+            self.grow_choice(n)
+            return args
+        args = tuple(_fastpath.pin(getattr(columns, name)) for name in self.COLUMNS)
+        self.grow_choice(len(columns.hash))
+        self._columns, self._columns_args = columns, args
+        return args
+
+    def grow_choice(self, n: int) -> None:
+        """Room for ``n`` verdicts in ``choice`` (a new array bumps ``version``)."""
+        if len(self.choice) < n:
+            self.choice = np.zeros(max(n, 2 * len(self.choice)), np.int32)
+            self.choice_pin = _fastpath.pin(self.choice)
+            self._choice_views = {}
+            self.version += 1
+
+    def choice_view(self, n: int) -> np.ndarray:
+        """``choice[:n]``, made once per burst size (slicing costs ~0.2 us)."""
+        view = self._choice_views.get(n)
+        if view is None:
+            view = self._choice_views[n] = self.choice[:n]
+        return view
+
+    def follows(self, pool: BackendPool) -> bool:
+        """True if ``alive`` is up to date with the pool (else call :meth:`sync`)."""
+        return self.alive_ref is pool.alive_names and self.table_ref is pool.table
+
+    def sync(self, pool: BackendPool) -> None:
+        """The pool changed (or first use): which backend numbers may keep their flows."""
+        alive = np.zeros(pool.index_count + 1, bool)
+        for b in pool.backends:
+            if pool.serves(b):
+                alive[pool.index_of(b)] = True
+        self.alive = alive
+        self.pins = self._table_pins + (_fastpath.pin(alive),)
+        self.version += 1
+        self.alive_ref, self.table_ref = pool.alive_names, pool.table
+
+    # -- one burst -----------------------------------------------------------------------
+
+    def decide(self, lb, columns, n: int, now: float) -> np.ndarray:
+        """``lb``'s backend for each of the ``n`` packets in ``columns`` (see the module
+        docstring): an int32 array of n, the backend's ``pool.index_of`` number per packet, -1
+        to drop. Valid until the next call (it is reused)."""
+        packet_args = self.columns_args(columns, n)       # pinned: the same objects each burst
+        counts = _fastpath.cache_lookup(                            # C: the whole burst
+            n, now, packet_args, (lb.vip, lb.port, self.proto_mask), self.pins, self.choice_pin)
+        return self.settle(lb, columns, n, counts, now)
+
+    def settle(self, lb, columns, n: int, counts: tuple, now: float) -> np.ndarray:
+        """The Python half of a burst after a C kernel looked it up here (``counts`` = its
+        (parsed, valid, hits), its verdicts in ``choice``): ``lb``'s counters in bulk, the drop
+        reasons, and the misses (new flows) decided one by one. Returns the choices."""
+        parsed, valid, hits = counts
+        choice = self.choice_view(n)
+        self.hits += hits
+        lb.count_forwarded(hits)
+        if valid < n:                                     # drops, counted in bulk
+            if parsed > valid:
+                lb.count_drop(NOT_FOR_VIP, parsed - valid)
+            if parsed < n:
+                reasons = np.bincount(_column(columns, "reason")[:n], minlength=len(REASONS))
+                for code in np.flatnonzero(reasons[1:]) + 1:
+                    lb.count_drop(REASONS[code], int(reasons[code]))
+        if hits < valid:                                  # new flows: one by one, in order
+            self.fill_misses(lb, _column(columns, "hash"), choice, now)
+        return choice
+
+    def fill_misses(self, lb, hashes, choice, now: float) -> None:
+        """The MISS entries of ``choice``: ask ``lb``'s pool, remember the answer."""
+        pool = lb.pool
+        for i in np.flatnonzero(choice == MISS).tolist():
+            h = int(hashes[i])
+            ways = self.ways(h)
+            held = next((s for s in ways if self.hash[s] == h and self.backend[s] >= 0), None)
+            moved = False
+            if held is not None:
+                b = int(self.backend[held])
+                if b < len(self.alive) and self.alive[b]:    # inserted earlier in this burst
+                    choice[i] = b
+                    self.seen[held] = now
+                    self.hits += 1
+                    lb.count_forwarded(1)
+                    continue
+                moved = True                              # its backend failed or was removed
+                s = held
+            else:                                         # an empty way, else the older entry
+                s = min(ways, key=lambda w: (self.backend[w] >= 0, self.seen[w]))
+                if self.backend[s] >= 0:
+                    self.evictions += 1
+            self.misses += 1
+            backend = pool.choose_by_hash(h)
+            lb.count_new_flow(backend, moved)
+            if backend is None:
+                self.backend[s] = -1
+                choice[i] = -1
+                continue
+            b = pool.index_of(backend)
+            self.hash[s], self.backend[s], self.seen[s] = h, b, now
+            choice[i] = b
+
+    def expire(self, now: float) -> int:
+        idle = (self.backend >= 0) & (self.seen < now - self.idle_timeout)
+        count = int(np.count_nonzero(idle))
+        if count:
+            self.backend[idle] = -1
+            self.expirations += count
+        return count
+
+    def stats(self) -> dict[str, int]:
+        return {"size": int(np.count_nonzero(self.backend >= 0)), "capacity": self.capacity,
+                "hits": self.hits, "misses": self.misses, "evictions": self.evictions,
+                "expirations": self.expirations}
+
+
+def _column(columns, name: str) -> np.ndarray:
+    """A packet column: a record field or an attribute."""
+    return columns[name] if isinstance(columns, np.ndarray) else getattr(columns, name)
