@@ -314,8 +314,8 @@ class Grading:
                      generated=g.get("tx"), returned=g.get("rx"), forwarded=g.get("rx"))
             if not (a and b):
                 w["busy_error"] = ("its stats (--stats-file, on SIGUSR1) have no busy counters "
-                                   "(busy.cycles, busy.rx_packets, busy.tsc_hz): keep "
-                                   "extra_stats() as handed out")
+                                   "(busy.cycles, busy.rx_packets, busy.tsc_hz): do not "
+                                   "override the provided extra_stats()")
                 return w
             cycles, rx = b["cycles"] - a["cycles"], b["rx_packets"] - a["rx_packets"]
             hz, wall = b["tsc_hz"] or 1, t1 - t0
