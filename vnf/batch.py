@@ -50,8 +50,7 @@ from __future__ import annotations
 import numpy as np
 
 from vnf.backends import BackendPool
-from vnf.lb import NOT_FOR_VIP
-from vnf.packet import REASONS
+from vnf.packet import NOT_FOR_VIP, REASONS
 
 try:                                # the C kernel (setup.py build_ext)
     from vnf import _fastpath

@@ -17,14 +17,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from vnf.addresses import SERVICE_PORT, SUBNET, VIP
 from vnf.backends import POLICIES, Backend, BackendPool, is_prime, mac_to_bytes
 from vnf.flowtable import FlowTable
-from vnf.packet import IPPROTO_TCP, IPPROTO_UDP, REASONS, Parsed, ip_to_int, parse_frame
+from vnf.packet import (IPPROTO_TCP, IPPROTO_UDP, LB_REASONS, NO_BACKEND, NOT_FOR_VIP, REASONS,
+                        Parsed, ip_to_int, parse_frame)
 
 PROTOCOLS = {"tcp": IPPROTO_TCP, "udp": IPPROTO_UDP}
 
-# Drop reasons of the LB itself, next to the parser's (vnf.packet.DropReason).
-NOT_FOR_VIP = "not-for-vip"     # parsed fine, but not addressed to VIP:port with a served proto
-NO_BACKEND = "no-backend"       # every backend failed or is draining
-LB_REASONS = (NOT_FOR_VIP, NO_BACKEND)
+__all__ = ["LBConfig", "LoadBalancer", "ConfigError", "PROTOCOLS", "NOT_FOR_VIP", "NO_BACKEND",
+           "LB_REASONS"]
 
 
 class ConfigError(ValueError):

@@ -111,6 +111,12 @@ REASONS = (
     DropReason.BAD_UDP_LENGTH,
 )
 
+# The load balancer's own drop reasons (vnf.lb), next to the parser's: one vocabulary for
+# every drop counter, whichever layer (Python, the C fast paths) counted it.
+NOT_FOR_VIP = "not-for-vip"     # parsed fine, but not addressed to VIP:port with a served proto
+NO_BACKEND = "no-backend"       # every backend failed or is draining
+LB_REASONS = (NOT_FOR_VIP, NO_BACKEND)
+
 
 class Parsed(NamedTuple):
     """Result of ``parse_frame``. On a drop: flow None, offsets 0, vlan None."""
