@@ -131,15 +131,10 @@ class AfPacketLB(LBProgram):
             lb_mac = interface_mac(self.iface)
         except OSError as exc:
             fail("iface", f"{self.iface}: {exc.strerror}")
-        macs = [b.mac for b in backends]
-        if self.mode == "dsr":
-            self.rewrite = Rewrite.dsr(src_mac=lb_mac, backend_macs=macs)
-            self.nat = None
-        else:
-            self.rewrite = Rewrite.nat(src_mac=lb_mac, backend_macs=macs,
-                                       backend_ips=[b.ip for b in backends],
-                                       backend_ports=[b.port for b in backends])
-            self.nat = NatReturnPath(self.lb.vip, self.lb.port, lb_mac, backends)
+        self.lb_mac = lb_mac
+        self.rewrite = self.rewrite_for(backends)
+        self.nat = (NatReturnPath(self.lb.vip, self.lb.port, lb_mac, backends)
+                    if self.mode == "nat" else None)
         self.sent = 0
         self.batches = 0
         self.children: list[int] = []
@@ -147,6 +142,25 @@ class AfPacketLB(LBProgram):
         if self.workers > 1:
             self.fork_workers()
         self.open_rings()
+
+    def rewrite_for(self, backends) -> Rewrite:
+        """The C rewrite's per-backend table: entry i for backend number i."""
+        macs = [b.mac for b in backends]
+        if self.mode == "dsr":
+            return Rewrite.dsr(src_mac=self.lb_mac, backend_macs=macs)
+        return Rewrite.nat(src_mac=self.lb_mac, backend_macs=macs,
+                           backend_ips=[b.ip for b in backends],
+                           backend_ports=[b.port for b in backends])
+
+    def prepare_for_pool(self, pool) -> None:
+        """A pool change (control plane): a backend that joins needs its number, its rewrite
+        entry and (NAT) its replies recognised before the pool that may pick it goes live."""
+        backends = pool.by_number()
+        for number, backend in enumerate(backends):
+            self.backend_index[backend.name] = number   # in place: the loop holds this dict
+        if self.nat:
+            self.nat.backend_addrs |= {(ip_to_int(b.ip), b.port) for b in backends}
+        self.rewrite = self.rewrite_for(backends)
 
     # --- the hot loop ------------------------------------------------------------------------
     def open_rings(self) -> None:
@@ -240,6 +254,7 @@ class AfPacketLB(LBProgram):
                     self.open_rings()
                     os.write(ready_w, b"r")
                     os.close(ready_w)
+                    self.start_control()                   # its own pool, from the file
                     self.run()
                 except BaseException:                      # noqa: BLE001 - report, then exit
                     import traceback
