@@ -78,7 +78,7 @@ class LBProgram:
         self.started = time.monotonic()
         self.control_file: str | None = None
         self.pool_change = PoolChange()           # what the control file asked for last
-        self.control = {"applied": 0, "errors": 0, "last_error": None}
+        self.control_counts = {"applied": 0, "errors": 0, "last_error": None}
         self.control_live = False                 # tables built: changes apply at once
         self.control_busy = self.control_again = False
 
@@ -115,7 +115,7 @@ class LBProgram:
         for lb, pool in zip(self.balancers(), pools):
             lb.pool = pool
         self.pool_change = change
-        self.control["applied"] += 1
+        self.control_counts["applied"] += 1
 
     def reload_control_file(self) -> None:
         """Read the control file and apply it; a bad one is reported and changes nothing."""
@@ -124,8 +124,8 @@ class LBProgram:
         try:
             change = read_control_file(self.control_file, self.config)
         except ControlError as exc:
-            self.control["errors"] += 1
-            self.control["last_error"] = str(exc)
+            self.control_counts["errors"] += 1
+            self.control_counts["last_error"] = str(exc)
             print(exc, file=sys.stderr, flush=True)
             return
         self.apply_control(change)
@@ -170,7 +170,7 @@ class LBProgram:
         return {"way": self.way, "pid": os.getpid(),
                 "uptime_s": round(time.monotonic() - self.started, 3),
                 "cpu_user_s": usage.ru_utime, "cpu_sys_s": usage.ru_stime,
-                "lb": self.lb.stats(), "control": {**self.control,
+                "lb": self.lb.stats(), "control": {**self.control_counts,
                                                    "pool_change": self.pool_change.to_doc()},
                 **self.extra_stats()}
 
