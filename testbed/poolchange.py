@@ -90,14 +90,6 @@ def write_control(path: str, doc: dict) -> None:
     os.replace(tmp, path)
 
 
-def lb_config_for(bed, plan: PoolChangePlan, config: dict | None = None) -> dict:
-    """The bed's LB config with only the plan's configured backends."""
-    config = json.loads(json.dumps(config or bed.lb_config()))
-    keep = set(plan.configured(bed.topo_cfg.backend_names()))
-    config["lb"]["backends"] = [b for b in config["lb"]["backends"] if b["name"] in keep]
-    return config
-
-
 def _start_drivers(bed, tag: str, flows: int, packets: int, seconds: float,
                    id_offset: int) -> list[Driver]:
     clients = bed.topo_cfg.client_names()
@@ -131,7 +123,7 @@ def signal_change(lb_pid: int, control_file: str, doc: dict) -> float:
 def drive_pool_change(bed, lb_pid: int, control_file: str, plan: PoolChangePlan,
                       tag: str = "pool") -> dict:
     """Steps 1-5 of the module docstring against the LB running as ``lb_pid``, started with
-    ``--control-file control_file`` (holding ``{}``) and ``lb_config_for(bed, plan)``, on
+    ``--control-file control_file`` (holding ``{}``) and ``plan.configured(...)``, on
     backends with fresh records. Returns the facts: the plan, the change times, the judge's
     report (``to_json``) and its table."""
     plan.validate(bed.topo_cfg.backend_names())
@@ -187,7 +179,7 @@ def run_plans(spec: PoolChangeSpec, workdir: str) -> dict:
                 bed.restart_backends()
             control = bed.path(f"control-{i}.json")
             write_control(control, {})
-            lb = bed.start_lb(f"pool-{i}", lb_config_for(bed, plan),
+            lb = bed.start_lb(f"pool-{i}", plan.configured(bed.topo_cfg.backend_names()),
                               ("--control-file", control))
             facts = drive_pool_change(bed, lb.proc.pid, control, plan, tag=f"pool-{i}")
             facts["lb_alive"] = lb.alive()

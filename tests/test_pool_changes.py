@@ -46,9 +46,9 @@ def assert_stateless_caught(results):
     judged, moved = broken(add, "flows from before keep their backend")
     assert judged >= 40 and moved >= 3, add["table"]           # ~1/4 move to the new b4
     judged, moved = broken(drain, "flows on the drained")
-    assert judged >= 5 and moved == judged, drain["table"]     # all of b2's leave it
+    assert judged >= 3 and moved == judged, drain["table"]     # all of b2's leave it
     judged, back = broken(fail, "flows on the failed")
-    assert judged >= 5 and back == judged, fail["table"]       # all return to b2 when it is back
+    assert judged >= 3 and back == judged, fail["table"]       # all return to b2 when it is back
     for r in results.values():
         assert not r["report"]["ok"]
         _, split = broken(r, "new flows stay on one backend")
@@ -73,3 +73,11 @@ def test_afpacket_reference_keeps_flows_across_pool_changes(io):
 
 def test_afpacket_stateless_lb_is_caught():
     assert_stateless_caught(run("afpacket", stateless=True))
+
+
+@pytest.mark.dpdk
+@pytest.mark.parametrize("style", ["vector", "fused"])
+def test_dpdk_reference_keeps_flows_across_pool_changes(style):
+    """The mac_table the C rewrite indexes grows for the added backend (prepare_for_pool);
+    fused: the FlowKernel is rebuilt with it when the pool change bumps the cache version."""
+    assert_passes(run("dpdk", style=style))

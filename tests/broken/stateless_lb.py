@@ -13,7 +13,8 @@ import sys
 
 from vnf.lb import NO_BACKEND, LoadBalancer
 
-PROGRAMS = {"socket": "SocketLB", "afpacket": "AfPacketLB"}   # the ways that call backend_for
+# the ways' programs; each must run a style that calls backend_for (DPDK: io style perpacket)
+PROGRAMS = {"socket": "SocketLB", "afpacket": "AfPacketLB", "dpdk": "DpdkLB"}
 
 
 class StatelessLoadBalancer(LoadBalancer):
