@@ -44,7 +44,8 @@ from grader.scoring import Scorer
 
 GRADING_ROOT = "/var/lib/vnflab/grading"
 CAPS = {"socket": (), "afpacket": ("net_raw",), "dpdk": ()}
-PUBLIC_TESTS = ["unit", "starts", "affinity", "balance", "correctness", "key", "robustness", "cost"]
+PUBLIC_TESTS = ["unit", "starts", "affinity", "balance", "correctness", "pool_changes", "key",
+                "robustness", "cost"]
 
 
 def make_plan(lab: Lab, files: dict, workdir: str, quick: bool, include_hidden: bool,

@@ -22,6 +22,7 @@ from vnf.addresses import SERVICE_PORT
 from vnf.jsonfile import write_json_atomic
 
 from grader.sandbox_user import student_command, student_ids
+from grader.pool_phase import run_pool_changes
 from grader.studentlb import GradeBed
 
 
@@ -81,8 +82,9 @@ class Grading:
                 self.save("network-skipped")
                 return
             tests = set(plan["tests"])
-            for name, fn in (("affinity", self.affinity), ("key", self.key),
-                             ("robustness", self.robustness), ("cost", self.cost)):
+            for name, fn in (("affinity", self.affinity), ("pool_changes", self.pool_changes),
+                             ("key", self.key), ("robustness", self.robustness),
+                             ("cost", self.cost)):
                 if name in tests or (name == "affinity" and tests & {"balance", "correctness"}):
                     log(f"phase {name}")
                     fn()
@@ -167,6 +169,17 @@ class Grading:
             captures[b] = (read_json(out, {}) or {}).get("frames", [])
         f["captures"] = captures
         self.facts["affinity"] = f
+        bed.restart_backends()
+
+    def pool_changes(self) -> None:
+        """Affinity across pool changes (add, drain, fail + recover) under live traffic:
+        the flow table, not luck, must keep each flow on its backend (grader.pool_phase)."""
+        bed, overlay = self.bed, self.plan["overlay_sub"]
+
+        def start_lb(tag, control, backends):
+            return bed.start_student_lb(tag, overlay, control_file=control, backends=backends)
+
+        self.facts["pool_changes"] = run_pool_changes(bed, start_lb, self.plan)
         bed.restart_backends()
 
     def key(self) -> None:

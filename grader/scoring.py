@@ -13,6 +13,7 @@ from topologies.lb import LBTopoConfig
 from vnf.checksum import ones_complement_sum
 
 from grader.labconfig import Lab
+from grader.pool_phase import score_pool_changes
 
 TEST_TITLES = {
     "starts": "LB starts and forwards (import, ready file, a first flow)",
@@ -23,6 +24,7 @@ TEST_TITLES = {
     "correctness": "correctness: rewritten headers and checksums (frames captured at the backends)",
     "robustness": "robustness: malformed-frame corpus, then a normal flow mix",
     "cost": "per-packet cost vs the reference (same run)",
+    "pool_changes": "affinity across pool changes (add, drain, fail + recover)",
 }
 UNIT_TITLES = {"flowtable": "unit checks of the flow table (flowtable.py)",
                "parser": "unit checks of the parser (packet.py parse_frame)"}
@@ -195,7 +197,8 @@ class Scorer:
             skip = None if smoke["forwards"] else \
                 "skipped: the LB did not forward a first flow (see the first test)"
         for key, fn in (("affinity", self.s_affinity), ("balance", self.s_balance),
-                        ("correctness", self.s_correctness), ("key", self.s_key),
+                        ("correctness", self.s_correctness),
+                        ("pool_changes", self.s_pool_changes), ("key", self.s_key),
                         ("robustness", self.s_robustness), ("cost", self.s_cost)):
             if key not in tests or key not in P:
                 continue
@@ -387,6 +390,11 @@ class Scorer:
                    + "; ".join(problems or ["failed"]) + (("\n" + end) if end else ""))
             self.add("robustness", TEST_TITLES["robustness"], 0, pts, msg,
                      seconds=self.seconds("robustness"), detail=msg)
+
+    def s_pool_changes(self, pts: float) -> None:
+        score, msg = score_pool_changes(self.f["pool_changes"], pts)
+        self.add("pool_changes", TEST_TITLES["pool_changes"], score, pts, msg,
+                 seconds=self.seconds("pool_changes"), detail=msg if score < pts else "")
 
     def s_cost(self, pts: float) -> None:
         c = self.f["cost"]

@@ -151,9 +151,10 @@ class GradeBed(Testbed):
             log(f"fdb/add for the LB's MAC failed: {exc}")
 
     def start_student_lb(self, tag: str, overlay: str, config: dict | None = None,
-                         **overrides) -> StudentLB:
+                         control_file: str | None = None, **overrides) -> StudentLB:
         """The LB program in the jail; ``config`` (the DPDK cost windows: a generator's vdev
-        instead of OVS) replaces the topology's LB config."""
+        instead of OVS) replaces the topology's LB config; ``control_file``: the pool the
+        control plane wants (``--control-file``, re-read on SIGHUP)."""
         self.overrides = overrides
         plan = self.plan
         if self.ovs is not None and config is None:
@@ -178,6 +179,8 @@ class GradeBed(Testbed):
         stats = os.path.join(run, f"lb-{tag}-stats.json")
         argv = [sys.executable, "-m", f"vnf.ways.{plan['way']}_lb", "--config", cfg_path,
                 "--ready-file", ready, "--stats-file", stats]
+        if control_file:
+            argv += ["--control-file", control_file]
         cmd = student_command(argv, overlay=overlay, caps=tuple(plan["caps"]),
                               limits=plan["limits"], hide=plan["hide"], cwd=run)
         proc = self.popen("lb", cmd, f"lb-{tag}")

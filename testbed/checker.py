@@ -23,6 +23,10 @@ CLI::
     python -m testbed.checker --backends out/b*.json --clients out/c*.json [--json report.json]
 
 exits 1 when any flow is split (2 when an input cannot be read).
+
+Pool changes (``judge_pool_change``): with the backend set changing under live flows, per flow
+and from the backends' per-flow first/last packet times, did each flow keep (or move once to)
+the backend the change allows? See its docstring for the rules.
 """
 from __future__ import annotations
 
@@ -276,6 +280,169 @@ def check(backend_records: list[dict], client_records: list[dict]) -> Report:
         http_failures=http_failures, http_errors=http_errors, unknown_flows=unknown,
         malformed=malformed, reply_errors=reply_errors, anonymous_conns=anonymous_conns,
         anonymous_requests=anonymous_requests)
+
+
+# --------------------------------------------------------------------------------------------
+# pool changes: affinity while the backend set changes under live flows
+# --------------------------------------------------------------------------------------------
+
+POOL_CHANGES = ("add", "drain", "fail")
+EXAMPLES = 5        # offending flows listed per rule
+
+
+@dataclasses.dataclass
+class RuleResult:
+    """One rule of a pool change: how many flows it judged, how many broke it, a few of them."""
+    rule: str
+    judged: int
+    broken: int
+    examples: list[dict]
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.judged > 0 and self.broken == 0
+
+
+@dataclasses.dataclass
+class PoolChangeReport:
+    """``judge_pool_change``'s verdict; ``table()`` for people, ``to_json()`` for the grader."""
+    kind: str
+    backend: str
+    changed_at: float
+    settled_at: float
+    recovered_at: float | None
+    flows: dict                     # how many flows fell in each class (see judge_pool_change)
+    rules: list[RuleResult]
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.rules) and all(r.ok for r in self.rules)
+
+    def to_json(self) -> dict:
+        return {"ok": self.ok, "kind": self.kind, "backend": self.backend,
+                "changed_at": self.changed_at, "settled_at": self.settled_at,
+                "recovered_at": self.recovered_at, "flows": self.flows,
+                "rules": [dataclasses.asdict(r) | {"ok": r.ok} for r in self.rules]}
+
+    def table(self) -> str:
+        when = f"grace {self.settled_at - self.changed_at:.1f} s"
+        if self.recovered_at is not None:
+            when += f", back at +{self.recovered_at - self.changed_at:.1f} s"
+        f = self.flows
+        lines = [f"pool change: {self.kind} {self.backend} ({when}): "
+                 + ("OK" if self.ok else "FAIL"),
+                 f"  flows: {f['before']} started before the change, {f['new']} after it "
+                 f"settled, {f['unjudged']} in between or after a recovery",
+                 f"  {'rule':<58}{'judged':>7}{'broken':>7}"]
+        for r in self.rules:
+            lines.append(f"  {r.rule:<58}{r.judged:>7}{r.broken:>7}"
+                         + ("" if r.ok else "   <- FAIL") + (f"  ({r.detail})" if r.detail else ""))
+            for e in r.examples:
+                where = ", ".join(f"{b} {v['packets']} pkts {v['first']:+.2f}..{v['last']:+.2f} s"
+                                  for b, v in e["backends"].items())
+                lines.append(f"      flow {e['flow_id']}: {where}")
+        return "\n".join(lines)
+
+
+def flow_spans(backend_records: list[dict]) -> dict[int, dict[str, tuple]]:
+    """UDP flow id -> {backend: (first_t, last_t, packets)}: where each flow's packets arrived
+    and when (the backends' clocks: ``topologies.servers`` stamps first and last packet)."""
+    spans: dict[int, dict[str, tuple]] = {}
+    for rec in backend_records:
+        name = str(rec.get("backend", "?"))
+        for f in rec.get("flows", []):
+            if f.get("proto", "udp") != "udp" or f.get("first_t") is None:
+                continue
+            spans.setdefault(int(f["flow_id"]), {})[name] = (
+                float(f["first_t"]), float(f["last_t"]), int(f.get("packets", 0)))
+    return spans
+
+
+def judge_pool_change(backend_records: list[dict], kind: str, backend: str, changed_at: float,
+                      grace_s: float, recovered_at: float | None = None) -> PoolChangeReport:
+    """Did every flow keep the backend it should across a pool change? Judged per flow from
+    what the backends saw (never from the LB's own counters, which a submission controls).
+
+    ``kind`` and ``backend``: ``add`` (``backend`` joined), ``drain`` or ``fail`` (``backend``
+    was drained / failed), at wall-clock time ``changed_at`` (when the LB was told). The LB has
+    ``grace_s`` to act on it: packets in that window may still follow the old pool. ``fail``
+    may end with the backend recovering at ``recovered_at``.
+
+    Flows, by the time of their first packet anywhere: *before* the change, *new* (after
+    ``changed_at + grace_s``, and before ``recovered_at``), the rest unjudged. A flow's *home*
+    is the backend that saw its first packet. The rules:
+
+    * every kind: flows from before the change whose home is not ``backend`` keep it (seen by
+      exactly one backend; for ``add`` that is every flow from before: none moves to the new
+      one); new flows stay on one backend;
+    * ``add``: the added backend gets some of the new flows (the change was applied);
+    * ``drain``: flows whose home is the drained backend stay there; no new flow reaches it;
+    * ``fail``: flows whose home is the failed backend and that went on after the grace move
+      once: to exactly one other backend, and never reach the failed one again (not even
+      after it recovered: that would break them a second time); no new flow reaches it.
+
+    A stateless LB (the pool's choice per packet, no flow table) breaks these: Maglev moves
+    about 1/N of the flows to an added backend, a drain moves the drained backend's flows, and
+    a recovery moves the failed backend's flows back."""
+    if kind not in POOL_CHANGES:
+        raise ValueError(f"kind: must be one of {', '.join(POOL_CHANGES)}, got {kind!r}")
+    settled_at = changed_at + grace_s
+    spans = flow_spans(backend_records)
+    before, new, unjudged = {}, {}, 0
+    for flow_id, where in spans.items():
+        start = min(v[0] for v in where.values())
+        if start < changed_at:
+            before[flow_id] = where
+        elif start >= settled_at and (recovered_at is None or start < recovered_at):
+            new[flow_id] = where
+        else:
+            unjudged += 1
+
+    def home(where):
+        return min(where, key=lambda b: where[b][0])
+
+    def example(flow_id, where):
+        return {"flow_id": flow_id, "backends": {
+            b: {"packets": v[2], "first": round(v[0] - changed_at, 2),
+                "last": round(v[1] - changed_at, 2)}
+            for b, v in sorted(where.items(), key=lambda kv: kv[1][0])}}
+
+    def rule(text, flows, broken_if, detail=""):
+        broken = [(f, w) for f, w in sorted(flows.items()) if broken_if(w)]
+        return RuleResult(text, len(flows), len(broken),
+                          [example(f, w) for f, w in broken[:EXAMPLES]], detail)
+
+    on_it = {f: w for f, w in before.items() if home(w) == backend}
+    others = {f: w for f, w in before.items() if home(w) != backend}
+    rules = []
+    if kind == "add":
+        rules.append(rule(f"flows from before keep their backend (none moves to {backend})",
+                          before, lambda w: len(w) > 1))
+        reached = sum(1 for w in new.values() if backend in w)
+        rules.append(RuleResult(f"the added {backend} gets new flows", len(new),
+                                0 if reached else len(new), [],
+                                f"{reached} of {len(new)} new flows reached it"))
+    elif kind == "drain":
+        rules.append(rule(f"flows on the drained {backend} stay there", on_it,
+                          lambda w: len(w) > 1))
+        rules.append(rule("flows on the other backends keep theirs", others,
+                          lambda w: len(w) > 1))
+        rules.append(rule(f"no new flow reaches the drained {backend}", new,
+                          lambda w: backend in w))
+    else:
+        went_on = {f: w for f, w in on_it.items()
+                   if max(v[1] for v in w.values()) >= settled_at}
+        rules.append(rule(f"flows on the failed {backend} move once, to one backend",
+                          went_on, lambda w: w[backend][1] > settled_at or len(w) != 2))
+        rules.append(rule("flows on the other backends keep theirs", others,
+                          lambda w: len(w) > 1))
+        rules.append(rule(f"no new flow reaches the failed {backend}", new,
+                          lambda w: backend in w))
+    rules.append(rule("new flows stay on one backend", new, lambda w: len(w) > 1))
+    return PoolChangeReport(kind, backend, changed_at, settled_at, recovered_at,
+                            {"before": len(before), "new": len(new), "unjudged": unjudged,
+                             f"before_on_{backend}": len(on_it)}, rules)
 
 
 def _load(patterns: list[str]) -> list[dict]:

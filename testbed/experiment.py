@@ -376,11 +376,19 @@ class Testbed(MininetBed):
                    **self.spec.lb_extra},
         }
 
-    def start_lb(self, tag: str) -> "RunningLB":
+    def start_lb(self, tag: str, backends: list[str] | None = None,
+                 extra_argv: tuple[str, ...] = ()) -> "RunningLB":
+        """The spec's LB program with ``lb_config()`` (only ``backends``, if given) and
+        ``extra_argv`` (e.g. ``--control-file F``)."""
         if self.ovs is not None:
-            self._fresh_vhost_port()
+            self._fresh_vhost_port()              # before lb_config(): it names the new port
+        config = self.lb_config()
+        if backends is not None:
+            config["lb"]["backends"] = [b for b in config["lb"]["backends"]
+                                        if b["name"] in backends]
         argv = list(self.spec.lb_command or [sys.executable, "-m", f"vnf.ways.{self.spec.way}_lb"])
-        lb = self.launch_lb("lb", argv, self.lb_config(), tag, 45 if self.ovs is not None else 30)
+        lb = self.launch_lb("lb", argv + list(extra_argv), config, tag,
+                            45 if self.ovs is not None else 30)
         if self.ovs is not None:
             self.wait_vhost_up()
         return lb

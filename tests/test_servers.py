@@ -92,6 +92,8 @@ def test_udp_echo_and_final_record_on_sigterm(backend):
     assert (src_ip, dst_ip, dst_port, proto) == ("127.0.0.1", "127.0.0.2", dest[1], 17)
     assert src_port > 0 and f["tuples_seen"] == 1
     assert flows[("udp", 12)]["packets"] == 1
+    # when its first and last packet arrived (the pool-change judge places flows in time)
+    assert f["first_t"] <= f["last_t"] <= flows[("udp", 12)]["first_t"] <= rec["written_at"]
 
 
 def test_http_body_echo_and_malformed(backend):

@@ -207,3 +207,61 @@ def test_send_phase_is_bounded():
     summary = out["udp_summary"]
     assert summary["truncated"] and 10 <= summary["sent"] <= 60
     assert summary["received"] == 0 and out["duration_s"] < 2
+
+
+# --- judge_pool_change on hand-made records (tests/test_pool_changes.py: on real traffic) ------
+
+def records(**flows):
+    """backend -> [(flow_id, first_t, last_t)] as the backends write them (change at t=10)."""
+    out = {}
+    for backend, spans in flows.items():
+        out[backend] = {"backend": backend, "flows": [
+            {"proto": "udp", "flow_id": f, "packets": 5, "first_t": a, "last_t": b}
+            for f, a, b in spans]}
+    return list(out.values())
+
+
+def verdicts(report):
+    return {r.rule.split(" (")[0]: (r.judged, r.broken) for r in report.rules}
+
+
+def test_judge_drain():
+    from testbed.checker import judge_pool_change
+    good = records(b1=[(1, 1, 19), (3, 12, 13)], b2=[(2, 1, 19)], b3=[(4, 12, 13)])
+    report = judge_pool_change(good, "drain", "b2", 10.0, 1.0)
+    assert report.ok, report.table()
+    assert report.flows == {"before": 2, "new": 2, "unjudged": 0, "before_on_b2": 1}
+    bad = records(b1=[(1, 1, 19), (3, 12, 13)], b2=[(2, 1, 9.5), (4, 12, 13)], b3=[(2, 10.1, 19)])
+    report = judge_pool_change(bad, "drain", "b2", 10.0, 1.0)
+    assert not report.ok
+    assert verdicts(report) == {"flows on the drained b2 stay there": (1, 1),
+                                "flows on the other backends keep theirs": (1, 0),
+                                "no new flow reaches the drained b2": (2, 1),
+                                "new flows stay on one backend": (2, 0)}
+    assert report.rules[0].examples[0]["backends"]["b3"]["first"] == 0.1
+    assert "<- FAIL" in report.table()
+
+
+def test_judge_fail_with_recovery():
+    from testbed.checker import judge_pool_change
+    moved_once = records(b1=[(1, 1, 19), (2, 10.2, 19)], b2=[(2, 1, 10.1)], b3=[(3, 12, 13)])
+    report = judge_pool_change(moved_once, "fail", "b2", 10.0, 1.0, recovered_at=14.0)
+    assert report.ok, report.table()
+    went_back = records(b1=[(1, 1, 19), (2, 10.2, 13.9)], b2=[(2, 1, 19)], b3=[(3, 12, 13)])
+    report = judge_pool_change(went_back, "fail", "b2", 10.0, 1.0, recovered_at=14.0)
+    assert verdicts(report)["flows on the failed b2 move once, to one backend"] == (1, 1)
+    stayed = records(b1=[(1, 1, 19)], b2=[(2, 1, 19)], b3=[(3, 12, 13)])
+    assert not judge_pool_change(stayed, "fail", "b2", 10.0, 1.0).ok
+
+
+def test_judge_add_needs_the_new_backend_to_serve():
+    from testbed.checker import judge_pool_change
+    good = records(b1=[(1, 1, 19), (2, 12, 13)], b4=[(3, 12, 13)])
+    assert judge_pool_change(good, "add", "b4", 10.0, 1.0).ok
+    ignored = records(b1=[(1, 1, 19), (2, 12, 13), (3, 12, 13)])
+    report = judge_pool_change(ignored, "add", "b4", 10.0, 1.0)
+    assert verdicts(report)["the added b4 gets new flows"] == (2, 2)
+    moved = records(b1=[(1, 1, 10.2), (2, 12, 13)], b4=[(1, 10.3, 19), (3, 12, 13)])
+    report = judge_pool_change(moved, "add", "b4", 10.0, 1.0)
+    assert verdicts(report)["flows from before keep their backend"] == (1, 1)
+    assert not judge_pool_change([], "add", "b4", 10.0, 1.0).ok      # nothing judged: no pass

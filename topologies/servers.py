@@ -1,7 +1,9 @@
 """Backend servers for the load-balancer lab: an HTTP server and a UDP echo server.
 
-Each backend records per-flow facts (flow id, 5-tuple as seen, counts, sequence gaps) so the
-affinity checker (``testbed.checker``) can tell whether every flow stayed on one backend. Flows
+Each backend records per-flow facts (flow id, 5-tuple as seen, counts, sequence gaps, the
+wall-clock times of the flow's first and last packet here) so the affinity checker
+(``testbed.checker``) can tell whether every flow stayed on one backend, and on which backend
+a flow was before and after a pool change (``judge_pool_change``). Flows
 are identified by the *flow id* the driver (``testbed.traffic``) puts in each datagram or HTTP
 request, never by addresses: the LB may rewrite addresses (proxy, NAT, direct server return).
 
@@ -146,7 +148,8 @@ class FlowRecord:
     """What one backend saw of one flow. Sequence numbers are kept as a set to count gaps."""
 
     __slots__ = ("flow_id", "proto", "client", "tuples", "extra_tuples", "packets", "bytes",
-                 "first_seq", "last_seq", "min_seq", "max_seq", "seen", "dups", "reordered")
+                 "first_seq", "last_seq", "min_seq", "max_seq", "seen", "dups", "reordered",
+                 "first_t", "last_t")
 
     def __init__(self, flow_id: int, proto: str, client, five_tuple: tuple):
         self.flow_id = flow_id
@@ -163,8 +166,13 @@ class FlowRecord:
         self.seen = set()
         self.dups = 0
         self.reordered = 0
+        self.first_t = self.last_t = None     # wall-clock time of its first and last packet here
 
-    def add(self, seq: int, nbytes: int, five_tuple: tuple) -> None:
+    def add(self, seq: int, nbytes: int, five_tuple: tuple, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        if self.first_t is None:
+            self.first_t = now
+        self.last_t = now
         self.packets += 1
         self.bytes += nbytes
         if five_tuple != self.tuples[0] and five_tuple not in self.tuples:
@@ -204,6 +212,8 @@ class FlowRecord:
             "dups": self.dups,
             "reordered": self.reordered,
             "bytes": self.bytes,
+            "first_t": self.first_t,
+            "last_t": self.last_t,
         }
 
 

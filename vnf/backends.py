@@ -19,6 +19,7 @@ drained backends keep their flows, failed or removed ones lose them.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 from functools import lru_cache
 from typing import Iterable, List, NamedTuple, Optional
@@ -121,6 +122,7 @@ class BackendPool:
         self.table_size = table_size
         self.backends: List[Backend] = []
         self._index: dict = {}           # name -> stable number, never reused (see index_of)
+        self._numbered: dict = {}        # number -> the backend last known by it (by_number)
         self.unhealthy: set = set()
         self.drained: set = set()
         for backend in backends:
@@ -163,6 +165,28 @@ class BackendPool:
         else:
             self.drained.discard(name)
         self._rebuild()
+
+    def rebuilt(self, backends: Iterable[Backend], unhealthy: Iterable[str] = (),
+                drained: Iterable[str] = ()) -> "BackendPool":
+        """A new pool with these backends and states; this pool is left as it is.
+
+        For a control plane: the new pool is built aside (a Maglev table takes ~0.1 s to fill)
+        and the caller publishes it with one assignment (``lb.pool = new``), so the data plane
+        sees the old pool or the new one, never half of each. Backend numbers (``index_of``)
+        carry over and a backend new to this pool gets the next unused one, so the numbers the
+        data plane holds (flow state, MAC tables) keep meaning the same backend."""
+        pool = copy.copy(self)                       # policy, table size, round-robin position
+        pool._index, pool._numbered = dict(self._index), dict(self._numbered)
+        pool.backends = []
+        for backend in backends:
+            pool._check_new(backend)
+            pool.backends.append(backend)
+        names = {b.name for b in pool.backends}
+        pool.unhealthy = set(unhealthy) & names
+        pool.drained = set(drained) & names
+        pool._check_table_size()
+        pool._rebuild()
+        return pool
 
     # -- queries -------------------------------------------------------------------------
 
@@ -208,10 +232,17 @@ class BackendPool:
         number is below this, so it sizes the per-backend arrays of the C layers."""
         return len(self._index)
 
+    def by_number(self) -> List[Backend]:
+        """Every backend this pool has numbered, at its number (``index_of``): the layout of a
+        data plane's per-backend tables (MACs, NAT addresses). A removed backend keeps its
+        place, since its number is never reused; the pool just never picks it again."""
+        return [self._numbered[i] for i in range(len(self._index))]
+
     def _check_new(self, backend: Backend) -> None:
         if any(b.name == backend.name for b in self.backends):
             raise ValueError(f"backends: duplicate backend name {backend.name!r}")
         self._index.setdefault(backend.name, len(self._index))
+        self._numbered[self._index[backend.name]] = backend
 
     def _check_table_size(self) -> None:
         if self.policy != "maglev":

@@ -93,6 +93,7 @@ class AfPacketProgram(LBProgram):
         self.rx_stats = None          # the RX ring's counters, taken when its loop ends
         self.tx_kicks = 0             # send() kicks, taken when its loop ends
         self.nat = None               # NatReturnPath in NAT mode
+        self.lb_mac = b""             # the LB interface's MAC, once setup() read it
         self.children: list[int] = []
         self.worker_id = 0
         self.read_options()
@@ -129,17 +130,32 @@ class AfPacketProgram(LBProgram):
             lb_mac = interface_mac(self.iface)
         except OSError as exc:
             fail("iface", f"{self.iface}: {exc.strerror}")
-        macs = [b.mac for b in backends]
-        if self.mode == "dsr":
-            self.rewrite = Rewrite.dsr(src_mac=lb_mac, backend_macs=macs)
-        else:
-            self.rewrite = Rewrite.nat(src_mac=lb_mac, backend_macs=macs,
-                                       backend_ips=[b.ip for b in backends],
-                                       backend_ports=[b.port for b in backends])
+        self.lb_mac = lb_mac
+        self.rewrite = self.rewrite_for(backends)
+        if self.mode == "nat":
             self.nat = NatReturnPath(self.lb.vip, self.lb.port, lb_mac, backends)
         if self.workers > 1:
             self.fork_workers()
         self.open_rings()
+
+    def rewrite_for(self, backends) -> Rewrite:
+        """The C rewrite's per-backend table: entry i for backend number i."""
+        macs = [b.mac for b in backends]
+        if self.mode == "dsr":
+            return Rewrite.dsr(src_mac=self.lb_mac, backend_macs=macs)
+        return Rewrite.nat(src_mac=self.lb_mac, backend_macs=macs,
+                           backend_ips=[b.ip for b in backends],
+                           backend_ports=[b.port for b in backends])
+
+    def prepare_for_pool(self, pool) -> None:
+        """A pool change (control plane): a backend that joins needs its number, its rewrite
+        entry and (NAT) its replies recognised before the pool that may pick it goes live."""
+        backends = pool.by_number()
+        for number, backend in enumerate(backends):
+            self.backend_index[backend.name] = number   # in place: the loop holds this dict
+        if self.nat:
+            self.nat.backend_addrs |= {(ip_to_int(b.ip), b.port) for b in backends}
+        self.rewrite = self.rewrite_for(backends)
 
     # --- rings -------------------------------------------------------------------------------
     def open_rings(self) -> None:
@@ -176,6 +192,7 @@ class AfPacketProgram(LBProgram):
                     self.open_rings()
                     os.write(ready_w, b"r")
                     os.close(ready_w)
+                    self.start_control()                   # its own pool, from the file
                     self.run()
                 except BaseException:                      # noqa: BLE001 - report, then exit
                     traceback.print_exc()

@@ -132,6 +132,17 @@ class DpdkProgram(LBProgram):
         self.ring_list = [dpdk.ring(4096, single_producer=True, single_consumer=True)
                           for _ in range(self.lcores)] if self.model == "pipeline" else []
 
+    def balancers(self) -> list:
+        return self.lbs
+
+    def prepare_for_pool(self, pool) -> None:
+        """A pool change (control plane): a backend that joins gets its MAC in the table the C
+        rewrite indexes by backend number, before the pool that may pick it goes live. The
+        fused kernels take the new table when they next refresh (the pool change makes them)."""
+        self.mac_table = b"".join(b.mac_bytes for b in pool.by_number())
+        for fused in self.fused:
+            fused.mac_table = self.mac_table
+
     def wait_link(self, port, timeout: float) -> None:
         """With server=1 the link comes up when OVS (the vhost-user client) connects."""
         deadline = time.monotonic() + timeout

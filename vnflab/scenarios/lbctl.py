@@ -8,12 +8,15 @@ which backends may get traffic. This program keeps way 2's hot loop untouched
   ``fails`` failed probes in a row mark the backend *unhealthy* in the pool (no new flows, and
   its existing flows are moved by ``LoadBalancer.backend_for``); ``rises`` good ones bring it
   back;
-* **reads a control file** (JSON, optional): ``{"drain": ["b3"], "remove": ["b4"]}``. A drained
-  backend keeps its flows but gets no new ones; a removed one is gone from the pool.
+* **reads a control file** (JSON, optional; the document of ``vnf.control``):
+  ``{"drain": ["b3"], "fail": [...], "add": [...], "remove": ["b4"]}``. A drained backend keeps
+  its flows but gets no new ones; a removed one is gone from the pool.
 
 How a change reaches the data plane without a lock: the thread builds a *new* ``BackendPool``
-with the new state and swaps ``lb.pool`` in one assignment. The hot loop reads ``lb.pool`` once
-per packet, so it sees either the old pool or the new one, never a half-rebuilt table.
+with the new state (``vnf.control.wanted_pool``, which every LB program's SIGHUP uses too) and
+swaps ``lb.pool`` in one assignment (``LBProgram.apply_control``). The hot loop reads
+``lb.pool`` once per packet, so it sees either the old pool or the new one, never a
+half-rebuilt table.
 
 io options (LB.json ``io``, next to way 2's): ``health``: ``{"interval": 0.2, "timeout": 0.2,
 "fails": 2, "rises": 2}`` or absent (no probing); ``control_file``: path; ``state_file``: path
@@ -22,12 +25,12 @@ where every change is written (``{"t": ..., "backends": {name: "up"|"unhealthy"|
 """
 from __future__ import annotations
 
-import json
+import os
 import socket
 import threading
 import time
 
-from vnf.backends import BackendPool
+from vnf.control import ControlError, PoolChange, read_control_file
 from vnf.jsonfile import write_json_atomic
 from vnf.ways.afpacket_lb import AfPacketLB
 from vnf.ways.common import fail
@@ -54,11 +57,10 @@ class ControlledAfPacketLB(AfPacketLB):
                            **health) if health else None
         self.control_file = self.io.get("control_file")
         self.state_file = self.io.get("state_file")
-        self.fail_streak = {b.name: 0 for b in self.config.backends}
-        self.ok_streak = {b.name: 0 for b in self.config.backends}
+        self.fail_streak: dict = {}
+        self.ok_streak: dict = {}
         self.unhealthy: set = set()
-        self.drained: set = set()
-        self.removed: set = set()
+        self.change = PoolChange()             # what the control file asks for
         self.events: list = []
         self.probes = 0
         self.write_state()
@@ -76,39 +78,44 @@ class ControlledAfPacketLB(AfPacketLB):
                 self.swap_pool()
             time.sleep(interval)
 
+    def reload_control_file(self) -> None:
+        """SIGHUP: the control thread reads the file anyway, every interval, and applies it
+        together with its health verdicts: nothing to do from the signal handler."""
+
     def read_control_file(self) -> bool:
-        if not self.control_file:
+        if not self.control_file or not os.path.exists(self.control_file):
             return False
         try:
-            with open(self.control_file) as f:
-                wanted = json.load(f)
-        except (OSError, ValueError):
+            change = read_control_file(self.control_file, self.config)
+        except ControlError:
             return False
-        names = {b.name for b in self.config.backends}
-        drained = set(wanted.get("drain", [])) & names
-        removed = set(wanted.get("remove", [])) & names
-        if drained == self.drained and removed == self.removed:
+        old = self.change
+        if change == old:
             return False
-        for name in sorted(drained ^ self.drained):
-            self.event(name, "draining" if name in drained else "undrained")
-        for name in sorted(removed ^ self.removed):
-            self.event(name, "removed" if name in removed else "added")
-        self.drained, self.removed = drained, removed
+        for name in sorted(change.drain ^ old.drain):
+            self.event(name, "draining" if name in change.drain else "undrained")
+        for name in sorted(change.fail ^ old.fail):
+            self.event(name, "failed" if name in change.fail else "unfailed")
+        for name in sorted(change.remove ^ old.remove):
+            self.event(name, "removed" if name in change.remove else "added")
+        for name in sorted({b.name for b in change.add} ^ {b.name for b in old.add}):
+            self.event(name, "added" if name in {b.name for b in change.add} else "removed")
+        self.change = change
         return True
 
     def probe_all(self) -> bool:
         changed = False
-        for b in self.config.backends:
+        for b in list(self.lb.pool.backends):
             self.probes += 1
             if probe_tcp(b.ip, b.port, self.health["timeout"]):
-                self.ok_streak[b.name] += 1
+                self.ok_streak[b.name] = self.ok_streak.get(b.name, 0) + 1
                 self.fail_streak[b.name] = 0
                 if b.name in self.unhealthy and self.ok_streak[b.name] >= self.health["rises"]:
                     self.unhealthy.discard(b.name)
                     self.event(b.name, "healthy")
                     changed = True
             else:
-                self.fail_streak[b.name] += 1
+                self.fail_streak[b.name] = self.fail_streak.get(b.name, 0) + 1
                 self.ok_streak[b.name] = 0
                 if b.name not in self.unhealthy and self.fail_streak[b.name] >= self.health["fails"]:
                     self.unhealthy.add(b.name)
@@ -121,25 +128,19 @@ class ControlledAfPacketLB(AfPacketLB):
 
     def swap_pool(self) -> None:
         """Build the pool the control plane wants, then publish it with one assignment."""
-        old = self.lb.pool
-        pool = BackendPool([b for b in self.config.backends if b.name not in self.removed],
-                           old.policy, old.table_size)
-        for name in self.unhealthy - self.removed:
-            pool.set_health(name, False)
-        for name in self.drained - self.removed:
-            pool.drain(name)
-        self.lb.pool = pool
+        self.apply_control(self.change, unhealthy=self.unhealthy)
         self.write_state()
 
     def write_state(self) -> None:
         if not self.state_file:
             return
         pool = self.lb.pool
+        names = [b.name for b in list(self.config.backends) + list(self.change.add)]
         state = {"t": time.time(), "events": self.events,
-                 "backends": {b.name: ("removed" if b.name in self.removed else
-                                       "unhealthy" if b.name in pool.unhealthy else
-                                       "draining" if b.name in pool.drained else "up")
-                              for b in self.config.backends}}
+                 "backends": {name: ("removed" if name in self.change.remove else
+                                     "unhealthy" if name in pool.unhealthy else
+                                     "draining" if name in pool.drained else "up")
+                              for name in names}}
         write_json_atomic(self.state_file, state)
 
     def extra_stats(self) -> dict:
