@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 
+from grader import unitserve
 from grader.unitserve import WireError, decode, encode
 from grader.untrusted import CappedPipe, kill_session
 
@@ -191,8 +192,9 @@ def run_unit_checks(unit: dict, command) -> dict:
     checks = load_checks(unit["checks"])
     total = float(unit.get("timeout_s", 60))
     deadline = time.monotonic() + total
-    argv = [sys.executable, "-m", "grader.unitserve", "--module", unit["module"],
-            "--file", unit["file"]]
+    # By its path: the jail's Python finds this checkout's file, whatever ``grader`` the venv
+    # has installed (the servant imports the standard library only)
+    argv = [sys.executable, unitserve.__file__, "--module", unit["module"], "--file", unit["file"]]
     results, printed = [], ""
     servant: Servant | None = None
     import_error = None
@@ -214,6 +216,8 @@ def run_unit_checks(unit: dict, command) -> dict:
                     servant.request({"op": "import"}, servant.budget())
                 except (StudentError, NotImplementedError, ChannelLost) as exc:
                     import_error = f"{unit['module']}.py does not import: {exc}"
+                    if isinstance(exc, ChannelLost):      # it died: what it printed says why
+                        import_error += "\n" + servant.printed.text()[-1500:]
                     results.append({"name": name, "ok": False, "message": import_error,
                                     "seconds": round(time.monotonic() - t0, 3)})
                     continue

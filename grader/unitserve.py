@@ -167,6 +167,9 @@ def main(argv=None) -> int:
     p.add_argument("--module", required=True, help="the module name the checks expect")
     p.add_argument("--file", required=True, help="the student's file")
     a = p.parse_args(argv)
+    # Run by its path: its own directory (the grader's package) is no place to import from
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [d for d in sys.path if os.path.abspath(d or ".") != here]
     # The requests and answers get descriptors of their own; what the student's code prints
     # (stdout, stderr) goes to stderr, which the grader keeps the end of for the report.
     requests = os.fdopen(os.dup(0), "rb")
