@@ -29,6 +29,7 @@ from grader.untrusted import CappedPipe, kill_session
 
 ANSWER_MAX = 4 << 20           # one answer line: more is not an answer
 CALL_TIMEOUT_S = 10.0          # one call (an endless loop is stopped here)
+IMPORT_TIMEOUT_S = 30.0        # importing the student's module (its module-level code)
 
 
 class ChannelLost(BaseException):
@@ -213,7 +214,8 @@ def run_unit_checks(unit: dict, command) -> dict:
                 servant = Servant(command(argv), lambda: max(0.1, min(
                     CALL_TIMEOUT_S, deadline - time.monotonic())))
                 try:
-                    servant.request({"op": "import"}, servant.budget())
+                    servant.request({"op": "import"}, max(0.1, min(
+                        IMPORT_TIMEOUT_S, deadline - time.monotonic())))
                 except (StudentError, NotImplementedError, ChannelLost) as exc:
                     import_error = f"{unit['module']}.py does not import: {exc}"
                     if isinstance(exc, ChannelLost):      # it died: what it printed says why
