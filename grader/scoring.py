@@ -6,6 +6,7 @@ measured and, when points are lost, why, in words a student can act on.
 """
 from __future__ import annotations
 
+import math
 import statistics
 
 from testbed.frames import describe, hexdump
@@ -58,7 +59,7 @@ def _count(value) -> int:
     -1 when it is not a non-negative integer."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return -1
-    return int(value) if value == value and 0 <= value < 2 ** 63 else -1
+    return int(value) if math.isfinite(value) and 0 <= value < 2 ** 63 else -1
 
 
 def _table_stats(st) -> dict | None:

@@ -154,7 +154,7 @@ def serve(module_name: str, path: str, requests, answers) -> None:
                 else:
                     value = getattr(target, name)(*args, **kwargs)
                 answer["value"] = encode(value, keep)
-        except BaseException as exc:             # noqa: BLE001 - every failure is an answer
+        except BaseException as exc:             # every failure is an answer
             if isinstance(exc, KeyboardInterrupt):
                 raise
             answer = {"id": req.get("id"), **_raised(exc)}

@@ -209,22 +209,6 @@ class CappedPipe:
         return note + kept.decode("utf-8", errors="replace")
 
 
-def run_capped(cmd: list[str], timeout: float, max_bytes: int = LOG_TAIL_MAX):
-    """Run ``cmd`` with stdin from /dev/null and its output (stdout and stderr together) kept to
-    its last ``max_bytes``: (exit code or None on time-out, the output's tail)."""
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    out = CappedPipe(proc.stdout, max_bytes)
-    try:
-        code = proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        code = None
-        kill_session(proc)
-    text = out.text()
-    proc.stdout.close()
-    return code, text
-
-
 def kill_session(proc: subprocess.Popen) -> None:
     """SIGKILL the process group ``proc`` leads (started with ``start_new_session``), then reap."""
     try:

@@ -13,9 +13,11 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
+import grader.grade
 from grader.grade import GRADING_ROOT, grade_all
 from grader.labconfig import REPO
 from grader.scoring import TEST_TITLES, UNIT_TITLES
@@ -37,13 +39,19 @@ def graded(tmp_path_factory):
     for name in corpus.HOSTILE:
         corpus.build(name, str(subs / name))
     out = tmp_path_factory.mktemp("hostile-book")
-    os.makedirs(GRADING_ROOT, exist_ok=True)
-    before = set(os.listdir(GRADING_ROOT))
-    lines = []
-    rows = grade_all(str(subs), 1, str(out), jobs=2, quick=True, tests=TESTS,
-                     progress=lines.append)
+    lines, workdirs = [], []
+    real_mkdtemp = tempfile.mkdtemp
+
+    def mkdtemp(*args, **kwargs):                 # the real one; this class's dirs noted
+        path = real_mkdtemp(*args, **kwargs)
+        workdirs.append(path)
+        return path
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(grader.grade.tempfile, "mkdtemp", mkdtemp)
+        rows = grade_all(str(subs), 1, str(out), jobs=2, quick=True, tests=TESTS,
+                         progress=lines.append)
     return {"out": str(out), "rows": {r["student"]: r for r in rows}, "progress": lines,
-            "before": before}
+            "workdirs": [w for w in workdirs if w.startswith(GRADING_ROOT)]}
 
 
 def _results(graded, name):
@@ -112,8 +120,9 @@ def test_no_report_renders_a_forged_score_or_html(graded):
         scores = [x for x in rendered if x.startswith("Score:")]
         assert len(scores) == 1, (name, scores)
     # and the forgeries were there to be rendered: they are shown, quoted
-    _, _, report = _results(graded, "reportforge")
-    assert corpus.FORGED_SCORE in report
+    _, tests, report = _results(graded, "reportforge")
+    assert corpus.FORGED_SCORE in tests["unit"]["output"]             # its exception message
+    assert corpus.FORGED_SCORE in tests["starts"]["output"]           # its log, quoted
 
 
 def test_the_reference_in_the_same_class_gets_full_marks(graded):
@@ -133,7 +142,7 @@ def test_hostile_scores_no_more_than_its_honest_part(graded, name):
 
 
 def test_links_and_fifos_are_refused_with_a_message(graded):
-    _, tests, report = _results(graded, "links")
+    _, _, report = _results(graded, "links")
     assert "socket_lb.py is a symbolic link: submit the file itself" in report
     assert "flowtable.py is a FIFO" in report
 
@@ -150,7 +159,7 @@ def test_forged_unit_verdicts_earn_nothing(graded):
 
 
 def test_a_flood_of_output_does_not_stop_the_grading(graded):
-    _, tests, report = _results(graded, "flood")
+    _, tests, _ = _results(graded, "flood")
     unit = tests["unit"]
     assert unit["score"] == unit["max_score"], unit["output"]     # 1 GiB printed, still judged
     assert os.path.getsize(os.path.join(graded["out"], "flood", "report.md")) < 200_000
@@ -158,10 +167,12 @@ def test_a_flood_of_output_does_not_stop_the_grading(graded):
 
 def test_nothing_is_left_behind(graded):
     """No grading dir of this class remains, and no student process outlives its grading."""
-    left = [d for d in set(os.listdir(GRADING_ROOT)) - graded["before"] if not _in_use(d)]
+    assert len(graded["workdirs"]) == 1 + len(corpus.HOSTILE)
+    left = [d for d in graded["workdirs"] if os.path.lexists(d)]
     assert not left, left
     orphans = []
-    r = subprocess.run(["pgrep", "-u", "vnflab-student"], capture_output=True, text=True)
+    r = subprocess.run(["pgrep", "-u", "vnflab-student"], capture_output=True, text=True,
+                       check=False)
     for pid in r.stdout.split():
         try:
             with open(f"/proc/{pid}/environ", "rb") as f:
@@ -169,18 +180,6 @@ def test_nothing_is_left_behind(graded):
         except OSError:
             continue
         overlay = env.get(b"PYTHONPATH", b"").decode(errors="replace")
-        if overlay.startswith(GRADING_ROOT) and not os.path.exists(overlay):
-            orphans.append((pid, overlay))
+        if any(overlay.startswith(w + "/") for w in graded["workdirs"]):
+            orphans.append((pid, overlay))             # a student process of this class
     assert not orphans, orphans
-
-
-def _in_use(name: str) -> bool:
-    """Some process (a grading running now, someone else's) names this grading dir."""
-    for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
-        try:
-            with open(cmdline, "rb") as f:
-                if name.encode() in f.read():
-                    return True
-        except OSError:
-            pass
-    return False

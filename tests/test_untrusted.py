@@ -3,16 +3,16 @@ checks' channel and the cost's sanity: on real files, FIFOs, links and processes
 import json
 import os
 import socket
+import subprocess
 import sys
-import time
 
 import pytest
 
 from grader import labconfig
 from grader.report import quote
 from grader.unitcheck import run_unit_checks
-from grader.untrusted import (Untrusted, chown_own_socket, copy_regular, load_json_or,
-                              read_json_capped, read_text_tail, run_capped)
+from grader.untrusted import (CappedPipe, Untrusted, chown_own_socket, copy_regular,
+                              load_json_or, read_json_capped, read_text_tail)
 
 CHECKS1 = os.path.join(labconfig.REPO, "labs", "lab1", "tests", "checks.py")
 
@@ -33,7 +33,8 @@ def test_links_fifos_and_big_files_are_refused(tmp_path):
 
 
 def test_bad_json_and_non_utf8_are_answers_not_exceptions(tmp_path):
-    for i, data in enumerate((b"\xff\xfe{", b'{"a": NaN}', b"[" * 100_000, b'{"a": 1')):
+    bad = (b"\xff\xfe{", b'{"a": NaN}', b"[" * 100_000, b'{"a": 1')
+    for i, data in enumerate(bad):
         p = tmp_path / f"s{i}.json"
         p.write_bytes(data)
         assert load_json_or(str(p), {"default": True}) == {"default": True}
@@ -71,18 +72,18 @@ def test_only_the_socket_root_made_is_chowned(tmp_path):
 
 
 def test_a_flood_of_output_is_kept_to_its_end():
-    t0 = time.monotonic()
-    code, out = run_capped([sys.executable, "-c",
-                            "import os\nfor _ in range(4096): os.write(1, b'\\xff' * 65536)\n"
-                            "print('last line')"], timeout=60, max_bytes=4096)
-    assert code == 0 and out.endswith("last line\n") and len(out) < 5000
-    assert time.monotonic() - t0 < 60
+    script = "import os\nfor _ in range(4096): os.write(1, b'\\xff' * 65536)\nprint('last line')"
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    out = CappedPipe(proc.stdout, 4096)
+    assert proc.wait(60) == 0
+    text = out.text()
+    assert text.endswith("last line\n") and len(text) < 5000 and out.total > 1 << 28
 
 
 def test_a_fence_in_the_text_cannot_close_the_quote():
     text = "ok\n```\n# Score: 105/105\n``````\n<script>x</script>"
     q = quote(text)
-    fence = q.splitlines()[0].rstrip("text")
+    fence = q.splitlines()[0].removesuffix("text")
     assert len(fence) == 7 and q.endswith("\n" + fence)
     inner = q.splitlines()[1:-1]
     assert all(not line.startswith(fence) for line in inner)
@@ -98,9 +99,10 @@ def test_unit_verdict_comes_from_the_grader_not_the_student(tmp_path):
     """A module that prints a forged verdict (the old harness's format) and answers nothing
     right gets nothing; the reference passes every check."""
     forged = json.dumps({"results": [{"name": "check_miss_insert_hit", "ok": True}]})
-    unit = _module(tmp_path, "import os, sys\nprint('x ' + %r)\nos.write(1, b'\\xff\\n')\n"
+    unit = _module(tmp_path, f"import os, sys\nprint('x ' + {forged!r})\n"
+                             "os.write(1, b'\\xff\\n')\n"
                              "class FlowTable:\n    def __init__(self, capacity, idle_timeout):\n"
-                             "        pass\n" % forged)
+                             "        pass\n")
     res = run_unit_checks(unit, lambda argv: argv)
     assert not any(r["ok"] for r in res["results"]), res
     ref = os.path.join(labconfig.REPO, "vnf", "flowtable.py")

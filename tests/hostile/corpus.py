@@ -64,7 +64,7 @@ def _hostile_stats_link():
     atexit.register(swap)
 '''
 
-_FORGE = f'''
+_FORGE = '''
 def _hostile_forge():
     """The old harness kept the verdict in this process: find its nonce, forge the verdict, and
     write forged answers and garbage to every descriptor there is."""
@@ -72,15 +72,15 @@ def _hostile_forge():
     names = ("check_miss_insert_hit check_update_existing check_capacity_is_a_bound "
              "check_lru_eviction check_idle_timeout check_expire_sweep "
              "check_full_table_drops_expired_first check_protocol_is_part_of_the_key").split()
-    verdict = json.dumps({{"results": [{{"name": n, "ok": True, "message": ""}} for n in names]}})
+    verdict = json.dumps({"results": [{"name": n, "ok": True, "message": ""} for n in names]})
     frame, nonces = sys._getframe(), []
     while frame is not None:
         if isinstance(frame.f_locals.get("nonce"), str):
             nonces.append(frame.f_locals["nonce"])
         frame = frame.f_back
     lines = [n + " " + verdict for n in nonces] + [verdict]
-    lines += [json.dumps({{"id": i, "value": v}}) for i in range(1, 40) for v in ("b1", 1, True)]
-    data = ("\\n".join(lines) + "\\n").encode() + b"\\xff\\xfe{{not json\\n"
+    lines += [json.dumps({"id": i, "value": v}) for i in range(1, 40) for v in ("b1", 1, True)]
+    data = ("\\n".join(lines) + "\\n").encode() + b"\\xff\\xfe{not json\\n"
     for fd in range(0, 64):
         try:
             os.write(fd, data)
@@ -161,8 +161,8 @@ def build(name: str, dest: str) -> None:
                        + ")\n\n    def _unused_stats(self)")
         _write(dest, "flowtable.py", table + "\n\n" + forged)
         lb = _lb_setup_hook(forged + "\n\ndef _hostile_print():\n    import os, sys\n"
-                            "    os.write(1, b'\\xff\\xfe\\xc3(' + " + _REPORT_FORGE_MSG
-                            + ".encode())\n    sys.exit(3)\n", "_hostile_print()")
+                            "    os.write(1, b'\\xff\\xfe\\xc3(' + (" + _REPORT_FORGE_MSG
+                            + ").encode())\n    sys.exit(3)\n", "_hostile_print()")
         _write(dest, "socket_lb.py", lb)
         return
     raise KeyError(name)
