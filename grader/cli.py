@@ -62,8 +62,11 @@ def _overlay(lab, submission: str) -> str:
     from grader.overlay import build_overlay
     tmp = tempfile.mkdtemp(prefix="vnflab-lab-")
     os.chmod(tmp, 0o755)
-    for name in build_overlay(tmp, submission, lab):
+    missing, refused = build_overlay(tmp, submission, lab)
+    for name in missing:
         print(f"(no {name} in {submission}: using the starter)")
+    for why in refused.values():
+        print(f"({why}; using the starter)")
     return tmp
 
 

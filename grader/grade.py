@@ -41,6 +41,7 @@ from grader.overlay import prepare_workdir
 from grader.report import results_json, write_gradebook, write_results
 from grader.sandbox_user import ensure_student_user
 from grader.scoring import Scorer
+from grader.untrusted import MIB, load_json_or, read_text_tail
 
 GRADING_ROOT = "/var/lib/vnflab/grading"
 CAPS = {"socket": (), "afpacket": ("net_raw",), "dpdk": ()}
@@ -67,26 +68,33 @@ def make_plan(lab: Lab, files: dict, workdir: str, quick: bool, include_hidden: 
 
 def run_sandbox(plan: dict, workdir: str) -> dict:
     """``python -m grader.inside PLAN FACTS`` in a fresh sandbox, under the lab's wall clock;
-    the facts it left (whatever it measured before a time-out), or why there are none."""
+    the facts it left (whatever it measured before a time-out), or why there are none.
+
+    The plan (it names the hidden scenarios), the facts and the sandbox's output live in
+    WORKDIR/grader, a directory only root can enter: the submission's user, which can reach
+    WORKDIR, reads none of them. The sandbox's stdin is /dev/null (nothing it starts reads
+    the instructor's terminal); its output goes to a file of which only the end is read."""
     from testbed import sandbox
-    plan_path = os.path.join(workdir, "plan.json")
-    facts_path = os.path.join(workdir, "facts.json")
+    private = os.path.join(workdir, "grader")
+    os.makedirs(private, mode=0o700)
+    plan_path = os.path.join(private, "plan.json")
+    facts_path = os.path.join(private, "facts.json")
     with open(plan_path, "w") as f:
         json.dump(plan, f)
     os.chmod(plan_path, 0o600)
     wall = float(plan["limits"].get("wall_s", 420))
     stopped = None
-    try:
-        proc = sandbox.run([sys.executable, "-m", "grader.inside", plan_path, facts_path],
-                           timeout=wall, capture_output=True)
-        stderr = (proc.stderr or b"").decode(errors="replace")
-    except subprocess.TimeoutExpired as exc:
-        stopped = f"the grading exceeded {wall:.0f} s and was stopped"
-        stderr = (exc.stderr or b"").decode(errors="replace") if exc.stderr else ""
-    try:
-        with open(facts_path) as f:
-            facts = json.load(f)
-    except (OSError, ValueError):
+    log_path = os.path.join(private, "sandbox.log")
+    with open(log_path, "wb") as log_file:
+        try:
+            sandbox.run([sys.executable, "-m", "grader.inside", plan_path, facts_path],
+                        timeout=wall, stdin=subprocess.DEVNULL, stdout=log_file,
+                        stderr=subprocess.STDOUT)
+        except subprocess.TimeoutExpired:
+            stopped = f"the grading exceeded {wall:.0f} s and was stopped"
+    stderr = read_text_tail(log_path, 3000)
+    facts = load_json_or(facts_path, {}, max_bytes=64 * MIB)
+    if not isinstance(facts, dict):
         facts = {}
     if stopped:
         facts["stopped"] = stopped
@@ -126,14 +134,15 @@ def grade(submission: str, lab_number, out: str, quick: bool = False, include_hi
         files = prepare_workdir(lab, submission, workdir)
         plan = make_plan(lab, files, workdir, quick, include_hidden, tests, list(hide_extra))
         facts = run_sandbox(plan, workdir)
-        scorer = Scorer(lab, plan, facts, files["missing"], quick)
+        scorer = Scorer(lab, plan, facts, files["missing"], quick, refused=files["refused"])
         results_tests = scorer.score()
     finally:
         if keep:
             print(f"vnflab grade: kept {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    results = results_json(lab, results_tests, facts, time.monotonic() - t0, quick)
+    results = results_json(lab, results_tests, facts, time.monotonic() - t0, quick,
+                           scorer.grader_errors)
     write_results(out, lab, results, scorer.details, label or submission, quick)
     return results
 
@@ -143,7 +152,8 @@ def grade(submission: str, lab_number, out: str, quick: bool = False, include_hi
 # --------------------------------------------------------------------------------------------
 
 def grade_all(submissions_dir: str, lab_number, out: str, jobs: int = 2, quick: bool = False,
-              include_hidden: bool = True, progress=print) -> list[dict]:
+              include_hidden: bool = True, progress=print,
+              tests: list[str] | None = None) -> list[dict]:
     subs = sorted(d for d in os.listdir(submissions_dir)
                   if os.path.isdir(os.path.join(submissions_dir, d)) and not d.startswith("."))
     if not subs:
@@ -165,7 +175,7 @@ def grade_all(submissions_dir: str, lab_number, out: str, jobs: int = 2, quick: 
         t = time.monotonic()
         try:
             res = grade(path, lab.number, sub_out, quick=quick, include_hidden=include_hidden,
-                        hide_extra=[os.path.abspath(submissions_dir)], label=name)
+                        tests=tests, hide_extra=[os.path.abspath(submissions_dir)], label=name)
             return {"student": name, "score": res["score"], "max_score": res["max_score"],
                     "tests": {tt["name"]: tt["score"] for tt in res["tests"]},
                     "seconds": round(time.monotonic() - t, 1), "error": None}

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 
 from grader.errors import GradeError
 from grader.labconfig import REPO, Lab
-from grader.markers import strip
+from grader.markers import blocks, strip
 from grader.sandbox_user import student_ids
+from grader.untrusted import SUBMISSION_FILE_MAX, copy_regular, kind
 
 
 def reference_files(lab: Lab) -> dict[str, str]:
@@ -28,29 +30,37 @@ def starter_text(lab: Lab, name: str) -> str:
         return strip(f.read(), lab.name, path)
 
 
-def find_submission_files(submission: str, lab: Lab) -> tuple[dict[str, str], list[str]]:
-    """student file -> path in the submission; and the names it lacks."""
+def find_submission_files(submission: str, lab: Lab
+                          ) -> tuple[dict[str, str], list[str], dict[str, str]]:
+    """student file -> path in the submission; the names it lacks; and the names refused, with
+    why (a link, a FIFO, a device or a directory where the file should be: root never follows or
+    opens such a thing on the student's behalf). Looked for at the top, then anywhere below
+    (hidden dirs and tests/ aside) without following a link to a directory."""
     if submission == "reference":
-        return reference_files(lab), []
+        return reference_files(lab), [], {}
     if not os.path.isdir(submission):
         raise GradeError(f"submission {submission!r} is not a directory")
-    found, missing = {}, []
+    found, missing, refused = {}, [], {}
     for name in lab.files:
-        top = os.path.join(submission, name)
-        if os.path.isfile(top):
-            found[name] = top
-            continue
-        hit = None
-        for root, dirs, files in os.walk(submission):
-            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "tests")
-            if name in files:
-                hit = os.path.join(root, name)
-                break
-        if hit:
-            found[name] = hit
-        else:
+        hit = os.path.join(submission, name)
+        if not os.path.lexists(hit):
+            hit = None
+            for root, dirs, files in os.walk(submission):       # never follows links
+                dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "tests")
+                if name in files or name in dirs:
+                    hit = os.path.join(root, name)
+                    break
+        if hit is None:
             missing.append(name)
-    return found, missing
+            continue
+        mode = os.lstat(hit).st_mode
+        if stat.S_ISREG(mode):
+            found[name] = hit
+        elif stat.S_ISLNK(mode):
+            refused[name] = f"{name} is a symbolic link: submit the file itself"
+        else:
+            refused[name] = f"{name} is {kind(mode)}, not a regular file: submit the file itself"
+    return found, missing, refused
 
 
 def copy_vnf(dest: str) -> None:
@@ -59,20 +69,49 @@ def copy_vnf(dest: str) -> None:
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.c", "*.o"))
 
 
-def build_overlay(dest_dir: str, submission: str, lab: Lab) -> list[str]:
+def strip_later_labs(dest_dir: str, lab: Lab) -> None:
+    """Replace, in the overlay's ``vnf`` copy, the solution blocks of the labs after ``lab`` by
+    their TODOs: a lab-1 submission must not find lab 2's parser or lab 3's LB in the package
+    it runs with. Earlier labs' blocks stay (the release hands them out too)."""
+    for root, _, fnames in os.walk(os.path.join(dest_dir, "vnf")):
+        for fn in fnames:
+            if not fn.endswith(".py"):
+                continue
+            path = os.path.join(root, fn)
+            with open(path) as f:
+                text = f.read()
+            if "# BEGIN SOLUTION" not in text:
+                continue
+            later = sorted({b.lab for b in blocks(text, path)
+                            if int(b.lab[3:]) > lab.number})
+            for name in later:
+                text = strip(text, name, path)
+            if later:
+                with open(path, "w") as f:
+                    f.write(text)
+
+
+def build_overlay(dest_dir: str, submission: str, lab: Lab) -> tuple[list[str], dict[str, str]]:
     """A copy of the vnf package in ``dest_dir`` with the submission's files in place of the
-    reference ones (a missing file gets the starter: it imports, and raises where work is due).
-    Put ``dest_dir`` first on PYTHONPATH to run the submission. Returns the missing names."""
+    reference ones (a missing or refused file gets the starter: it imports, and raises where
+    work is due). Put ``dest_dir`` first on PYTHONPATH to run the submission. Each student file
+    is read through ``grader.untrusted.copy_regular`` (a regular file, at most 1 MiB, read from
+    the opened descriptor) and lands root-owned, mode 0644. Returns the missing names and the
+    refused ones with why."""
     copy_vnf(dest_dir)
-    files, missing = find_submission_files(submission, lab)
+    strip_later_labs(dest_dir, lab)
+    files, missing, refused = find_submission_files(submission, lab)
     for name, target in lab.files.items():
         dest = os.path.join(dest_dir, target)
         if name in files:
-            shutil.copyfile(files[name], dest)
-        else:
-            with open(dest, "w") as f:
-                f.write(starter_text(lab, name))
-    return missing
+            try:
+                copy_regular(files[name], dest, SUBMISSION_FILE_MAX)
+                continue
+            except OSError as exc:            # swapped for a link meanwhile, too big, ...
+                refused[name] = f"{name} could not be taken: {exc}"
+        with open(dest, "w") as f:
+            f.write(starter_text(lab, name))
+    return missing, refused
 
 
 def _unit_checks(lab: Lab, unit_dir: str, sub: str) -> dict | None:
@@ -100,11 +139,11 @@ def prepare_workdir(lab: Lab, submission: str, workdir: str) -> dict:
     """Lay out one grading's ``workdir``: ``ref/`` and ``sub/`` (the two overlays), ``unit/``
     (the unit checks) and ``run/``, the only directory the student user owns (ready and stats
     files). Everything else is root's and read-only to others. Returns where things are, the
-    unit-check plan (or None) and the student files the submission lacks."""
+    unit-check plan (or None), the student files the submission lacks and those refused."""
     os.chmod(workdir, 0o711)
     ref, sub = os.path.join(workdir, "ref"), os.path.join(workdir, "sub")
     copy_vnf(ref)
-    missing = build_overlay(sub, submission, lab)
+    missing, refused = build_overlay(sub, submission, lab)
     unit_dir = os.path.join(workdir, "unit")
     os.makedirs(unit_dir)
     unit = _unit_checks(lab, unit_dir, sub)
@@ -122,4 +161,4 @@ def prepare_workdir(lab: Lab, submission: str, workdir: str) -> dict:
         for fn in fnames:
             os.chmod(os.path.join(root, fn), 0o644)
     return {"overlay_ref": ref, "overlay_sub": sub, "student_dir": run, "unit": unit,
-            "missing": missing}
+            "missing": missing, "refused": refused}

@@ -6,6 +6,7 @@ measured and, when points are lost, why, in words a student can act on.
 """
 from __future__ import annotations
 
+import math
 import statistics
 
 from testbed.frames import describe, hexdump
@@ -14,6 +15,7 @@ from vnf.checksum import ones_complement_sum
 
 from grader.labconfig import Lab
 from grader.pool_phase import score_pool_changes
+from grader.untrusted import finite_positive
 
 TEST_TITLES = {
     "starts": "LB starts and forwards (import, ready file, a first flow)",
@@ -49,9 +51,35 @@ def _ended(stop: dict | None, alive_after=None) -> str:
             msg = f"it crashed (exit code {code})"
     else:
         return ""
-    if tail:
-        msg += "; its last output:\n\n```\n" + tail[-1500:] + "\n```"
+    if tail:                # the report quotes it in a block the text cannot close
+        msg += "; its last output:\n\n" + tail[-1500:]
     return msg
+
+
+def _count(value) -> int:
+    """A counter from the LB's stats (written by the student's process: any JSON at all), or
+    -1 when it is not a non-negative integer."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return -1
+    return int(value) if math.isfinite(value) and 0 <= value < 2 ** 63 else -1
+
+
+def _table_stats(st) -> dict | None:
+    """size / evictions / expirations of the LB's flow table, from its stats; None without."""
+    if not isinstance(st, dict):
+        return None
+    ft = (st.get("lb") or {}).get("flow_table") if isinstance(st.get("lb"), dict) else None
+    ft = ft if isinstance(ft, dict) else {}
+    caches = [x for x in st.get("flow_cache") or [] if isinstance(x, dict)] \
+        if isinstance(st.get("flow_cache"), list) else []
+    if caches and not ft.get("size") and not ft.get("misses"):
+        # the DPDK way's vector path keeps its flows in the batch flow cache (one per lcore),
+        # not the FlowTable: its size and evictions are what is bounded
+        return {k: sum(max(0, _count(x.get(k, 0))) for x in caches)
+                for k in ("size", "evictions", "expirations")}
+    if not ft:
+        return None
+    return {k: _count(ft.get(k, 0)) for k in ("size", "evictions", "expirations")}
 
 
 def _traffic_ok(check: dict | None, min_fraction: float = 0.99) -> tuple[bool, list[str]]:
@@ -122,12 +150,16 @@ def check_frame(frame: bytes, backend: str, topo, way: str) -> list[str]:
 class Scorer:
     """The tests of one grading, scored from its plan and facts (``score()``)."""
 
-    def __init__(self, lab: Lab, plan: dict, facts: dict, missing: list[str], quick: bool):
+    def __init__(self, lab: Lab, plan: dict, facts: dict, missing: list[str], quick: bool,
+                 refused: dict[str, str] | None = None):
         self.lab, self.plan, self.f, self.missing, self.quick = lab, plan, facts, missing, quick
+        self.refused = refused or {}
+        # Faults of the grading itself (not of the submission): reported, never scored as full
+        self.grader_errors: list[str] = []
         self.points = lab.points()
         self.topo = LBTopoConfig(**plan["topology"])
         self.tests: list[dict] = []
-        self.details: list[str] = []
+        self.details: list[tuple[str, str]] = []     # (test name, why), for report.md
 
     def add(self, key: str, name: str, score: float, max_score: float, output: str,
             visibility: str = "visible", seconds: float | None = None, detail: str = "") -> None:
@@ -138,7 +170,7 @@ class Scorer:
             t["execution_time"] = round(seconds, 1)
         self.tests.append(t)
         if detail and t["score"] < max_score:
-            self.details.append(f"### {name}\n\n{detail.strip()}\n")
+            self.details.append((name, detail.strip()))
 
     def seconds(self, phase: str) -> float | None:
         return (self.f.get("timings") or {}).get(phase)
@@ -192,6 +224,9 @@ class Scorer:
             if self.missing:
                 msg += ("\n\nMissing from the submission (the starter was used instead): "
                         + ", ".join(self.missing))
+            if self.refused:
+                msg += ("\n\nNot taken from the submission (the starter was used instead): "
+                        + "; ".join(self.refused.values()))
             self.add("starts", TEST_TITLES["starts"], P.get("starts", 0) if smoke["forwards"] else 0,
                      P.get("starts", 0), msg, seconds=self.seconds("smoke"))
             skip = None if smoke["forwards"] else \
@@ -399,8 +434,17 @@ class Scorer:
     def s_cost(self, pts: float) -> None:
         c = self.f["cost"]
         cfg = self.plan["cost"]
-        ref = [w["ns_per_packet"] for w in c["windows"] if w["who"] == "reference" and w.get("ns_per_packet")]
-        sub = [w["ns_per_packet"] for w in c["windows"] if w["who"] == "submission" and w.get("ns_per_packet")]
+        # A cost is a CPU time divided by a packet count: it is finite and above zero. Anything
+        # else is a failed measurement: of the grader when it is the reference's (never full
+        # points for it), of the submission when it is its own (a reaped child or a detached
+        # worker can make a CPU delta zero or negative).
+        ref_w = [w for w in c["windows"] if w["who"] == "reference"]
+        sub_w = [w for w in c["windows"] if w["who"] == "submission"]
+        ref = [w["ns_per_packet"] for w in ref_w if finite_positive(w.get("ns_per_packet"))]
+        sub = [w["ns_per_packet"] for w in sub_w if finite_positive(w.get("ns_per_packet"))]
+        bad_sub = [w.get("ns_per_packet") for w in sub_w
+                   if w.get("ns_per_packet") is not None
+                   and not finite_positive(w.get("ns_per_packet"))]
         agg_word = "the best window of each" if cfg.get("statistic") == "min" else "medians"
         if self.lab.way == "dpdk":
             method = ("Method: the LB's port faces a DPDK generator (full bursts, saturation) for "
@@ -414,12 +458,23 @@ class Scorer:
                       f"forwarded, {c['rate_pps']} pps offered for {c['seconds']} s per window, "
                       "windows alternating reference/submission in the same topology; "
                       f"{agg_word} compared.")
-        if not ref:
-            why = next((w.get("busy_error") or w.get("error") for w in c["windows"]
-                        if w["who"] == "reference" and (w.get("busy_error") or w.get("error"))), "")
-            self.add("cost", TEST_TITLES["cost"], pts, pts,
-                     "The reference could not be measured in this run; not held against you."
-                     + (f" ({why})" if why else "") + "\n" + method)
+        if not ref or len(ref) < len(ref_w):
+            why = next((w.get("busy_error") or w.get("error") for w in ref_w
+                        if w.get("busy_error") or w.get("error")), "")
+            figures = ", ".join(repr(w.get("ns_per_packet")) for w in ref_w)
+            note = (f"the reference's cost could not be measured (ns/packet per window: "
+                    f"{figures or 'no window'})" + (f": {why}" if why else ""))
+            self.grader_errors.append(f"cost: {note}")
+            self.add("cost", TEST_TITLES["cost"], 0, pts,
+                     f"Grader error, not yours: {note}. This test must be run again; its "
+                     "points are withheld until then.\n" + method)
+            return
+        if bad_sub:
+            msg = (f"The submission's cost measurement failed: ns/packet {bad_sub} in its "
+                   "windows (a cost must be above zero; CPU time spent outside the measured "
+                   "processes, or taken back by a reaped child, does not count).")
+            self.add("cost", TEST_TITLES["cost"], 0, pts, msg + "\n" + method,
+                     seconds=self.seconds("cost"), detail=msg)
             return
         if not sub:
             bad = next((w for w in c["windows"] if w["who"] == "submission"), {})
@@ -466,17 +521,15 @@ class Scorer:
                 if got != want:
                     problems.append(f"flows reached {sorted(got)}, expected exactly {sorted(want)}")
         if "table_bounded" in checks:
-            st = (h.get("stop") or {}).get("stats") or {}
-            ft = (st.get("lb") or {}).get("flow_table") or {}
-            caches = [x for x in st.get("flow_cache") or [] if isinstance(x, dict)]
-            if caches and not ft.get("size") and not ft.get("misses"):
-                # the DPDK way's vector path keeps its flows in the batch flow cache (one per
-                # lcore), not the FlowTable: its size and evictions are what is bounded
-                ft = {k: sum(int(x.get(k, 0)) for x in caches)
-                      for k in ("size", "evictions", "expirations")}
+            stop = h.get("stop") or {}
+            ft = _table_stats(stop.get("stats") or {})
             cap = s.get("flow_capacity")
-            if not ft:
-                problems.append("the LB wrote no stats (it must write --stats-file on exit)")
+            if ft is None:
+                problems.append("the LB wrote no readable stats (it must write --stats-file on "
+                                "exit)" + (f": {stop['stats_problem']}"
+                                           if stop.get("stats_problem") else ""))
+            elif min(ft.values()) < 0:
+                problems.append(f"its stats' flow-table counters are not counts: {ft}")
             elif cap and ft.get("size", 0) > cap:
                 problems.append(f"the flow table holds {ft['size']} entries with flow_capacity "
                                 f"{cap}: it never evicts (memory grows with every new flow)")

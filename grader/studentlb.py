@@ -15,10 +15,11 @@ import subprocess
 import sys
 import time
 
-from testbed.experiment import ExperimentSpec, Testbed, log, read_json
+from testbed.experiment import ExperimentSpec, Testbed, log
 from testbed.procfs import cpu_times
 
 from grader.sandbox_user import student_command, student_ids
+from grader.untrusted import is_regular, load_json_or, read_json_capped, read_text_tail
 
 
 class StudentLB:
@@ -52,9 +53,13 @@ class StudentLB:
                 hung = True
                 self.proc.kill()
                 self.proc.wait()
-        stats = read_json(self.stats_path, {}) or {}
-        return {"alive_at_stop": was_alive, "hung": hung, "exit_code": self.proc.returncode,
+        # The stats file is the student's: read without following a link, capped, checked
+        stats, problem = read_json_capped(self.stats_path)
+        fact = {"alive_at_stop": was_alive, "hung": hung, "exit_code": self.proc.returncode,
                 "stats": stats if isinstance(stats, dict) else {}, "log_tail": self.log_tail()}
+        if problem and os.path.lexists(self.stats_path):
+            fact["stats_problem"] = problem
+        return fact
 
     def busy_snapshot(self, timeout: float = 3.0) -> dict | None:
         """The LB's busy counters now: SIGUSR1 makes it rewrite its stats file."""
@@ -67,7 +72,7 @@ class StudentLB:
         self.proc.send_signal(signal.SIGUSR1)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            stats = read_json(self.stats_path)
+            stats = load_json_or(self.stats_path)
             if isinstance(stats, dict):
                 busy = stats.get("busy")
                 if not isinstance(busy, dict):
@@ -80,11 +85,8 @@ class StudentLB:
         return None
 
     def log_tail(self, n: int = 25) -> str:
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return "".join(f.readlines()[-n:])[-4000:]
-        except OSError:
-            return ""
+        lines = read_text_tail(self.log_path).splitlines(keepends=True)
+        return "".join(lines[-n:])[-4000:]
 
 
 class GradeBed(Testbed):
@@ -177,6 +179,9 @@ class GradeBed(Testbed):
         run = plan["student_dir"]
         ready = os.path.join(run, f"lb-{tag}.ready")
         stats = os.path.join(run, f"lb-{tag}-stats.json")
+        for stale in (ready, stats):              # planted before this start: not its own
+            if os.path.lexists(stale):
+                os.unlink(stale)
         argv = [sys.executable, "-m", f"vnf.ways.{plan['way']}_lb", "--config", cfg_path,
                 "--ready-file", ready, "--stats-file", stats]
         if control_file:
@@ -188,7 +193,7 @@ class GradeBed(Testbed):
         deadline = time.monotonic() + float(plan["limits"].get("ready_timeout_s", 20))
         error = None
         while True:
-            if os.path.exists(ready):
+            if is_regular(ready):                 # a link or a FIFO is not a ready file
                 break
             if proc.poll() is not None:
                 error = f"exited with code {proc.returncode} before it was ready"
