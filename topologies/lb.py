@@ -30,10 +30,20 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from mininet.nodelib import LinuxBridge
-from vnf.addresses import SUBNET, VIP
 from mininet.node import OVSSwitch
+from mininet.nodelib import LinuxBridge
 from mininet.topo import Topo
+
+try:
+    from vnf.addresses import SUBNET, VIP
+except ImportError:
+    # Run by the system ``mn --custom topologies/lb.py``: Mininet's Python has no vnflab on its
+    # path, and execs this file without ``__file__``; the code object still knows its file.
+    import inspect
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(inspect.currentframe().f_code.co_filename).resolve().parents[1]))
+    from vnf.addresses import SUBNET, VIP
 
 MAX_CLIENTS = 89     # .11 .. .99
 MAX_BACKENDS = 150   # .101 .. .250

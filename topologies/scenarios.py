@@ -27,10 +27,13 @@ from mininet.topo import Topo
 
 try:
     from topologies.lb import LBTopoConfig
-except ImportError:          # loaded by the system ``mn --custom`` from another directory
-    import os
+except ImportError:
+    # Run by the system ``mn --custom``: as in topologies/lb.py (no vnflab on the path, no
+    # ``__file__``), the code object knows which file this is.
+    import inspect
     import sys
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from pathlib import Path
+    sys.path.insert(0, str(Path(inspect.currentframe().f_code.co_filename).resolve().parents[1]))
     from topologies.lb import LBTopoConfig
 
 CLIENT_NET, SERVER_NET = "10.1.0", "10.0.0"
