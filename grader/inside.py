@@ -5,8 +5,8 @@
 did, measured from outside its process) and rewrites FACTS.json after every phase, so a grading
 that runs out of time still leaves what it measured. Scores are computed by ``grader.scoring``
 after the sandbox has exited; the submission's process never sees the plan, the facts or the
-results (it runs as another user, see ``grader.sandbox_user``; the LB it grades is started and
-stopped by ``grader.studentlb``).
+results (it runs in a jail, see ``grader.jail``; the LB it grades is started and stopped by
+``grader.studentlb``).
 """
 from __future__ import annotations
 
@@ -21,8 +21,11 @@ from testbed.experiment import ExperimentSpec, forget_poisoned_neighbours, log, 
 from vnf.addresses import SERVICE_PORT
 from vnf.jsonfile import write_json_atomic
 
-from grader.sandbox_user import student_command, student_ids
+from grader.jail import CODE, Jail, python
+from grader.sandbox_user import STUDENT_USER, user_ids
 from grader.studentlb import GradeBed
+
+UNITCHECK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "unitcheck.py")
 
 
 class Grading:
@@ -47,14 +50,19 @@ class Grading:
         u = self.plan.get("unit")
         if not u:
             return
-        argv = [sys.executable, "-m", "grader.unitcheck", "--checks", u["checks"],
-                "--module", u["module"], "--file", u["file"]]
-        cmd = student_command(argv, overlay=self.plan["overlay_sub"], limits=self.plan["limits"],
-                              hide=self.plan["hide"], cwd=self.plan["student_dir"])
+        # The harness runs in a jail of its own: the overlay, the lab's public unit checks
+        # and the harness file itself are all it sees.
+        sub = self.plan["overlay_sub"]
+        jail = Jail(self.plan["grading_id"], self.plan["workdir"], user=STUDENT_USER,
+                    limits=self.plan["limits"],
+                    binds={CODE: sub, "/vnflab/unit": os.path.dirname(u["checks"]),
+                           "/vnflab/harness/unitcheck.py": UNITCHECK})
+        argv = [python(), "/vnflab/harness/unitcheck.py",
+                "--checks", "/vnflab/unit/" + os.path.basename(u["checks"]),
+                "--module", u["module"], "--file", CODE + "/" + os.path.relpath(u["file"], sub)]
         nonce = os.urandom(8).hex()
         try:
-            r = subprocess.run(cmd, input=nonce + "\n", capture_output=True, text=True,
-                               timeout=float(u.get("timeout_s", 60)))
+            r = jail.run(argv, input=nonce + "\n", timeout=float(u.get("timeout_s", 60)))
             out = None
             for line in r.stdout.splitlines():
                 if line.startswith(nonce + " "):
@@ -280,8 +288,8 @@ class Grading:
         The counters are cross-checked against the generator's own counts."""
         from testbed.dpdkgen import DpdkGenerator
         bed = self.bed
-        uid, gid, _ = student_ids()
-        bed._student_dpdk_dir()
+        uid, gid = user_ids(bed.lb_user(overlay))
+        bed.lb_dpdk_dir(bed.lb_user(overlay))
         sock = os.path.join(bed.vhost_dir, f"gen-{tag}.sock")
         gen = DpdkGenerator(sock, flows=int(c.get("gen_flows", 1024)),
                             log_path=os.path.join(bed.workdir, f"gen-{tag}.log"))
