@@ -11,10 +11,10 @@ How one grading goes:
    namespace (``testbed.sandbox``) with a wall-clock limit: one topology, then phase after phase
    (unit checks, smoke, affinity + balance + captured frames, the 5-tuple key probe, the
    malformed-frame corpus, cost windows alternating reference/submission, hidden scenarios). The
-   submission's processes run as an unprivileged user with only its way's capabilities, under
-   prlimit, with the instructor-only paths hidden (``grader.sandbox_user``,
-   ``grader.studentlb``). Whatever it does, the namespaces take every interface, process and
-   huge-page file with them.
+   submission's processes run in a jail per start: a cgroup (memory, processes, CPU), their own
+   PID/IPC/mount namespaces, a root that holds only the venv, their overlay and a fresh run dir,
+   another user with only its way's capabilities (``grader.jail``, ``grader.studentlb``).
+   Whatever they do, the namespaces take every interface, process and huge-page file with them.
 3. **Scores.** After the sandbox has exited, the facts are scored (``grader.scoring``) and
    ``results.json`` (Gradescope's format) and ``report.md`` are written into DIR
    (``grader.report``) — a directory the submission's user cannot write.
@@ -24,6 +24,7 @@ This module only puts those steps in order, for one submission (``grade``) or a 
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -34,36 +35,52 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from grader import labconfig
+from grader import cgroups, labconfig
 from grader.errors import GradeError
-from grader.labconfig import REPO, Lab, LabError
+from grader.labconfig import Lab, LabError
 from grader.overlay import prepare_workdir
 from grader.report import results_json, write_gradebook, write_results
-from grader.sandbox_user import ensure_student_user
+from grader.sandbox_user import ensure_users
 from grader.scoring import Scorer
 from grader.untrusted import MIB, load_json_or, read_text_tail
 
 GRADING_ROOT = "/var/lib/vnflab/grading"
 CAPS = {"socket": (), "afpacket": ("net_raw",), "dpdk": ()}
+LOCK_NAME = "grading.lock"                # held (flock) for as long as the grading runs
 PUBLIC_TESTS = ["unit", "starts", "affinity", "balance", "correctness", "pool_changes", "key",
                 "robustness", "cost"]
 
 
 def make_plan(lab: Lab, files: dict, workdir: str, quick: bool, include_hidden: bool,
-              tests: list[str], hide_extra: list[str]) -> dict:
+              tests: list[str]) -> dict:
     """What the sandbox runs (``grader.inside``): the lab's profile and where the files are
     (``grader.overlay.prepare_workdir``). Root-only: it names the hidden scenarios."""
     return {
         "lab": lab.number, "way": lab.way, "quick": quick, "workdir": workdir,
-        "student_dir": files["student_dir"], "overlay_sub": files["overlay_sub"],
+        "grading_id": os.path.basename(workdir), "overlay_sub": files["overlay_sub"],
         "overlay_ref": files["overlay_ref"], "unit": files["unit"],
         "topology": dict(lab.raw.get("topology", {"clients": 2, "backends": 3})),
         "traffic": lab.traffic(quick), "cost": lab.cost(quick), "limits": lab.limits(quick),
         "caps": list(CAPS.get(lab.way, ())),
-        "hide": [os.path.join(REPO, p) for p in labconfig.INSTRUCTOR_ONLY] + hide_extra,
         "hidden": lab.hidden if include_hidden else [],
         "tests": tests, "fuzz_frames": 300 if quick else 2000,
     }
+
+
+def grading_alive(grading: str) -> bool:
+    """Whether the grading ``grading`` (its work dir's name) still runs: its work dir exists
+    and its lock is held. A crashed grading's cgroups are removed by the next one."""
+    try:
+        fd = os.open(os.path.join(GRADING_ROOT, grading, LOCK_NAME), os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def run_sandbox(plan: dict, workdir: str) -> dict:
@@ -108,7 +125,7 @@ def run_sandbox(plan: dict, workdir: str) -> dict:
 # --------------------------------------------------------------------------------------------
 
 def grade(submission: str, lab_number, out: str, quick: bool = False, include_hidden: bool = True,
-          tests: list[str] | None = None, keep: bool = False, hide_extra: list[str] = (),
+          tests: list[str] | None = None, keep: bool = False,
           label: str | None = None) -> dict:
     """Grade one submission; writes OUT/results.json and OUT/report.md; returns the results."""
     from testbed import sandbox
@@ -122,20 +139,27 @@ def grade(submission: str, lab_number, out: str, quick: bool = False, include_hi
     why = lab.gradable()
     if why:
         raise GradeError(f"lab {lab.number} cannot be graded here: {why}")
-    ensure_student_user()
+    ensure_users()
     tests = list(tests or PUBLIC_TESTS)
     os.makedirs(out, exist_ok=True)
     os.chmod(out, 0o755)
     t0 = time.monotonic()
-    # Not under /tmp: the submission's process gets a private, empty /tmp (grader.sandbox_user).
     os.makedirs(GRADING_ROOT, mode=0o711, exist_ok=True)
+    cgroups.sweep_stale(grading_alive)
     workdir = tempfile.mkdtemp(prefix="grade-", dir=GRADING_ROOT)
     try:
-        files = prepare_workdir(lab, submission, workdir)
-        plan = make_plan(lab, files, workdir, quick, include_hidden, tests, list(hide_extra))
-        facts = run_sandbox(plan, workdir)
-        scorer = Scorer(lab, plan, facts, files["missing"], quick, refused=files["refused"])
-        results_tests = scorer.score()
+        with open(os.path.join(workdir, LOCK_NAME), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)      # "this grading runs" (see grading_alive)
+            try:
+                files = prepare_workdir(lab, submission, workdir)
+                plan = make_plan(lab, files, workdir, quick, include_hidden, tests)
+                facts = run_sandbox(plan, workdir)
+                scorer = Scorer(lab, plan, facts, files["missing"], quick,
+                                refused=files["refused"])
+                results_tests = scorer.score()
+            finally:
+                # The sandbox has exited, its jails' processes with it: their cgroups go too.
+                cgroups.remove_grading(os.path.basename(workdir))
     finally:
         if keep:
             print(f"vnflab grade: kept {workdir}", file=sys.stderr)
@@ -159,8 +183,8 @@ def grade_all(submissions_dir: str, lab_number, out: str, jobs: int = 2, quick: 
     if not subs:
         raise GradeError(f"no submission directories in {submissions_dir}")
     lab = labconfig.load(lab_number)
-    # The student user exists before the first grading thread starts (see ensure_student_user).
-    ensure_student_user()
+    # The users exist before the first grading thread starts (see ensure_users).
+    ensure_users()
     os.makedirs(out, exist_ok=True)
     os.chmod(out, 0o755)
     done = 0
@@ -175,7 +199,7 @@ def grade_all(submissions_dir: str, lab_number, out: str, jobs: int = 2, quick: 
         t = time.monotonic()
         try:
             res = grade(path, lab.number, sub_out, quick=quick, include_hidden=include_hidden,
-                        tests=tests, hide_extra=[os.path.abspath(submissions_dir)], label=name)
+                        tests=tests, label=name)
             return {"student": name, "score": res["score"], "max_score": res["max_score"],
                     "tests": {tt["name"]: tt["score"] for tt in res["tests"]},
                     "seconds": round(time.monotonic() - t, 1), "error": None}

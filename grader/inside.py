@@ -5,8 +5,8 @@
 did, measured from outside its process) and rewrites FACTS.json after every phase, so a grading
 that runs out of time still leaves what it measured. Scores are computed by ``grader.scoring``
 after the sandbox has exited; the submission's process never sees the plan, the facts or the
-results (it runs as another user, see ``grader.sandbox_user``; the LB it grades is started and
-stopped by ``grader.studentlb``).
+results (it runs in a jail, see ``grader.jail``; the LB it grades is started and stopped by
+``grader.studentlb``).
 """
 from __future__ import annotations
 
@@ -21,10 +21,14 @@ from testbed.experiment import ExperimentSpec, forget_poisoned_neighbours, log, 
 from vnf.addresses import SERVICE_PORT
 from vnf.jsonfile import write_json_atomic
 
-from grader.sandbox_user import student_command, student_ids
+from grader import unitserve
+from grader.jail import CODE, Jail, python
 from grader.pool_phase import run_pool_changes
+from grader.sandbox_user import STUDENT_USER, user_ids
 from grader.studentlb import GradeBed
 from grader.untrusted import chown_own_socket
+
+UNITSERVE = unitserve.__file__             # the servant, bound into the unit checks' jails
 
 
 class Grading:
@@ -52,16 +56,29 @@ class Grading:
         u = self.plan.get("unit")
         if not u:
             return
-        plan = self.plan
+        # The harness runs on the grader's side (grader.unitcheck: it holds the expected
+        # answers); the student's module is imported by grader.unitserve in a jail of its own
+        # (a fresh one whenever a check lost it), which sees the overlay and that file only.
+        plan, sub = self.plan, self.plan["overlay_sub"]
+        inside = {sys.executable: python(), UNITSERVE: "/vnflab/harness/unitserve.py",
+                  u["file"]: CODE + "/" + os.path.relpath(u["file"], sub)}
+        jails: list[Jail] = []
 
         def jailed(argv: list[str]) -> list[str]:
-            return student_command(argv, overlay=plan["overlay_sub"], limits=plan["limits"],
-                                   hide=plan["hide"], cwd=plan["student_dir"])
+            jail = Jail(plan["grading_id"], plan["workdir"], user=STUDENT_USER,
+                        limits=plan["limits"],
+                        binds={CODE: sub, "/vnflab/harness/unitserve.py": UNITSERVE})
+            jails.append(jail)
+            jail.build()
+            return jail.command([inside.get(a, a) for a in argv])
         try:
             self.facts["unit"] = run_unit_checks(u, jailed)
         except Exception as exc:                  # noqa: BLE001 - the grader's own fault
             self.facts["unit"] = {"error": f"grader error in the unit checks: "
                                            f"{type(exc).__name__}: {exc}"}
+        finally:
+            for jail in jails:
+                jail.destroy()
         self.save("unit")
 
     def run_network(self) -> None:
@@ -288,8 +305,8 @@ class Grading:
         The counters are cross-checked against the generator's own counts."""
         from testbed.dpdkgen import DpdkGenerator
         bed = self.bed
-        uid, gid, _ = student_ids()
-        bed._student_dpdk_dir()
+        uid, gid = user_ids(bed.lb_user(overlay))
+        bed.lb_dpdk_dir(bed.lb_user(overlay))
         sock = os.path.join(bed.vhost_dir, f"gen-{tag}.sock")
         gen = DpdkGenerator(sock, flows=int(c.get("gen_flows", 1024)),
                             log_path=os.path.join(bed.workdir, f"gen-{tag}.log"))

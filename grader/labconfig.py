@@ -22,8 +22,8 @@ def hidden_dirs(n: int) -> list[str]:
     return [SHARED_HIDDEN, os.path.join(LABS, f"lab{n}", "hidden")]
 
 
-# Never visible to a submission's process (tmpfs over them in its mount namespace): relative
-# to REPO. Every lab's hidden dir is listed, whether or not it exists yet.
+# Instructor-only paths, never released (relative to REPO; a jailed process sees none of the
+# checkout anyway, see grader.jail). Every lab's hidden dir is listed, whether or not it exists.
 INSTRUCTOR_ONLY = ("vnf", "tests", ".git", "grader/hidden",
                    *sorted({os.path.relpath(d, REPO)
                             for lab in sorted(glob.glob(os.path.join(LABS, "lab[0-9]*")))

@@ -14,7 +14,6 @@ import stat
 from grader.errors import GradeError
 from grader.labconfig import REPO, Lab
 from grader.markers import blocks, strip
-from grader.sandbox_user import student_ids
 from grader.untrusted import SUBMISSION_FILE_MAX, copy_regular, kind
 
 
@@ -136,29 +135,22 @@ def _unit_checks(lab: Lab, unit_dir: str, sub: str) -> dict | None:
 
 
 def prepare_workdir(lab: Lab, submission: str, workdir: str) -> dict:
-    """Lay out one grading's ``workdir``: ``ref/`` and ``sub/`` (the two overlays), ``unit/``
-    (the unit checks) and ``run/``, the only directory the student user owns (ready and stats
-    files). Everything else is root's and read-only to others. Returns where things are, the
+    """Lay out one grading's ``workdir``: ``ref/`` and ``sub/`` (the two overlays) and ``unit/``
+    (the unit checks). All root's: a jailed process sees only what its jail binds in (its own
+    overlay, read-only; ``grader.jail``), never this directory. Returns where things are, the
     unit-check plan (or None), the student files the submission lacks and those refused."""
-    os.chmod(workdir, 0o711)
+    os.chmod(workdir, 0o700)
     ref, sub = os.path.join(workdir, "ref"), os.path.join(workdir, "sub")
     copy_vnf(ref)
     missing, refused = build_overlay(sub, submission, lab)
     unit_dir = os.path.join(workdir, "unit")
     os.makedirs(unit_dir)
     unit = _unit_checks(lab, unit_dir, sub)
-    run = os.path.join(workdir, "run")
-    os.makedirs(run)
-    uid, gid, _ = student_ids()
-    os.chown(run, uid, gid)
-    os.chmod(run, 0o700)
+    # Readable through the jails' binds by the users the LBs run as (the dirs above are not).
     for root, dirs, fnames in os.walk(workdir):
-        if root.startswith(run):
-            continue
         for d in dirs:
-            if os.path.join(root, d) != run:
-                os.chmod(os.path.join(root, d), 0o755)
+            os.chmod(os.path.join(root, d), 0o755)
         for fn in fnames:
             os.chmod(os.path.join(root, fn), 0o644)
-    return {"overlay_ref": ref, "overlay_sub": sub, "student_dir": run, "unit": unit,
-            "missing": missing, "refused": refused}
+    return {"overlay_ref": ref, "overlay_sub": sub, "unit": unit, "missing": missing,
+            "refused": refused}

@@ -54,7 +54,10 @@ def run_pool_changes(bed, start_lb, plan: dict) -> dict:
     for i, change in enumerate(change_plans(bed.topo_cfg.backend_names(),
                                             plan.get("pool_changes"))):
         bed.restart_backends()                    # fresh records: one change per record set
-        control = os.path.join(bed.workdir, f"control-{change.kind}.json")
+        # A directory of its own: the LB's jail binds it (read-only), never the work dir
+        control_dir = os.path.join(bed.workdir, f"control-{change.kind}")
+        os.makedirs(control_dir, mode=0o755, exist_ok=True)
+        control = os.path.join(control_dir, "pool.json")
         write_control(control, {})
         configured = change.configured(bed.topo_cfg.backend_names())
         lb = start_lb(f"pool-{change.kind}", control, configured)

@@ -51,11 +51,13 @@ fi
 # The system OVS service is not needed (vnflab runs private OVS instances inside its own
 # namespaces); the Debian package may have started it, which is harmless.
 
-# The unprivileged user the autograder runs submissions as (STUDENT_USER in
-# grader/sandbox_user.py). Made here, once, rather than by the first grading that needs it.
-if ! id -u vnflab-student >/dev/null 2>&1; then
-    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin vnflab-student
-fi
+# The unprivileged users the autograder runs submissions and the reference as (USERS in
+# grader/sandbox_user.py). Made here, once, rather than by the first grading that needs them.
+for u in vnflab-student vnflab-ref; do
+    if ! id -u "$u" >/dev/null 2>&1; then
+        useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$u"
+    fi
+done
 
 SYSPY=/usr/bin/python3
 if [ ! -x "$VENV/bin/python" ]; then

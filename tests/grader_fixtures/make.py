@@ -16,6 +16,15 @@ LAB_FILES = {1: {"flowtable.py": "vnf/flowtable.py", "socket_lb.py": "vnf/ways/s
              2: {"packet.py": "vnf/packet.py", "afpacket_lb.py": "vnf/ways/afpacket_lb.py"},
              3: {"dpdk_lb.py": "vnf/ways/dpdk_lb.py"}}
 
+def _hostile(body: str) -> list[tuple[str, str]]:
+    """Patches that run ``body`` (a function body) first thing in the socket LB's setup()."""
+    return [("    def setup(self) -> None:\n        cfg = self.config\n",
+             "    def setup(self) -> None:\n        hostile()\n        cfg = self.config\n"),
+            ("class SocketLB(LBProgram):",
+             f"def hostile():\n    import os, time\n    REPO = {REPO!r}\n{body}\n\n"
+             "class SocketLB(LBProgram):")]
+
+
 # name -> (lab, {file: [(old, new), ...]})
 FIXTURES = {
     # Round-robin on every datagram: no flow table at all.
@@ -64,6 +73,84 @@ FIXTURES = {
          "            pass\n\n\n"
          "class SocketLB(LBProgram):"),
     ]}),
+    # --- hostile submissions (issue 12): the reference, plus one attack at the LB's start ---
+    # A double-forked daemon that outlives the LB and signals every process it can reach.
+    "daemon": (1, {"socket_lb.py": _hostile("""
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            import ctypes, signal
+            ctypes.CDLL(None).prctl(15, b"vnfdaemon86399")     # PR_SET_NAME: findable
+            while True:
+                for pid in os.listdir("/proc"):
+                    if pid.isdigit() and int(pid) != os.getpid():
+                        for sig in (signal.SIGSTOP, signal.SIGKILL):
+                            try:
+                                os.kill(int(pid), sig)
+                            except OSError:
+                                pass
+                time.sleep(0.05)
+        os._exit(0)
+    os.wait()
+""")}),
+    # 6 GB in twelve processes holding memfds (and /dev/shm, /tmp): past any per-process limit.
+    "memhog": (1, {"socket_lb.py": _hostile("""
+    for i in range(12):
+        if os.fork() == 0:
+            chunk = b"x" * (1 << 20)
+            fds = [os.memfd_create(f"hog{i}-{k}") for k in range(8)]
+            for fd in fds:
+                for _ in range(60):
+                    os.write(fd, chunk)
+            for d in ("/dev/shm", "/tmp"):
+                try:
+                    with open(f"{d}/hog{i}", "wb") as f:
+                        for _ in range(60):
+                            f.write(chunk)
+                except OSError:
+                    pass
+            time.sleep(3600)
+""")}),
+    # A fork bomb (each process forks until it cannot, then tries again).
+    "forkbomb": (1, {"socket_lb.py": _hostile("""
+    if os.fork() == 0:
+        while True:
+            try:
+                os.fork()
+            except OSError:
+                time.sleep(0.05)
+""")}),
+    # Looks for what it must not see; prints a marker only when a read succeeds.
+    "snoop": (1, {"socket_lb.py": _hostile("""
+    import sys
+    def leak(path):
+        # What it may read: the venv (its python links to /usr), its own overlay and run dir
+        # (/vnflab in its jail).
+        mine = (sys.prefix + "/", "/vnflab/", "/usr/")
+        if path.startswith(mine) or os.path.realpath(path).startswith(mine):
+            return
+        try:
+            with open(path, "rb") as f:
+                f.read(64)
+            print("VNFLAB" + "-LEAK", path, flush=True)
+        except OSError:
+            pass
+    print("VNFLAB-SNOOP-RAN", flush=True)
+    for p in (REPO + "/labs/hidden", REPO + "/grader", REPO + "/labs/lab1/hidden",
+              "/var/lib/vnflab", "/root", "/home", "/work", os.getcwd() + "/../ref",
+              os.getcwd() + "/../../ref", os.getcwd() + "/../.."):
+        for root, dirs, files in os.walk(p):
+            for name in files:
+                leak(os.path.join(root, name))
+    for root, dirs, files in os.walk("/"):
+        if root.startswith(("/proc", "/sys", "/usr", "/dev")):
+            dirs[:] = []
+            continue
+        for name in files:
+            if name in ("plan.json", "facts.json", "grading.lock") or "hidden" in root \
+                    or "/ref/" in root + "/" or name.endswith(".toml"):
+                leak(os.path.join(root, name))
+""")}),
     # Lab 2: a parser that reads the IPv4 header without checking it is there (struct.error on
     # any frame shorter than Ethernet + 20 bytes, e.g. a 20-byte frame), called from a plain-Python
     # loop over the ring's frames: the LB dies on the first such frame.
