@@ -38,6 +38,7 @@ from grader import labconfig
 from grader.errors import GradeError
 from grader.labconfig import REPO, Lab, LabError
 from grader.overlay import prepare_workdir
+from grader.pcaps import ship_split_flows
 from grader.report import results_json, write_gradebook, write_results
 from grader.sandbox_user import ensure_student_user
 from grader.scoring import Scorer
@@ -128,6 +129,7 @@ def grade(submission: str, lab_number, out: str, quick: bool = False, include_hi
         facts = run_sandbox(plan, workdir)
         scorer = Scorer(lab, plan, facts, files["missing"], quick)
         results_tests = scorer.score()
+        scorer.details.extend(ship_split_flows(facts, workdir, out))
     finally:
         if keep:
             print(f"vnflab grade: kept {workdir}", file=sys.stderr)

@@ -23,6 +23,7 @@ from vnf.jsonfile import write_json_atomic
 
 from grader.sandbox_user import student_command, student_ids
 from grader.pool_phase import run_pool_changes
+from grader.pcaps import finish_affinity_capture, start_affinity_capture
 from grader.studentlb import GradeBed
 
 
@@ -151,6 +152,7 @@ class Grading:
                 if os.path.exists(out + ".ready") or proc.poll() is not None:
                     break
                 time.sleep(0.05)
+        pcaps = start_affinity_capture(bed)
         lb = bed.start_student_lb("affinity", self.plan["overlay_sub"])
         f = {"ready": lb.ready, "error": lb.error, "traffic": t}
         if lb.ready:
@@ -159,6 +161,7 @@ class Grading:
             f["alive_after"] = lb.alive()
             f["check"] = self._check(recs)
         f["stop"] = lb.stop(self.stop_timeout)
+        f["split_pcap"] = finish_affinity_capture(pcaps, f)
         captures = {}
         for b, proc, out in caps:
             proc.send_signal(signal.SIGTERM)

@@ -80,11 +80,13 @@ def run_shell(spec: ShellSpec) -> int:
     code = sandbox.run_interactive([sys.executable, "-m", "testbed.shell", path])
     pcaps = sorted(os.listdir(spec.pcap_dir)) if os.path.isdir(spec.pcap_dir) else []
     if made_workdir:
-        for name in os.listdir(spec.workdir):
-            full = os.path.join(spec.workdir, name)
-            if full != spec.pcap_dir:
-                shutil.rmtree(full) if os.path.isdir(full) else os.unlink(full)
-        if not pcaps:
+        inside = os.path.dirname(spec.pcap_dir) == spec.workdir
+        if pcaps and inside:            # keep the captures only
+            for name in os.listdir(spec.workdir):
+                full = os.path.join(spec.workdir, name)
+                if full != spec.pcap_dir:
+                    shutil.rmtree(full) if os.path.isdir(full) else os.unlink(full)
+        else:
             shutil.rmtree(spec.workdir, ignore_errors=True)
     print("vnflab shell: the topology is gone"
           + (f"; your captures are in {spec.pcap_dir}" if pcaps else ""), flush=True)
