@@ -1,4 +1,4 @@
-"""``vnflab shell`` and ``vnflab lab shell N``: the topology with an LB running, at Mininet's prompt.
+"""``vnflab shell`` and ``vnflab lab shell N``: the LB topology, running, at Mininet's prompt.
 
 Batch runs (``demo``, ``lab run``) answer "is it right?"; a prompt answers "what is it doing?".
 :func:`run_shell` builds the LB topology in a fresh sandbox (``testbed.sandbox.run_interactive``:
@@ -299,11 +299,11 @@ class LBShell(CLI):
             return
         lb = stats.get("lb") or {}
         dropped = {k: v for k, v in (lb.get("dropped") or {}).items() if v}
-        lines = [f"LB {stats.get('way')} pid {stats.get('pid')}, up {stats.get('uptime_s')} s, "
-                 f"CPU {stats.get('cpu_user_s', 0):.2f} s user + {stats.get('cpu_sys_s', 0):.2f}"
-                 f" s sys",
-                 f"  packets {lb.get('packets')}  forwarded {lb.get('forwarded')}  new flows "
-                 f"{lb.get('new_flows')}  moved {lb.get('reassigned')}",
+        lines = [(f"LB {stats.get('way')} pid {stats.get('pid')}, up {stats.get('uptime_s')} s, "
+                  f"CPU {stats.get('cpu_user_s', 0):.2f} s user + "
+                  f"{stats.get('cpu_sys_s', 0):.2f} s sys"),
+                 (f"  packets {lb.get('packets')}  forwarded {lb.get('forwarded')}  new flows "
+                  f"{lb.get('new_flows')}  moved {lb.get('reassigned')}"),
                  f"  dropped {dropped or 'none'}",
                  f"  new flows per backend {lb.get('assigned')}",
                  f"  backends {lb.get('backends')}",
@@ -494,6 +494,7 @@ vnflab shell: {title}
 
 def main(argv: list[str]) -> int:
     from mininet.log import setLogLevel
+
     from testbed import sandbox
 
     def leave(signum, frame):       # PID 1 of the sandbox: no default action for these

@@ -6,7 +6,6 @@ import glob
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 
@@ -22,7 +21,7 @@ from vnf.packet import FiveTuple
 from vnf.ways.common import LBProgram
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "grader_fixtures"))
-import make as fixtures  # noqa: E402
+import make as fixtures
 
 VIP = "10.0.0.100"
 BACKENDS = [Backend(f"b{i}", f"10.0.0.10{i}", f"02:00:00:00:02:0{i}", 8080) for i in (1, 2, 3)]
@@ -145,7 +144,7 @@ def test_lab_shell_drives_the_students_lb_from_a_terminal(tmp_path):
     try:
         term.expect_exact("vnflab> ", timeout=240)
         assert "lab 1, your socket LB" in term.before
-        assert re.search(r"^b\d \(10\.0\.0\.10\d\)$", run(f"c1 curl -s {VIP}:8080/"), re.M)
+        assert re.search(r"^b\d \(10\.0\.0\.10\d\)$", run(f"c1 curl -s {VIP}:8080/"), re.MULTILINE)
 
         out = run("traffic 200 20")
         assert "vnflab affinity check: OK" in out and re.search(r"split flows\s+0\n", out), out
@@ -157,7 +156,7 @@ def test_lab_shell_drives_the_students_lb_from_a_terminal(tmp_path):
 
         out = run("flows 5")
         rows = re.findall(r"^  (udp|tcp) 10\.0\.0\.1[12]:\d+ -> 10\.0\.0\.100:8080 +-> b[123], "
-                          r"last packet [\d.]+ s ago$", out, re.M)
+                          r"last packet [\d.]+ s ago$", out, re.MULTILINE)
         assert len(rows) == 5, out
 
         out = run("pcap lb 2")
@@ -169,14 +168,14 @@ def test_lab_shell_drives_the_students_lb_from_a_terminal(tmp_path):
         assert "'b2': 'draining'" in out, out
         out = run("traffic")
         assert "vnflab affinity check: OK" in out, out
-        per_backend = dict(re.findall(r"^  (b[1-4]) +(\d+) ", out, re.M))
+        per_backend = dict(re.findall(r"^  (b[1-4]) +(\d+) ", out, re.MULTILINE))
         assert int(per_backend["b2"]) <= 5 < int(per_backend["b1"]), out   # no new flows to b2
         control = re.search(r"control file (\S+)/control\.json", log[-2]).group(1)
 
         out = run("pcap")
         assert "(done)" in out and path in out, out
         assert "LB restarted" in run("restart")
-        assert re.search(r"^b[13] \(", run(f"c1 curl -s {VIP}:8080/"), re.M)   # b2 drained
+        assert re.search(r"^b[13] \(", run(f"c1 curl -s {VIP}:8080/"), re.MULTILINE)   # b2 drained
         term.sendline("exit")
         term.expect(pexpect.EOF, timeout=60)
     finally:
@@ -197,6 +196,7 @@ def test_lab_shell_drives_the_students_lb_from_a_terminal(tmp_path):
 @pytest.mark.slow
 def test_a_split_flow_ships_its_frames_next_to_the_report(tmp_path):
     from scapy.all import IP, UDP, rdpcap
+
     from grader.grade import grade
     sub = fixtures.build("rr", str(tmp_path / "rr"))
     out = str(tmp_path / "out")
@@ -205,7 +205,8 @@ def test_a_split_flow_ships_its_frames_next_to_the_report(tmp_path):
     assert affinity["score"] < affinity["max_score"]
     pcap = os.path.join(out, "split-flows.pcapng")
     assert os.path.exists(pcap), os.listdir(out)
-    assert "`split-flows.pcapng`" in open(os.path.join(out, "report.md")).read()
+    with open(os.path.join(out, "report.md")) as f:
+        assert "`split-flows.pcapng`" in f.read()
 
     # the first split flow: its requests, LB -> backend (the socket way is a proxy), reach
     # two backends or more, and the capture points say so too
@@ -221,5 +222,5 @@ def test_a_split_flow_ships_its_frames_next_to_the_report(tmp_path):
     first = min(by_flow)
     assert len(by_flow[first]) >= 2, by_flow
     assert len({i for i in seen_at[first] if i.startswith("b")}) >= 2, seen_at
-    assert not os.listdir("/var/lib/vnflab/grading")
-    assert subprocess.run(["pgrep", "-u", "vnflab-student"], capture_output=True).returncode == 1
+    # (a grading's own leftovers are test_grader.py's test_nothing_is_left_behind: other
+    # gradings may be running on this machine now, so their work dirs say nothing of this one)
