@@ -143,6 +143,8 @@ def cmd_lab(args) -> int:
         print(f"vnflab lab run: {result['error']}", file=sys.stderr)
         return 1
     print(result.get("report_table", ""))
+    if result.get("pcaps"):
+        print(f"\ncaptures of the affinity traffic: {', '.join(result['pcaps'])}")
     if not result.get("lb_alive_after_traffic", True):
         print("\nyour LB died during the run; its last output:\n" + result.get("lb_log_tail", ""))
     if result.get("ns_per_packet"):
