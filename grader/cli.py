@@ -3,6 +3,7 @@
     vnflab lab list
     vnflab lab unit N [--submission DIR]       # the lab's public unit checks (no root)
     vnflab lab run N [--submission DIR]        # your LB in the topology (not graded)
+    vnflab lab shell N [--submission DIR]      # ... and Mininet's prompt, to poke at it
     vnflab lab check N [--submission DIR]      # the public tests, graded (hidden ones excluded)
     vnflab release OUT [--lab N]               # the student tree, from the solution markers
     vnflab grade SUBMISSION --lab N --out DIR  # results.json (Gradescope) + report.md
@@ -105,6 +106,9 @@ def cmd_lab(args) -> int:
     if why:
         print(f"vnflab lab: lab {lab.number} is not available here: {why}", file=sys.stderr)
         return 2
+    if args.action == "shell":
+        from grader.labshell import lab_shell
+        return lab_shell(lab, args.submission, args.pcap)
     if args.action == "check":
         from grader.errors import GradeError
         from grader.grade import grade
@@ -132,7 +136,7 @@ def cmd_lab(args) -> int:
                               rate_pps=t["rate_pps"], http_conns=t["http_conns"],
                               lb_command=["env", f"PYTHONPATH={overlay}", sys.executable, "-m",
                                           f"vnf.ways.{lab.way}_lb"],
-                              saturation_seconds=0, timeout_s=300)
+                              saturation_seconds=0, timeout_s=300, pcap_dir=args.pcap)
         print(f"lab {lab.number}: your {lab.way} LB, {spec.udp_flows} UDP flows + "
               f"{spec.http_conns} HTTP connections, then the per-packet cost", flush=True)
         result = run_sandboxed(spec)
@@ -142,6 +146,8 @@ def cmd_lab(args) -> int:
         print(f"vnflab lab run: {result['error']}", file=sys.stderr)
         return 1
     print(result.get("report_table", ""))
+    if result.get("pcaps"):
+        print(f"\ncaptures of the affinity traffic: {', '.join(result['pcaps'])}")
     if not result.get("lb_alive_after_traffic", True):
         print("\nyour LB died during the run; its last output:\n" + result.get("lb_log_tail", ""))
     if result.get("ns_per_packet"):
@@ -152,11 +158,13 @@ def cmd_lab(args) -> int:
 def register(subparsers) -> None:
     lab = subparsers.add_parser("lab", help="the labs: list, unit-check your files, run your LB, "
                                              "check it with the public tests")
-    lab.add_argument("action", choices=["list", "unit", "run", "check"])
+    lab.add_argument("action", choices=["list", "unit", "run", "check", "shell"])
     lab.add_argument("number", nargs="?", type=int)
     lab.add_argument("--submission", default=".", help="your lab directory (default: .)")
     lab.add_argument("--quick", action="store_true", help="fewer flows")
     lab.add_argument("--out", help="check: where results.json and report.md go")
+    lab.add_argument("--pcap", metavar="DIR", help="run: keep captures of the LB's and the "
+                                                   "backends' interfaces; shell: where pcap writes")
     lab.set_defaults(func=cmd_lab)
 
     rel = subparsers.add_parser("release", help="write the student tree (handouts, starters, "

@@ -39,6 +39,7 @@ from grader import cgroups, labconfig
 from grader.errors import GradeError
 from grader.labconfig import Lab, LabError
 from grader.overlay import prepare_workdir
+from grader.pcaps import ship_split_flows
 from grader.report import results_json, write_gradebook, write_results
 from grader.sandbox_user import ensure_users
 from grader.scoring import Scorer
@@ -157,6 +158,7 @@ def grade(submission: str, lab_number, out: str, quick: bool = False, include_hi
                 scorer = Scorer(lab, plan, facts, files["missing"], quick,
                                 refused=files["refused"])
                 results_tests = scorer.score()
+                scorer.details.extend(ship_split_flows(facts, workdir, out))
             finally:
                 # The sandbox has exited, its jails' processes with it: their cgroups go too.
                 cgroups.remove_grading(os.path.basename(workdir))

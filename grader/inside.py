@@ -24,6 +24,7 @@ from vnf.jsonfile import write_json_atomic
 from grader import unitserve
 from grader.jail import CODE, Jail, python
 from grader.pool_phase import run_pool_changes
+from grader.pcaps import finish_affinity_capture, start_affinity_capture
 from grader.sandbox_user import STUDENT_USER, user_ids
 from grader.studentlb import GradeBed
 from grader.untrusted import chown_own_socket
@@ -163,6 +164,7 @@ class Grading:
                 if os.path.exists(out + ".ready") or proc.poll() is not None:
                     break
                 time.sleep(0.05)
+        pcaps = start_affinity_capture(bed)
         lb = bed.start_student_lb("affinity", self.plan["overlay_sub"])
         f = {"ready": lb.ready, "error": lb.error, "traffic": t}
         if lb.ready:
@@ -171,6 +173,7 @@ class Grading:
             f["alive_after"] = lb.alive()
             f["check"] = self._check(recs)
         f["stop"] = lb.stop(self.stop_timeout)
+        f["split_pcap"] = finish_affinity_capture(pcaps, f)
         captures = {}
         for b, proc, out in caps:
             proc.send_signal(signal.SIGTERM)

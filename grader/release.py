@@ -22,9 +22,12 @@ LAB := {n}
 VNFLAB ?= vnflab
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run check unit
+.PHONY: run check unit shell
 run:            ## your LB in the default topology: affinity report and per-packet cost
 \t$(SUDO) $(VNFLAB) lab run $(LAB) --submission .
+
+shell:          ## Mininet's prompt on the topology with your LB running (traffic, flows, pcap)
+\t$(SUDO) $(VNFLAB) lab shell $(LAB) --submission .
 
 unit:           ## the fast unit checks only (no root needed; vnflab's Python has pytest)
 \t$(VNFLAB) lab unit $(LAB) --submission .

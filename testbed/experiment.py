@@ -44,6 +44,7 @@ class ExperimentSpec:
     cost_seconds: float = 3.0
     saturation_seconds: float = 2.0         # throughput at saturation (0 = skip)
     fuzz_frames: int = 0                    # robustness phase: malformed + fuzzed frames (0 = skip)
+    pcap_dir: str | None = None             # keep captures of the affinity phase here
     timeout_s: float = 240.0
 
     def validate(self) -> "ExperimentSpec":
@@ -57,6 +58,8 @@ class ExperimentSpec:
         if self.rate_pps == 0 and self.udp_flows:
             raise TopologyError("rate_pps", "must be > 0 when udp_flows > 0")
         self.topo_config().validate()
+        if self.pcap_dir:           # the sandbox runs elsewhere: where the user meant, now
+            self.pcap_dir = os.path.abspath(self.pcap_dir)
         return self
 
     def topo_config(self) -> LBTopoConfig:
@@ -577,6 +580,11 @@ def run_experiment(spec: ExperimentSpec, workdir: str) -> dict:
     bed = Testbed(spec, workdir)
     result: dict = {"way": spec.way, "spec": asdict(spec)}
     try:
+        captures = None
+        if spec.pcap_dir:
+            from testbed.capture import Captures, lb_and_backends
+            captures = Captures(bed.net, spec.pcap_dir, log_dir=workdir)
+            captures.start(lb_and_backends(bed), prefix=f"{spec.way}-")
         lb = bed.start_lb("affinity")
         log(f"LB up; driving {spec.udp_flows} UDP flows x {spec.packets_per_flow} packets at "
             f"{spec.rate_pps} pps and {spec.http_conns} HTTP connections")
@@ -585,6 +593,9 @@ def run_experiment(spec: ExperimentSpec, workdir: str) -> dict:
                             spec.http_conns, timeout=est * 3 + 60)
         lb_alive = lb.alive()
         lb_stats = lb.stop()
+        if captures:
+            result["pcaps"] = [c.path for c in captures.stop()]
+            log(f"captures of the affinity phase: {', '.join(result['pcaps'])}")
         report = check(bed.backend_records(), clients)
         result.update(report.to_json())
         result["report_table"] = report.table()

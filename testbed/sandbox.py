@@ -167,6 +167,34 @@ def run(argv: Sequence[str], timeout: float | None = None, env: dict | None = No
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
+def run_interactive(argv: Sequence[str], env: dict | None = None) -> int:
+    """Run ``argv`` in a fresh sandbox *in the foreground of the user's terminal* (``vnflab
+    shell``); return its exit code.
+
+    :func:`run` puts the sandbox in a session of its own, so a Ctrl-C meant for the caller
+    takes it down and it never owns the terminal. An interactive program inside must instead
+    stay in the terminal's foreground process group, with stdin/stdout/stderr the user's tty:
+    then Ctrl-C reaches *it* (Mininet's CLI interrupts the command running on a host) and its
+    line editing works. So no new session here, and the caller ignores SIGINT while it waits
+    (``unshare`` ignores it too). Everything inside still dies with the sandbox: when the
+    program exits, when ``unshare`` is killed (``--kill-child``), or when the terminal goes
+    away (the program gets SIGHUP)."""
+    reason = can_sandbox()
+    if reason:
+        raise SandboxError(reason)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        proc = popen(argv, env=env)
+        try:
+            return proc.wait()
+        except BaseException:
+            _kill_group(proc)
+            proc.wait()
+            raise
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)   # unshare dies -> --kill-child -> PID ns init dies

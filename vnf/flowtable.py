@@ -28,7 +28,8 @@ testable, and must not go backwards.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Dict, Hashable, Optional
+from itertools import islice
+from typing import Any, Dict, Hashable, List, Optional, Tuple
 
 
 class FlowTable:
@@ -112,6 +113,14 @@ class FlowTable:
     def items(self):
         """(key, value) pairs, least recently used first (for inspection, not the hot path)."""
         return [(key, entry[0]) for key, entry in self._entries.items()]
+
+    def recent(self, n: int, now: float) -> List[Tuple[Hashable, Any, float]]:
+        """Up to ``n`` (key, value, idle seconds) of the most recently used flows, newest
+        first: what ``vnflab shell``'s ``flows`` shows. For inspection (the LB program calls it
+        when it writes its stats), not the hot path; it reads from the back of the order, so it
+        costs O(n) whatever the table's size, and it touches neither counters nor recency."""
+        return [(key, entry[0], now - entry[1])
+                for key, entry in islice(reversed(self._entries.items()), max(0, n))]
 
     def stats(self) -> Dict[str, int]:
         return {

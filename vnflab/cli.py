@@ -28,12 +28,25 @@ def cmd_demo(args) -> int:
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value
+    if args.pcap:
+        overrides["pcap_dir"] = args.pcap
     from topologies.lb import TopologyError
     try:
         return run_demo(ways, args.json, quick=args.quick, **overrides)
     except TopologyError as exc:
         print(f"vnflab demo: {exc}", file=sys.stderr)
         return 2
+
+
+def cmd_shell(args) -> int:
+    from testbed.sandbox import can_sandbox
+    from testbed.shell import ShellSpec, run_shell
+    from vnflab.demo import available_ways
+    problem = can_sandbox() or available_ways().get(args.way)
+    if problem:
+        print(f"vnflab shell: {problem}", file=sys.stderr)
+        return 2
+    return run_shell(ShellSpec(way=args.way, policy=args.policy, pcap_dir=args.pcap or ""))
 
 
 def cmd_bench(args) -> int:
@@ -88,7 +101,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--udp-flows", type=int)
     demo.add_argument("--http-conns", type=int)
     demo.add_argument("--policy", choices=["maglev", "hash", "roundrobin"])
+    demo.add_argument("--pcap", metavar="DIR", help="keep captures of the LB's and the "
+                                                    "backends' interfaces (affinity traffic)")
     demo.set_defaults(func=cmd_demo)
+
+    shell = sub.add_parser("shell", help="the topology with the reference LB running, at "
+                                         "Mininet's prompt with vnflab's commands (traffic, "
+                                         "stats, flows, pcap, drain, fail, add, restart)")
+    shell.add_argument("--way", default="socket", choices=["socket", "afpacket", "dpdk"])
+    shell.add_argument("--policy", default="maglev", choices=["maglev", "hash", "roundrobin"])
+    shell.add_argument("--pcap", metavar="DIR", help="where pcap writes its captures "
+                                                     "(default: a new directory, printed)")
+    shell.set_defaults(func=cmd_shell)
 
     bench = sub.add_parser("bench", help="per-packet cost of a way (CPU ns/packet, Mpps, whole-core "
                                          "cost with RPS), median of runs; --compare runs ways side by side")

@@ -61,6 +61,8 @@ def run_demo(ways: list[str], json_path: str | None, quick: bool = False, **over
             print(f"{way}: ERROR: {result['error']}")
             continue
         print(result.get("report_table", ""))
+        if result.get("pcaps"):
+            print(f"captures ({way}, the affinity traffic): {', '.join(result['pcaps'])}")
         if not result.get("lb_alive_after_traffic", True):
             print(f"{way}: the LB died during the run:\n{result.get('lb_log_tail', '')}")
     print("\n=== affinity: every packet of a connection to one backend ===")
