@@ -642,6 +642,28 @@ static PyObject *Burst_split(BurstObject *self, PyObject *mo)
     return (PyObject *)o;
 }
 
+/* Poll port/queue into the burst (its old mbufs freed first). A non-empty poll starts the busy
+ * timer at the TSC read just before polling: busy cycles = from the poll that brought packets
+ * to the transmit that took them (empty polls are not work). */
+static uint16_t burst_rx(BurstObject *b, uint16_t port, uint16_t queue, uint16_t n)
+{
+    if (b->n) {
+        burst_stop_timer(b, rte_rdtsc());
+        burst_release(b);
+    }
+    if (n > b->cap)
+        n = b->cap;
+    b->parsed_valid = 0;
+    uint64_t t0 = rte_rdtsc();
+    b->n = rte_eth_rx_burst(port, queue, b->pkts, n);
+    if (b->n) {
+        b->t0 = t0;
+        b->t_pkts = b->n;
+        b->acct = &q_acct[port][queue < MAX_Q ? queue : MAX_Q - 1];
+    }
+    return b->n;
+}
+
 /* Transmit the whole burst on port/queue; what the driver does not take is freed (a drop). The
  * burst is empty afterwards and its busy timer stops. */
 static uint16_t burst_tx(BurstObject *b, uint16_t port, uint16_t queue)
@@ -764,11 +786,21 @@ static PyTypeObject FlowKernelType = {
     .tp_methods = FlowKernel_methods,
 };
 
-/* The whole per-burst NF, every step from nf.h: for each packet nf_parse + nf_flow_hash into the
- * kernel's ParseArrays, nf_for_vip, nf_cache_lookup, and for a hit nf_set_macs (DSR: the
- * backend's MAC, ours as the source). choice[i] = backend number (hit), -1 (not to balance), -2
- * (miss: the pool decides, in Python, then set_macs). One pass over each packet while its cache
- * lines are hot. count[] = parsed, valid (to balance), hits. */
+/* The whole per-burst NF, every step from nf.h: for each packet nf_parse + nf_flow_hash (into
+ * the kernel's ParseArrays: only the hash and reason columns, all the slow path reads),
+ * nf_for_vip, nf_cache_lookup, and for a hit nf_set_macs (DSR: the backend's MAC, ours as the
+ * source). choice[i] = backend number (hit), -1 (not to balance), -2
+ * (miss: the pool decides, in Python, then set_macs). count[] = parsed, valid (to balance), hits.
+ *
+ * Two passes over the burst, because the work waits on memory more than it computes (a burst of
+ * 32 costs ~10 ns of arithmetic per packet when everything is in L1):
+ *   1. parse + hash each packet. Its frame was just written by the other side of the virtio
+ *      ring, on another core, so its first touch is a cache miss: packet i + PREFETCH_AHEAD is
+ *      requested while packet i is parsed, and the misses overlap with work (as DPDK's own
+ *      examples do). Once the hash is known, the flow-cache slot it will read is requested too.
+ *   2. look each packet up and rewrite the hits: by now its cache slot has arrived and its
+ *      frame is still in L1 (32 frames' headers are 2 KiB).
+ * Prefetching hides memory latency; it does not remove the work. */
 static int fk_forward(FlowKernelObject *k, BurstObject *self, double now, Py_ssize_t count[3])
 {
     if (self->n > k->capacity) {
@@ -779,29 +811,40 @@ static int fk_forward(FlowKernelObject *k, BurstObject *self, double now, Py_ssi
     struct block_cols b = block_cols(k->buf[FK_BLOCK].buf, k->capacity);
     int32_t *choice = k->buf[FK_CHOICE].buf;
     const uint8_t *macs = k->buf[FK_MACS].buf;
-    Py_ssize_t parsed = 0, valid = 0, hits = 0;
-    /* The frames were just written by the other side of the virtio ring, on another core: the
-     * first touch of each is a cache miss. Ask for packet i + PREFETCH_AHEAD while packet i is
-     * worked on, so the misses overlap with work (what DPDK's own examples do). */
+    const struct nf_cache *cache = &k->cache;
+    Py_ssize_t n = self->n, parsed = 0, valid = 0, hits = 0;
     enum { PREFETCH_AHEAD = 4 };
-    for (Py_ssize_t i = 0; i < self->n && i < PREFETCH_AHEAD; i++)
+    for (Py_ssize_t i = 0; i < n && i < PREFETCH_AHEAD; i++)
         rte_prefetch0(rte_pktmbuf_mtod(self->pkts[i], void *));
-    for (Py_ssize_t i = 0; i < self->n; i++) {
-        if (i + PREFETCH_AHEAD < self->n)
+    for (Py_ssize_t i = 0; i < n; i++) {                   /* pass 1: parse, hash, prefetch */
+        if (i + PREFETCH_AHEAD < n)
             rte_prefetch0(rte_pktmbuf_mtod(self->pkts[i + PREFETCH_AHEAD], void *));
-        int r = parse_one_into(self, &b, i);
-        int32_t c = NF_CHOICE_DROP;
+        struct rte_mbuf *m = self->pkts[i];
+        struct nf_parsed *p = &self->parsed[i];
+        int r = nf_parse(rte_pktmbuf_mtod(m, const uint8_t *), rte_pktmbuf_data_len(m), p);
+        self->reason[i] = b.rs[i] = (uint8_t)r;
+        b.hs[i] = r == NF_OK ? nf_flow_hash(p) : 0;
         parsed += r == NF_OK;
-        if (nf_for_vip(&k->vip, r, b.dst[i], b.dp[i], b.pr[i])) {
+        if (nf_for_vip(&k->vip, r, p->dst_ip, p->dst_port, p->proto)) {
             valid++;
-            c = nf_cache_lookup(&k->cache, b.hs[i], now);
-            if (c >= 0 && (uint32_t)c >= k->nmacs)
-                c = NF_CHOICE_MISS;               /* no MAC for it: let Python decide */
-            if (c >= 0) {
-                hits++;
-                nf_set_macs(rte_pktmbuf_mtod(self->pkts[i], uint8_t *), macs + 6 * c,
-                            k->src_mac);
-            }
+            uint32_t slot = nf_cache_slot(b.hs[i], cache->mask);
+            rte_prefetch0(&cache->hash[slot]);
+            rte_prefetch0(&cache->backend[slot]);
+            rte_prefetch0(&cache->seen[slot]);
+            choice[i] = NF_CHOICE_MISS;                    /* to look up in pass 2 */
+        } else {
+            choice[i] = NF_CHOICE_DROP;
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {                   /* pass 2: look up, rewrite */
+        if (choice[i] == NF_CHOICE_DROP)
+            continue;
+        int32_t c = nf_cache_lookup(cache, b.hs[i], now);
+        if (c >= 0 && (uint32_t)c >= k->nmacs)
+            c = NF_CHOICE_MISS;                            /* no MAC for it: let Python decide */
+        if (c >= 0) {
+            hits++;
+            nf_set_macs(rte_pktmbuf_mtod(self->pkts[i], uint8_t *), macs + 6 * c, k->src_mac);
         }
         choice[i] = c;
     }
@@ -862,6 +905,77 @@ static PyObject *FlowKernel_send(FlowKernelObject *k, PyObject *const *args, Py_
     return PyObject_CallFunction(k->slow, "Olnnnd", (PyObject *)b, queue, c[0], c[1], c[2], now);
 }
 
+/* FlowKernel.poll(burst, queues, polls) -> (sent, bursts): the fused poll loop itself, in C.
+ * `polls` rounds over `queues` (a tuple of RX queue numbers of the kernel's port; each burst goes
+ * out on the TX queue of its number), `burst` the scratch Burst they fill.
+ *
+ * Bursts amortise per-call costs, and a Python call per burst is such a cost: at 32 packets a
+ * burst, the rx_burst call, the send call and the loop's bookkeeping in Python weigh as much as
+ * the NF's C work. Here Python runs once per `polls` rounds (the caller's loop: stop flag, pool
+ * refresh, expiry), and per burst only when it is not all hits (the slow callback). The GIL is
+ * released while polling, so several lcores' loops run their C at the same time.
+ * The flow cache's last-seen times are the clock read at the start of the call: a call lasts
+ * milliseconds, the idle timeout tens of seconds. */
+static PyObject *FlowKernel_poll(FlowKernelObject *k, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyObject_TypeCheck(args[0], &BurstType) || !PyTuple_Check(args[1]))
+        return PyErr_Format(PyExc_TypeError, "poll(burst: Burst, queues: tuple, polls: int)");
+    BurstObject *b = (BurstObject *)args[0];
+    long polls = PyLong_AsLong(args[2]);
+    if (polls == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t nq = PyTuple_GET_SIZE(args[1]);
+    uint16_t queues[MAX_Q];
+    if (nq < 1 || nq > MAX_Q)
+        return PyErr_Format(PyExc_ValueError, "poll: 1..%d queues", MAX_Q);
+    for (Py_ssize_t i = 0; i < nq; i++) {
+        long q = PyLong_AsLong(PyTuple_GET_ITEM(args[1], i));
+        if (q == -1 && PyErr_Occurred())
+            return NULL;
+        if (q < 0 || q >= MAX_Q)
+            return PyErr_Format(PyExc_ValueError, "poll: queue %ld out of range", q);
+        queues[i] = (uint16_t)q;
+    }
+    if (k->port < 0 || k->slow == Py_None)
+        return PyErr_Format(PyExc_ValueError, "poll() needs a kernel made with tx_port and slow");
+    if (b->cap > k->capacity)
+        return PyErr_Format(PyExc_ValueError, "burst of capacity %d, kernel arrays for %zd",
+                            (int)b->cap, k->capacity);
+    if (eal_state != 1 && need_eal())
+        return NULL;
+    uint16_t port = (uint16_t)k->port;
+    double now = monotonic_now();
+    unsigned long long sent = 0, bursts = 0;
+    PyThreadState *ts = PyEval_SaveThread();
+    for (long p = 0; p < polls; p++) {
+        for (Py_ssize_t qi = 0; qi < nq; qi++) {
+            uint16_t q = queues[qi];
+            uint16_t n = burst_rx(b, port, q, b->cap);
+            if (!n)
+                continue;
+            bursts++;
+            Py_ssize_t c[3];
+            fk_forward(k, b, now, c);                 /* cannot fail: capacity checked above */
+            if (c[2] == n) {                           /* all hits: no Python at all */
+                k->fast_packets += n;
+                sent += burst_tx(b, port, q);
+                continue;
+            }
+            PyEval_RestoreThread(ts);                  /* drops or new flows: Python decides */
+            PyObject *r = PyObject_CallFunction(k->slow, "Oinnnd", (PyObject *)b, (int)q, c[0],
+                                                c[1], c[2], now);
+            long s = r ? PyLong_AsLong(r) : -1;
+            Py_XDECREF(r);
+            if (s < 0 && PyErr_Occurred())
+                return NULL;
+            sent += (unsigned long long)s;
+            ts = PyEval_SaveThread();
+        }
+    }
+    PyEval_RestoreThread(ts);
+    return Py_BuildValue("KK", sent, bursts);
+}
+
 static PyObject *FlowKernel_take_fast_packets(FlowKernelObject *k, PyObject *unused)
 {
     unsigned long long n = k->fast_packets;
@@ -873,6 +987,9 @@ static PyMethodDef FlowKernel_methods[] = {
     {"send", (PyCFunction)(void (*)(void))FlowKernel_send, METH_FASTCALL,
      "send(burst, queue) -> sent: forward the burst and, when all of it hit, transmit it; "
      "else hand it to slow(burst, queue, parsed, valid, hits, now)"},
+    {"poll", (PyCFunction)(void (*)(void))FlowKernel_poll, METH_FASTCALL,
+     "poll(burst, queues, polls) -> (sent, bursts): the fused poll loop in C, GIL released; "
+     "slow(burst, queue, parsed, valid, hits, now) for bursts that are not all hits"},
     {"take_fast_packets", (PyCFunction)FlowKernel_take_fast_packets, METH_NOARGS,
      "packets send() forwarded in C since the last call (then zeroed)"},
     {NULL}};
@@ -1308,22 +1425,10 @@ static PyObject *m_rx_burst(PyObject *mod, PyObject *const *args, Py_ssize_t nar
         }
         b = (BurstObject *)args[3];
         Py_INCREF(b);
-        if (b->n) {
-            burst_stop_timer(b, rte_rdtsc());
-            burst_release(b);
-        }
     } else if (!(b = burst_new(n))) {
         return NULL;
     }
-    if (n > b->cap) n = b->cap;
-    b->parsed_valid = 0;
-    uint64_t t0 = rte_rdtsc();
-    b->n = rte_eth_rx_burst((uint16_t)port, (uint16_t)queue, b->pkts, (uint16_t)n);
-    if (b->n) {
-        b->t0 = t0;
-        b->t_pkts = b->n;
-        b->acct = &q_acct[port][queue < MAX_Q ? queue : MAX_Q - 1];
-    }
+    burst_rx(b, (uint16_t)port, (uint16_t)queue, n > 0xffff ? 0xffff : (uint16_t)n);
     return (PyObject *)b;
 }
 
