@@ -229,10 +229,19 @@ def test_c_parse_equals_python_parse():
     r.parse(d)
     res["dict_same"] = all(d[f][:n].tolist() == res[f] for f in d)
     res["reasons"] = a.reasons(n)
+    res["flow_i"] = [r.flow(i) for i in range(n)]          # the per-packet style's parse
+    res["reason_i"] = [r.reason(i) for i in range(n)]
+    r.set_macs_at(0, bytes.fromhex("0a0000000001"), bytes.fromhex("0affffffff00"))
+    res["rewritten"] = r.frame(0)[:12].hex()
     r.free()
     out(n=n, **res)
     """)
     assert res["n"] == len(frames) and res["dict_same"]
+    assert res["rewritten"] == "0a00000000010affffffff00"
+    for i, f in enumerate(frames):
+        p = parse_frame(f)
+        assert res["reason_i"][i] == p.reason, i
+        assert res["flow_i"][i] == (None if p.flow is None else list(p.flow)), i
     seen = set()
     for i, f in enumerate(frames):
         p = parse_frame(f)

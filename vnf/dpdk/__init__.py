@@ -70,6 +70,8 @@ try:
     from vnf.packet import REASONS
 except ImportError:                # pragma: no cover
     REASONS = (None,)
+if _dpdk is not None:
+    _dpdk.use_reason_names(tuple(REASONS))     # Burst.reason(i) speaks vnf.packet's names
 
 __all__ = ["init", "eal", "EAL", "Port", "pool", "ParseArrays", "Burst", "Ring", "Mempool",
            "DpdkError", "HugePagesError", "rx_burst", "tx_burst", "ring", "busy_stats",

@@ -994,6 +994,93 @@ static PyMethodDef FlowKernel_methods[] = {
      "packets send() forwarded in C since the last call (then zeroed)"},
     {NULL}};
 
+/* --- the per-packet style's calls: one packet at a time, each a single cheap C call.
+ * Python per packet is the cost the lab measures; these keep it to the decision itself: no
+ * memoryview, no Python parser, no NamedTuple, no slice assignments. */
+static PyObject *reason_names;      /* vnf.packet.REASONS, handed over by vnf.dpdk at import */
+
+static int burst_index(BurstObject *self, PyObject *arg, Py_ssize_t *i)
+{
+    *i = PyLong_AsSsize_t(arg);
+    if (*i == -1 && PyErr_Occurred())
+        return -1;
+    if (*i < 0 || *i >= self->n) {
+        PyErr_SetString(PyExc_IndexError, "burst index out of range");
+        return -1;
+    }
+    return 0;
+}
+
+/* flow(i) -> (src_ip, dst_ip, src_port, dst_port, proto) or None: nf_parse of packet i. The
+ * tuple equals (and hashes like) the FiveTuple vnf.packet.parse_frame gives, so it is the same
+ * flow-table key; None when the packet did not parse (reason(i) says why). */
+static PyObject *Burst_flow(BurstObject *self, PyObject *arg)
+{
+    Py_ssize_t i;
+    if (burst_index(self, arg, &i) < 0)
+        return NULL;
+    struct rte_mbuf *m = self->pkts[i];
+    struct nf_parsed *p = &self->parsed[i];
+    int r = nf_parse(rte_pktmbuf_mtod(m, const uint8_t *), rte_pktmbuf_data_len(m), p);
+    self->reason[i] = (uint8_t)r;
+    if (r != NF_OK)
+        Py_RETURN_NONE;
+    PyObject *t = PyTuple_New(5);
+    if (!t)
+        return NULL;
+    PyObject *v[5] = {PyLong_FromUnsignedLong(p->src_ip), PyLong_FromUnsignedLong(p->dst_ip),
+                      PyLong_FromLong(p->src_port), PyLong_FromLong(p->dst_port),
+                      PyLong_FromLong(p->proto)};
+    for (int k = 0; k < 5; k++) {
+        if (!v[k]) {
+            for (int j = k + 1; j < 5; j++)
+                Py_XDECREF(v[j]);
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, k, v[k]);
+    }
+    return t;
+}
+
+/* reason(i) -> why flow(i) gave None: a vnf.packet.REASONS name (None: it parsed). */
+static PyObject *Burst_reason(BurstObject *self, PyObject *arg)
+{
+    Py_ssize_t i;
+    if (burst_index(self, arg, &i) < 0)
+        return NULL;
+    int r = self->reason[i];
+    if (!reason_names || r >= PyTuple_GET_SIZE(reason_names))
+        return PyLong_FromLong(r);
+    PyObject *name = PyTuple_GET_ITEM(reason_names, r);
+    Py_INCREF(name);
+    return name;
+}
+
+/* set_macs_at(i, dst_mac, src_mac): packet i's Ethernet addresses (6 bytes each), in place. */
+static PyObject *Burst_set_macs_at(BurstObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t i;
+    if (nargs != 3 || !PyBytes_Check(args[1]) || !PyBytes_Check(args[2]) ||
+        PyBytes_GET_SIZE(args[1]) != 6 || PyBytes_GET_SIZE(args[2]) != 6)
+        return PyErr_Format(PyExc_TypeError, "set_macs_at(i, dst_mac: 6 bytes, src_mac: 6 bytes)");
+    if (burst_index(self, args[0], &i) < 0)
+        return NULL;
+    nf_set_macs(rte_pktmbuf_mtod(self->pkts[i], uint8_t *),
+                (const uint8_t *)PyBytes_AS_STRING(args[1]),
+                (const uint8_t *)PyBytes_AS_STRING(args[2]));
+    Py_RETURN_NONE;
+}
+
+static PyObject *m_use_reason_names(PyObject *mod, PyObject *names)
+{
+    if (!PyTuple_Check(names))
+        return PyErr_Format(PyExc_TypeError, "use_reason_names(tuple of names)");
+    Py_INCREF(names);
+    Py_XSETREF(reason_names, names);
+    Py_RETURN_NONE;
+}
+
 static PyObject *Burst_get_capacity(BurstObject *self, void *c) { return PyLong_FromLong(self->cap); }
 
 static PyObject *Burst_lengths(BurstObject *self, PyObject *unused)
@@ -1008,6 +1095,12 @@ static PyMethodDef Burst_methods[] = {
     {"data", (PyCFunction)Burst_data, METH_O,
      "data(i) -> writable memoryview over packet i (valid until tx/free)"},
     {"frame", (PyCFunction)Burst_frame, METH_O, "frame(i) -> bytes copy of packet i"},
+    {"flow", (PyCFunction)Burst_flow, METH_O,
+     "flow(i) -> (src_ip, dst_ip, src_port, dst_port, proto), or None if packet i did not parse"},
+    {"reason", (PyCFunction)Burst_reason, METH_O,
+     "reason(i) -> why flow(i) was None (a vnf.packet.REASONS name; None: it parsed)"},
+    {"set_macs_at", (PyCFunction)(void (*)(void))Burst_set_macs_at, METH_FASTCALL,
+     "set_macs_at(i, dst_mac, src_mac): rewrite packet i's Ethernet addresses in place"},
     {"lengths", (PyCFunction)Burst_lengths, METH_NOARGS, "data lengths of the packets"},
     {"free", (PyCFunction)Burst_free, METH_NOARGS, "free all mbufs (ends the busy timer)"},
     {"parse", (PyCFunction)Burst_parse, METH_O,
@@ -1821,6 +1914,8 @@ static PyMethodDef module_methods[] = {
     {"thread_unregister", m_thread_unregister, METH_NOARGS, "rte_thread_unregister()"},
     {"lcore_id", m_lcore_id, METH_NOARGS, "rte_lcore_id() or None"},
     {"parse_frame", m_parse_frame, METH_O, "parse_frame(bytes) -> dict (C parser, no EAL)"},
+    {"use_reason_names", m_use_reason_names, METH_O,
+     "use_reason_names(names): Burst.reason(i) returns names[code] (vnf.dpdk passes REASONS)"},
     {NULL}};
 
 static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "vnf.dpdk._dpdk",

@@ -9,9 +9,10 @@ loop and the two styles of the per-burst work that lab 3 writes.
 
 Three styles of the per-burst work (``io.style``); the lab writes the first two:
 
-* ``perpacket``: what a student writes first. For each packet of the burst: a zero-copy
-  memoryview over the mbuf, ``parse_frame``, ``lb.backend_for``, ``set_macs``. Python per packet:
-  the DPDK I/O is nearly free, the Python is not.
+* ``perpacket``: what a student writes first. For each packet of the burst: ``burst.flow(i)``
+  (the C parser's 5-tuple as a plain tuple), ``lb.is_for_service``, ``lb.backend_for`` (a flow
+  table hit), ``burst.set_macs_at``. Python per packet: the DPDK I/O is nearly free, the Python
+  is not (``vnflab bench`` prints the cost of each of these steps).
 * ``vector`` (default): no Python per packet. The C parser fills numpy arrays for the whole
   burst (5-tuple, flow hash), ``lb.backends_for_batch`` does the service check and the lookup
   in a hash-indexed flow cache for the whole burst in one C call (``vnf.batch``; only new flows
