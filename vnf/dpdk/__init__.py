@@ -70,6 +70,8 @@ try:
     from vnf.packet import REASONS
 except ImportError:                # pragma: no cover
     REASONS = (None,)
+if _dpdk is not None:
+    _dpdk.use_reason_names(tuple(REASONS))     # Burst.reason(i) speaks vnf.packet's names
 
 __all__ = ["init", "eal", "EAL", "Port", "pool", "ParseArrays", "Burst", "Ring", "Mempool",
            "DpdkError", "HugePagesError", "rx_burst", "tx_burst", "ring", "busy_stats",
@@ -317,12 +319,12 @@ class FusedForward:
     ``forward_vector`` in lab 3 makes one C call per step (parse, decide, rewrite, keep,
     transmit): each is fast, but on this kind of machine every Python call and attribute costs
     0.05-0.3 us, and a handful of them per burst weigh as much as the C work for 32 packets.
-    Here ``send(burst, queue)`` (a C method of the ``FlowKernel``) does it all: parse + flow
-    hash + VIP check + flow-cache lookup + MAC rewrite, packet by packet while its cache lines
-    are hot (each step is the nf.h function the separate calls use), then the transmit. Python
-    runs only when a burst is not all hits (:meth:`_slow`): drops are counted and freed and new
-    flows are decided by the shared ``LoadBalancer`` (``settle_batch``: the pool's choice,
-    remembered in the cache).
+    Here the ``FlowKernel`` (C) does it all: parse + flow hash + VIP check + flow-cache lookup +
+    MAC rewrite, then the transmit. ``kernel.send(burst, queue)`` does it for one burst;
+    ``kernel.poll(burst, queues, polls)`` is the whole poll loop in C (rx included, GIL
+    released), so Python does not even run per burst. Python runs only when a burst is not all
+    hits (:meth:`_slow`): drops are counted and freed and new flows are decided by the shared
+    ``LoadBalancer`` (``settle_batch``: the pool's choice, remembered in the cache).
 
     The state is the LoadBalancer's own ``vnf.batch.BatchFlowCache``; its buffers are handed to C once
     and again when the cache replaces an array or the pool changes (:meth:`refresh`, which the
@@ -330,8 +332,9 @@ class FusedForward:
     forwarded entirely in C are added to the LoadBalancer's counters by :meth:`fold_counters`.
 
         fused = FusedForward(lb, ParseArrays(32), mac_table, our_mac, port.id)
-        send = fused.refresh()               # the bound C method; call refresh() now and then
-        sent = send(burst, queue)
+        kernel = fused.refresh()             # call refresh() again now and then
+        sent = kernel.send(burst, queue)     # one burst, or:
+        sent, bursts = kernel.poll(Burst(32), (queue,), 1024)   # 1024 rounds of polling
     """
 
     def __init__(self, lb, arrays: ParseArrays, mac_table: bytes, src_mac: bytes,
@@ -342,7 +345,7 @@ class FusedForward:
         self._version = -1
 
     def refresh(self):
-        """The kernel's ``send`` for the cache and pool as they are now (rebuilt if changed)."""
+        """The ``FlowKernel`` for the cache and pool as they are now (rebuilt if changed)."""
         lb = self.lb
         cache = lb.prepared_batch_cache()
         cache.grow_choice(self.arrays.n)
@@ -353,7 +356,7 @@ class FusedForward:
                 cache.alive.view(np.uint8), cache.choice, self.mac_table, lb.vip, lb.port,
                 cache.proto_mask, self.src_mac, self.port_id, self._slow)
             self._version = cache.version
-        return self._kernel.send
+        return self._kernel
 
     def fold_counters(self) -> None:
         """Count the packets C forwarded on its own in the LoadBalancer (and its cache)."""

@@ -642,6 +642,28 @@ static PyObject *Burst_split(BurstObject *self, PyObject *mo)
     return (PyObject *)o;
 }
 
+/* Poll port/queue into the burst (its old mbufs freed first). A non-empty poll starts the busy
+ * timer at the TSC read just before polling: busy cycles = from the poll that brought packets
+ * to the transmit that took them (empty polls are not work). */
+static uint16_t burst_rx(BurstObject *b, uint16_t port, uint16_t queue, uint16_t n)
+{
+    if (b->n) {
+        burst_stop_timer(b, rte_rdtsc());
+        burst_release(b);
+    }
+    if (n > b->cap)
+        n = b->cap;
+    b->parsed_valid = 0;
+    uint64_t t0 = rte_rdtsc();
+    b->n = rte_eth_rx_burst(port, queue, b->pkts, n);
+    if (b->n) {
+        b->t0 = t0;
+        b->t_pkts = b->n;
+        b->acct = &q_acct[port][queue < MAX_Q ? queue : MAX_Q - 1];
+    }
+    return b->n;
+}
+
 /* Transmit the whole burst on port/queue; what the driver does not take is freed (a drop). The
  * burst is empty afterwards and its busy timer stops. */
 static uint16_t burst_tx(BurstObject *b, uint16_t port, uint16_t queue)
@@ -764,11 +786,21 @@ static PyTypeObject FlowKernelType = {
     .tp_methods = FlowKernel_methods,
 };
 
-/* The whole per-burst NF, every step from nf.h: for each packet nf_parse + nf_flow_hash into the
- * kernel's ParseArrays, nf_for_vip, nf_cache_lookup, and for a hit nf_set_macs (DSR: the
- * backend's MAC, ours as the source). choice[i] = backend number (hit), -1 (not to balance), -2
- * (miss: the pool decides, in Python, then set_macs). One pass over each packet while its cache
- * lines are hot. count[] = parsed, valid (to balance), hits. */
+/* The whole per-burst NF, every step from nf.h: for each packet nf_parse + nf_flow_hash (into
+ * the kernel's ParseArrays: only the hash and reason columns, all the slow path reads),
+ * nf_for_vip, nf_cache_lookup, and for a hit nf_set_macs (DSR: the backend's MAC, ours as the
+ * source). choice[i] = backend number (hit), -1 (not to balance), -2
+ * (miss: the pool decides, in Python, then set_macs). count[] = parsed, valid (to balance), hits.
+ *
+ * Two passes over the burst, because the work waits on memory more than it computes (a burst of
+ * 32 costs ~10 ns of arithmetic per packet when everything is in L1):
+ *   1. parse + hash each packet. Its frame was just written by the other side of the virtio
+ *      ring, on another core, so its first touch is a cache miss: packet i + PREFETCH_AHEAD is
+ *      requested while packet i is parsed, and the misses overlap with work (as DPDK's own
+ *      examples do). Once the hash is known, the flow-cache slot it will read is requested too.
+ *   2. look each packet up and rewrite the hits: by now its cache slot has arrived and its
+ *      frame is still in L1 (32 frames' headers are 2 KiB).
+ * Prefetching hides memory latency; it does not remove the work. */
 static int fk_forward(FlowKernelObject *k, BurstObject *self, double now, Py_ssize_t count[3])
 {
     if (self->n > k->capacity) {
@@ -779,29 +811,40 @@ static int fk_forward(FlowKernelObject *k, BurstObject *self, double now, Py_ssi
     struct block_cols b = block_cols(k->buf[FK_BLOCK].buf, k->capacity);
     int32_t *choice = k->buf[FK_CHOICE].buf;
     const uint8_t *macs = k->buf[FK_MACS].buf;
-    Py_ssize_t parsed = 0, valid = 0, hits = 0;
-    /* The frames were just written by the other side of the virtio ring, on another core: the
-     * first touch of each is a cache miss. Ask for packet i + PREFETCH_AHEAD while packet i is
-     * worked on, so the misses overlap with work (what DPDK's own examples do). */
+    const struct nf_cache *cache = &k->cache;
+    Py_ssize_t n = self->n, parsed = 0, valid = 0, hits = 0;
     enum { PREFETCH_AHEAD = 4 };
-    for (Py_ssize_t i = 0; i < self->n && i < PREFETCH_AHEAD; i++)
+    for (Py_ssize_t i = 0; i < n && i < PREFETCH_AHEAD; i++)
         rte_prefetch0(rte_pktmbuf_mtod(self->pkts[i], void *));
-    for (Py_ssize_t i = 0; i < self->n; i++) {
-        if (i + PREFETCH_AHEAD < self->n)
+    for (Py_ssize_t i = 0; i < n; i++) {                   /* pass 1: parse, hash, prefetch */
+        if (i + PREFETCH_AHEAD < n)
             rte_prefetch0(rte_pktmbuf_mtod(self->pkts[i + PREFETCH_AHEAD], void *));
-        int r = parse_one_into(self, &b, i);
-        int32_t c = NF_CHOICE_DROP;
+        struct rte_mbuf *m = self->pkts[i];
+        struct nf_parsed *p = &self->parsed[i];
+        int r = nf_parse(rte_pktmbuf_mtod(m, const uint8_t *), rte_pktmbuf_data_len(m), p);
+        self->reason[i] = b.rs[i] = (uint8_t)r;
+        b.hs[i] = r == NF_OK ? nf_flow_hash(p) : 0;
         parsed += r == NF_OK;
-        if (nf_for_vip(&k->vip, r, b.dst[i], b.dp[i], b.pr[i])) {
+        if (nf_for_vip(&k->vip, r, p->dst_ip, p->dst_port, p->proto)) {
             valid++;
-            c = nf_cache_lookup(&k->cache, b.hs[i], now);
-            if (c >= 0 && (uint32_t)c >= k->nmacs)
-                c = NF_CHOICE_MISS;               /* no MAC for it: let Python decide */
-            if (c >= 0) {
-                hits++;
-                nf_set_macs(rte_pktmbuf_mtod(self->pkts[i], uint8_t *), macs + 6 * c,
-                            k->src_mac);
-            }
+            uint32_t slot = nf_cache_slot(b.hs[i], cache->mask);
+            rte_prefetch0(&cache->hash[slot]);
+            rte_prefetch0(&cache->backend[slot]);
+            rte_prefetch0(&cache->seen[slot]);
+            choice[i] = NF_CHOICE_MISS;                    /* to look up in pass 2 */
+        } else {
+            choice[i] = NF_CHOICE_DROP;
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {                   /* pass 2: look up, rewrite */
+        if (choice[i] == NF_CHOICE_DROP)
+            continue;
+        int32_t c = nf_cache_lookup(cache, b.hs[i], now);
+        if (c >= 0 && (uint32_t)c >= k->nmacs)
+            c = NF_CHOICE_MISS;                            /* no MAC for it: let Python decide */
+        if (c >= 0) {
+            hits++;
+            nf_set_macs(rte_pktmbuf_mtod(self->pkts[i], uint8_t *), macs + 6 * c, k->src_mac);
         }
         choice[i] = c;
     }
@@ -862,6 +905,77 @@ static PyObject *FlowKernel_send(FlowKernelObject *k, PyObject *const *args, Py_
     return PyObject_CallFunction(k->slow, "Olnnnd", (PyObject *)b, queue, c[0], c[1], c[2], now);
 }
 
+/* FlowKernel.poll(burst, queues, polls) -> (sent, bursts): the fused poll loop itself, in C.
+ * `polls` rounds over `queues` (a tuple of RX queue numbers of the kernel's port; each burst goes
+ * out on the TX queue of its number), `burst` the scratch Burst they fill.
+ *
+ * Bursts amortise per-call costs, and a Python call per burst is such a cost: at 32 packets a
+ * burst, the rx_burst call, the send call and the loop's bookkeeping in Python weigh as much as
+ * the NF's C work. Here Python runs once per `polls` rounds (the caller's loop: stop flag, pool
+ * refresh, expiry), and per burst only when it is not all hits (the slow callback). The GIL is
+ * released while polling, so several lcores' loops run their C at the same time.
+ * The flow cache's last-seen times are the clock read at the start of the call: a call lasts
+ * milliseconds, the idle timeout tens of seconds. */
+static PyObject *FlowKernel_poll(FlowKernelObject *k, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyObject_TypeCheck(args[0], &BurstType) || !PyTuple_Check(args[1]))
+        return PyErr_Format(PyExc_TypeError, "poll(burst: Burst, queues: tuple, polls: int)");
+    BurstObject *b = (BurstObject *)args[0];
+    long polls = PyLong_AsLong(args[2]);
+    if (polls == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t nq = PyTuple_GET_SIZE(args[1]);
+    uint16_t queues[MAX_Q];
+    if (nq < 1 || nq > MAX_Q)
+        return PyErr_Format(PyExc_ValueError, "poll: 1..%d queues", MAX_Q);
+    for (Py_ssize_t i = 0; i < nq; i++) {
+        long q = PyLong_AsLong(PyTuple_GET_ITEM(args[1], i));
+        if (q == -1 && PyErr_Occurred())
+            return NULL;
+        if (q < 0 || q >= MAX_Q)
+            return PyErr_Format(PyExc_ValueError, "poll: queue %ld out of range", q);
+        queues[i] = (uint16_t)q;
+    }
+    if (k->port < 0 || k->slow == Py_None)
+        return PyErr_Format(PyExc_ValueError, "poll() needs a kernel made with tx_port and slow");
+    if (b->cap > k->capacity)
+        return PyErr_Format(PyExc_ValueError, "burst of capacity %d, kernel arrays for %zd",
+                            (int)b->cap, k->capacity);
+    if (eal_state != 1 && need_eal())
+        return NULL;
+    uint16_t port = (uint16_t)k->port;
+    double now = monotonic_now();
+    unsigned long long sent = 0, bursts = 0;
+    PyThreadState *ts = PyEval_SaveThread();
+    for (long p = 0; p < polls; p++) {
+        for (Py_ssize_t qi = 0; qi < nq; qi++) {
+            uint16_t q = queues[qi];
+            uint16_t n = burst_rx(b, port, q, b->cap);
+            if (!n)
+                continue;
+            bursts++;
+            Py_ssize_t c[3];
+            fk_forward(k, b, now, c);                 /* cannot fail: capacity checked above */
+            if (c[2] == n) {                           /* all hits: no Python at all */
+                k->fast_packets += n;
+                sent += burst_tx(b, port, q);
+                continue;
+            }
+            PyEval_RestoreThread(ts);                  /* drops or new flows: Python decides */
+            PyObject *r = PyObject_CallFunction(k->slow, "Oinnnd", (PyObject *)b, (int)q, c[0],
+                                                c[1], c[2], now);
+            long s = r ? PyLong_AsLong(r) : -1;
+            Py_XDECREF(r);
+            if (s < 0 && PyErr_Occurred())
+                return NULL;
+            sent += (unsigned long long)s;
+            ts = PyEval_SaveThread();
+        }
+    }
+    PyEval_RestoreThread(ts);
+    return Py_BuildValue("KK", sent, bursts);
+}
+
 static PyObject *FlowKernel_take_fast_packets(FlowKernelObject *k, PyObject *unused)
 {
     unsigned long long n = k->fast_packets;
@@ -873,9 +987,99 @@ static PyMethodDef FlowKernel_methods[] = {
     {"send", (PyCFunction)(void (*)(void))FlowKernel_send, METH_FASTCALL,
      "send(burst, queue) -> sent: forward the burst and, when all of it hit, transmit it; "
      "else hand it to slow(burst, queue, parsed, valid, hits, now)"},
+    {"poll", (PyCFunction)(void (*)(void))FlowKernel_poll, METH_FASTCALL,
+     "poll(burst, queues, polls) -> (sent, bursts): the fused poll loop in C, GIL released; "
+     "slow(burst, queue, parsed, valid, hits, now) for bursts that are not all hits"},
     {"take_fast_packets", (PyCFunction)FlowKernel_take_fast_packets, METH_NOARGS,
      "packets send() forwarded in C since the last call (then zeroed)"},
     {NULL}};
+
+/* --- the per-packet style's calls: one packet at a time, each a single cheap C call.
+ * Python per packet is the cost the lab measures; these keep it to the decision itself: no
+ * memoryview, no Python parser, no NamedTuple, no slice assignments. */
+static PyObject *reason_names;      /* vnf.packet.REASONS, handed over by vnf.dpdk at import */
+
+static int burst_index(BurstObject *self, PyObject *arg, Py_ssize_t *i)
+{
+    *i = PyLong_AsSsize_t(arg);
+    if (*i == -1 && PyErr_Occurred())
+        return -1;
+    if (*i < 0 || *i >= self->n) {
+        PyErr_SetString(PyExc_IndexError, "burst index out of range");
+        return -1;
+    }
+    return 0;
+}
+
+/* flow(i) -> (src_ip, dst_ip, src_port, dst_port, proto) or None: nf_parse of packet i. The
+ * tuple equals (and hashes like) the FiveTuple vnf.packet.parse_frame gives, so it is the same
+ * flow-table key; None when the packet did not parse (reason(i) says why). */
+static PyObject *Burst_flow(BurstObject *self, PyObject *arg)
+{
+    Py_ssize_t i;
+    if (burst_index(self, arg, &i) < 0)
+        return NULL;
+    struct rte_mbuf *m = self->pkts[i];
+    struct nf_parsed *p = &self->parsed[i];
+    int r = nf_parse(rte_pktmbuf_mtod(m, const uint8_t *), rte_pktmbuf_data_len(m), p);
+    self->reason[i] = (uint8_t)r;
+    if (r != NF_OK)
+        Py_RETURN_NONE;
+    PyObject *t = PyTuple_New(5);
+    if (!t)
+        return NULL;
+    PyObject *v[5] = {PyLong_FromUnsignedLong(p->src_ip), PyLong_FromUnsignedLong(p->dst_ip),
+                      PyLong_FromLong(p->src_port), PyLong_FromLong(p->dst_port),
+                      PyLong_FromLong(p->proto)};
+    for (int k = 0; k < 5; k++) {
+        if (!v[k]) {
+            for (int j = k + 1; j < 5; j++)
+                Py_XDECREF(v[j]);
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, k, v[k]);
+    }
+    return t;
+}
+
+/* reason(i) -> why flow(i) gave None: a vnf.packet.REASONS name (None: it parsed). */
+static PyObject *Burst_reason(BurstObject *self, PyObject *arg)
+{
+    Py_ssize_t i;
+    if (burst_index(self, arg, &i) < 0)
+        return NULL;
+    int r = self->reason[i];
+    if (!reason_names || r >= PyTuple_GET_SIZE(reason_names))
+        return PyLong_FromLong(r);
+    PyObject *name = PyTuple_GET_ITEM(reason_names, r);
+    Py_INCREF(name);
+    return name;
+}
+
+/* set_macs_at(i, dst_mac, src_mac): packet i's Ethernet addresses (6 bytes each), in place. */
+static PyObject *Burst_set_macs_at(BurstObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t i;
+    if (nargs != 3 || !PyBytes_Check(args[1]) || !PyBytes_Check(args[2]) ||
+        PyBytes_GET_SIZE(args[1]) != 6 || PyBytes_GET_SIZE(args[2]) != 6)
+        return PyErr_Format(PyExc_TypeError, "set_macs_at(i, dst_mac: 6 bytes, src_mac: 6 bytes)");
+    if (burst_index(self, args[0], &i) < 0)
+        return NULL;
+    nf_set_macs(rte_pktmbuf_mtod(self->pkts[i], uint8_t *),
+                (const uint8_t *)PyBytes_AS_STRING(args[1]),
+                (const uint8_t *)PyBytes_AS_STRING(args[2]));
+    Py_RETURN_NONE;
+}
+
+static PyObject *m_use_reason_names(PyObject *mod, PyObject *names)
+{
+    if (!PyTuple_Check(names))
+        return PyErr_Format(PyExc_TypeError, "use_reason_names(tuple of names)");
+    Py_INCREF(names);
+    Py_XSETREF(reason_names, names);
+    Py_RETURN_NONE;
+}
 
 static PyObject *Burst_get_capacity(BurstObject *self, void *c) { return PyLong_FromLong(self->cap); }
 
@@ -891,6 +1095,12 @@ static PyMethodDef Burst_methods[] = {
     {"data", (PyCFunction)Burst_data, METH_O,
      "data(i) -> writable memoryview over packet i (valid until tx/free)"},
     {"frame", (PyCFunction)Burst_frame, METH_O, "frame(i) -> bytes copy of packet i"},
+    {"flow", (PyCFunction)Burst_flow, METH_O,
+     "flow(i) -> (src_ip, dst_ip, src_port, dst_port, proto), or None if packet i did not parse"},
+    {"reason", (PyCFunction)Burst_reason, METH_O,
+     "reason(i) -> why flow(i) was None (a vnf.packet.REASONS name; None: it parsed)"},
+    {"set_macs_at", (PyCFunction)(void (*)(void))Burst_set_macs_at, METH_FASTCALL,
+     "set_macs_at(i, dst_mac, src_mac): rewrite packet i's Ethernet addresses in place"},
     {"lengths", (PyCFunction)Burst_lengths, METH_NOARGS, "data lengths of the packets"},
     {"free", (PyCFunction)Burst_free, METH_NOARGS, "free all mbufs (ends the busy timer)"},
     {"parse", (PyCFunction)Burst_parse, METH_O,
@@ -1308,22 +1518,10 @@ static PyObject *m_rx_burst(PyObject *mod, PyObject *const *args, Py_ssize_t nar
         }
         b = (BurstObject *)args[3];
         Py_INCREF(b);
-        if (b->n) {
-            burst_stop_timer(b, rte_rdtsc());
-            burst_release(b);
-        }
     } else if (!(b = burst_new(n))) {
         return NULL;
     }
-    if (n > b->cap) n = b->cap;
-    b->parsed_valid = 0;
-    uint64_t t0 = rte_rdtsc();
-    b->n = rte_eth_rx_burst((uint16_t)port, (uint16_t)queue, b->pkts, (uint16_t)n);
-    if (b->n) {
-        b->t0 = t0;
-        b->t_pkts = b->n;
-        b->acct = &q_acct[port][queue < MAX_Q ? queue : MAX_Q - 1];
-    }
+    burst_rx(b, (uint16_t)port, (uint16_t)queue, n > 0xffff ? 0xffff : (uint16_t)n);
     return (PyObject *)b;
 }
 
@@ -1716,6 +1914,8 @@ static PyMethodDef module_methods[] = {
     {"thread_unregister", m_thread_unregister, METH_NOARGS, "rte_thread_unregister()"},
     {"lcore_id", m_lcore_id, METH_NOARGS, "rte_lcore_id() or None"},
     {"parse_frame", m_parse_frame, METH_O, "parse_frame(bytes) -> dict (C parser, no EAL)"},
+    {"use_reason_names", m_use_reason_names, METH_O,
+     "use_reason_names(names): Burst.reason(i) returns names[code] (vnf.dpdk passes REASONS)"},
     {NULL}};
 
 static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "vnf.dpdk._dpdk",

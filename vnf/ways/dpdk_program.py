@@ -9,17 +9,19 @@ loop and the two styles of the per-burst work that lab 3 writes.
 
 Three styles of the per-burst work (``io.style``); the lab writes the first two:
 
-* ``perpacket``: what a student writes first. For each packet of the burst: a zero-copy
-  memoryview over the mbuf, ``parse_frame``, ``lb.backend_for``, ``set_macs``. Python per packet:
-  the DPDK I/O is nearly free, the Python is not.
+* ``perpacket``: what a student writes first. For each packet of the burst: ``burst.flow(i)``
+  (the C parser's 5-tuple as a plain tuple), ``lb.is_for_service``, ``lb.backend_for`` (a flow
+  table hit), ``burst.set_macs_at``. Python per packet: the DPDK I/O is nearly free, the Python
+  is not (``vnflab bench`` prints the cost of each of these steps).
 * ``vector`` (default): no Python per packet. The C parser fills numpy arrays for the whole
   burst (5-tuple, flow hash), ``lb.backends_for_batch`` does the service check and the lookup
   in a hash-indexed flow cache for the whole burst in one C call (``vnf.batch``; only new flows
   take Python), and C rewrites the MACs. What is left per burst is a fixed cost (a handful of
   Python calls), so the cost per packet falls as the burst grows.
-* ``fused`` (vnflab's provided fast path, run to completion only): the same steps in ONE C call
-  per burst, transmit included (``vnf.dpdk.FusedForward``, :meth:`DpdkProgram.fused_poll_loop`):
-  kernel fusion removes the per-step Python calls and touches each packet once while it is hot.
+* ``fused`` (vnflab's provided fast path, run to completion only): the same steps fused into
+  one C function, and the poll loop itself in C (``vnf.dpdk.FusedForward``,
+  :meth:`DpdkProgram.fused_poll_loop`): kernel fusion removes the per-step Python calls and
+  touches each packet while it is hot; Python runs every ~1000 polls, and for new flows.
 
 Two execution models (``io.model``):
 
@@ -35,7 +37,8 @@ Two execution models (``io.model``):
 
 The GIL: ``lcores > 1`` runs Python threads pinned to the lcores (``dpdk.run_workers``), but only
 one thread runs Python at a time, so extra lcores add no Python throughput; they only overlap
-the C parts (parse, rewrite, the drivers' copies), which here hold the GIL too. The models are
+the C parts (parse, rewrite, the drivers' copies), which here hold the GIL too (except style
+``fused``, whose C poll loop releases it: its lcores do run at the same time). The models are
 here to be *measured and explained*, not because threads scale in CPython: real scaling would
 be one process per queue.
 
@@ -56,6 +59,7 @@ from vnf.lb import LBConfig, LoadBalancer
 from vnf.ways.common import LBProgram, fail
 
 EXPIRE_EVERY_S = 1.0
+FUSED_POLLS = 1024      # fused: polling rounds per C call (a few ms at full load, less idle)
 STYLES = ("vector", "perpacket", "fused")
 MODELS = ("rtc", "pipeline")
 
@@ -184,30 +188,24 @@ class DpdkProgram(LBProgram):
 
     def fused_poll_loop(self, lcore: int) -> None:
         """Run to completion with kernel fusion (style ``fused``; vnflab's provided fast path,
-        not part of the lab): per burst ONE call, ``send(burst, queue)``, a C method that
-        parses, decides from the flow cache, rewrites and transmits (``vnf.dpdk.FusedForward``).
+        not part of the lab): the poll loop itself is C (``FlowKernel.poll``: rx, parse, decide
+        from the flow cache, rewrite, tx, ``FUSED_POLLS`` rounds per call, GIL released).
+        Python runs once per call, for what the loop in ``DpdkLB.poll_loop`` does now and then
+        (stop, expiry, pool changes), and per burst only when a burst has drops or new flows.
         The separate calls of ``forward_vector`` each cost a fixed amount of Python, which at
-        32 packets per burst weighs as much as the C work; here Python runs per burst only for
-        the loop itself, and per packet only for new flows."""
-        port, lb, n = self.port.id, self.lbs[lcore], self.burst
-        queues = list(range(lcore, self.queues, self.lcores))
-        fused = dpdk.FusedForward(lb, dpdk.ParseArrays(n), self.mac_table, self.src_mac, port)
+        32 packets per burst weighs as much as the C work: this is the style without them."""
+        lb, n = self.lbs[lcore], self.burst
+        queues = tuple(range(lcore, self.queues, self.lcores))
+        fused = dpdk.FusedForward(lb, dpdk.ParseArrays(n), self.mac_table, self.src_mac,
+                                  self.port.id)
         self.fused.append(fused)
-        send = fused.refresh()
         buf = dpdk.Burst(n)
-        rx_burst = dpdk.rx_burst
         next_expire = time.monotonic() + EXPIRE_EVERY_S
-        polls = 0
         while not self.stopping:
-            for q in queues:
-                burst = rx_burst(port, q, n, buf)
-                if burst:
-                    self.sent[lcore] += send(burst, q)
-                    self.bursts[lcore] += 1
-            polls += 1
-            if polls & 0x3FF == 0:
-                send = fused.refresh()           # picks up pool changes
-                next_expire = self.now_and_then(lb, next_expire)
+            sent, bursts = fused.refresh().poll(buf, queues, FUSED_POLLS)   # picks up pool changes
+            self.sent[lcore] += sent
+            self.bursts[lcore] += bursts
+            next_expire = self.now_and_then(lb, next_expire)
 
     def rx_loop(self) -> None:
         """Pipeline stage 1: poll every RX queue; queue q's bursts go to worker q % lcores."""
