@@ -90,7 +90,7 @@ def measure(burst_size: int, cpu: int, flows: int) -> dict:
     port = dpdk.Port.open("net_ring0", pool)
     frames = flow_frames(flows, 18)
     for i in range(0, len(frames), 32):              # the frames circulate from now on
-        sent = port.tx(dpdk._dpdk.burst_from_frames(pool, frames[i:i + 32]))
+        sent = port.tx(dpdk.burst_from_frames(pool, frames[i:i + 32]))
         if sent != len(frames[i:i + 32]):
             raise RuntimeError("net_ring took fewer frames than offered: use fewer flows")
     backends = [Backend(f"b{i}", f"10.0.0.{100 + i}", f"02:00:00:00:02:{i:02x}", SERVICE_PORT)

@@ -58,6 +58,7 @@ try:
     from . import _dpdk
     from ._dpdk import Burst, DpdkError, Mempool, Ring, rx_burst, tx_burst
     from ._dpdk import gen_loop     # a C generator + sink loop, for the bench's DPDK generator
+    from ._dpdk import burst_from_frames   # a Burst of mbufs holding these frames (tests, bench)
     IMPORT_ERROR: Optional[BaseException] = None
 except ImportError as e:          # built without libdpdk-dev
     _dpdk = None
@@ -76,7 +77,7 @@ if _dpdk is not None:
 __all__ = ["init", "eal", "EAL", "Port", "pool", "ParseArrays", "Burst", "Ring", "Mempool",
            "DpdkError", "HugePagesError", "rx_burst", "tx_burst", "ring", "busy_stats",
            "busy_reset", "io_forward", "run_workers", "REASONS", "available", "FusedForward",
-           "gen_loop"]
+           "gen_loop", "burst_from_frames"]
 
 
 def available() -> bool:
