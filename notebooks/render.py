@@ -1,4 +1,5 @@
-"""Rendered copies of the notebooks on the reference data: ``docs/notebooks/NAME.md`` + figures.
+"""Rendered copies of the notebooks on the reference data: ``docs/notebooks/NN-NAME.md`` (the
+notebook's file name) and its figures in ``docs/notebooks/NN-NAME/``.
 
     vnflab notebooks render     # run every notebook offline, write docs/notebooks/ (< 1 min each)
     vnflab notebooks check      # exit 1 if a rendered copy is older than what it was made from
@@ -26,6 +27,11 @@ import nbdata
 DOCS = nbdata.REPO / "docs" / "notebooks"
 STAMP = re.compile(r"<!-- rendered by `vnflab notebooks render`; inputs sha256:([0-9a-f]{64}) -->")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def page_name(name: str) -> str:
+    """``01-kernel-vs-bypass`` for data set ``kernel-vs-bypass``: pages are named as notebooks."""
+    return Path(nbdata.RECIPES[name].notebook).stem
 
 
 def inputs_digest(name: str) -> str:
@@ -63,7 +69,7 @@ def execute(name: str, timeout: float = 300):
 
 def to_markdown(nb, name: str) -> tuple[str, list[bytes]]:
     """The executed notebook as Markdown (prose, code, printed output, figures as PNG links to
-    ``NAME/figure-K.png``) and the figures' bytes."""
+    ``NN-NAME/figure-K.png``) and the figures' bytes."""
     recipe = nbdata.RECIPES[name]
     banner = (f"> Rendered from [`notebooks/{recipe.notebook}`](../../notebooks/{recipe.notebook})"
               f" on the reference data [`notebooks/reference/{name}.json`]"
@@ -84,7 +90,8 @@ def to_markdown(nb, name: str) -> tuple[str, list[bytes]]:
             data = o.get("data", {})
             if "image/png" in data:
                 figures.append(base64.b64decode(data["image/png"]))
-                out += [f"![figure {len(figures)}]({name}/figure-{len(figures)}.png)", ""]
+                out += [f"![figure {len(figures)}]({page_name(name)}/figure-{len(figures)}.png)",
+                        ""]
             elif o.get("output_type") == "stream":
                 out += ["```text", o["text"].rstrip("\n"), "```", ""]
             elif o.get("output_type") == "error":
@@ -105,13 +112,13 @@ def render(names: list[str], out_dir: Path = DOCS) -> int:
         if any(o.get("output_type") == "error" for c in nb.cells for o in c.get("outputs", [])):
             print(f"  {name}: the notebook raised (the page shows the traceback)", file=sys.stderr)
             failed = 1
-        fig_dir = out_dir / name
+        fig_dir = out_dir / page_name(name)
         shutil.rmtree(fig_dir, ignore_errors=True)
         fig_dir.mkdir()
         for k, png in enumerate(figures, 1):
             (fig_dir / f"figure-{k}.png").write_bytes(png)
-        (out_dir / f"{name}.md").write_text(text)
-        print(f"  wrote {out_dir / name}.md and {len(figures)} figure(s)", flush=True)
+        (out_dir / f"{page_name(name)}.md").write_text(text)
+        print(f"  wrote {fig_dir}.md and {len(figures)} figure(s)", flush=True)
     return failed
 
 
@@ -119,7 +126,7 @@ def stale(out_dir: Path = DOCS) -> list[str]:
     """Why each rendered page does not show the current notebook and data (empty: all fresh)."""
     problems = []
     for name in nbdata.RECIPES:
-        page = out_dir / f"{name}.md"
+        page = out_dir / f"{page_name(name)}.md"
         if not page.exists():
             problems.append(f"{page} is missing")
             continue
@@ -128,7 +135,8 @@ def stale(out_dir: Path = DOCS) -> list[str]:
         if not m or m[1] != inputs_digest(name):
             problems.append(f"{page}: made from another version of the notebook, its reference "
                             f"data or the rendering code")
-        for fig in re.findall(r"\]\((" + re.escape(name) + r"/figure-\d+\.png)\)", text):
+        for fig in re.findall(r"\]\((" + re.escape(page_name(name)) + r"/figure-\d+\.png)\)",
+                              text):
             if not (out_dir / fig).exists():
                 problems.append(f"{page}: {fig} is missing")
     return problems
