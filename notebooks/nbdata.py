@@ -239,6 +239,7 @@ def measure(name: str, size: str = "quick", out_dir: Path | None = None,
 
 PROGRESS = re.compile(r"step \d+/\d+, [\d:]+ elapsed")     # bench.runner.progress_note's lines
 LEFT = re.compile(r"about (\d+):(\d\d) left")
+STALE = re.compile(r", [\d:]+ elapsed|, about [\d:]+ left")    # dropped when a step is repeated
 
 
 def time_left(eta_line: str, since_eta: float, by_expected: float) -> str:
@@ -279,9 +280,10 @@ def stream(argv: list[str], expected_s: float, timeout: float) -> int:
                     stop(proc)
                     raise RuntimeError(f"stopped after {mmss(elapsed)} "
                                        f"(expected {mmss(expected_s)})") from None
+                at = STALE.sub("", (eta_line or last_step).split("] ", 1)[-1])
                 print(f"[{mmss(elapsed)}] still measuring, "
                       f"{time_left(eta_line, elapsed - eta_at, expected_s - elapsed)}"
-                      + (f" (at: {last_step})" if last_step else ""), flush=True)
+                      + (f" (at: {at})" if at else ""), flush=True)
                 continue
             if line is None:
                 break

@@ -103,7 +103,7 @@ def test_stream_prints_lines_as_they_come_and_fills_silence(monkeypatch, capsys)
     beats = [i for i, line in enumerate(out) if "still measuring" in line]
     last = next(i for i, line in enumerate(out) if "last line" in line)
     assert beats and first < beats[0] and beats[-1] < last
-    assert "left" in out[beats[0]] and "at: run 1/2: x" in out[beats[0]]
+    assert "about 0:5" in out[beats[0]] and "at: run 1/2: x (step 1/2)" in out[beats[0]]
 
 
 def test_progress_note_says_step_elapsed_and_time_left():
