@@ -67,6 +67,16 @@ def round_run(r: dict) -> dict:
     return {k: rnd(k, v) for k, v in r.items()}
 
 
+def progress_note(done: int, total: int, elapsed_s: float) -> str:
+    """``step 4/30, 0:41 elapsed, about 4:20 left``: printed before each run, so whoever waits
+    (``vnflab notebook-data`` streams these lines) sees how far the bench is and how long it
+    still needs (the mean time of the runs so far, times the runs still to go)."""
+    def mmss(s: float) -> str:
+        return f"{int(s) // 60}:{int(s) % 60:02d}"
+    left = f", about {mmss(elapsed_s / done * (total - done))} left" if done else ""
+    return f"step {done + 1}/{total}, {mmss(elapsed_s)} elapsed{left}"
+
+
 def run_inside(spec: BenchSpec, workdir: str, drivers: dict) -> dict:
     """The bench itself (inside the sandbox): interleaved runs of every runnable variant."""
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
@@ -79,11 +89,14 @@ def run_inside(spec: BenchSpec, workdir: str, drivers: dict) -> dict:
     if runnable:
         bb = open_bed(spec, workdir, drivers, [w for w, _ in runnable])
         sink = bb.sink
+        t0 = time.monotonic()                  # after the set-up: the ETA is from the runs alone
         try:
             for i in range(spec.runs):
-                for way, batch in runnable:              # interleaved: a, b, a, b, ...
+                for j, (way, batch) in enumerate(runnable):   # interleaved: a, b, a, b, ...
                     label = variant_label(way, batch)
-                    log(f"run {i + 1}/{spec.runs}: {label}")
+                    note = progress_note(i * len(runnable) + j, spec.runs * len(runnable),
+                                         time.monotonic() - t0)
+                    log(f"run {i + 1}/{spec.runs}: {label} ({note})")
                     try:
                         machine_ms = calibrate()
                         r = drivers[way].run(bb, way, batch, f"{way}-{batch}-{i}")

@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -41,7 +42,21 @@ def dpdk_configs(text: str) -> list[dict]:
     return out
 
 
-def measure_dpdk(configs: list[dict], rounds: int, seconds: float) -> dict:
+class Progress:
+    """``step 3/16, 1:02 elapsed, about 4:10 left``: one line before each step (a sandboxed run),
+    so that whoever waits sees how far the measurement is."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.t0 = total, 0, time.monotonic()
+
+    def step(self, what: str) -> None:
+        from bench.runner import progress_note
+        note = progress_note(self.done, self.total, time.monotonic() - self.t0)
+        print(f"{what} ({note})", flush=True)
+        self.done += 1
+
+
+def measure_dpdk(configs: list[dict], rounds: int, seconds: float, progress: Progress) -> dict:
     """Each config through vnflab bench's DPDK driver, rounds interleaved across configs."""
     from bench.runner import run_bench
     from bench.spec import BenchSpec, estimate_seconds
@@ -52,7 +67,7 @@ def measure_dpdk(configs: list[dict], rounds: int, seconds: float) -> dict:
             spec = BenchSpec(ways=["dpdk"], runs=1, seconds=seconds, whole_core=False,
                              dpdk_io=dict(io))
             spec.timeout_s = estimate_seconds(spec) * 2 + 120
-            print(f"dpdk {io['model']}, {io['lcores']} lcore(s), round {i + 1}/{rounds}", flush=True)
+            progress.step(f"dpdk {io['model']}, {io['lcores']} lcore(s), round {i + 1}/{rounds}")
             r = run_bench(spec)
             way = (r.get("ways") or [{}])[0]
             err = r.get("error") or way.get("error")
@@ -79,12 +94,16 @@ def main(argv=None) -> int:
     p.add_argument("--small", action="store_true", help="fewer flows, shorter phases")
     args = p.parse_args(argv)
     configs = dpdk_configs(args.dpdk)
+    workers = [int(x) for x in args.workers.split(",")]
+    rounds = args.dpdk_rounds or (1 if args.small else 3)
+    seconds = args.dpdk_seconds or (1.0 if args.small else 2.0)
+    progress = Progress(len(workers) + rounds * len(configs))
     results = []
-    for n in [int(x) for x in args.workers.split(",")]:
+    for n in workers:
         spec = ExperimentSpec(way="afpacket", lb_extra={"workers": n})
         if args.small:
             spec.udp_flows, spec.http_conns, spec.cost_seconds, spec.saturation_seconds = 300, 30, 1.5, 1.0
-        print(f"afpacket, {n} worker(s)", flush=True)
+        progress.step(f"afpacket, {n} worker(s)")
         r = run_sandboxed(spec)
         r["workers"] = n
         r.pop("report_table", None)
@@ -92,9 +111,7 @@ def main(argv=None) -> int:
     doc = {"what": "afpacket fanout workers; dpdk lcores/queues, rtc and pipeline",
            "cores": os.cpu_count(), "results": results}
     if configs:
-        rounds = args.dpdk_rounds or (1 if args.small else 3)
-        seconds = args.dpdk_seconds or (1.0 if args.small else 2.0)
-        doc["dpdk"] = measure_dpdk(configs, rounds, seconds)
+        doc["dpdk"] = measure_dpdk(configs, rounds, seconds, progress)
     with open(args.json, "w") as f:
         json.dump(doc, f, indent=1)
     bad = [r for r in results if "error" in r]

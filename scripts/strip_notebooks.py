@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Strip outputs from the notebooks before they are committed (outputs are measurements of one
-machine: they belong in notebooks/data/, never in git).
+"""Strip outputs from the notebooks before they are committed (the notebooks stay code and prose,
+so their diffs can be reviewed; what readers see rendered is generated into docs/notebooks/ by
+`vnflab notebooks render`, see notebooks/README.md).
 
     python scripts/strip_notebooks.py [NOTEBOOK ...]          # strip in place (default: notebooks/*.ipynb)
     python scripts/strip_notebooks.py --check [NOTEBOOK ...]  # exit 1 if any has outputs

@@ -87,6 +87,27 @@ def cmd_bench(args) -> int:
     return 0 if measured else 1
 
 
+def notebooks_module(name: str):
+    """A module of the checkout's ``notebooks/`` directory, or None outside a checkout (it is
+    not an installed package: the notebooks and their data live in the source tree)."""
+    import importlib
+    from pathlib import Path
+    here = Path(__file__).resolve().parent.parent / "notebooks"
+    if not (here / f"{name}.py").exists():
+        return None
+    if str(here) not in sys.path:
+        sys.path.insert(0, str(here))
+    return importlib.import_module(name)
+
+
+def cmd_notebook_data(args) -> int:
+    return notebooks_module("nbdata").run(args)
+
+
+def cmd_notebooks(args) -> int:
+    return notebooks_module("render").run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vnflab", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -136,6 +157,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--method", action="store_true",
                        help="print the full method text (default: a few lines; the JSON has it all)")
     bench.set_defaults(func=cmd_bench)
+
+    if notebooks_module("nbdata"):              # a source checkout: the notebooks are here
+        nbdata = sub.add_parser("notebook-data", help="measure the notebooks' data on this "
+                                "machine (progress streamed; --quick or --full)")
+        notebooks_module("nbdata").add_arguments(nbdata)
+        nbdata.set_defaults(func=cmd_notebook_data)
+        notebooks = sub.add_parser("notebooks", help="render the notebooks on the reference "
+                                   "data into docs/notebooks/, or check that it is up to date")
+        notebooks_module("render").add_arguments(notebooks)
+        notebooks.set_defaults(func=cmd_notebooks)
     register_features(sub)
     return parser
 
