@@ -287,7 +287,8 @@ class DpdkDriver:
 
         def sub(name, key, nd=1):
             return rounded(median([(r.get(name) or {}).get(key) for r in ok]), nd)
-        return {"saturation_ns_per_packet": med("saturation_ns_per_packet"),
+        return {"reference_style": ok[0].get("reference_style", "fused") if ok else None,
+                "saturation_ns_per_packet": med("saturation_ns_per_packet"),
                 "cpu_ns_per_packet": med("cpu_ns_per_packet"),
                 "offered_mpps": med("offered_mpps", 4),
                 "mpps_cv": rounded(cv([r.get("mpps") for r in ok]), 3),
@@ -316,13 +317,15 @@ class DpdkDriver:
 
     def detail(self, w: dict) -> str:
         """The line under the table: the three styles, and the baselines when measured."""
-        txt = (f"dpdk(burst={w.get('batch') or 32}): fused (reference) "
+        ref = w.get("reference_style") or "fused"
+        txt = (f"dpdk(burst={w.get('batch') or 32}): {ref} (reference) "
                f"{fmt_ns(w.get('ns_per_packet'))} ns/pkt busy, "
-               f"{fmt_ns(w.get('saturation_ns_per_packet'))} ns/pkt at saturation; lab vector "
-               f"style {fmt_ns(w.get('vector_ns_per_packet'))} ns/pkt busy; per-packet style "
-               f"{fmt_ns(w.get('perpacket_ns_per_packet'))} ns/pkt busy; vector = "
-               f"{w.get('vector_over_fused')}x fused, per-packet = "
-               f"{w.get('perpacket_over_fused')}x fused (same-run ratios, median)")
+               f"{fmt_ns(w.get('saturation_ns_per_packet'))} ns/pkt at saturation; ")
+        if ref == "fused":
+            txt += (f"lab vector style {fmt_ns(w.get('vector_ns_per_packet'))} ns/pkt busy "
+                    f"({w.get('vector_over_fused')}x fused); ")
+        txt += (f"per-packet style {fmt_ns(w.get('perpacket_ns_per_packet'))} ns/pkt busy "
+                f"({w.get('perpacket_over_fused')}x {ref}; same-run ratios, median)")
         steps = w.get("perpacket_steps") or {}
         if any(v is not None for v in steps.values()):
             txt += ("; per-packet style, ns/pkt per step (bench.perpacket_steps): " +
