@@ -18,6 +18,7 @@ import sys
 import time
 
 from testbed.experiment import ExperimentSpec, forget_poisoned_neighbours, log, read_json
+from testbed.probe import JUNK_SRC_IP, MIXED_MARKER
 from vnf.addresses import SERVICE_PORT
 from vnf.jsonfile import write_json_atomic
 
@@ -141,6 +142,7 @@ class Grading:
             out = os.path.join(bed.workdir, f"capture-{b}.json")
             argv = [sys.executable, "-m", "testbed.probe", "capture", "--iface", f"{b}-eth0",
                     "--port", str(SERVICE_PORT), "--seconds", "600", "--max", "120",
+                    "--keep-marker", MIXED_MARKER.hex(), "--ignore-src", JUNK_SRC_IP,
                     "--ready-file", out + ".ready", "--out", out]
             proc = bed.popen_off_lb_core(b, argv, f"capture-{b}")
             caps.append((b, proc, out))
@@ -152,22 +154,50 @@ class Grading:
         lb = bed.start_student_lb("affinity", self.plan["overlay_sub"])
         f = {"ready": lb.ready, "error": lb.error, "traffic": t}
         if lb.ready:
+            mixed = self._start_mixed()
             recs = self._drive("affinity", t["udp_flows"], t["packets_per_flow"], t["rate_pps"],
                                t["http_conns"])
+            f["mixed"] = self._finish_mixed(*mixed)
+            if f["mixed"].get("udp"):
+                recs = recs + [{k: f["mixed"][k] for k in ("client", "udp", "http")}]
             f["alive_after"] = lb.alive()
             f["check"] = self._check(recs)
         f["stop"] = lb.stop(self.stop_timeout)
-        captures = {}
+        captures, marked = {}, {}
         for b, proc, out in caps:
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(5)
             except subprocess.TimeoutExpired:
                 proc.kill()
-            captures[b] = (read_json(out, {}) or {}).get("frames", [])
+            cap = read_json(out, {}) or {}
+            captures[b], marked[b] = cap.get("frames", []), cap.get("marked", [])
         f["captures"] = captures
+        f["mixed_captures"] = marked
         self.facts["affinity"] = f
         bed.restart_backends()
+
+    def _start_mixed(self):
+        """Valid flows with malformed frames in the same bursts, from the last client's raw
+        socket, alongside the affinity traffic (``testbed.probe mixed``)."""
+        bed = self.bed
+        cfg = bed.topo_cfg
+        client = cfg.client_names()[-1]
+        out = os.path.join(bed.workdir, "mixed.json")
+        argv = [sys.executable, "-m", "testbed.probe", "mixed", "--iface", f"{client}-eth0",
+                "--dst-mac", cfg.host_mac("lb"), "--src-mac", cfg.host_mac(client),
+                "--src-ip", cfg.host_ip(client), "--vip", cfg.vip, "--port", str(SERVICE_PORT),
+                "--out", out]
+        return bed.popen_off_lb_core(client, argv, "mixed"), out
+
+    @staticmethod
+    def _finish_mixed(proc, out: str) -> dict:
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        return read_json(out, {}) or {}
 
     def key(self) -> None:
         from vnf.backends import Backend, BackendPool

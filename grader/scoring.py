@@ -10,6 +10,7 @@ import statistics
 
 from testbed.frames import describe, hexdump
 from topologies.lb import LBTopoConfig
+from vnf.addresses import SERVICE_PORT
 from vnf.checksum import ones_complement_sum
 
 from grader.labconfig import Lab
@@ -20,7 +21,8 @@ TEST_TITLES = {
     "affinity": "affinity: split flows = 0",
     "balance": "balance",
     "key": "5-tuple key: TCP and UDP flows from the same client port",
-    "correctness": "correctness: rewritten headers and checksums (frames captured at the backends)",
+    "correctness": "correctness: rewritten headers and checksums (frames captured at the "
+                   "backends), mixed bursts intact, replies from the VIP",
     "robustness": "robustness: malformed-frame corpus, then a normal flow mix",
     "cost": "per-packet cost vs the reference (same run)",
 }
@@ -115,6 +117,64 @@ def check_frame(frame: bytes, backend: str, topo, way: str) -> list[str]:
         if ones_complement_sum(pseudo + seg) != 0xFFFF:
             problems.append(f"bad TCP checksum 0x{seg[16:18].hex()}")
     return problems
+
+
+def _udp_payload(frame: bytes) -> bytes | None:
+    """The UDP payload of an untagged IPv4/UDP frame (None if it is not one)."""
+    if len(frame) < 42 or frame[12:14] != b"\x08\x00" or frame[23] != 17:
+        return None
+    ihl = (frame[14] & 0x0F) * 4
+    total = int.from_bytes(frame[16:18], "big")
+    return frame[14 + ihl + 8:14 + total]
+
+
+def compare_mixed(mixed: dict, marked: dict, topo, way: str) -> dict:
+    """The valid frames of the mixed bursts (``testbed.probe mixed``) against what the backends
+    captured: each must arrive once, at one backend, intact. Intact: for direct server return
+    the frame is the one sent but for its MACs (the backend's, then the LB's); for the socket
+    way (a proxy: new headers) its UDP payload is the one sent and ``check_frame`` passes."""
+    sent = {}
+    for v in mixed.get("valid_sent") or []:
+        sent[(v["flow_id"], v["seq"])] = bytes.fromhex(v["frame"])
+    seen: dict = {}
+    damaged = []
+    for backend, frames in (marked or {}).items():
+        for hx in frames:
+            got = bytes.fromhex(hx)
+            payload = _udp_payload(got)
+            if payload is None or len(payload) < 10:
+                damaged.append((backend, got, ["not an IPv4/UDP frame any more"]))
+                continue
+            key = (int.from_bytes(payload[4:8], "big"), int.from_bytes(payload[8:12], "big"))
+            want = sent.get(key)
+            if want is None:
+                damaged.append((backend, got, ["its flow id / sequence number was changed"]))
+                continue
+            seen.setdefault(key, []).append(backend)
+            probs = []
+            if way == "socket":
+                if payload != _udp_payload(want):
+                    probs.append("UDP payload changed")
+                probs += check_frame(got, backend, topo, way)
+            else:
+                if got[12:] != want[12:]:
+                    probs.append("headers or payload changed (only the MACs may change)")
+                if got[0:6] != bytes.fromhex(topo.host_mac(backend).replace(":", "")):
+                    probs.append(f"destination MAC {got[0:6].hex(':')} is not {backend}'s")
+                if got[6:12] != bytes.fromhex(topo.host_mac("lb").replace(":", "")):
+                    probs.append(f"source MAC {got[6:12].hex(':')} is not the LB's")
+            if probs:
+                damaged.append((backend, got, probs))
+    dups = sum(len(v) - 1 for v in seen.values())
+    return {"sent": len(sent), "arrived": len(seen), "missing": len(sent) - len(seen),
+            "duplicates": dups, "damaged": len(damaged), "first_damaged": damaged[:1],
+            "junk": mixed.get("junk_sent", 0), "bursts": mixed.get("bursts", 0)}
+
+
+def wrong_reply_sources(check: dict, topo) -> dict[str, int]:
+    """Where UDP replies came from, other than VIP:port (the address the clients talked to)."""
+    want = f"{topo.vip}:{SERVICE_PORT}"
+    return {src: n for src, n in (check.get("reply_from") or {}).items() if src != want}
 
 
 class Scorer:
@@ -296,6 +356,13 @@ class Scorer:
             problems.append(f"{c['malformed']} datagram(s)/request(s) arrived corrupted at the backends")
         if c.get("http", {}).get("failures"):
             problems.append(f"{c['http']['failures']} HTTP exchanges failed or had a body not intact")
+        problems += self._mixed_problems(a)
+        wrong = wrong_reply_sources(c, self.topo)
+        if wrong:
+            where = ", ".join(f"{src} ({n} flows)" for src, n in list(wrong.items())[:4])
+            problems.append(f"UDP replies came from {where}: a client sent to "
+                            f"{self.topo.vip}:{SERVICE_PORT} and must get its replies from there "
+                            "(it may drop anything else)")
         if self.lab.way == "socket" and c.get("lost", {}).get("return"):
             lost = c["lost"]
             if lost["return"] > 0.01 * max(1, lost["replies_sent"]):
@@ -307,7 +374,31 @@ class Scorer:
         else:
             self.add("correctness", TEST_TITLES["correctness"], pts, pts,
                      f"{checked} frames captured at the backends: addresses, MACs and checksums "
-                     "right; payloads and HTTP bodies intact.")
+                     "right; payloads and HTTP bodies intact; the valid frames of bursts mixed "
+                     "with malformed ones arrived intact; UDP replies came from "
+                     f"{self.topo.vip}:{SERVICE_PORT}.")
+
+    def _mixed_problems(self, a: dict) -> list[str]:
+        """What went wrong with the valid frames of the mixed bursts (see ``compare_mixed``)."""
+        mixed = a.get("mixed")
+        if not mixed or not mixed.get("valid_sent"):
+            return ["the mixed-burst probe did not run (a grader problem: please report it)"]
+        m = compare_mixed(mixed, a.get("mixed_captures") or {}, self.topo, self.lab.way)
+        a["mixed_result"] = {k: v for k, v in m.items() if k != "first_damaged"}
+        what = (f"valid frames sent in {m['bursts']} bursts, each interleaved with malformed "
+                f"frames ({m['junk']} in all)")
+        problems = []
+        if m["damaged"]:
+            backend, frame, probs = m["first_damaged"][0]
+            problems.append(f"{m['damaged']} of {m['sent']} {what} arrived damaged; the first, at "
+                            f"{backend}: " + "; ".join(probs)
+                            + f"\n  {describe(frame)}\n  {hexdump(frame)}")
+        if m["missing"] > max(2, 0.03 * m["sent"]):
+            problems.append(f"{m['missing']} of {m['sent']} {what} never arrived: a malformed "
+                            "frame must cost only itself, not the valid frames of its block")
+        if m["duplicates"]:
+            problems.append(f"{m['duplicates']} of the {what} arrived more than once")
+        return problems
 
     def s_key(self, pts: float) -> None:
         k = self.f["key"]
