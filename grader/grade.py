@@ -44,7 +44,11 @@ from grader.scoring import Scorer
 
 GRADING_ROOT = "/var/lib/vnflab/grading"
 CAPS = {"socket": (), "afpacket": ("net_raw",), "dpdk": ()}
-PUBLIC_TESTS = ["unit", "starts", "affinity", "balance", "correctness", "key", "robustness", "cost"]
+PUBLIC_TESTS = ["unit", "starts", "affinity", "balance", "correctness", "paths", "key",
+                "robustness", "cost"]
+# The flow mix of each graded path's run (``[[paths]]`` in lab.toml), smaller than affinity's.
+PATH_TRAFFIC = {"udp_flows": 600, "packets_per_flow": 3, "rate_pps": 4000, "http_conns": 40}
+QUICK_PATH_TRAFFIC = {"udp_flows": 200, "packets_per_flow": 3, "rate_pps": 3000, "http_conns": 20}
 
 
 def make_plan(lab: Lab, files: dict, workdir: str, quick: bool, include_hidden: bool,
@@ -60,6 +64,8 @@ def make_plan(lab: Lab, files: dict, workdir: str, quick: bool, include_hidden: 
         "caps": list(CAPS.get(lab.way, ())),
         "hide": [os.path.join(REPO, p) for p in labconfig.INSTRUCTOR_ONLY] + hide_extra,
         "hidden": lab.hidden if include_hidden else [],
+        "paths": [dict(p) for p in lab.raw.get("paths", [])],
+        "path_traffic": dict(QUICK_PATH_TRAFFIC if quick else PATH_TRAFFIC),
         "tests": tests, "fuzz_frames": 300 if quick else 2000,
     }
 

@@ -82,8 +82,9 @@ class Grading:
                 self.save("network-skipped")
                 return
             tests = set(plan["tests"])
-            for name, fn in (("affinity", self.affinity), ("key", self.key),
-                             ("robustness", self.robustness), ("cost", self.cost)):
+            for name, fn in (("affinity", self.affinity), ("paths", self.paths),
+                             ("key", self.key), ("robustness", self.robustness),
+                             ("cost", self.cost)):
                 if name in tests or (name == "affinity" and tests & {"balance", "correctness"}):
                     log(f"phase {name}")
                     fn()
@@ -135,27 +136,33 @@ class Grading:
         return f["forwards"]
 
     def affinity(self) -> None:
-        bed, t = self.bed, self.plan["traffic"]
+        self.facts["affinity"] = self.traffic_run("affinity", self.plan["traffic"])
+
+    def traffic_run(self, tag: str, t: dict, **overrides) -> dict:
+        """One LB run under a flow mix (``t``), with mixed bursts alongside, and the frames the
+        backends captured: the facts the affinity, balance and correctness tests (and each
+        graded path) are scored on. ``overrides``: the LB's config (``io`` options...)."""
+        bed = self.bed
         cfg = bed.topo_cfg
         caps = []
         for b in cfg.backend_names():
-            out = os.path.join(bed.workdir, f"capture-{b}.json")
+            out = os.path.join(bed.workdir, f"capture-{tag}-{b}.json")
             argv = [sys.executable, "-m", "testbed.probe", "capture", "--iface", f"{b}-eth0",
                     "--port", str(SERVICE_PORT), "--seconds", "600", "--max", "120",
                     "--keep-marker", MIXED_MARKER.hex(), "--ignore-src", JUNK_SRC_IP,
                     "--ready-file", out + ".ready", "--out", out]
-            proc = bed.popen_off_lb_core(b, argv, f"capture-{b}")
+            proc = bed.popen_off_lb_core(b, argv, f"capture-{tag}-{b}")
             caps.append((b, proc, out))
         for b, proc, out in caps:
             for _ in range(100):
                 if os.path.exists(out + ".ready") or proc.poll() is not None:
                     break
                 time.sleep(0.05)
-        lb = bed.start_student_lb("affinity", self.plan["overlay_sub"])
+        lb = bed.start_student_lb(tag, self.plan["overlay_sub"], **overrides)
         f = {"ready": lb.ready, "error": lb.error, "traffic": t}
         if lb.ready:
-            mixed = self._start_mixed()
-            recs = self._drive("affinity", t["udp_flows"], t["packets_per_flow"], t["rate_pps"],
+            mixed = self._start_mixed(tag)
+            recs = self._drive(tag, t["udp_flows"], t["packets_per_flow"], t["rate_pps"],
                                t["http_conns"])
             f["mixed"] = self._finish_mixed(*mixed)
             if f["mixed"].get("udp"):
@@ -174,21 +181,40 @@ class Grading:
             captures[b], marked[b] = cap.get("frames", []), cap.get("marked", [])
         f["captures"] = captures
         f["mixed_captures"] = marked
-        self.facts["affinity"] = f
         bed.restart_backends()
+        return f
 
-    def _start_mixed(self):
+    def paths(self) -> None:
+        """Every other path the student writes, each in a run of its own (``[[paths]]`` in
+        lab.toml: io options such as the other style, fanout workers, NAT mode)."""
+        bed = self.bed
+        out = {}
+        for p in self.plan.get("paths", []):
+            log(f"path {p['id']}: io {p.get('io')}")
+            vip_mode = p.get("vip_mode")
+            try:
+                if vip_mode:
+                    bed.set_vip_mode(vip_mode)
+                out[p["id"]] = self.traffic_run(f"path-{p['id']}", self.plan["path_traffic"],
+                                                io=dict(p.get("io", {})))
+            finally:
+                if vip_mode:
+                    bed.set_vip_mode("dsr")
+            self.facts["paths"] = out
+            self.save(f"path:{p['id']}")
+
+    def _start_mixed(self, tag: str):
         """Valid flows with malformed frames in the same bursts, from the last client's raw
         socket, alongside the affinity traffic (``testbed.probe mixed``)."""
         bed = self.bed
         cfg = bed.topo_cfg
         client = cfg.client_names()[-1]
-        out = os.path.join(bed.workdir, "mixed.json")
+        out = os.path.join(bed.workdir, f"mixed-{tag}.json")
         argv = [sys.executable, "-m", "testbed.probe", "mixed", "--iface", f"{client}-eth0",
                 "--dst-mac", cfg.host_mac("lb"), "--src-mac", cfg.host_mac(client),
                 "--src-ip", cfg.host_ip(client), "--vip", cfg.vip, "--port", str(SERVICE_PORT),
                 "--out", out]
-        return bed.popen_off_lb_core(client, argv, "mixed"), out
+        return bed.popen_off_lb_core(client, argv, f"mixed-{tag}"), out
 
     @staticmethod
     def _finish_mixed(proc, out: str) -> dict:

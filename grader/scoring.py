@@ -24,6 +24,7 @@ TEST_TITLES = {
     "correctness": "correctness: rewritten headers and checksums (frames captured at the "
                    "backends), mixed bursts intact, replies from the VIP",
     "robustness": "robustness: malformed-frame corpus, then a normal flow mix",
+    "paths": "every path you write, run: the other style, fanout workers, NAT mode (lab.toml)",
     "cost": "per-packet cost vs the reference (same run)",
 }
 UNIT_TITLES = {"flowtable": "unit checks of the flow table (flowtable.py)",
@@ -81,7 +82,8 @@ def _split_details(check: dict) -> str:
 
 
 def check_frame(frame: bytes, backend: str, topo, way: str) -> list[str]:
-    """What is wrong with one frame captured at ``backend`` (empty list: nothing)."""
+    """What is wrong with one frame captured at ``backend`` (empty list: nothing); ``way``:
+    "socket", "nat" or anything else for direct server return."""
     problems = []
     if len(frame) < 34 or frame[12:14] != b"\x08\x00":
         return ["not an IPv4 frame"]
@@ -96,12 +98,16 @@ def check_frame(frame: bytes, backend: str, topo, way: str) -> list[str]:
     src, dst = ".".join(map(str, frame[26:30])), ".".join(map(str, frame[30:34]))
     if ones_complement_sum(ip) != 0xFFFF:
         problems.append(f"bad IPv4 header checksum 0x{ip[10:12].hex()}")
+    clients = {topo.host_ip(c) for c in topo.client_names()}
     if way == "socket":
         if src != topo.host_ip("lb") or dst != topo.host_ip(backend):
             problems.append(f"IP {src} -> {dst}, expected the LB's {topo.host_ip('lb')} -> "
                             f"{topo.host_ip(backend)} (the proxy's own connection)")
+    elif way == "nat":
+        if dst != topo.host_ip(backend) or src not in clients:
+            problems.append(f"IP {src} -> {dst}, expected a client -> {backend}'s "
+                            f"{topo.host_ip(backend)} (NAT rewrites the destination)")
     else:
-        clients = {topo.host_ip(c) for c in topo.client_names()}
         if dst != topo.vip or src not in clients:
             problems.append(f"IP {src} -> {dst}, expected a client -> the VIP {topo.vip} "
                             f"(direct server return keeps the IP header)")
@@ -152,7 +158,7 @@ def compare_mixed(mixed: dict, marked: dict, topo, way: str) -> dict:
                 continue
             seen.setdefault(key, []).append(backend)
             probs = []
-            if way == "socket":
+            if way in ("socket", "nat"):
                 if payload != _udp_payload(want):
                     probs.append("UDP payload changed")
                 probs += check_frame(got, backend, topo, way)
@@ -255,7 +261,8 @@ class Scorer:
             skip = None if smoke["forwards"] else \
                 "skipped: the LB did not forward a first flow (see the first test)"
         for key, fn in (("affinity", self.s_affinity), ("balance", self.s_balance),
-                        ("correctness", self.s_correctness), ("key", self.s_key),
+                        ("correctness", self.s_correctness), ("paths", self.s_paths),
+                        ("key", self.s_key),
                         ("robustness", self.s_robustness), ("cost", self.s_cost)):
             if key not in tests or key not in P:
                 continue
@@ -330,15 +337,23 @@ class Scorer:
         self.add("balance", TEST_TITLES["balance"], pts if ok else 0, pts, msg,
                  detail="" if ok else msg)
 
-    def s_correctness(self, pts: float) -> None:
-        a = self.f["affinity"]
+    def frame_mode(self, io: dict | None = None) -> str:
+        """How the frames at the backends must look: "socket" (a proxy's own connection),
+        "dsr" (only the MACs rewritten) or "nat" (the destination IP and port too)."""
+        if self.lab.way == "socket":
+            return "socket"
+        return "nat" if (io or {}).get("mode") == "nat" else "dsr"
+
+    def frame_problems(self, a: dict, mode: str) -> list[str]:
+        """What is wrong with a traffic run's frames (captured at the backends, the mixed
+        bursts), HTTP bodies, reply sources and (socket way) the return path."""
         caps = a.get("captures") or {}
         checked = bad = 0
         first_bad = None
         for backend, frames in caps.items():
             for hx in frames:
                 frame = bytes.fromhex(hx)
-                probs = check_frame(frame, backend, self.topo, self.lab.way)
+                probs = check_frame(frame, backend, self.topo, mode)
                 checked += 1
                 if probs:
                     bad += 1
@@ -356,34 +371,74 @@ class Scorer:
             problems.append(f"{c['malformed']} datagram(s)/request(s) arrived corrupted at the backends")
         if c.get("http", {}).get("failures"):
             problems.append(f"{c['http']['failures']} HTTP exchanges failed or had a body not intact")
-        problems += self._mixed_problems(a)
+        problems += self._mixed_problems(a, mode)
         wrong = wrong_reply_sources(c, self.topo)
         if wrong:
             where = ", ".join(f"{src} ({n} flows)" for src, n in list(wrong.items())[:4])
             problems.append(f"UDP replies came from {where}: a client sent to "
                             f"{self.topo.vip}:{SERVICE_PORT} and must get its replies from there "
                             "(it may drop anything else)")
-        if self.lab.way == "socket" and c.get("lost", {}).get("return"):
+        if mode in ("socket", "nat") and c.get("lost", {}).get("return"):
             lost = c["lost"]
             if lost["return"] > 0.01 * max(1, lost["replies_sent"]):
                 problems.append(f"{lost['return']} of {lost['replies_sent']} UDP replies were not "
                                 "relayed back to the clients")
+        return problems
+
+    def s_correctness(self, pts: float) -> None:
+        a = self.f["affinity"]
+        problems = self.frame_problems(a, self.frame_mode())
         if problems:
             msg = "\n".join(problems)
             self.add("correctness", TEST_TITLES["correctness"], 0, pts, msg, detail=msg)
         else:
+            checked = sum(len(v) for v in (a.get("captures") or {}).values())
             self.add("correctness", TEST_TITLES["correctness"], pts, pts,
                      f"{checked} frames captured at the backends: addresses, MACs and checksums "
                      "right; payloads and HTTP bodies intact; the valid frames of bursts mixed "
                      "with malformed ones arrived intact; UDP replies came from "
                      f"{self.topo.vip}:{SERVICE_PORT}.")
 
-    def _mixed_problems(self, a: dict) -> list[str]:
+    def s_paths(self, pts: float) -> None:
+        """Each graded path (``[[paths]]``): a share of the points when its run keeps affinity
+        and its frames are right (the affinity and correctness checks, on that path)."""
+        runs = self.f.get("paths") or {}
+        paths = self.plan.get("paths") or []
+        share = pts / max(1, len(paths))
+        score, lines, details = 0.0, [], []
+        for p in paths:
+            name = p.get("name", p["id"])
+            r = runs.get(p["id"])
+            if r is None:
+                lines.append(f"FAIL {name}: not run (the grading stopped before it)")
+                continue
+            problems = []
+            problem = self._lb_problem(r)
+            if not r.get("ready"):
+                problems.append(problem or "the LB did not start")
+            else:
+                ok, probs = _traffic_ok(r.get("check"))
+                problems += probs
+                problems += self.frame_problems(r, self.frame_mode(p.get("io")))
+                if problem:
+                    problems.append(problem)
+            if problems:
+                lines.append(f"FAIL {name} (io {p.get('io')}): " + problems[0].split("\n")[0])
+                details.append(f"**{name}** (io {p.get('io')}):\n" + "\n".join(problems))
+            else:
+                score += share
+                lines.append(f"PASS {name} (io {p.get('io')}): affinity kept, frames right")
+        self.add("paths", TEST_TITLES["paths"], score, pts, "\n".join(lines),
+                 seconds=sum(v for k, v in (self.f.get("timings") or {}).items()
+                             if k.startswith("path:")),
+                 detail="\n\n".join(details))
+
+    def _mixed_problems(self, a: dict, mode: str) -> list[str]:
         """What went wrong with the valid frames of the mixed bursts (see ``compare_mixed``)."""
         mixed = a.get("mixed")
         if not mixed or not mixed.get("valid_sent"):
             return ["the mixed-burst probe did not run (a grader problem: please report it)"]
-        m = compare_mixed(mixed, a.get("mixed_captures") or {}, self.topo, self.lab.way)
+        m = compare_mixed(mixed, a.get("mixed_captures") or {}, self.topo, mode)
         a["mixed_result"] = {k: v for k, v in m.items() if k != "first_damaged"}
         what = (f"valid frames sent in {m['bursts']} bursts, each interleaved with malformed "
                 f"frames ({m['junk']} in all)")

@@ -178,10 +178,18 @@ def robust(a) -> dict:
 
 # --- mixed -------------------------------------------------------------------------------------
 MIXED_MARKER = b"MIXEDBURST"         # in every valid frame of ``mixed``, after the VNFL header
-# The malformed frames of ``mixed`` come from an address no host has: the corpus holds frames
-# that parse (a TCP SYN without a checksum, ...) and an LB rightly forwards them; the backends'
-# captures leave that address out (``capture --ignore-src``).
+# The malformed frames of ``mixed`` are the corpus less what parses to a flow for VIP:port, and
+# come from an address no host has, which the backends' captures leave out
+# (``capture --ignore-src``), should a fuzzed frame still reach one.
 JUNK_SRC_IP = "10.0.0.9"
+
+
+def _for_the_service(frame: bytes, vip: str, port: int) -> bool:
+    """True when a corpus frame parses to a flow for VIP:port (a TCP SYN, a padded datagram):
+    an LB rightly forwards those, so they are no junk for ``mixed``."""
+    from vnf.packet import ip_to_int, parse_frame
+    flow = parse_frame(frame).flow
+    return flow is not None and flow.dst_ip == ip_to_int(vip) and flow.dst_port == port
 
 
 def mixed_frames(a) -> tuple[list[list[bytes]], list[dict], int]:
@@ -193,7 +201,8 @@ def mixed_frames(a) -> tuple[list[list[bytes]], list[dict], int]:
     from topologies.servers import encode_request
     named = [c.frame for c in corpus_frames.cases(a.dst_mac, a.src_mac, JUNK_SRC_IP, a.vip,
                                                   a.port)]
-    junk = [f for f in named + fuzzed(named, 200, seed=a.seed) if 14 <= len(f) <= 1514]
+    junk = [f for f in named + fuzzed(named, 400, seed=a.seed)
+            if 14 <= len(f) <= 1514 and not _for_the_service(f, a.vip, a.port)]
     valid = []
     for seq in range(a.packets):
         for i in range(a.flows):
