@@ -183,6 +183,9 @@ def wrong_reply_sources(check: dict, topo) -> dict[str, int]:
     return {src: n for src, n in (check.get("reply_from") or {}).items() if src != want}
 
 
+MIXED_LOSS_TOLERATED = 0.15     # of the mixed bursts' valid frames (see _mixed_problems)
+
+
 class Scorer:
     """The tests of one grading, scored from its plan and facts (``score()``)."""
 
@@ -448,7 +451,10 @@ class Scorer:
             problems.append(f"{m['damaged']} of {m['sent']} {what} arrived damaged; the first, at "
                             f"{backend}: " + "; ".join(probs)
                             + f"\n  {describe(frame)}\n  {hexdump(frame)}")
-        if m["missing"] > max(2, 0.03 * m["sent"]):
+        # Loss, not damage: a loaded shared machine once lost 20 of 192 in a row outside the
+        # LB (the reference, DPDK way); a bug that costs the valid frames of a mixed block
+        # loses most of them.
+        if m["missing"] > max(4, MIXED_LOSS_TOLERATED * m["sent"]):
             problems.append(f"{m['missing']} of {m['sent']} {what} never arrived: a malformed "
                             "frame must cost only itself, not the valid frames of its block")
         if m["duplicates"]:
@@ -548,10 +554,11 @@ class Scorer:
                       "at 100 % CPU whatever the load, so CPU time alone says nothing); windows "
                       f"alternating reference/submission in the same run; {agg_word} compared.")
         else:
-            method = (f"Method: LB process CPU time (user+sys, /proc/PID/stat) per packet "
-                      f"forwarded, {c['rate_pps']} pps offered for {c['seconds']} s per window, "
-                      "windows alternating reference/submission in the same topology; "
-                      f"{agg_word} compared.")
+            method = (f"Method: at saturation, as `vnflab bench` measures it: trafgen sends UDP "
+                      f"flat out over {c.get('flows')} flows; the LB's CPU time (every thread "
+                      "and worker) per frame it transmitted (its interface's counter), for "
+                      f"{c['seconds']} s per window after a warm-up; windows alternating "
+                      f"reference/submission in the same run; {agg_word} compared.")
         if not ref:
             why = next((w.get("busy_error") or w.get("error") for w in c["windows"]
                         if w["who"] == "reference" and (w.get("busy_error") or w.get("error"))), "")
