@@ -182,6 +182,10 @@ MIXED_MARKER = b"MIXEDBURST"         # in every valid frame of ``mixed``, after 
 # come from an address no host has, which the backends' captures leave out
 # (``capture --ignore-src``), should a fuzzed frame still reach one.
 JUNK_SRC_IP = "10.0.0.9"
+# ...and hold no ARP: a fuzzed ARP frame can teach the LB host's kernel a wrong MAC for a client
+# (the socket way then answers it at the wrong host). The robustness phase sends those, then
+# forgets what they taught (testbed.experiment.forget_poisoned_neighbours).
+ARP_ETHERTYPE = b"\x08\x06"
 
 
 def _for_the_service(frame: bytes, vip: str, port: int) -> bool:
@@ -202,7 +206,8 @@ def mixed_frames(a) -> tuple[list[list[bytes]], list[dict], int]:
     named = [c.frame for c in corpus_frames.cases(a.dst_mac, a.src_mac, JUNK_SRC_IP, a.vip,
                                                   a.port)]
     junk = [f for f in named + fuzzed(named, 400, seed=a.seed)
-            if 14 <= len(f) <= 1514 and not _for_the_service(f, a.vip, a.port)]
+            if 14 <= len(f) <= 1514 and f[12:14] != ARP_ETHERTYPE
+            and not _for_the_service(f, a.vip, a.port)]
     valid = []
     for seq in range(a.packets):
         for i in range(a.flows):
