@@ -27,14 +27,21 @@ def corpus():
 COST_RATIO = re.compile(r"ratio (\d+(?:\.\d+)?)")
 
 
+def _test_keys() -> dict[str, str]:
+    """Test title (as results.json names them) -> the test's key (``unit``, ``cost``...)."""
+    from grader.scoring import TEST_TITLES, UNIT_TITLES
+    return {**{t: k for k, t in TEST_TITLES.items()}, **{t: "unit" for t in UNIT_TITLES.values()}}
+
+
 def _results(out: str, name: str) -> tuple[dict, float | None, str | None]:
     """Points lost per test, the cost ratio, or why there are no results."""
     lost, ratio = {}, None
+    keys = _test_keys()
     try:
         with open(os.path.join(out, name, "results.json")) as f:
             res = json.load(f)
         for t in res["tests"]:
-            key = t.get("number", t["name"])
+            key = t.get("number") or keys.get(t["name"], t["name"])
             if t["score"] < t["max_score"]:
                 lost[key] = round(t["max_score"] - t["score"], 2)
             if key == "cost":

@@ -235,7 +235,11 @@ def mixed(a) -> dict:
     socks = {}                       # absorb the replies (and see where they come from)
     for i in range(a.flows):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind((a.src_ip, a.sport_base + i))
+        try:
+            s.bind((a.src_ip, a.sport_base + i))
+        except OSError:              # taken: its replies go unseen, its frames still count
+            s.close()
+            continue
         s.setblocking(False)
         socks[a.flow_id_base + i] = s
     raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
@@ -254,6 +258,8 @@ def mixed(a) -> dict:
                for fid, s in socks.items()}
     deadline = time.monotonic() + a.wait
     while time.monotonic() < deadline:
+        if not socks:
+            break
         r, _, _ = select.select(list(socks.values()), [], [], 0.1)
         for s in r:
             try:
@@ -346,7 +352,8 @@ def main(argv=None) -> int:
     mx.add_argument("--burst", type=int, default=32, help="frames per burst (half of them valid)")
     mx.add_argument("--flow-id-base", type=int, default=9500000)
     mx.add_argument("--client-id", type=int, default=91)
-    mx.add_argument("--sport-base", type=int, default=43000)
+    mx.add_argument("--sport-base", type=int, default=21000,
+                    help="below the ephemeral range: the traffic driver's sockets use that")
     mx.add_argument("--seed", type=int, default=11)
     mx.add_argument("--gap", type=float, default=0.02, help="seconds between bursts")
     mx.add_argument("--wait", type=float, default=2.0, help="seconds to wait for replies")

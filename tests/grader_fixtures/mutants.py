@@ -93,9 +93,11 @@ MUTANTS: dict[str, Mutant] = {
     "l2_no_service_check": M(2, "paths", "every parsed flow balanced (no VIP check): NAT replies "
                              "from the backends are balanced again instead of returned", {
         "afpacket_lb.py": [("            elif lb.is_for_service(flow):", "            elif True:")]}),
-    "l2_block_never_released": M(2, "affinity", "the RX block is never given back to the kernel", {
-        "afpacket_lb.py": [("                batch.release()                            # the block goes"
-                            " back to the kernel\n", "")]}),
+    "l2_backend_index_off_by_one": M(2, "key", "the backend's index off by one (1-based): every "
+                                    "flow consistently on the next backend", {
+        "afpacket_lb.py": [("choices.append(DROP if backend is None else index[backend.name])",
+                            "choices.append(DROP if backend is None else "
+                            "(index[backend.name] + 1) % len(index))")]}),
     # --- lab 3: dpdk_lb.py -------------------------------------------------------------------
     "l3_vector_python_loop": M(3, "cost", "the vector path loops in Python over the packets", {
         "dpdk_lb.py": [("        forwarded = lb.forwarded\n        n = burst.parse(arrays)",
@@ -125,7 +127,9 @@ MUTANTS: dict[str, Mutant] = {
     "l3_vector_keep_inverted": M(3, "correctness", "vector: keeps the dropped frames, frees the "
                                  "valid ones whenever a burst holds junk", {
         "dpdk_lb.py": [("            burst.keep(choice >= 0)", "            burst.keep(choice < 0)")]}),
-    "l3_vector_never_frees": M(3, "correctness", "vector: dropped frames are transmitted "
+    # Measured: the frames it should have dropped go back out unrewritten (to the LB's own
+    # MAC); after the corpus the flows that follow are lost: robustness catches it.
+    "l3_vector_never_frees": M(3, "robustness", "vector: dropped frames are transmitted "
                                "unrewritten (keep never called)", {
         "dpdk_lb.py": [("        if lb.forwarded - forwarded != n:", "        if False:")]}),
     "l3_vector_backend_off_by_one": M(3, "key", "vector: backend index off by one (every flow "
