@@ -42,7 +42,7 @@ import sys
 import time
 
 from vnf.addresses import SERVICE_PORT
-from testbed.bpf import BPFFS, load_tc_drop
+from testbed.bpf import BPFFS, drop_at_ingress
 from testbed.experiment import ExperimentSpec, log
 from testbed.frames import udp_frame
 from testbed.procfs import cpu_idle_s, cpu_times, netdev
@@ -57,6 +57,28 @@ COLLAPSE = 0.7          # forwarded falls below 70 % of an earlier, lower load's
 def trafgen_config(frames: list[bytes]) -> str:
     """trafgen's packet config: one ``{ ... }`` per frame; trafgen cycles through them."""
     return "\n".join("{ " + ", ".join(f"0x{b:02x}" for b in f) + " }" for f in frames) + "\n"
+
+
+def stop_trafgen(proc: subprocess.Popen) -> None:
+    """trafgen forks its workers: signal the whole group (mnexec -d made it a session)."""
+    for sig, wait in ((signal.SIGINT, 3), (signal.SIGKILL, 3)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(wait)
+            # the parent may go before its workers: make sure the group is empty
+            os.killpg(proc.pid, 0)
+            time.sleep(0.05)
+        except subprocess.TimeoutExpired:
+            continue
+        except ProcessLookupError:
+            break
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 # ------------------------------------------------------------------------------------------
@@ -107,17 +129,8 @@ class BenchBed:
     def _install_sink(self) -> str:
         """Drop what the LB transmits at the switch port's tc ingress (see the module docstring).
         The port lives in the sandbox's own network namespace: plain tc reaches it."""
-        port = self.lb_switch_port
         try:
-            os.makedirs(BPFFS, exist_ok=True)
-            subprocess.run(["mount", "-t", "bpf", "bpf", BPFFS], check=True, capture_output=True)
-            load_tc_drop(DROP_PROG_PIN)
-            for argv in (["tc", "qdisc", "add", "dev", port, "clsact"],
-                         ["tc", "filter", "add", "dev", port, "ingress", "bpf", "direct-action",
-                          "object-pinned", DROP_PROG_PIN]):
-                out = subprocess.run(argv, capture_output=True, text=True)
-                if out.returncode:
-                    raise OSError(f"{' '.join(argv)}: {(out.stdout + out.stderr).strip()[:300]}")
+            drop_at_ingress(self.lb_switch_port, DROP_PROG_PIN)
             return "port-drop"
         except (OSError, subprocess.CalledProcessError) as exc:
             log(f"tc/BPF sink unavailable ({exc}); the backends' kernels drop the UDP instead")
@@ -163,25 +176,7 @@ class BenchBed:
         return self.gen.popen(argv, stdout=out, stderr=subprocess.STDOUT)
 
     def stop_gen(self, proc: subprocess.Popen) -> None:
-        """trafgen forks its workers: signal the whole group (mnexec -d made it a session)."""
-        for sig, wait in ((signal.SIGINT, 3), (signal.SIGKILL, 3)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                proc.wait(wait)
-                # the parent may go before its workers: make sure the group is empty
-                os.killpg(proc.pid, 0)
-                time.sleep(0.05)
-            except subprocess.TimeoutExpired:
-                continue
-            except ProcessLookupError:
-                break
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        stop_trafgen(proc)
 
     def snapshot(self, lb_pid: int) -> dict:
         lbdev = netdev(self.lb.pid)["lb-eth0"]

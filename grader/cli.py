@@ -52,6 +52,22 @@ def cmd_grade_all(args) -> int:
     return 0
 
 
+def cmd_grade_mutants(args) -> int:
+    from grader.errors import GradeError
+    from grader.mutants import grade_mutants, table
+    only = [n for n in (args.only or "").split(",") if n] or None
+    try:
+        summary = grade_mutants(args.lab, args.out, jobs=args.jobs, quick=args.quick, only=only,
+                                references=args.references,
+                                progress=lambda m: print(m, flush=True))
+    except (GradeError, ValueError) as exc:
+        print(f"vnflab grade-mutants: {exc}", file=sys.stderr)
+        return 2
+    print(table(summary))
+    refs_ok = not any(r["lost"] or r["error"] for r in summary["references"])
+    return 0 if summary["caught"] == summary["total"] and refs_ok else 1
+
+
 def cmd_release(args) -> int:
     from grader.release import release
     done = release(args.out, [args.lab] if args.lab else None)
@@ -192,6 +208,17 @@ def register(subparsers) -> None:
     ga.add_argument("--quick", action="store_true")
     ga.add_argument("--no-hidden", action="store_true")
     ga.set_defaults(func=cmd_grade_all)
+    gm = subparsers.add_parser("grade-mutants", help="grade the grader's mutation corpus (the "
+                                                     "reference with one bug each): which test "
+                                                     "caught each, the caught fraction")
+    gm.add_argument("--lab", required=True, type=int)
+    gm.add_argument("--out", required=True)
+    gm.add_argument("--jobs", type=int, default=2)
+    gm.add_argument("--quick", action="store_true")
+    gm.add_argument("--only", help="comma-separated mutant names (default: all of the lab's)")
+    gm.add_argument("--references", type=int, default=0,
+                    help="also grade this many copies of the reference (must lose nothing)")
+    gm.set_defaults(func=cmd_grade_mutants)
 
 
 def main(argv: list[str] | None = None) -> int:

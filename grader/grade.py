@@ -48,8 +48,11 @@ from grader.untrusted import MIB, load_json_or, read_text_tail
 GRADING_ROOT = "/var/lib/vnflab/grading"
 CAPS = {"socket": (), "afpacket": ("net_raw",), "dpdk": ()}
 LOCK_NAME = "grading.lock"                # held (flock) for as long as the grading runs
-PUBLIC_TESTS = ["unit", "starts", "affinity", "balance", "correctness", "pool_changes", "key",
-                "robustness", "cost"]
+PUBLIC_TESTS = ["unit", "starts", "affinity", "balance", "correctness", "paths", "pool_changes",
+                "key", "robustness", "cost"]
+# The flow mix of each graded path's run (``[[paths]]`` in lab.toml), smaller than affinity's.
+PATH_TRAFFIC = {"udp_flows": 600, "packets_per_flow": 3, "rate_pps": 4000, "http_conns": 40}
+QUICK_PATH_TRAFFIC = {"udp_flows": 200, "packets_per_flow": 3, "rate_pps": 3000, "http_conns": 20}
 
 
 def make_plan(lab: Lab, files: dict, workdir: str, quick: bool, include_hidden: bool,
@@ -64,6 +67,8 @@ def make_plan(lab: Lab, files: dict, workdir: str, quick: bool, include_hidden: 
         "traffic": lab.traffic(quick), "cost": lab.cost(quick), "limits": lab.limits(quick),
         "caps": list(CAPS.get(lab.way, ())),
         "hidden": lab.hidden if include_hidden else [],
+        "paths": [dict(p) for p in lab.raw.get("paths", [])],
+        "path_traffic": dict(QUICK_PATH_TRAFFIC if quick else PATH_TRAFFIC),
         "tests": tests, "fuzz_frames": 300 if quick else 2000,
     }
 

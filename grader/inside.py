@@ -18,6 +18,7 @@ import sys
 import time
 
 from testbed.experiment import ExperimentSpec, forget_poisoned_neighbours, log, read_json
+from testbed.probe import JUNK_SRC_IP, MIXED_MARKER
 from vnf.addresses import SERVICE_PORT
 from vnf.jsonfile import write_json_atomic
 
@@ -95,9 +96,9 @@ class Grading:
                 self.save("network-skipped")
                 return
             tests = set(plan["tests"])
-            for name, fn in (("affinity", self.affinity), ("pool_changes", self.pool_changes),
-                             ("key", self.key), ("robustness", self.robustness),
-                             ("cost", self.cost)):
+            for name, fn in (("affinity", self.affinity), ("paths", self.paths),
+                             ("pool_changes", self.pool_changes), ("key", self.key),
+                             ("robustness", self.robustness)):
                 if name in tests or (name == "affinity" and tests & {"balance", "correctness"}):
                     log(f"phase {name}")
                     fn()
@@ -106,6 +107,10 @@ class Grading:
                 log(f"hidden scenario {scenario['id']}")
                 self.scenario(scenario)
                 self.save(f"hidden:{scenario['id']}")
+            if "cost" in tests:                  # last: its sink drops all the LB sends
+                log("phase cost")
+                self.cost()
+                self.save("cost")
         finally:
             bed.close()
 
@@ -149,42 +154,98 @@ class Grading:
         return f["forwards"]
 
     def affinity(self) -> None:
-        bed, t = self.bed, self.plan["traffic"]
+        self.facts["affinity"] = self.traffic_run("affinity", self.plan["traffic"])
+
+    def traffic_run(self, tag: str, t: dict, **overrides) -> dict:
+        """One LB run under a flow mix (``t``), with mixed bursts alongside, and the frames the
+        backends captured: the facts the affinity, balance and correctness tests (and each
+        graded path) are scored on. ``overrides``: the LB's config (``io`` options...)."""
+        bed = self.bed
         cfg = bed.topo_cfg
         caps = []
         for b in cfg.backend_names():
-            out = os.path.join(bed.workdir, f"capture-{b}.json")
+            out = os.path.join(bed.workdir, f"capture-{tag}-{b}.json")
             argv = [sys.executable, "-m", "testbed.probe", "capture", "--iface", f"{b}-eth0",
                     "--port", str(SERVICE_PORT), "--seconds", "600", "--max", "120",
+                    "--keep-marker", MIXED_MARKER.hex(), "--ignore-src", JUNK_SRC_IP,
                     "--ready-file", out + ".ready", "--out", out]
-            proc = bed.popen_off_lb_core(b, argv, f"capture-{b}")
+            proc = bed.popen_off_lb_core(b, argv, f"capture-{tag}-{b}")
             caps.append((b, proc, out))
         for b, proc, out in caps:
             for _ in range(100):
                 if os.path.exists(out + ".ready") or proc.poll() is not None:
                     break
                 time.sleep(0.05)
-        pcaps = start_affinity_capture(bed)
-        lb = bed.start_student_lb("affinity", self.plan["overlay_sub"])
+        # the frames of split flows, for the report (the affinity run's: the test that names them)
+        pcaps = start_affinity_capture(bed) if tag == "affinity" else None
+        lb = bed.start_student_lb(tag, self.plan["overlay_sub"], **overrides)
         f = {"ready": lb.ready, "error": lb.error, "traffic": t}
         if lb.ready:
-            recs = self._drive("affinity", t["udp_flows"], t["packets_per_flow"], t["rate_pps"],
+            mixed = self._start_mixed(tag)
+            recs = self._drive(tag, t["udp_flows"], t["packets_per_flow"], t["rate_pps"],
                                t["http_conns"])
+            f["mixed"] = self._finish_mixed(*mixed)
+            if f["mixed"].get("udp"):
+                recs = recs + [{k: f["mixed"][k] for k in ("client", "udp", "http")}]
             f["alive_after"] = lb.alive()
             f["check"] = self._check(recs)
         f["stop"] = lb.stop(self.stop_timeout)
-        f["split_pcap"] = finish_affinity_capture(pcaps, f)
-        captures = {}
+        if pcaps is not None:
+            f["split_pcap"] = finish_affinity_capture(pcaps, f)
+        captures, marked = {}, {}
         for b, proc, out in caps:
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(5)
             except subprocess.TimeoutExpired:
                 proc.kill()
-            captures[b] = (read_json(out, {}) or {}).get("frames", [])
+            cap = read_json(out, {}) or {}
+            captures[b], marked[b] = cap.get("frames", []), cap.get("marked", [])
         f["captures"] = captures
-        self.facts["affinity"] = f
+        f["mixed_captures"] = marked
         bed.restart_backends()
+        return f
+
+    def paths(self) -> None:
+        """Every other path the student writes, each in a run of its own (``[[paths]]`` in
+        lab.toml: io options such as the other style, fanout workers, NAT mode)."""
+        bed = self.bed
+        out = {}
+        for p in self.plan.get("paths", []):
+            log(f"path {p['id']}: io {p.get('io')}")
+            vip_mode = p.get("vip_mode")
+            try:
+                if vip_mode:
+                    bed.set_vip_mode(vip_mode)
+                out[p["id"]] = self.traffic_run(f"path-{p['id']}", self.plan["path_traffic"],
+                                                io=dict(p.get("io", {})))
+            finally:
+                if vip_mode:
+                    bed.set_vip_mode("dsr")
+            self.facts["paths"] = out
+            self.save(f"path:{p['id']}")
+
+    def _start_mixed(self, tag: str):
+        """Valid flows with malformed frames in the same bursts, from the last client's raw
+        socket, alongside the affinity traffic (``testbed.probe mixed``)."""
+        bed = self.bed
+        cfg = bed.topo_cfg
+        client = cfg.client_names()[-1]
+        out = os.path.join(bed.workdir, f"mixed-{tag}.json")
+        argv = [sys.executable, "-m", "testbed.probe", "mixed", "--iface", f"{client}-eth0",
+                "--dst-mac", cfg.host_mac("lb"), "--src-mac", cfg.host_mac(client),
+                "--src-ip", cfg.host_ip(client), "--vip", cfg.vip, "--port", str(SERVICE_PORT),
+                "--out", out]
+        return bed.popen_off_lb_core(client, argv, f"mixed-{tag}"), out
+
+    @staticmethod
+    def _finish_mixed(proc, out: str) -> dict:
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        return read_json(out, {}) or {}
 
     def pool_changes(self) -> None:
         """Affinity across pool changes (add, drain, fail + recover) under live traffic:
@@ -272,29 +333,81 @@ class Grading:
     def _cost_window(self, tag: str, overlay: str, c: dict) -> dict:
         if self.plan["way"] == "dpdk":
             return self._gen_window(tag, overlay, c)
+        return self._saturation_window(tag, overlay, c)
+
+    def _saturation_setup(self, c: dict) -> dict:
+        """The kernel ways' cost windows, as ``vnflab bench`` measures them (bench.kernel):
+        trafgen on the first client (CPU 0) sends UDP to VIP:port flat out, cycling through
+        ``flows`` pre-built frames (one source port each: thousands of flows, so a flow table
+        that scans is seen); what the LB transmits is dropped at the switch port facing it
+        (tc ingress), so neither the switch nor the backends do work on the LB's core or slow
+        it down. Static neighbours and bridge entries: no ARP, no flooding mid-window."""
+        from bench.kernel import DROP_PROG_PIN, trafgen_config
+        from testbed.bpf import drop_at_ingress
+        from testbed.frames import udp_frame
         bed = self.bed
-        bed.restart_backends()
+        cfg = bed.topo_cfg
+        client = cfg.client_names()[0]
+        lb = bed.net["lb"]
+        for b in cfg.backend_names():
+            lb.cmd(f"ip neigh replace {cfg.host_ip(b)} lladdr {cfg.host_mac(b)} dev lb-eth0 "
+                   "nud permanent")
+        for name in cfg.host_names():
+            link = bed.net[name].intf().link
+            sw = link.intf2 if link.intf1.node is bed.net[name] else link.intf1
+            subprocess.run(["bridge", "fdb", "replace", cfg.host_mac(name), "dev", sw.name,
+                            "master", "static"], capture_output=True)
+        link = lb.intf().link
+        port = (link.intf2 if link.intf1.node is lb else link.intf1).name
+        drop_at_ingress(port, DROP_PROG_PIN)
+        payload = b"VNFLCOST".ljust(64, b".")
+        frames = [udp_frame(cfg.host_mac(client), cfg.host_mac("lb"), cfg.host_ip(client),
+                            cfg.vip, 10000 + i, SERVICE_PORT, payload)
+                  for i in range(int(c.get("flows", 4096)))]
+        path = os.path.join(bed.workdir, "trafgen.cfg")
+        with open(path, "w") as f:
+            f.write(trafgen_config(frames))
+        return {"port": port, "trafgen_cfg": path, "client": client}
+
+    def _saturation_window(self, tag: str, overlay: str, c: dict) -> dict:
+        """One LB (reference or submission) at saturation: its CPU time (every thread and
+        worker) per frame it transmitted (lb-eth0's counter, read from outside), over
+        ``seconds`` after ``warmup_s``; the LB on CPU 1, trafgen on CPU 0."""
+        from bench.kernel import stop_trafgen
+        from testbed.procfs import netdev
+        bed, sat = self.bed, self.saturation
         lb = bed.start_student_lb(tag, overlay)
-        w = {"ready": lb.ready, "error": lb.error}
-        if lb.ready:
-            flows = 64
-            per_flow = max(1, int(c["rate_pps"] * c["seconds"]) // flows)
-            time.sleep(0.2)
-            c0 = lb.cpu()
-            t0 = time.monotonic()
-            recs = self._drive(tag, flows, per_flow, int(c["rate_pps"]), 0,
-                               clients=[bed.topo_cfg.client_names()[0]],
-                               timeout=c["seconds"] * 4 + 30)
-            cpu = lb.cpu() - c0
-            w["wall_s"] = round(time.monotonic() - t0, 3)
-            chk = self._check(recs)
-            fwd = chk["lost"]["udp_arrived"]
-            if self.plan["way"] == "socket":
-                fwd += chk["lost"]["replies_received"]
-            w.update(cpu_s=round(cpu, 4), forwarded=fwd, split=chk["split_flows"],
-                     ns_per_packet=round(cpu / fwd * 1e9, 1) if fwd else None)
-        w["stop"] = {k: v for k, v in lb.stop(self.stop_timeout).items() if k != "stats"}
-        return w
+        w = {"ready": lb.ready, "error": lb.error, "method": "saturation", "ns_per_packet": None}
+        gen = None
+        try:
+            if not lb.ready:
+                return w
+            subprocess.run(["taskset", "-a", "-p", "-c", "1", str(lb.pid)], capture_output=True)
+            argv = ["taskset", "-c", "0", "trafgen", "-o", f"{sat['client']}-eth0", "-i",
+                    sat["trafgen_cfg"], "-P", "1", "--no-sock-mem", "-q"]
+            log_f = open(os.path.join(bed.workdir, f"gen-{tag}.log"), "wb")
+            gen = bed.net[sat["client"]].popen(argv, stdout=log_f, stderr=subprocess.STDOUT)
+            log_f.close()
+            time.sleep(float(c.get("warmup_s", 0.5)))
+            lb_ns = bed.net["lb"].pid
+            tx0, c0, t0 = netdev(lb_ns)["lb-eth0"]["tx_packets"], lb.cpu(), time.monotonic()
+            time.sleep(float(c["seconds"]))
+            tx1, c1, t1 = netdev(lb_ns)["lb-eth0"]["tx_packets"], lb.cpu(), time.monotonic()
+            fwd, cpu, wall = tx1 - tx0, c1 - c0, t1 - t0
+            w.update(wall_s=round(wall, 3), cpu_s=round(cpu, 4), forwarded=fwd,
+                     mpps=round(fwd / wall / 1e6, 4) if wall > 0 else None,
+                     core_share=round(cpu / wall, 3) if wall > 0 else None,
+                     alive_after=lb.alive())
+            if fwd > 0:
+                w["ns_per_packet"] = round(cpu / fwd * 1e9, 1)
+            return w
+        except Exception as exc:                  # noqa: BLE001 - the window failed
+            w["busy_error"] = f"the measurement failed: {type(exc).__name__}: {exc}"
+            return w
+        finally:
+            if gen is not None:
+                stop_trafgen(gen)
+            w["stop"] = {k: v for k, v in lb.stop(self.stop_timeout).items() if k != "stats"}
 
     def _gen_window(self, tag: str, overlay: str, c: dict) -> dict:
         """The DPDK way's cost window: the LB's port faces a DPDK generator (``vnflab bench``'s
@@ -372,15 +485,26 @@ class Grading:
             gen.stop()
 
     def cost(self) -> None:
+        """Windows alternating reference and submission in the same run, at saturation. The
+        kernel ways' sink drops everything the LB sends: this phase runs last."""
+        from testbed.bpf import stop_dropping
         c = self.plan["cost"]
         windows = []
-        for r in range(int(c.get("rounds", 1))):
-            for who, overlay in (("reference", self.plan["overlay_ref"]),
-                                 ("submission", self.plan["overlay_sub"])):
-                w = self._cost_window(f"cost-{who}-{r}", overlay, c)
-                w["who"] = who
-                windows.append(w)
-        self.facts["cost"] = {"windows": windows, "rate_pps": c["rate_pps"], "seconds": c["seconds"]}
+        self.saturation = None
+        try:
+            if self.plan["way"] != "dpdk":
+                self.saturation = self._saturation_setup(c)
+            for r in range(int(c.get("rounds", 1))):
+                for who, overlay in (("reference", self.plan["overlay_ref"]),
+                                     ("submission", self.plan["overlay_sub"])):
+                    w = self._cost_window(f"cost-{who}-{r}", overlay, c)
+                    w["who"] = who
+                    windows.append(w)
+        finally:
+            if self.saturation:
+                stop_dropping(self.saturation["port"])
+        self.facts["cost"] = {"windows": windows, "seconds": c["seconds"],
+                              "flows": c.get("flows", c.get("gen_flows"))}
 
     def scenario(self, s: dict) -> None:
         bed = self.bed

@@ -121,6 +121,9 @@ def _unit_checks(lab: Lab, unit_dir: str, sub: str) -> dict | None:
     if not os.path.exists(checks):
         return None
     shutil.copyfile(checks, os.path.join(unit_dir, "checks.py"))
+    hidden = os.path.join(lab.path, "hidden", "unit_checks.py")    # never released
+    if os.path.exists(hidden):
+        shutil.copyfile(hidden, os.path.join(unit_dir, "hidden_checks.py"))
     for rel, src in lab.raw.get("release", {}).get("extra", {}).items():
         if rel.startswith("tests/") and rel.endswith(".py"):
             shutil.copyfile(os.path.join(REPO, src), os.path.join(unit_dir, os.path.basename(rel)))

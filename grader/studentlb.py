@@ -132,6 +132,7 @@ class GradeBed(Testbed):
         for key in ("policy", "flow_capacity", "idle_timeout"):
             if key in o:
                 cfg["lb"][key] = o[key]
+        cfg["io"].update(o.get("io") or {})       # a graded path's io options (style, mode...)
         return cfg
 
     # The grader's own probes (captures, port pairs, the malformed-frame corpus) on CPU 0 with

@@ -185,9 +185,17 @@ class RemoteModule:
 
 def load_checks(path: str):
     """The lab's checks module (instructor code: imported here, never in the student's jail)."""
+    # its neighbours first on the path while it loads: the corpus it imports (frames.py) and
+    # the lab's hidden checks (hidden_checks.py, copied there by grader.overlay)
+    here = os.path.dirname(os.path.abspath(path))
     spec = importlib.util.spec_from_file_location("vnflab_unit_checks", path)
+    assert spec is not None and spec.loader is not None
     checks = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(checks)
+    sys.path.insert(0, here)
+    try:
+        spec.loader.exec_module(checks)
+    finally:
+        sys.path.remove(here)
     return checks
 
 

@@ -69,3 +69,28 @@ def load_tc_drop(pin_path: str) -> None:
         pin(fd, pin_path)
     finally:
         os.close(fd)
+
+
+def drop_at_ingress(port: str, pin_path: str) -> None:
+    """Drop every frame arriving at ``port`` (tc ingress, the pinned drop program): the end of
+    a sender's wire, so a benchmark charges it its transmit and nothing downstream. Mounts the
+    bpf file system if needed (the sandbox has a mount namespace of its own). Raises OSError
+    when tc or BPF is unavailable."""
+    import subprocess
+    os.makedirs(BPFFS, exist_ok=True)
+    if not os.path.ismount(BPFFS):
+        subprocess.run(["mount", "-t", "bpf", "bpf", BPFFS], check=True, capture_output=True)
+    if not os.path.exists(pin_path):
+        load_tc_drop(pin_path)
+    for argv in (["tc", "qdisc", "add", "dev", port, "clsact"],
+                 ["tc", "filter", "add", "dev", port, "ingress", "bpf", "direct-action",
+                  "object-pinned", pin_path]):
+        out = subprocess.run(argv, capture_output=True, text=True)
+        if out.returncode:
+            raise OSError(f"{' '.join(argv)}: {(out.stdout + out.stderr).strip()[:300]}")
+
+
+def stop_dropping(port: str) -> None:
+    """Undo ``drop_at_ingress`` (the clsact qdisc takes its filter with it)."""
+    import subprocess
+    subprocess.run(["tc", "qdisc", "del", "dev", port, "clsact"], capture_output=True)

@@ -69,6 +69,9 @@ class Report:
     reply_errors: int               # replies backends failed to send
     anonymous_conns: int = 0        # plain HTTP connections (no flow id) seen at backends
     anonymous_requests: int = 0
+    # "ip:port" a UDP reply came from -> flows with a reply from there: a client talked to
+    # VIP:port, so a reply from anywhere else (a relay's own address or port) is wrong
+    reply_from: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -103,6 +106,7 @@ class Report:
                      "errors": self.http_errors},
             "malformed": self.malformed,
             "anonymous": {"conns": self.anonymous_conns, "requests": self.anonymous_requests},
+            "reply_from": self.reply_from,
         }
 
     def table(self) -> str:
@@ -214,8 +218,11 @@ def check(backend_records: list[dict], client_records: list[dict]) -> Report:
     lossy = []
     http_failures = 0
     http_errors = []
+    reply_from: dict[str, int] = {}
     for crec in client_records:
         for u in crec.get("udp", []):
+            for source in u.get("reply_from", []):
+                reply_from[source] = reply_from.get(source, 0) + 1
             key = ("udp", int(u["flow_id"]))
             client_keys.add(key)
             udp_flows += 1
@@ -279,7 +286,7 @@ def check(backend_records: list[dict], client_records: list[dict]) -> Report:
         balance_max_mean=max_mean, balance_cv=cv, packets_max_mean=pkt_max_mean,
         http_failures=http_failures, http_errors=http_errors, unknown_flows=unknown,
         malformed=malformed, reply_errors=reply_errors, anonymous_conns=anonymous_conns,
-        anonymous_requests=anonymous_requests)
+        anonymous_requests=anonymous_requests, reply_from=dict(sorted(reply_from.items())))
 
 
 # --------------------------------------------------------------------------------------------

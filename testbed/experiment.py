@@ -365,6 +365,24 @@ class Testbed(MininetBed):
         for name in cfg.host_names():     # offloads would hand AF_PACKET/DPDK partial checksums
             self.net[name].cmd(f"ethtool -K {name}-eth0 tx off rx off gso off tso off gro off >/dev/null 2>&1")
 
+    def set_vip_mode(self, mode: str) -> None:
+        """Switch a raw-frame bed between direct server return and NAT, between two LB runs
+        (the grader runs a NAT-mode LB in a bed set up for DSR). NAT only adds the backends'
+        routes to the clients via the LB; the VIP left on their loopback is then unused."""
+        if mode == self.vip_mode:
+            return
+        if {mode, self.vip_mode} != {"dsr", "nat"}:
+            raise ValueError(f"cannot switch the VIP from {self.vip_mode!r} to {mode!r}")
+        cfg = self.topo_cfg
+        if mode == "nat":
+            self.vip_mode = "nat"
+            self._configure_vip()
+            return
+        for b in cfg.backend_names():
+            for c in cfg.client_names():
+                self.net[b].cmd(f"ip route del {cfg.host_ip(c)}/32 via {cfg.host_ip('lb')}")
+        self.vip_mode = "dsr"
+
     # --- the load balancer -------------------------------------------------------------------
     def lb_config(self) -> dict:
         cfg = self.topo_cfg

@@ -8,6 +8,11 @@
   each that the LB process still lives (so the report can name the frame that killed it); then
   fuzzed frames in small bursts; then socket-level oddities (empty and oversized datagrams, a TCP
   reset, garbage on a TCP connection).
+* ``mixed``: valid UDP flows with malformed frames *interleaved in the same bursts* (one raw
+  socket, frames back to back, so they share the LB's RX ring blocks / bursts): a bug that damages
+  or drops the valid frames of a block holding junk shows here. Its output is a client record
+  (``testbed.traffic``'s format: the checker merges it) plus the valid frames sent, which the
+  grader compares byte for byte with what the backends captured (``capture --keep-marker``).
 * ``capture``: frames arriving at a backend, for the header and checksum checks.
 
 Output: one JSON file each (``--out``).
@@ -171,12 +176,124 @@ def robust(a) -> dict:
     return out
 
 
+# --- mixed -------------------------------------------------------------------------------------
+MIXED_MARKER = b"MIXEDBURST"         # in every valid frame of ``mixed``, after the VNFL header
+# The malformed frames of ``mixed`` are the corpus less what parses to a flow for VIP:port, and
+# come from an address no host has, which the backends' captures leave out
+# (``capture --ignore-src``), should a fuzzed frame still reach one.
+JUNK_SRC_IP = "10.0.0.9"
+# ...and hold no ARP: a fuzzed ARP frame can teach the LB host's kernel a wrong MAC for a client
+# (the socket way then answers it at the wrong host). The robustness phase sends those, then
+# forgets what they taught (testbed.experiment.forget_poisoned_neighbours).
+ARP_ETHERTYPE = b"\x08\x06"
+
+
+def _for_the_service(frame: bytes, vip: str, port: int) -> bool:
+    """True when a corpus frame parses to a flow for VIP:port (a TCP SYN, a padded datagram):
+    an LB rightly forwards those, so they are no junk for ``mixed``."""
+    from vnf.packet import ip_to_int, parse_frame
+    flow = parse_frame(frame).flow
+    return flow is not None and flow.dst_ip == ip_to_int(vip) and flow.dst_port == port
+
+
+def mixed_frames(a) -> tuple[list[list[bytes]], list[dict], int]:
+    """The bursts of ``mixed``: each is ``a.burst`` frames, valid and malformed alternating;
+    every flow sends ``a.packets`` datagrams, one per burst in turn. Returns the bursts, one
+    dict per valid frame (flow id, seq, source port, hex) and the number of malformed frames."""
+    from testbed import frames as corpus_frames
+    from testbed.corpus import fuzzed
+    from topologies.servers import encode_request
+    named = [c.frame for c in corpus_frames.cases(a.dst_mac, a.src_mac, JUNK_SRC_IP, a.vip,
+                                                  a.port)]
+    junk = [f for f in named + fuzzed(named, 400, seed=a.seed)
+            if 14 <= len(f) <= 1514 and f[12:14] != ARP_ETHERTYPE
+            and not _for_the_service(f, a.vip, a.port)]
+    valid = []
+    for seq in range(a.packets):
+        for i in range(a.flows):
+            payload = encode_request(a.flow_id_base + i, seq, a.client_id) + MIXED_MARKER \
+                + bytes([i % 256, seq % 256]) * 8
+            frame = corpus_frames.udp_frame(a.src_mac, a.dst_mac, a.src_ip, a.vip,
+                                            a.sport_base + i, a.port, payload)
+            valid.append({"flow_id": a.flow_id_base + i, "seq": seq,
+                          "src_port": a.sport_base + i, "frame": frame})
+    bursts, nj, half = [], 0, max(1, a.burst // 2)
+    for start in range(0, len(valid), half):
+        burst = []
+        for v in valid[start:start + half]:
+            burst.append(v["frame"])
+            burst.append(junk[nj % len(junk)])
+            nj += 1
+        bursts.append(burst)
+    sent = [{k: (v.hex() if k == "frame" else v) for k, v in d.items()} for d in valid]
+    return bursts, sent, nj
+
+
+def mixed(a) -> dict:
+    from topologies.servers import decode_reply
+    bursts, sent, junk = mixed_frames(a)
+    socks = {}                       # absorb the replies (and see where they come from)
+    for i in range(a.flows):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            s.bind((a.src_ip, a.sport_base + i))
+        except OSError:              # taken: its replies go unseen, its frames still count
+            s.close()
+            continue
+        s.setblocking(False)
+        socks[a.flow_id_base + i] = s
+    raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    raw.bind((a.iface, 0))
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+    errors = 0
+    for burst in bursts:
+        for frame in burst:          # back to back: one burst on the wire
+            try:
+                raw.send(frame)
+            except OSError:
+                errors += 1
+        time.sleep(a.gap)
+    records = {fid: {"flow_id": fid, "src_port": s.getsockname()[1], "sent": a.packets,
+                     "received": 0, "replies": 0, "backend_replies": {}, "reply_from": set()}
+               for fid, s in socks.items()}
+    deadline = time.monotonic() + a.wait
+    while time.monotonic() < deadline:
+        if not socks:
+            break
+        r, _, _ = select.select(list(socks.values()), [], [], 0.1)
+        for s in r:
+            try:
+                data, addr = s.recvfrom(2048)
+            except OSError:
+                continue
+            got = decode_reply(data)
+            if got is None or got[0] not in records:
+                continue
+            rec = records[got[0]]
+            rec["replies"] += 1
+            rec["backend_replies"][got[3]] = rec["backend_replies"].get(got[3], 0) + 1
+            rec["reply_from"].add(f"{addr[0]}:{addr[1]}")
+    for s in socks.values():
+        s.close()
+    udp = []
+    for rec in records.values():
+        rec["received"] = min(rec["replies"], a.packets)
+        rec["backends"] = sorted(rec["backend_replies"])
+        rec["reply_from"] = sorted(rec["reply_from"])
+        udp.append(rec)
+    return {"client": a.client_id, "udp": udp, "http": [], "valid_sent": sent,
+            "junk_sent": junk, "bursts": len(bursts), "send_errors": errors,
+            "marker": MIXED_MARKER.hex()}
+
+
 # --- capture -----------------------------------------------------------------------------------
 def capture(a) -> dict:
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     sock.bind((a.iface, 0))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-    frames = []
+    frames, marked = [], []
+    marker = bytes.fromhex(a.keep_marker) if a.keep_marker else None
+    ignore = socket.inet_aton(a.ignore_src) if a.ignore_src else None
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     deadline = time.monotonic() + a.seconds
@@ -187,7 +304,15 @@ def capture(a) -> dict:
         if not r:
             continue
         frame, addr = sock.recvfrom(65535)
-        if addr[2] == PACKET_OUTGOING or len(frames) >= a.max:
+        if addr[2] == PACKET_OUTGOING:
+            continue
+        if ignore and frame[12:14] == b"\x08\x00" and frame[26:30] == ignore:
+            continue
+        if marker is not None and marker in frame:
+            if len(marked) < a.keep_max:
+                marked.append(frame.hex())
+            continue
+        if len(frames) >= a.max:
             continue
         if len(frame) < 34 or frame[12:14] != b"\x08\x00":
             continue
@@ -198,7 +323,7 @@ def capture(a) -> dict:
         dport = struct.unpack_from("!H", frame, 14 + ihl + 2)[0]
         if dport == a.port:
             frames.append(frame.hex())
-    return {"iface": a.iface, "frames": frames}
+    return {"iface": a.iface, "frames": frames, "marked": marked}
 
 
 def main(argv=None) -> int:
@@ -218,16 +343,34 @@ def main(argv=None) -> int:
     rb.add_argument("--fuzz", type=int, default=2000)
     rb.add_argument("--seed", type=int, default=5)
     rb.add_argument("--gap", type=float, default=0.02)
+    mx = sub.add_parser("mixed")
+    for name in ("--iface", "--dst-mac", "--src-mac", "--src-ip", "--vip"):
+        mx.add_argument(name, required=True)
+    mx.add_argument("--port", type=int, required=True)
+    mx.add_argument("--flows", type=int, default=48)
+    mx.add_argument("--packets", type=int, default=4)
+    mx.add_argument("--burst", type=int, default=32, help="frames per burst (half of them valid)")
+    mx.add_argument("--flow-id-base", type=int, default=9500000)
+    mx.add_argument("--client-id", type=int, default=91)
+    mx.add_argument("--sport-base", type=int, default=21000,
+                    help="below the ephemeral range: the traffic driver's sockets use that")
+    mx.add_argument("--seed", type=int, default=11)
+    mx.add_argument("--gap", type=float, default=0.02, help="seconds between bursts")
+    mx.add_argument("--wait", type=float, default=2.0, help="seconds to wait for replies")
     cp = sub.add_parser("capture")
     cp.add_argument("--iface", required=True)
     cp.add_argument("--port", type=int, required=True)
     cp.add_argument("--seconds", type=float, default=30)
     cp.add_argument("--max", type=int, default=300)
     cp.add_argument("--ready-file")
-    for sp in (pp, rb, cp):
+    cp.add_argument("--keep-marker", help="hex: also keep every frame holding these bytes")
+    cp.add_argument("--keep-max", type=int, default=2000)
+    cp.add_argument("--ignore-src", help="leave out IPv4 frames from this source address")
+    for sp in (pp, rb, mx, cp):
         sp.add_argument("--out", required=True)
     a = p.parse_args(argv)
-    result = {"portpairs": portpairs, "robust": robust, "capture": capture}[a.cmd](a)
+    result = {"portpairs": portpairs, "robust": robust, "mixed": mixed,
+              "capture": capture}[a.cmd](a)
     write_json_atomic(a.out, result)
     return 0
 

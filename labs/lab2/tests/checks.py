@@ -69,5 +69,10 @@ def check_random_bytes_never_raise(m):
 
 CHECKS = [check_short_frames, check_non_ipv4, check_vlan, check_ip_header, check_fragments,
           check_l4, check_valid_frames, check_garbage, check_random_bytes_never_raise]
+try:                      # the grader's hidden corpus (every field of Parsed): not in the release
+    import hidden_checks
+    CHECKS += hidden_checks.CHECKS
+except ImportError:
+    pass
 LAB = 2                   # which lab (test_public.py, shared by labs 1 and 2, reads it)
 MODULE = "packet"
