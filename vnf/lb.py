@@ -140,7 +140,7 @@ class LoadBalancer:
         self.reassigned = 0       # flows moved because their backend failed or was removed
         self.dropped: Dict[str, int] = {reason: 0 for reason in REASONS[1:] + LB_REASONS}
         self.assigned: Dict[str, int] = {b.name: 0 for b in config.backends}  # new flows each
-        self.batch_cache: Optional[BatchFlowCache] = None    # made by backends_for_batch
+        self.batch_cache: BatchFlowCache | None = None    # made by backends_for_batch
 
     def is_for_service(self, flow) -> bool:
         """True if the flow is addressed to the service: VIP, port and a served protocol.

@@ -106,7 +106,7 @@ _U32 = struct.Struct("I")
 
 try:  # the flow key type of the lab; plain tuples compare and hash the same if it is absent
     from vnf.packet import FiveTuple
-    _DEFAULT_FLOW_TYPE: Optional[type] = FiveTuple
+    _DEFAULT_FLOW_TYPE: type | None = FiveTuple
 except ImportError:  # pragma: no cover
     _DEFAULT_FLOW_TYPE = None
 

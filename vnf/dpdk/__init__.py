@@ -69,7 +69,7 @@ except ImportError as e:          # built without libdpdk-dev
 
 try:
     from vnf.packet import REASONS as _PACKET_REASONS
-    REASONS: tuple[Optional[str], ...] = _PACKET_REASONS
+    REASONS: tuple[str | None, ...] = _PACKET_REASONS
 except ImportError:                # pragma: no cover
     REASONS = (None,)
 if _dpdk is not None:

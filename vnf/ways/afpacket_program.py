@@ -28,8 +28,7 @@ import traceback
 
 import numpy as np
 
-from vnf.afpacket.ring import (REASON_NAMES, MmsgTx, Rewrite, RxRing, RxStats, TxRing,
-                               interface_mac)
+from vnf.afpacket.ring import REASON_NAMES, MmsgTx, Rewrite, RxRing, RxStats, TxRing, interface_mac
 from vnf.lb import LBConfig
 from vnf.packet import ip_to_int, parse_frame
 from vnf.rewrite import nat_rewrite_src, set_macs

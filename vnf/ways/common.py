@@ -38,7 +38,8 @@ import resource
 import signal
 import sys
 import time
-from typing import Any, NoReturn, Sequence
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from vnf.backends import BackendPool
 from vnf.control import ControlError, PoolChange, read_control_file, wanted_pool

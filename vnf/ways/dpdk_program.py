@@ -51,8 +51,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 from vnf import dpdk
 from vnf.addresses import LB_MAC
