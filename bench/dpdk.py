@@ -187,6 +187,7 @@ class DpdkDriver:
             gen.wait_ready()
             gen.go(spec.warmup_s + spec.seconds)
             g = gen.result()
+            assert tp.stdin is not None          # started with stdin=PIPE
             tp.stdin.write("\n")
             tp.stdin.flush()
             out = tp.communicate(timeout=20)[0]

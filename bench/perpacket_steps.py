@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 MEM_MB = 64
 CHUNK_BURSTS = 64           # bursts per timed chunk
@@ -118,7 +119,7 @@ def measure(burst_size: int, cpu: int, flows: int) -> dict:
                 ns = chunk(body)
                 if ns is not None and ns < best[name]:
                     best[name] = ns
-    out = {"variants": {k: round(v, 1) for k, v in best.items()}}
+    out: dict[str, Any] = {"variants": {k: round(v, 1) for k, v in best.items()}}
     prev = 0.0
     steps = {}
     for name in STEPS:

@@ -132,7 +132,7 @@ HEADER = ("way", "batch", "ns/pkt", "user ns", "sys ns", "cv", "Mpps(sat)", "who
 
 def table_rows(result: dict) -> list[tuple[str, ...]]:
     """One row per way (``HEADER``'s columns), as text."""
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for w in result["ways"]:
         if w.get("error"):
             rows.append((w["way"], "-", w["error"], "", "", "", "", ""))

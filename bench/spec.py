@@ -35,7 +35,7 @@ class BenchSpec:
 
     def variants(self) -> list[tuple[str, int | None]]:
         """(way, batch) pairs, one per table row: each way once, or once per batch size."""
-        out = []
+        out: list[tuple[str, int | None]] = []
         for way in self.ways:
             if self.batches and way != "socket":
                 out += [(way, b) for b in self.batches]

@@ -225,7 +225,8 @@ def frames_of_flows(captures: dict[str, str], flows: list[tuple[str, int]],
     comment)]) in time order, at most ``limit`` per flow. Captures that cannot be read are
     skipped."""
     wanted = {(PROTO_NUMBERS[p], int(fid)) for p, fid in flows}
-    names, picked = [], []
+    names: list[str] = []
+    picked: list[tuple] = []
     per_flow: dict[tuple, int] = {}
     for iface, path in captures.items():
         try:

@@ -64,13 +64,14 @@ class DpdkGenerator:
                 self.sock, "--queues", str(self.queues), "--flows", str(self.flows),
                 "--payload", str(self.payload), "--cpu", str(self.cpu),
                 "--mem-mb", str(self.mem_mb)]
-        err = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
+        err = open(self.log_path, "wb") if self.log_path else None
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, *sys.path]))
         try:
             self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=err, text=True, env=env)
+                                         stderr=subprocess.DEVNULL if err is None else err,
+                                         text=True, env=env)
         finally:
-            if self.log_path:
+            if err is not None:
                 err.close()
         try:
             expect_line(self.proc, "listening", "the DPDK generator", timeout)
@@ -81,11 +82,13 @@ class DpdkGenerator:
 
     def wait_ready(self, timeout: float = 60) -> None:
         """Wait until the peer (the LB's virtio-user port) has connected: the link is up."""
+        assert self.proc is not None, "start() first"
         expect_line(self.proc, "up", "the DPDK generator", timeout)
 
     def go(self, seconds: float) -> None:
         """Send flat out for ``seconds`` (returns at once; ``result`` waits for the end)."""
         self.seconds = seconds
+        assert self.proc is not None and self.proc.stdin is not None, "start() first"
         self.proc.stdin.write(f"{seconds}\n")
         self.proc.stdin.flush()
 
@@ -94,6 +97,7 @@ class DpdkGenerator:
         tried to send, frames the port took, frames that came back, seconds it sent)."""
         if timeout is None:
             timeout = (self.seconds or 0) + 30
+        assert self.proc is not None, "start() first"
         line = expect_line(self.proc, "GEN ", "the DPDK generator", timeout)
         self.proc.wait(10)
         return json.loads(line[4:])

@@ -16,11 +16,15 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from topologies.lb import LBTopoConfig
 from vnf.addresses import SERVICE_PORT
 from testbed.procfs import CpuTimes, cpu_times
 from testbed.process import stop_process, wait_for_file
+
+if TYPE_CHECKING:                   # it imports mininet: _start_ovs_dpdk imports it when used
+    from testbed.ovsdpdk import PrivateOVSDPDK
 
 WAYS = ("socket", "afpacket", "dpdk")
 # One service, VIP:8080, over TCP (HTTP) and UDP (the echo the driver uses), like a service
@@ -104,7 +108,7 @@ class MininetBed:
     topology of an experiment) and the scenarios' ``Bed`` (any topology) build on it; the
     subclass sets ``self.net``."""
 
-    net = None
+    net: Any = None     # a mininet.net.Mininet once started (mininet ships no types)
 
     def __init__(self, workdir: str):
         self.workdir = workdir
@@ -235,7 +239,7 @@ class Testbed(MininetBed):
         self.spec = spec
         self.topo_cfg = spec.topo_config().validate()
         cfg = self.topo_cfg
-        self.ovs = None
+        self.ovs: PrivateOVSDPDK | None = None      # the DPDK way's switch
         switch = LinuxBridge
         if cfg.switch == "ovs-dpdk":
             switch = self._start_ovs_dpdk()
@@ -305,6 +309,7 @@ class Testbed(MininetBed):
 
     @property
     def vhost_socket(self) -> str:
+        assert self.ovs is not None, "the DPDK way only"
         return os.path.join(self.ovs.workdir, f"lb{self.lb_generation}.sock")
 
     def _fresh_vhost_port(self) -> None:
@@ -313,6 +318,7 @@ class Testbed(MininetBed):
         stalled after the first 256 descriptors), so a restart swaps the port instead."""
         bridge = self.net["s1"]
         if self.lb_generation:
+            assert self.ovs is not None, "the DPDK way only"
             self.ovs.del_port(bridge.name, self.vhost_port)
         self.lb_generation += 1
         bridge.add_vhost_client_port(self.vhost_port, self.vhost_socket)
@@ -324,10 +330,12 @@ class Testbed(MininetBed):
         lb = self.net["lb"]
         link = lb.intf().link
         sw_intf = link.intf2 if link.intf1.node is lb else link.intf1
+        assert self.ovs is not None, "the DPDK way only"
         self.ovs.del_port(sw_intf.node.name, sw_intf.name)
         lb.cmd("ip link set lb-eth0 down")
 
     def wait_vhost_up(self, timeout: float = 20) -> None:
+        assert self.ovs is not None, "the DPDK way only"
         self.ovs.vsctl(f"--timeout={int(timeout)}", "wait-until", "Interface", self.vhost_port,
                        "link_state=up", timeout=timeout + 5)
 
@@ -496,7 +504,7 @@ def measure_cost(bed: Testbed, spec: ExperimentSpec) -> dict:
     replies = report.udp_replies_received if bed.vip_mode == "local" else 0
     forwarded = delivered + replies
     busy = (stats.get("busy") or {}).get("ns_per_packet")
-    out = {
+    out: dict[str, Any] = {
         "offered_pps": spec.cost_rate_pps, "seconds": round(wall, 3), "forwarded": forwarded,
         "user_s": round(user, 4), "sys_s": round(system, 4),
         "ns_per_packet": round(cpu / forwarded * 1e9, 1) if forwarded else None,

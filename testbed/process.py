@@ -43,6 +43,7 @@ def expect_line(proc: subprocess.Popen, word: str, what: str, timeout: float = 6
     """The first line of ``proc``'s stdout (text mode) starting with ``word``; lines before it
     are skipped. ``proc`` is killed when it says nothing of the kind within ``timeout``."""
     timer = threading.Timer(timeout, proc.kill)
+    assert proc.stdout is not None, "start proc with stdout=PIPE"
     timer.start()
     try:
         for line in proc.stdout:

@@ -157,6 +157,7 @@ def run(argv: Sequence[str], timeout: float | None = None, env: dict | None = No
     except subprocess.TimeoutExpired:
         _kill_group(proc)
         out, err = proc.communicate()
+        assert timeout is not None          # only a timeout can expire
         raise subprocess.TimeoutExpired(argv, timeout, out, err) from None
     except BaseException:       # Ctrl-C: take the sandbox down, then re-raise
         _kill_group(proc)

@@ -478,6 +478,7 @@ class LBShell(CLI):
                   "*** fix your file and type restart")
             s.reported_exit = True
             return
+        assert s.lb is not None             # restart_lb() started it
         print(f"LB restarted: pid {s.lb.proc.pid}"
               + (f", with {len(s.spec.refresh)} file(s) copied again" if s.spec.refresh else ""))
 

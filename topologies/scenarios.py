@@ -33,7 +33,9 @@ except ImportError:
     import inspect
     import sys
     from pathlib import Path
-    sys.path.insert(0, str(Path(inspect.currentframe().f_code.co_filename).resolve().parents[1]))
+    _frame = inspect.currentframe()
+    assert _frame is not None      # CPython always has frames
+    sys.path.insert(0, str(Path(_frame.f_code.co_filename).resolve().parents[1]))
     from topologies.lb import LBTopoConfig
 
 CLIENT_NET, SERVER_NET = "10.1.0", "10.0.0"

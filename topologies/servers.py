@@ -159,14 +159,15 @@ class FlowRecord:
         self.extra_tuples = 0
         self.packets = 0
         self.bytes = 0
-        self.first_seq = None
-        self.last_seq = None
-        self.min_seq = None
-        self.max_seq = None
-        self.seen = set()
+        self.first_seq: int | None = None
+        self.last_seq: int | None = None
+        self.min_seq: int | None = None
+        self.max_seq: int | None = None
+        self.seen: set[int] = set()
         self.dups = 0
         self.reordered = 0
-        self.first_t = self.last_t = None     # wall-clock time of its first and last packet here
+        self.first_t: float | None = None     # wall-clock time of its first and last packet here
+        self.last_t: float | None = None
 
     def add(self, seq: int, nbytes: int, five_tuple: tuple, now: float | None = None) -> None:
         now = time.time() if now is None else now
@@ -187,6 +188,7 @@ class FlowRecord:
         if self.first_seq is None:
             self.first_seq = self.min_seq = self.max_seq = seq
         else:
+            assert self.min_seq is not None and self.max_seq is not None   # set with first_seq
             if seq < self.max_seq:
                 self.reordered += 1
             else:
@@ -196,7 +198,10 @@ class FlowRecord:
         self.last_seq = seq
 
     def to_json(self) -> dict:
-        missing = 0 if self.min_seq is None else (self.max_seq - self.min_seq + 1) - len(self.seen)
+        if self.min_seq is None or self.max_seq is None:
+            missing = 0
+        else:
+            missing = (self.max_seq - self.min_seq + 1) - len(self.seen)
         return {
             "flow_id": self.flow_id,
             "proto": self.proto,

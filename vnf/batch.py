@@ -49,11 +49,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from vnf.backends import BackendPool
+from vnf.backends import Backend, BackendPool
 from vnf.packet import NOT_FOR_VIP, REASONS
 
 try:                                # the C kernel (setup.py build_ext)
-    from vnf import _fastpath
+    import vnf._fastpath as _fastpath
 except ImportError:                 # pragma: no cover - BatchFlowCache() says what to do
     _fastpath = None
 
@@ -82,7 +82,8 @@ class BatchFlowCache:
         self.backend = np.full(capacity, -1, np.int32)
         self.seen = np.zeros(capacity, np.float64)
         self.alive = np.zeros(0, bool)            # by pool.index_of: may carry its flows
-        self.alive_ref = self.table_ref = None
+        self.alive_ref: frozenset[str] | None = None     # the pool's objects alive was built from
+        self.table_ref: list[Backend] | None = None
         self.hits = self.misses = self.evictions = self.expirations = 0
         self.proto_mask = sum(1 << p for p in protos)   # bit p: IP protocol p is served
         # The kernel's arguments, pinned once (these arrays are never reallocated): see pin().
@@ -91,7 +92,8 @@ class BatchFlowCache:
         self.choice = np.zeros(0, np.int32)       # the kernel's output, grown to the largest burst
         self.choice_pin = _fastpath.pin(self.choice)
         self._choice_views: dict = {}
-        self._columns = self._columns_args = None
+        self._columns: object = None
+        self._columns_args: tuple | None = None
         self.version = 0                          # +1 whenever alive or choice is replaced
 
     def slot(self, flow_hash: int) -> int:
@@ -110,7 +112,7 @@ class BatchFlowCache:
         (ParseArrays) keeps its arrays: pinned on first sight, reused while it is the same
         object. A record array (a ring block's packets) is new per block: its fields are
         passed as they are (strided views, no copy)."""
-        if columns is self._columns:
+        if columns is self._columns and self._columns_args is not None:
             return self._columns_args
         if isinstance(columns, np.ndarray):
             args = tuple(columns[name] for name in self.COLUMNS)

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 from vnf.addresses import SERVICE_PORT, SUBNET, VIP
 from vnf.backends import POLICIES, Backend, BackendPool, is_prime, mac_to_bytes
 from vnf.flowtable import FlowTable
 from vnf.packet import (IPPROTO_TCP, IPPROTO_UDP, LB_REASONS, NO_BACKEND, NOT_FOR_VIP, REASONS,
                         Parsed, ip_to_int, parse_frame)
+
+if TYPE_CHECKING:                   # numpy and C: imported by prepared_batch_cache when used
+    from vnf.batch import BatchFlowCache
 
 PROTOCOLS = {"tcp": IPPROTO_TCP, "udp": IPPROTO_UDP}
 
@@ -137,7 +140,7 @@ class LoadBalancer:
         self.reassigned = 0       # flows moved because their backend failed or was removed
         self.dropped: Dict[str, int] = {reason: 0 for reason in REASONS[1:] + LB_REASONS}
         self.assigned: Dict[str, int] = {b.name: 0 for b in config.backends}  # new flows each
-        self.batch_cache = None        # a vnf.batch.BatchFlowCache, made by backends_for_batch
+        self.batch_cache: BatchFlowCache | None = None    # made by backends_for_batch
 
     def is_for_service(self, flow) -> bool:
         """True if the flow is addressed to the service: VIP, port and a served protocol.
@@ -180,9 +183,10 @@ class LoadBalancer:
     def settle_batch(self, columns, n: int, counts: tuple, now: float):
         """The Python half of a burst a C kernel looked up in ``batch_cache`` itself (the fused
         DPDK kernel, ``vnf.dpdk.FusedForward``): see ``vnf.batch.BatchFlowCache.settle``."""
+        assert self.batch_cache is not None, "the kernel looked up in prepared_batch_cache()"
         return self.batch_cache.settle(self, columns, n, counts, now)
 
-    def prepared_batch_cache(self):
+    def prepared_batch_cache(self) -> BatchFlowCache:
         """The ``vnf.batch.BatchFlowCache`` of ``backends_for_batch``: made on first use, and
         told which backends may keep their flows whenever the pool changed."""
         cache = self.batch_cache
@@ -220,6 +224,7 @@ class LoadBalancer:
         parsed = parse_frame(frame)
         flow = parsed.flow
         if flow is None:
+            assert parsed.reason is not None        # a dropped frame always says why
             self.count_drop(parsed.reason)
             return None, parsed
         if not self.is_for_service(flow):

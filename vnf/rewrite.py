@@ -50,6 +50,7 @@ def set_macs(frame, dst_mac: bytes, src_mac: bytes) -> None:
 def _nat_rewrite(frame, parsed: Parsed, ip_field: int, port_field: int,
                  new_ip: int, new_port: int) -> None:
     """Replace one address and one port, and patch both checksums (see the module docstring)."""
+    assert parsed.flow is not None, "a dropped frame has no 5-tuple to rewrite"
     l3, l4, proto = parsed.l3_offset, parsed.l4_offset, parsed.flow.proto
     old_ip = _U32.unpack_from(frame, l3 + ip_field)[0]
     old_port = _U16.unpack_from(frame, l4 + port_field)[0]

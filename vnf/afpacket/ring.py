@@ -46,7 +46,7 @@ from typing import Iterator, List, NamedTuple, Optional, Sequence, Union
 import mmap
 import numpy as np
 
-from vnf.afpacket import _ring
+import vnf.afpacket._ring as _ring
 
 # <linux/if_packet.h>, <linux/if_ether.h>: the stdlib socket module exports none of these.
 SOL_PACKET = 263
@@ -105,7 +105,8 @@ _TX_HDR_STATUS = 20
 _U32 = struct.Struct("I")
 
 try:  # the flow key type of the lab; plain tuples compare and hash the same if it is absent
-    from vnf.packet import FiveTuple as _DEFAULT_FLOW_TYPE
+    from vnf.packet import FiveTuple
+    _DEFAULT_FLOW_TYPE: type | None = FiveTuple
 except ImportError:  # pragma: no cover
     _DEFAULT_FLOW_TYPE = None
 
@@ -184,7 +185,7 @@ class Batch:
 
     def __getattr__(self, column: str) -> np.ndarray:
         # batch.src_ip, batch.reason, batch.hash, ...: one column of the records.
-        if column in RECORD_DTYPE.names:
+        if column in (RECORD_DTYPE.names or ()):
             return self._records[column][:self.count]
         raise AttributeError(column)
 
@@ -211,12 +212,15 @@ class Batch:
             raise IndexError(i)
         rec = self._records[i]
         off = int(rec["offset"])
-        return self._ring._view[off:off + int(rec["length"])]
+        view = self._ring._view
+        assert view is not None, "the ring is closed"
+        return view[off:off + int(rec["length"])]
 
     def frames(self) -> List[memoryview]:
         """Every frame as a memoryview (for the plain-Python variant, which parses each frame
         itself). Each memoryview is a small Python object: ~100 ns per packet to create."""
         view = self._ring._view
+        assert view is not None, "the ring is closed"
         offsets = self._records["offset"][:self.count].tolist()
         lengths = self._records["length"][:self.count].tolist()
         return [view[off:off + length] for off, length in zip(offsets, lengths)]
@@ -529,6 +533,7 @@ class TxRing(_Transmitter):
         or that find the ring full, are dropped and counted.
         """
         m, fs, data_off = self._map, self.frame_size, _ring.TX_DATA_OFFSET
+        assert m is not None, "the ring is closed"
         sent = 0
         for frame in frames:
             length = len(frame)

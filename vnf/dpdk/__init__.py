@@ -68,7 +68,8 @@ except ImportError as e:          # built without libdpdk-dev
         pass
 
 try:
-    from vnf.packet import REASONS
+    from vnf.packet import REASONS as _PACKET_REASONS
+    REASONS: tuple[str | None, ...] = _PACKET_REASONS
 except ImportError:                # pragma: no cover
     REASONS = (None,)
 if _dpdk is not None:
@@ -292,6 +293,17 @@ class ParseArrays:
                ("vlan", np.int32), ("src_port", np.uint16), ("dst_port", np.uint16),
                ("l3_offset", np.uint16), ("l4_offset", np.uint16), ("proto", np.uint8),
                ("reason", np.uint8))
+    # Set in __init__ (setattr per _LAYOUT entry); declared here for readers and type checkers.
+    src_ip: np.ndarray
+    dst_ip: np.ndarray
+    hash: np.ndarray
+    vlan: np.ndarray
+    src_port: np.ndarray
+    dst_port: np.ndarray
+    l3_offset: np.ndarray
+    l4_offset: np.ndarray
+    proto: np.ndarray
+    reason: np.ndarray
 
     def __init__(self, n: int = 32):
         self.n = n

@@ -28,7 +28,7 @@ import traceback
 
 import numpy as np
 
-from vnf.afpacket.ring import REASON_NAMES, MmsgTx, Rewrite, RxRing, TxRing, interface_mac
+from vnf.afpacket.ring import REASON_NAMES, MmsgTx, Rewrite, RxRing, RxStats, TxRing, interface_mac
 from vnf.lb import LBConfig
 from vnf.packet import ip_to_int, parse_frame
 from vnf.rewrite import nat_rewrite_src, set_macs
@@ -64,6 +64,7 @@ class NatReturnPath:
     def queue_reply(self, frame) -> None:
         reply = bytearray(frame)
         parsed = parse_frame(reply)
+        assert parsed.flow is not None       # the LB parsed this reply already
         client_mac = self.client_mac.get(parsed.flow.dst_ip)
         if client_mac is None:
             self.unknown_client += 1
@@ -72,7 +73,7 @@ class NatReturnPath:
         set_macs(reply, client_mac, self.lb_mac)
         self.pending.append(reply)
 
-    def send_replies(self, tx: TxRing) -> int:
+    def send_replies(self, tx: TxRing | MmsgTx) -> int:
         if not self.pending:
             return 0
         sent = tx.send_frames(self.pending)
@@ -90,9 +91,9 @@ class AfPacketProgram(LBProgram):
         super().__init__(config, io)
         self.sent = 0                 # frames transmitted
         self.batches = 0              # RX blocks handled
-        self.rx_stats = None          # the RX ring's counters, taken when its loop ends
+        self.rx_stats: RxStats | None = None   # the RX ring's counters, taken when its loop ends
         self.tx_kicks = 0             # send() kicks, taken when its loop ends
-        self.nat = None               # NatReturnPath in NAT mode
+        self.nat: NatReturnPath | None = None    # in NAT mode
         self.lb_mac = b""             # the LB interface's MAC, once setup() read it
         self.children: list[int] = []
         self.worker_id = 0

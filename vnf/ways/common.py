@@ -38,6 +38,8 @@ import resource
 import signal
 import sys
 import time
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from vnf.backends import BackendPool
 from vnf.control import ControlError, PoolChange, read_control_file, wanted_pool
@@ -47,7 +49,7 @@ from vnf.lb import ConfigError, LBConfig, LoadBalancer
 FLOWS_SAMPLE = 16          # flows listed in the stats file by default (--flows-sample)
 
 
-def fail(field: str, message: str) -> "NoReturn":  # noqa: F821
+def fail(field: str, message: str) -> NoReturn:
     print(f"{field}: {message}", file=sys.stderr, flush=True)
     raise SystemExit(2)
 
@@ -75,7 +77,7 @@ class LBProgram:
     """Base class of a way's LB program: subclasses write ``setup()``, ``run()``, ``close()``."""
 
     way = "?"
-    children: tuple = ()       # pids of worker processes this one forked (they get SIGHUP too)
+    children: Sequence[int] = ()   # pids of worker processes this one forked (they get SIGHUP too)
 
     def __init__(self, config: LBConfig, io: dict):
         self.config = config
@@ -86,7 +88,7 @@ class LBProgram:
         self.started = time.monotonic()
         self.control_file: str | None = None
         self.pool_change = PoolChange()           # what the control file asked for last
-        self.control_counts = {"applied": 0, "errors": 0, "last_error": None}
+        self.control_counts: dict[str, Any] = {"applied": 0, "errors": 0, "last_error": None}
         self.control_live = False                 # tables built: changes apply at once
         self.control_busy = self.control_again = False
         self.flows_sample_size = FLOWS_SAMPLE

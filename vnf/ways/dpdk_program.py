@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from functools import partial
 
 from vnf import dpdk
@@ -76,11 +77,11 @@ class DpdkProgram(LBProgram):
     ``forward_perpacket`` and ``forward_vector`` (see ``vnf.ways.dpdk_lb``)."""
 
     way = "dpdk"
+    port: dpdk.Port                            # the DPDK port: setup() opens it, before any loop
 
     def __init__(self, config: LBConfig, io: dict):
         super().__init__(config, io)
         self.read_options()
-        self.port = None                       # the DPDK port, once setup() opened it
         self.src_mac = b""                     # its MAC
         self.lbs = [self.lb]                   # one LoadBalancer (flow table) per polling lcore
         self.fused: list = []                  # style fused: one FusedForward per lcore
@@ -110,7 +111,7 @@ class DpdkProgram(LBProgram):
         self.queues = max(self.queues, self.lcores)
         self.mem_mb = _int_option(io, "mem_mb", 128, 32, 8192)
         mac = io.get("mac") or LB_MAC
-        self.vdev = io.get("vdev")
+        self.vdev: str = io.get("vdev") or ""
         if not self.vdev:
             sock = io.get("vhost_socket") or fail("vhost_socket", "a vhost-user socket path "
                                                   "(or a full 'vdev') is required")
@@ -159,6 +160,7 @@ class DpdkProgram(LBProgram):
 
     # --- the loops -------------------------------------------------------------------------
     def run(self) -> None:
+        targets: list[Callable[[], None]]
         if self.style == "fused":
             targets = [partial(self.fused_poll_loop, i) for i in range(self.lcores)]
         elif self.model == "rtc":
@@ -173,6 +175,12 @@ class DpdkProgram(LBProgram):
 
     def poll_loop(self, lcore: int) -> None:
         raise NotImplementedError("the subclass polls (vnf.ways.dpdk_lb.DpdkLB)")
+
+    def forward_perpacket(self, burst, lb: LoadBalancer, arrays, txq: int, now: float) -> int:
+        raise NotImplementedError("the subclass forwards (vnf.ways.dpdk_lb.DpdkLB)")
+
+    def forward_vector(self, burst, lb: LoadBalancer, arrays, txq: int, now: float) -> int:
+        raise NotImplementedError("the subclass forwards (vnf.ways.dpdk_lb.DpdkLB)")
 
     def now_and_then(self, lb: LoadBalancer, next_expire: float) -> float:
         """Every few hundred polls, not per burst (a clock read per burst would cost more than
@@ -264,7 +272,8 @@ class DpdkProgram(LBProgram):
                     # every stage's cycles per packet received: pipeline stages add up
                     "ns_per_packet": (b["busy_cycles"] / rx_pkts / b["tsc_hz"] * 1e9
                                       if rx_pkts else None)}
-            port_stats = self.port.stats() if self.port is not None else None
+            port = getattr(self, "port", None)     # None until setup() opened it
+            port_stats = port.stats() if port is not None else None
         except dpdk.DpdkError:
             pass
         caches = [lb.batch_cache.stats() for lb in self.lbs if lb.batch_cache is not None]

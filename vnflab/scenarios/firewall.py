@@ -33,8 +33,8 @@ def _net(text: Optional[str]) -> tuple[int, int]:
 def _ports(text) -> tuple[int, int]:
     if text is None:
         return ANY_PORT
-    low, _, high = str(text).partition("-")
-    low, high = int(low), int(high or low)
+    low_text, _, high_text = str(text).partition("-")
+    low, high = int(low_text), int(high_text or low_text)
     if not 0 <= low <= high <= 65535:
         raise ValueError(f"bad port range {text!r}")
     return low, high

@@ -112,14 +112,15 @@ def run(workdir: str, quick: bool = False) -> dict:
     }
     checks.add("old flows arrived", len(old_seen) >= 0.98 * old_flows,
                f"{len(old_seen)} of {old_flows} seen at a backend")
-    checks.add("only the dead backend's flows moved", not moved_live and on_dead,
+    checks.add("only the dead backend's flows moved", bool(not moved_live and on_dead),
                f"{len(moved)} moved: {len(moved & on_dead)} of {len(on_dead)} from {DEAD}, "
                f"{len(moved_live)} from live backends")
     checks.add("the dead backend's flows were moved", len(moved & on_dead) >= 0.95 * len(on_dead),
                f"{len(moved & on_dead)} of {len(on_dead)} (LB reassigned {lbs.get('reassigned')})")
     checks.add("health check noticed the failure", detect is not None and detect < 2.0,
                f"{DEAD} unhealthy {detect if detect is None else round(detect, 2)} s after exit")
-    checks.add("drained backend kept its flows", on_drained and len(continued) >= 0.95 * len(on_drained),
+    checks.add("drained backend kept its flows",
+               bool(on_drained and len(continued) >= 0.95 * len(on_drained)),
                f"{len(continued)} of {len(on_drained)} flows on {DRAINED} stayed and ran to the end")
     checks.add("new flows avoid dead and drained backends",
                new_on[DEAD] == 0 and new_on[DRAINED] == 0 and len(new_seen) >= 0.98 * new_flows,

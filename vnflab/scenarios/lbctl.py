@@ -104,6 +104,7 @@ class ControlledAfPacketLB(AfPacketLB):
         return True
 
     def probe_all(self) -> bool:
+        assert self.health is not None, "only with health checks on"
         changed = False
         for b in list(self.lb.pool.backends):
             self.probes += 1
