@@ -9,6 +9,7 @@
   reach them). Built only when ``pkg-config libdpdk`` answers (Debian: ``libdpdk-dev``);
   without it vnflab still installs and the DPDK way reports that the binding is missing.
 """
+
 import os
 import shlex
 import subprocess
@@ -17,7 +18,7 @@ import sys
 from setuptools import Extension, setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-NF_H = "vnf/csrc/nf.h"    # every extension includes it: a change there rebuilds them all
+NF_H = "vnf/csrc/nf.h"  # every extension includes it: a change there rebuilds them all
 CFLAGS = ["-O3", "-std=gnu11", "-Wall", "-Wno-unused-function"]
 
 
@@ -32,21 +33,45 @@ def pkg_config(*args):
 def extensions():
     exts = []
     if os.path.exists(os.path.join(HERE, "vnf/csrc/fastpath.c")):
-        exts.append(Extension("vnf._fastpath", ["vnf/csrc/fastpath.c"], depends=[NF_H],
-                              include_dirs=["vnf/csrc"], extra_compile_args=CFLAGS))
+        exts.append(
+            Extension(
+                "vnf._fastpath",
+                ["vnf/csrc/fastpath.c"],
+                depends=[NF_H],
+                include_dirs=["vnf/csrc"],
+                extra_compile_args=CFLAGS,
+            )
+        )
     if os.path.exists(os.path.join(HERE, "vnf/afpacket/_ring.c")):
-        exts.append(Extension("vnf.afpacket._ring", ["vnf/afpacket/_ring.c"], depends=[NF_H],
-                              include_dirs=["vnf/csrc"], extra_compile_args=CFLAGS))
+        exts.append(
+            Extension(
+                "vnf.afpacket._ring",
+                ["vnf/afpacket/_ring.c"],
+                depends=[NF_H],
+                include_dirs=["vnf/csrc"],
+                extra_compile_args=CFLAGS,
+            )
+        )
     dpdk_src = os.path.join(HERE, "vnf/dpdk/_dpdk.c")
     if os.path.exists(dpdk_src):
         cflags, libs = pkg_config("--cflags", "libdpdk"), pkg_config("--libs", "libdpdk")
         if cflags is None or libs is None:
-            print("vnflab: pkg-config libdpdk not found; building without the DPDK binding "
-                  "(install libdpdk-dev for way 3)", file=sys.stderr)
+            print(
+                "vnflab: pkg-config libdpdk not found; building without the DPDK binding "
+                "(install libdpdk-dev for way 3)",
+                file=sys.stderr,
+            )
         else:
-            exts.append(Extension("vnf.dpdk._dpdk", ["vnf/dpdk/_dpdk.c"], depends=[NF_H],
-                                  include_dirs=["vnf/csrc"],
-                                  extra_compile_args=CFLAGS + cflags, extra_link_args=libs))
+            exts.append(
+                Extension(
+                    "vnf.dpdk._dpdk",
+                    ["vnf/dpdk/_dpdk.c"],
+                    depends=[NF_H],
+                    include_dirs=["vnf/csrc"],
+                    extra_compile_args=CFLAGS + cflags,
+                    extra_link_args=libs,
+                )
+            )
     return exts
 
 

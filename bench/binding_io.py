@@ -8,6 +8,7 @@ can say what the NF adds on top of merely moving the packets through the binding
 prints ``ready`` once the port is open, forwards until SIGTERM, then prints
 ``IO {"ns_per_packet": ..., "packets": ...}`` (busy cycles per packet, ``vnf.dpdk.busy_stats``).
 """
+
 from __future__ import annotations
 
 import json
@@ -19,6 +20,7 @@ MEM_MB = 128
 
 def main(argv: list[str]) -> int:
     from vnf import dpdk
+
     vdev, burst, cpu = argv[0], int(argv[1]), int(argv[2])
     dpdk.init(cores=[cpu], mem_mb=MEM_MB, reserve_hugepages=True)
     pool = dpdk.pool(n=8191)
@@ -31,8 +33,10 @@ def main(argv: list[str]) -> int:
         for _ in range(1000):
             tx(pid, 0, rx(pid, 0, burst, buf))
     b = dpdk.busy_stats()
-    print("IO " + json.dumps({"ns_per_packet": b["ns_per_packet"], "packets": b["busy_packets"]}),
-          flush=True)
+    print(
+        "IO " + json.dumps({"ns_per_packet": b["ns_per_packet"], "packets": b["busy_packets"]}),
+        flush=True,
+    )
     return 0
 
 

@@ -9,6 +9,7 @@ lab's vector style and the per-packet style, and with ``--baseline testpmd`` als
 The LB's cost is its busy TSC cycles per packet received (``vnf.dpdk.busy_stats``, read by
 SIGUSR1 at both ends of the window).
 """
+
 from __future__ import annotations
 
 import json
@@ -19,16 +20,16 @@ import subprocess
 import sys
 import time
 
-from vnf.addresses import LB_MAC, SERVICE_PORT, VIP
+from bench.perpacket_steps import STEPS
+from bench.report import cv, fmt_ns, median, rounded
+from bench.spec import GEN_CPU, LB_CPU, BenchSpec
 from testbed.dpdkgen import DpdkGenerator
 from testbed.experiment import read_json
 from testbed.process import expect_line, stop_process, wait_for_file
-from bench.report import cv, fmt_ns, median, rounded
-from bench.perpacket_steps import STEPS
-from bench.spec import GEN_CPU, LB_CPU, BenchSpec
+from vnf.addresses import LB_MAC, SERVICE_PORT, VIP
 
 DPDK_LB_MEM_MB = 128
-WINDOWS = 5             # short windows per LB measurement; the best one is its figure
+WINDOWS = 5  # short windows per LB measurement; the best one is its figure
 
 
 def busy_ns(a: dict, b: dict) -> float | None:
@@ -36,6 +37,8 @@ def busy_ns(a: dict, b: dict) -> float | None:
     pkts = b["busy"]["rx_packets"] - a["busy"]["rx_packets"]
     cyc = b["busy"]["cycles"] - a["busy"]["cycles"]
     return cyc / pkts / b["busy"]["tsc_hz"] * 1e9 if pkts > 0 else None
+
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -68,9 +71,14 @@ class DpdkDriver:
 
     @staticmethod
     def start_generator(bb, sock: str, tag: str, queues: int = 1) -> DpdkGenerator:
-        return DpdkGenerator(sock, queues=queues, flows=bb.spec.flows, payload=bb.spec.payload,
-                             cpu=GEN_CPU,
-                             log_path=os.path.join(bb.workdir, f"gen-{tag}.log")).start()
+        return DpdkGenerator(
+            sock,
+            queues=queues,
+            flows=bb.spec.flows,
+            payload=bb.spec.payload,
+            cpu=GEN_CPU,
+            log_path=os.path.join(bb.workdir, f"gen-{tag}.log"),
+        ).start()
 
     @staticmethod
     def lb_queues(io: dict) -> int:
@@ -95,17 +103,48 @@ class DpdkDriver:
         cfg_path = os.path.join(bb.workdir, f"lb-{tag}-{style}.json")
         stats_path = os.path.join(bb.workdir, f"lb-{tag}-{style}-stats.json")
         ready = os.path.join(bb.workdir, f"lb-{tag}-{style}.ready")
-        backends = [{"name": f"b{i}", "ip": f"10.0.0.{100 + i}", "mac": f"02:00:00:00:02:{i:02x}",
-                     "port": SERVICE_PORT} for i in (1, 2, 3)]
+        backends = [
+            {
+                "name": f"b{i}",
+                "ip": f"10.0.0.{100 + i}",
+                "mac": f"02:00:00:00:02:{i:02x}",
+                "port": SERVICE_PORT,
+            }
+            for i in (1, 2, 3)
+        ]
         with open(cfg_path, "w") as f:
-            json.dump({"lb": {"vip": VIP, "port": SERVICE_PORT, "policy": "maglev",
-                              "backends": backends},
-                       "io": io}, f)
+            json.dump(
+                {
+                    "lb": {
+                        "vip": VIP,
+                        "port": SERVICE_PORT,
+                        "policy": "maglev",
+                        "backends": backends,
+                    },
+                    "io": io,
+                },
+                f,
+            )
         log_f = open(os.path.join(bb.workdir, f"lb-{tag}-{style}.log"), "wb")
-        lb = subprocess.Popen(["taskset", "-c", str(LB_CPU), sys.executable, "-m",
-                               "vnf.ways.dpdk_lb", "--config", cfg_path, "--ready-file", ready,
-                               "--stats-file", stats_path], stdout=log_f,
-                              stderr=subprocess.STDOUT, env=_env())
+        lb = subprocess.Popen(
+            [
+                "taskset",
+                "-c",
+                str(LB_CPU),
+                sys.executable,
+                "-m",
+                "vnf.ways.dpdk_lb",
+                "--config",
+                cfg_path,
+                "--ready-file",
+                ready,
+                "--stats-file",
+                stats_path,
+            ],
+            stdout=log_f,
+            stderr=subprocess.STDOUT,
+            env=_env(),
+        )
         log_f.close()
         try:
             wait_for_file(ready, lb, 60, "the DPDK LB")
@@ -114,7 +153,7 @@ class DpdkDriver:
             gen.go(total)
             time.sleep(spec.warmup_s)
             snaps = [self._snapshot(lb, stats_path)]
-            for _ in range(WINDOWS):                 # the window, cut in WINDOWS short ones
+            for _ in range(WINDOWS):  # the window, cut in WINDOWS short ones
                 time.sleep(spec.seconds / WINDOWS)
                 snaps.append(self._snapshot(lb, stats_path))
             g = gen.result()
@@ -129,26 +168,39 @@ class DpdkDriver:
         sent = b["sent"] - a["sent"]
         cpu = (b["cpu_user_s"] + b["cpu_sys_s"]) - (a["cpu_user_s"] + a["cpu_sys_s"])
         mpps = sent / wall / 1e6 if wall > 0 else None
-        look = {k: sum(c.get(k, 0) for c in b.get("flow_cache") or []) -
-                sum(c.get(k, 0) for c in a.get("flow_cache") or []) for k in ("hits", "misses")}
+        look = {
+            k: sum(c.get(k, 0) for c in b.get("flow_cache") or [])
+            - sum(c.get(k, 0) for c in a.get("flow_cache") or [])
+            for k in ("hits", "misses")
+        }
         best = min((w for w in windows if w is not None), default=None)
-        return {"ns_per_packet": best, "windows_ns_per_packet": windows,
-                "whole_window_ns_per_packet": (cyc / pkts / b["busy"]["tsc_hz"] * 1e9
-                                               if pkts else None),
-                "mpps": mpps, "saturation_ns_per_packet": 1e3 / mpps if mpps else None,
-                "cpu_ns_per_packet": cpu / sent * 1e9 if sent else None,
-                "forwarded": sent, "received": pkts, "seconds": wall,
-                "offered_mpps": g["tried"] / g["seconds"] / 1e6,
-                "generated_mpps": g["tx"] / g["seconds"] / 1e6,
-                "split_check": {"new_flows": b["lb"]["new_flows"], "flows": spec.flows},
-                "lb_io": {k: b.get(k) for k in ("model", "lcores", "queues")},
-                "busy_ns_per_forwarded": cyc / sent / b["busy"]["tsc_hz"] * 1e9 if sent else None,
-                "busy_bursts": b["busy"]["bursts"] - a["busy"]["bursts"],
-                "ring_drops": (b.get("ring_drops") or 0) - (a.get("ring_drops") or 0),
-                # vector style: share of lookups that missed the C flow cache (Python path)
-                "flow_cache_miss_rate": (look["misses"] / (look["hits"] + look["misses"])
-                                         if look["hits"] + look["misses"] else None),
-                "new_flows_per_lcore": [x.get("new_flows") for x in b.get("lb_per_lcore") or []]}
+        return {
+            "ns_per_packet": best,
+            "windows_ns_per_packet": windows,
+            "whole_window_ns_per_packet": (
+                cyc / pkts / b["busy"]["tsc_hz"] * 1e9 if pkts else None
+            ),
+            "mpps": mpps,
+            "saturation_ns_per_packet": 1e3 / mpps if mpps else None,
+            "cpu_ns_per_packet": cpu / sent * 1e9 if sent else None,
+            "forwarded": sent,
+            "received": pkts,
+            "seconds": wall,
+            "offered_mpps": g["tried"] / g["seconds"] / 1e6,
+            "generated_mpps": g["tx"] / g["seconds"] / 1e6,
+            "split_check": {"new_flows": b["lb"]["new_flows"], "flows": spec.flows},
+            "lb_io": {k: b.get(k) for k in ("model", "lcores", "queues")},
+            "busy_ns_per_forwarded": cyc / sent / b["busy"]["tsc_hz"] * 1e9 if sent else None,
+            "busy_bursts": b["busy"]["bursts"] - a["busy"]["bursts"],
+            "ring_drops": (b.get("ring_drops") or 0) - (a.get("ring_drops") or 0),
+            # vector style: share of lookups that missed the C flow cache (Python path)
+            "flow_cache_miss_rate": (
+                look["misses"] / (look["hits"] + look["misses"])
+                if look["hits"] + look["misses"]
+                else None
+            ),
+            "new_flows_per_lcore": [x.get("new_flows") for x in b.get("lb_per_lcore") or []],
+        }
 
     @staticmethod
     def _snapshot(lb: subprocess.Popen, path: str) -> dict:
@@ -173,21 +225,44 @@ class DpdkDriver:
         spec = bb.spec
         sock = os.path.join(bb.workdir, f"{tag}-tpmd.sock")
         gen = self.start_generator(bb, sock, f"{tag}-tpmd")
-        argv = ["taskset", "-c", f"{GEN_CPU},{LB_CPU}", "stdbuf", "-oL", "dpdk-testpmd",
-                "--no-pci", "--in-memory", "--single-file-segments", "-l", f"{GEN_CPU},{LB_CPU}",
-                "--main-lcore", str(GEN_CPU), "-m", str(DPDK_LB_MEM_MB),
-                "--file-prefix", f"vnfltpmd{os.getpid()}", "--log-level=error",
-                "--vdev", self.vdev(sock), "--", "--forward-mode=io", "--port-topology=loop",
-                "--nb-cores=1", f"--burst={burst}", "--record-core-cycles",
-                "--total-num-mbufs=8191"]
-        tp = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
+        argv = [
+            "taskset",
+            "-c",
+            f"{GEN_CPU},{LB_CPU}",
+            "stdbuf",
+            "-oL",
+            "dpdk-testpmd",
+            "--no-pci",
+            "--in-memory",
+            "--single-file-segments",
+            "-l",
+            f"{GEN_CPU},{LB_CPU}",
+            "--main-lcore",
+            str(GEN_CPU),
+            "-m",
+            str(DPDK_LB_MEM_MB),
+            "--file-prefix",
+            f"vnfltpmd{os.getpid()}",
+            "--log-level=error",
+            "--vdev",
+            self.vdev(sock),
+            "--",
+            "--forward-mode=io",
+            "--port-topology=loop",
+            "--nb-cores=1",
+            f"--burst={burst}",
+            "--record-core-cycles",
+            "--total-num-mbufs=8191",
+        ]
+        tp = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         try:
             expect_line(tp, "Press enter to exit", "dpdk-testpmd")
             gen.wait_ready()
             gen.go(spec.warmup_s + spec.seconds)
             g = gen.result()
-            assert tp.stdin is not None          # started with stdin=PIPE
+            assert tp.stdin is not None  # started with stdin=PIPE
             tp.stdin.write("\n")
             tp.stdin.flush()
             out = tp.communicate(timeout=20)[0]
@@ -205,10 +280,23 @@ class DpdkDriver:
         spec = bb.spec
         sock = os.path.join(bb.workdir, f"{tag}-bio.sock")
         gen = self.start_generator(bb, sock, f"{tag}-bio")
-        io = subprocess.Popen(["taskset", "-c", str(LB_CPU), sys.executable, "-m",
-                               "bench.binding_io", self.vdev(sock), str(burst), str(LB_CPU)],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                              env=_env())
+        io = subprocess.Popen(
+            [
+                "taskset",
+                "-c",
+                str(LB_CPU),
+                sys.executable,
+                "-m",
+                "bench.binding_io",
+                self.vdev(sock),
+                str(burst),
+                str(LB_CPU),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=_env(),
+        )
         try:
             expect_line(io, "ready", "the binding io loop")
             gen.wait_ready()
@@ -223,11 +311,25 @@ class DpdkDriver:
 
     def measure_perpacket_steps(self, bb, burst: int, tag: str) -> dict:
         """The per-packet style's loop timed step by step (``bench.perpacket_steps``)."""
-        flows = min(bb.spec.flows, 512)              # what net_ring's ring holds
+        flows = min(bb.spec.flows, 512)  # what net_ring's ring holds
         log_f = open(os.path.join(bb.workdir, f"steps-{tag}.log"), "wb")
-        p = subprocess.Popen(["taskset", "-c", str(LB_CPU), sys.executable, "-m",
-                              "bench.perpacket_steps", str(burst), str(LB_CPU), str(flows)],
-                             stdout=subprocess.PIPE, stderr=log_f, text=True, env=_env())
+        p = subprocess.Popen(
+            [
+                "taskset",
+                "-c",
+                str(LB_CPU),
+                sys.executable,
+                "-m",
+                "bench.perpacket_steps",
+                str(burst),
+                str(LB_CPU),
+                str(flows),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=log_f,
+            text=True,
+            env=_env(),
+        )
         log_f.close()
         try:
             out = p.communicate(timeout=300)[0]
@@ -248,8 +350,18 @@ class DpdkDriver:
         pipeline = (bb.spec.dpdk_io or {}).get("model", "rtc") != "rtc"
         res["reference_style"] = "vector" if pipeline else "fused"
         ref = self.measure_lb(bb, res["reference_style"], burst, tag)
-        res.update({k: ref[k] for k in ("ns_per_packet", "mpps", "saturation_ns_per_packet",
-                                        "cpu_ns_per_packet", "offered_mpps")})
+        res.update(
+            {
+                k: ref[k]
+                for k in (
+                    "ns_per_packet",
+                    "mpps",
+                    "saturation_ns_per_packet",
+                    "cpu_ns_per_packet",
+                    "offered_mpps",
+                )
+            }
+        )
         res["fused"] = None if pipeline else ref
         vec = ref if pipeline else self.measure_lb(bb, "vector", burst, tag)
         res["vector"] = vec
@@ -258,7 +370,7 @@ class DpdkDriver:
         res["perpacket"] = pp
         res["perpacket_ns_per_packet"] = pp["ns_per_packet"]
         res["perpacket_steps"] = self.measure_perpacket_steps(bb, burst, tag)
-        if ref["ns_per_packet"]:                     # the styles against the fused reference
+        if ref["ns_per_packet"]:  # the styles against the fused reference
             for style, r in ((("vector", vec),) if not pipeline else ()) + (("perpacket", pp),):
                 if r["ns_per_packet"]:
                     res[f"{style}_over_fused"] = r["ns_per_packet"] / ref["ns_per_packet"]
@@ -283,66 +395,85 @@ class DpdkDriver:
     # --- reporting -----------------------------------------------------------------------------
     def summary(self, ok: list[dict]) -> dict:
         """Medians of the DPDK-only figures over the good runs."""
+
         def med(key, nd=1):
             return rounded(median([r.get(key) for r in ok]), nd)
 
         def sub(name, key, nd=1):
             return rounded(median([(r.get(name) or {}).get(key) for r in ok]), nd)
-        return {"reference_style": ok[0].get("reference_style", "fused") if ok else None,
-                "saturation_ns_per_packet": med("saturation_ns_per_packet"),
-                "cpu_ns_per_packet": med("cpu_ns_per_packet"),
-                "offered_mpps": med("offered_mpps", 4),
-                "mpps_cv": rounded(cv([r.get("mpps") for r in ok]), 3),
-                "vector_ns_per_packet": med("vector_ns_per_packet"),
-                "vector_cv": rounded(cv([r.get("vector_ns_per_packet") for r in ok]), 3),
-                "nf_ns_per_packet": med("nf_ns_per_packet"),
-                "perpacket_ns_per_packet": med("perpacket_ns_per_packet"),
-                "perpacket_mpps": sub("perpacket", "mpps", 4),
-                "perpacket_cv": rounded(cv([r.get("perpacket_ns_per_packet") for r in ok]), 3),
-                "vector_over_fused": med("vector_over_fused", 3),
-                "perpacket_over_fused": med("perpacket_over_fused", 3),
-                "fused_over_testpmd": med("fused_over_testpmd", 3),
-                "perpacket_steps": {
-                    k: rounded(median([((r.get("perpacket_steps") or {}).get("steps") or {})
-                                       .get(k) for r in ok]))
-                    for k in STEPS},
-                "baseline": "testpmd" if any("testpmd_io" in r for r in ok) else None,
-                "baseline_ratio": med("baseline_ratio", 3),
-                "baseline_ratio_mpps": med("baseline_ratio_mpps", 3),
-                "testpmd_io_ns_per_packet": sub("testpmd_io", "ns_per_packet"),
-                "testpmd_io_mpps": sub("testpmd_io", "mpps", 4),
-                "binding_io_ns_per_packet": sub("binding_io", "ns_per_packet"),
-                "binding_io_mpps": sub("binding_io", "mpps", 4),
-                "binding_io_ratio": med("binding_io_ratio", 3),
-                "binding_io_ratio_mpps": med("binding_io_ratio_mpps", 3)}
+
+        return {
+            "reference_style": ok[0].get("reference_style", "fused") if ok else None,
+            "saturation_ns_per_packet": med("saturation_ns_per_packet"),
+            "cpu_ns_per_packet": med("cpu_ns_per_packet"),
+            "offered_mpps": med("offered_mpps", 4),
+            "mpps_cv": rounded(cv([r.get("mpps") for r in ok]), 3),
+            "vector_ns_per_packet": med("vector_ns_per_packet"),
+            "vector_cv": rounded(cv([r.get("vector_ns_per_packet") for r in ok]), 3),
+            "nf_ns_per_packet": med("nf_ns_per_packet"),
+            "perpacket_ns_per_packet": med("perpacket_ns_per_packet"),
+            "perpacket_mpps": sub("perpacket", "mpps", 4),
+            "perpacket_cv": rounded(cv([r.get("perpacket_ns_per_packet") for r in ok]), 3),
+            "vector_over_fused": med("vector_over_fused", 3),
+            "perpacket_over_fused": med("perpacket_over_fused", 3),
+            "fused_over_testpmd": med("fused_over_testpmd", 3),
+            "perpacket_steps": {
+                k: rounded(
+                    median(
+                        [((r.get("perpacket_steps") or {}).get("steps") or {}).get(k) for r in ok]
+                    )
+                )
+                for k in STEPS
+            },
+            "baseline": "testpmd" if any("testpmd_io" in r for r in ok) else None,
+            "baseline_ratio": med("baseline_ratio", 3),
+            "baseline_ratio_mpps": med("baseline_ratio_mpps", 3),
+            "testpmd_io_ns_per_packet": sub("testpmd_io", "ns_per_packet"),
+            "testpmd_io_mpps": sub("testpmd_io", "mpps", 4),
+            "binding_io_ns_per_packet": sub("binding_io", "ns_per_packet"),
+            "binding_io_mpps": sub("binding_io", "mpps", 4),
+            "binding_io_ratio": med("binding_io_ratio", 3),
+            "binding_io_ratio_mpps": med("binding_io_ratio_mpps", 3),
+        }
 
     def detail(self, w: dict) -> str:
         """The line under the table: the three styles, and the baselines when measured."""
         ref = w.get("reference_style") or "fused"
-        txt = (f"dpdk(burst={w.get('batch') or 32}): {ref} (reference) "
-               f"{fmt_ns(w.get('ns_per_packet'))} ns/pkt busy, "
-               f"{fmt_ns(w.get('saturation_ns_per_packet'))} ns/pkt at saturation; ")
+        txt = (
+            f"dpdk(burst={w.get('batch') or 32}): {ref} (reference) "
+            f"{fmt_ns(w.get('ns_per_packet'))} ns/pkt busy, "
+            f"{fmt_ns(w.get('saturation_ns_per_packet'))} ns/pkt at saturation; "
+        )
         if ref == "fused":
-            txt += (f"lab vector style {fmt_ns(w.get('vector_ns_per_packet'))} ns/pkt busy "
-                    f"({w.get('vector_over_fused')}x fused); ")
-        txt += (f"per-packet style {fmt_ns(w.get('perpacket_ns_per_packet'))} ns/pkt busy "
-                f"({w.get('perpacket_over_fused')}x {ref}; same-run ratios, median)")
+            txt += (
+                f"lab vector style {fmt_ns(w.get('vector_ns_per_packet'))} ns/pkt busy "
+                f"({w.get('vector_over_fused')}x fused); "
+            )
+        txt += (
+            f"per-packet style {fmt_ns(w.get('perpacket_ns_per_packet'))} ns/pkt busy "
+            f"({w.get('perpacket_over_fused')}x {ref}; same-run ratios, median)"
+        )
         steps = w.get("perpacket_steps") or {}
         if any(v is not None for v in steps.values()):
-            txt += ("; per-packet style, ns/pkt per step (bench.perpacket_steps): " +
-                    ", ".join(f"{k} {fmt_ns(v)}" for k, v in steps.items()))
+            txt += "; per-packet style, ns/pkt per step (bench.perpacket_steps): " + ", ".join(
+                f"{k} {fmt_ns(v)}" for k, v in steps.items()
+            )
         if w.get("baseline"):
-            txt += (f"; testpmd io {w.get('testpmd_io_ns_per_packet')} ns/pkt, "
-                    f"{w.get('testpmd_io_mpps')} Mpps; binding io-forward "
-                    f"{w.get('binding_io_ns_per_packet')} ns/pkt = {w.get('binding_io_ratio')}x "
-                    f"testpmd; fused = {w.get('fused_over_testpmd')}x testpmd io; the NF adds "
-                    f"{fmt_ns(w.get('nf_ns_per_packet'))} ns/pkt to the binding's io-forward")
+            txt += (
+                f"; testpmd io {w.get('testpmd_io_ns_per_packet')} ns/pkt, "
+                f"{w.get('testpmd_io_mpps')} Mpps; binding io-forward "
+                f"{w.get('binding_io_ns_per_packet')} ns/pkt = {w.get('binding_io_ratio')}x "
+                f"testpmd; fused = {w.get('fused_over_testpmd')}x testpmd io; the NF adds "
+                f"{fmt_ns(w.get('nf_ns_per_packet'))} ns/pkt to the binding's io-forward"
+            )
         return txt
 
     def brief(self, spec: BenchSpec, sink: str) -> str:
         """The method in one line, for the terminal."""
-        return ("dpdk: busy TSC cycles per packet received, a DPDK generator on vhost-user "
-                "flat out; fused style in the table")
+        return (
+            "dpdk: busy TSC cycles per packet received, a DPDK generator on vhost-user "
+            "flat out; fused style in the table"
+        )
 
     def method(self, spec: BenchSpec, sink: str) -> str:
         """The full method text (kept in the JSON, printed by ``vnflab bench --method``)."""
@@ -377,5 +508,10 @@ class DpdkDriver:
             f"baseline_ratio_mpps the same by forwarding "
             f"rate. Median of {spec.runs} runs; cv = stdev/mean over runs. The machine is "
             f"shared: a busy LB core inflates busy cycles (preemption counts as busy)."
-            + (f" Extra LB io options: {spec.dpdk_io} (the generator uses as many queues as the "
-               f"LB; its lcores' threads are pinned to the io 'cpus')." if spec.dpdk_io else ""))
+            + (
+                f" Extra LB io options: {spec.dpdk_io} (the generator uses as many queues as the "
+                f"LB; its lcores' threads are pinned to the io 'cpus')."
+                if spec.dpdk_io
+                else ""
+            )
+        )

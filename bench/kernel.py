@@ -33,6 +33,7 @@ drop the UDP instead and the switch's work lands on the LB's core (``sink: "back
 the method). The LB host gets static neighbour entries for the backends, and the bridge static
 FDB entries, so no ARP or flooding happens mid-window.
 """
+
 from __future__ import annotations
 
 import os
@@ -41,17 +42,17 @@ import subprocess
 import sys
 import time
 
-from vnf.addresses import SERVICE_PORT
+from bench.spec import GEN_CPU, LB_CPU, WHOLE_CORE_FRACTIONS, BenchSpec
 from testbed.bpf import BPFFS, drop_at_ingress
 from testbed.experiment import ExperimentSpec, log
 from testbed.frames import udp_frame
 from testbed.procfs import cpu_idle_s, cpu_times, netdev
-from bench.spec import GEN_CPU, LB_CPU, WHOLE_CORE_FRACTIONS, BenchSpec
+from vnf.addresses import SERVICE_PORT
 
 DROP_PROG_PIN = f"{BPFFS}/vnflab_drop"
-KEPT_UP = 0.95          # forwarded >= 95 % of offered: the LB keeps up at that load
+KEPT_UP = 0.95  # forwarded >= 95 % of offered: the LB keeps up at that load
 MAX_FOREIGN_BUSY = 0.25  # LB core busier than this with no traffic: no whole-core figure
-COLLAPSE = 0.7          # forwarded falls below 70 % of an earlier, lower load's: livelock
+COLLAPSE = 0.7  # forwarded falls below 70 % of an earlier, lower load's: livelock
 
 
 def trafgen_config(frames: list[bytes]) -> str:
@@ -85,15 +86,22 @@ def stop_trafgen(proc: subprocess.Popen) -> None:
 # the bench bed: a Testbed with sinks, static L2 state, a generator
 # ------------------------------------------------------------------------------------------
 
+
 class BenchBed:
     def __init__(self, spec: BenchSpec, workdir: str):
         from testbed.experiment import Testbed
+
         first_dsr = next((w for w in spec.ways if w != "socket"), "afpacket")
         # DSR addressing on the backends (VIP on lo); the LB's VIP is switched per way below.
         self.spec = spec
         self.workdir = workdir
-        self.bed = Testbed(ExperimentSpec(way=first_dsr if first_dsr != "dpdk" else "afpacket",
-                                          clients=1, backends=3), workdir, start_servers=False)
+        self.bed = Testbed(
+            ExperimentSpec(
+                way=first_dsr if first_dsr != "dpdk" else "afpacket", clients=1, backends=3
+            ),
+            workdir,
+            start_servers=False,
+        )
         self.cfg = self.bed.topo_cfg
         self.net = self.bed.net
         self.lb = self.net["lb"]
@@ -104,13 +112,22 @@ class BenchBed:
         self.sink = self._install_sink()
         self.cfg_path = os.path.join(workdir, "trafgen.cfg")
         payload = b"VNFLBENCH".ljust(spec.payload, b".")
-        frames = [udp_frame(self.cfg.host_mac("c1"), self.cfg.host_mac("lb"),
-                            self.cfg.host_ip("c1"), self.cfg.vip, 10000 + i, SERVICE_PORT,
-                            payload) for i in range(spec.flows)]
+        frames = [
+            udp_frame(
+                self.cfg.host_mac("c1"),
+                self.cfg.host_mac("lb"),
+                self.cfg.host_ip("c1"),
+                self.cfg.vip,
+                10000 + i,
+                SERVICE_PORT,
+                payload,
+            )
+            for i in range(spec.flows)
+        ]
         self.frame_len = len(frames[0])
         with open(self.cfg_path, "w") as f:
             f.write(trafgen_config(frames))
-        self.frames_path = os.path.join(workdir, "frames.bin")      # the same, for the pacer
+        self.frames_path = os.path.join(workdir, "frames.bin")  # the same, for the pacer
         with open(self.frames_path, "wb") as f:
             f.write(b"".join(frames))
         self.vip_local = self.bed.vip_mode == "local"
@@ -118,13 +135,26 @@ class BenchBed:
 
     def _static_l2(self) -> None:
         for b in self.cfg.backend_names():
-            self.lb.cmd(f"ip neigh replace {self.cfg.host_ip(b)} lladdr {self.cfg.host_mac(b)} "
-                        f"dev lb-eth0 nud permanent")
+            self.lb.cmd(
+                f"ip neigh replace {self.cfg.host_ip(b)} lladdr {self.cfg.host_mac(b)} "
+                f"dev lb-eth0 nud permanent"
+            )
         for name in self.cfg.host_names():
             port = self.net[name].intf().link
             sw_intf = port.intf2 if port.intf1.node is self.net[name] else port.intf1
-            subprocess.run(["bridge", "fdb", "replace", self.cfg.host_mac(name), "dev",
-                            sw_intf.name, "master", "static"], check=True)
+            subprocess.run(
+                [
+                    "bridge",
+                    "fdb",
+                    "replace",
+                    self.cfg.host_mac(name),
+                    "dev",
+                    sw_intf.name,
+                    "master",
+                    "static",
+                ],
+                check=True,
+            )
 
     def _install_sink(self) -> str:
         """Drop what the LB transmits at the switch port's tc ingress (see the module docstring).
@@ -158,20 +188,42 @@ class BenchBed:
         spec = self.bed.spec
         spec.way = way
         spec.lb_extra = io
-        spec.lb_command = ["taskset", "-c", str(LB_CPU), sys.executable, "-m",
-                           f"vnf.ways.{way}_lb"]
+        spec.lb_command = ["taskset", "-c", str(LB_CPU), sys.executable, "-m", f"vnf.ways.{way}_lb"]
         return self.bed.start_lb(tag)
 
     def start_gen(self, rate_pps: int | None, tag: str) -> subprocess.Popen:
         """Flat out: trafgen (its TX ring is the fastest sender). At a rate: testbed.pacer, whose
         batches leave every ~40 us; trafgen's --rate sends each second's frames in one burst."""
         if rate_pps:
-            argv = ["taskset", "-c", str(GEN_CPU), sys.executable, "-m", "testbed.pacer",
-                    "c1-eth0", self.frames_path, "--frame-len", str(self.frame_len),
-                    "--rate", str(int(rate_pps))]
+            argv = [
+                "taskset",
+                "-c",
+                str(GEN_CPU),
+                sys.executable,
+                "-m",
+                "testbed.pacer",
+                "c1-eth0",
+                self.frames_path,
+                "--frame-len",
+                str(self.frame_len),
+                "--rate",
+                str(int(rate_pps)),
+            ]
         else:
-            argv = ["taskset", "-c", str(GEN_CPU), "trafgen", "-o", "c1-eth0", "-i",
-                    self.cfg_path, "-P", "1", "--no-sock-mem", "-q"]
+            argv = [
+                "taskset",
+                "-c",
+                str(GEN_CPU),
+                "trafgen",
+                "-o",
+                "c1-eth0",
+                "-i",
+                self.cfg_path,
+                "-P",
+                "1",
+                "--no-sock-mem",
+                "-q",
+            ]
         out = open(os.path.join(self.workdir, f"gen-{tag}.log"), "wb")
         return self.gen.popen(argv, stdout=out, stderr=subprocess.STDOUT)
 
@@ -181,9 +233,14 @@ class BenchBed:
     def snapshot(self, lb_pid: int) -> dict:
         lbdev = netdev(self.lb.pid)["lb-eth0"]
         gendev = netdev(self.gen.pid)["c1-eth0"]
-        return {"t": time.monotonic(), "cpu": cpu_times(lb_pid), "idle": cpu_idle_s(LB_CPU),
-                "lb_tx": lbdev["tx_packets"], "lb_rx_dropped": lbdev["rx_dropped"],
-                "offered": gendev["tx_packets"]}
+        return {
+            "t": time.monotonic(),
+            "cpu": cpu_times(lb_pid),
+            "idle": cpu_idle_s(LB_CPU),
+            "lb_tx": lbdev["tx_packets"],
+            "lb_rx_dropped": lbdev["rx_dropped"],
+            "offered": gendev["tx_packets"],
+        }
 
     def window(self, lb_pid: int, seconds: float) -> dict:
         a = self.snapshot(lb_pid)
@@ -193,11 +250,17 @@ class BenchBed:
         d = {k: b[k] - a[k] for k in a}
         wall = d.pop("t")
         fwd = d["lb_tx"]
-        return {"seconds": round(wall, 3), "forwarded": fwd, "offered": d["offered"],
-                "lb_rx_dropped": d["lb_rx_dropped"],
-                "user_s": round(user, 4), "sys_s": round(sys_, 4),
-                "core_busy_s": round(max(0.0, wall - d["idle"]), 3),
-                "fwd_pps": round(fwd / wall), "offered_pps": round(d["offered"] / wall)}
+        return {
+            "seconds": round(wall, 3),
+            "forwarded": fwd,
+            "offered": d["offered"],
+            "lb_rx_dropped": d["lb_rx_dropped"],
+            "user_s": round(user, 4),
+            "sys_s": round(sys_, 4),
+            "core_busy_s": round(max(0.0, wall - d["idle"]), 3),
+            "fwd_pps": round(fwd / wall),
+            "offered_pps": round(d["offered"] / wall),
+        }
 
     def close(self) -> None:
         self.bed.close()
@@ -206,6 +269,7 @@ class BenchBed:
 # ------------------------------------------------------------------------------------------
 # the driver
 # ------------------------------------------------------------------------------------------
+
 
 class KernelPathDriver:
     """Socket and AF_PACKET ways: trafgen over veth on the Testbed, LB on CPU 1."""
@@ -233,7 +297,7 @@ class KernelPathDriver:
 
     def run(self, bb: BenchBed, way: str, batch: int | None, tag: str) -> dict:
         spec = bb.spec
-        bb.set_vip_local(way == "socket")    # socket: a proxy that owns the VIP; others: DSR
+        bb.set_vip_local(way == "socket")  # socket: a proxy that owns the VIP; others: DSR
         bb.set_rps(False)
         lb = bb.start_lb(way, self.io(way, batch, spec.style, spec.tx), tag)
         res: dict = {"way": way, "batch": batch}
@@ -279,10 +343,9 @@ class KernelPathDriver:
             finally:
                 bb.stop_gen(gen)
             w["target_pps"] = rate
-            w["core_busy_ours_s"] = round(max(0.0, w["core_busy_s"] - base_frac * w["seconds"]),
-                                          3)
+            w["core_busy_ours_s"] = round(max(0.0, w["core_busy_s"] - base_frac * w["seconds"]), 3)
             levels.append(w)
-            time.sleep(0.1)         # let the backlog drain between levels
+            time.sleep(0.1)  # let the backlog drain between levels
         return judge_whole_core(levels, base_frac)
 
     # --- reporting -----------------------------------------------------------------------------
@@ -296,19 +359,21 @@ class KernelPathDriver:
 
     def brief(self, spec: BenchSpec, sink: str) -> str:
         """The method in one line, for the terminal."""
-        return (f"socket, afpacket: the LB's CPU time per frame sent, trafgen flat out "
-                f"(sink {sink}); whole-core: CPU {LB_CPU} busy per frame, RPS, paced")
+        return (
+            f"socket, afpacket: the LB's CPU time per frame sent, trafgen flat out "
+            f"(sink {sink}); whole-core: CPU {LB_CPU} busy per frame, RPS, paced"
+        )
 
     def method(self, spec: BenchSpec, sink: str) -> str:
         """The full method text (kept in the JSON, printed by ``vnflab bench --method``)."""
         sink_txt = {
             "port-drop": "a BPF program (return TC_ACT_SHOT, 2 instructions, loaded with bpf(2)) "
-                         "at the tc ingress of the switch port facing the LB drops each frame "
-                         "the LB transmits on arrival; the LB pays its transmit and that hand-off "
-                         "(run in its own softirq, as veth does), not the switch's forwarding",
+            "at the tc ingress of the switch port facing the LB drops each frame "
+            "the LB transmits on arrival; the LB pays its transmit and that hand-off "
+            "(run in its own softirq, as veth does), not the switch's forwarding",
             "backends": "tc/BPF was unavailable: the switch forwards to the backends, whose "
-                        "kernels drop the UDP (no listener); with veth that work runs on the LB "
-                        "core and inflates its figures by ~1.5 us/packet",
+            "kernels drop the UDP (no listener); with veth that work runs on the LB "
+            "core and inflates its figures by ~1.5 us/packet",
             "none": "none (no way could run)",
         }[sink]
         levels = ", ".join(f"{f:g}" for f in WHOLE_CORE_FRACTIONS)
@@ -334,7 +399,8 @@ class KernelPathDriver:
             f"said as such (the table adds '(livelock)'); if the core is over "
             f"{MAX_FOREIGN_BUSY:.0%} busy with no traffic, no number is given either. Median of "
             f"{spec.runs} runs, interleaved across ways; cv = stdev/mean of ns_per_packet. "
-            f"Compare ways by ratio; absolute numbers on shared machines drift.")
+            f"Compare ways by ratio; absolute numbers on shared machines drift."
+        )
 
 
 def judge_whole_core(levels: list[dict], base_frac: float = 0.0) -> dict:
@@ -346,35 +412,54 @@ def judge_whole_core(levels: list[dict], base_frac: float = 0.0) -> dict:
     the LB costs X per packet where it keeps up, and livelocks when overloaded."""
     collapse, livelock = len(levels), None
     for i, hi in enumerate(levels):
-        lo = max((lo for lo in levels[:i] if hi["offered"] > lo["offered"]
-                  and hi["forwarded"] < COLLAPSE * lo["forwarded"]),
-                 key=lambda lo: lo["forwarded"], default=None)      # the peak it fell from
+        lo = max(
+            (
+                lo
+                for lo in levels[:i]
+                if hi["offered"] > lo["offered"] and hi["forwarded"] < COLLAPSE * lo["forwarded"]
+            ),
+            key=lambda lo: lo["forwarded"],
+            default=None,
+        )  # the peak it fell from
         if lo is not None:
             collapse = i
-            livelock = {"forwarded_pps": round(lo["forwarded"] / lo["seconds"]),
-                        "then_offered_pps": round(hi["offered"] / hi["seconds"]),
-                        "fell_to_pps": round(hi["forwarded"] / hi["seconds"])}
+            livelock = {
+                "forwarded_pps": round(lo["forwarded"] / lo["seconds"]),
+                "then_offered_pps": round(hi["offered"] / hi["seconds"]),
+                "fell_to_pps": round(hi["forwarded"] / hi["seconds"]),
+            }
             break
-    kept = [w for w in levels[:collapse] if w["forwarded"] > 0 and w["offered"] > 0
-            and w["forwarded"] >= KEPT_UP * w["offered"]]
-    out: dict = {"whole_core": levels, "livelock": livelock is not None, "livelock_at": livelock,
-                 "whole_core_ns_per_packet": None, "whole_core_at_pps": None,
-                 "lb_core_busy_without_traffic": round(base_frac, 3)}
+    kept = [
+        w
+        for w in levels[:collapse]
+        if w["forwarded"] > 0 and w["offered"] > 0 and w["forwarded"] >= KEPT_UP * w["offered"]
+    ]
+    out: dict = {
+        "whole_core": levels,
+        "livelock": livelock is not None,
+        "livelock_at": livelock,
+        "whole_core_ns_per_packet": None,
+        "whole_core_at_pps": None,
+        "lb_core_busy_without_traffic": round(base_frac, 3),
+    }
     if base_frac > MAX_FOREIGN_BUSY:
-        out["whole_core_note"] = (f"the LB core was {base_frac:.0%} busy with other work before "
-                                  f"any traffic: no whole-core figure (and livelock cannot be "
-                                  f"judged)")
+        out["whole_core_note"] = (
+            f"the LB core was {base_frac:.0%} busy with other work before "
+            f"any traffic: no whole-core figure (and livelock cannot be "
+            f"judged)"
+        )
         out["livelock"], out["livelock_at"] = False, None
         return out
     if livelock:
-        out["whole_core_note"] = ("receive livelock: forwarding fell as the offered load rose past "
-                                  "what the core could take")
+        out["whole_core_note"] = (
+            "receive livelock: forwarding fell as the offered load rose past "
+            "what the core could take"
+        )
     if not kept:
         out.setdefault("whole_core_note", "the LB kept up with none of the paced loads")
     else:
         best = max(kept, key=lambda w: w["offered"])
         out["whole_core_ns_per_packet"] = best["core_busy_ours_s"] / best["forwarded"] * 1e9
-        out["whole_core_lb_process_ns"] = ((best["user_s"] + best["sys_s"]) / best["forwarded"]
-                                           * 1e9)
+        out["whole_core_lb_process_ns"] = (best["user_s"] + best["sys_s"]) / best["forwarded"] * 1e9
         out["whole_core_at_pps"] = best["offered_pps"]
     return out

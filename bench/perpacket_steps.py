@@ -21,6 +21,7 @@ slows a chunk down, so the fastest chunk is the closest to the code's own cost.
 
 prints ``STEPS {json}``: ``variants`` (ns/packet each) and ``steps`` (the differences).
 """
+
 from __future__ import annotations
 
 import json
@@ -28,25 +29,26 @@ import sys
 from typing import Any
 
 MEM_MB = 64
-CHUNK_BURSTS = 64           # bursts per timed chunk
-CHUNKS = 200                # chunks per variant per round; the best one counts
-ROUNDS = 3                  # variants interleaved round by round, best of all rounds
+CHUNK_BURSTS = 64  # bursts per timed chunk
+CHUNKS = 200  # chunks per variant per round; the best one counts
+ROUNDS = 3  # variants interleaved round by round, best of all rounds
 STEPS = ("rx/tx", "loop", "parse", "check", "lookup", "rewrite")
 
 
 def variants(lb, src_mac: bytes, now: float) -> dict:
     """The loop bodies, each one step more than the previous (see the module docstring)."""
+
     def rx_tx(burst):
         return len(burst)
 
     def loop(burst):
-        for i in range(len(burst)):
+        for _i in range(len(burst)):
             pass
         return len(burst)
 
     def parse(burst):
         for i in range(len(burst)):
-            flow = burst.flow(i)
+            burst.flow(i)
         return len(burst)
 
     def check(burst):
@@ -61,7 +63,7 @@ def variants(lb, src_mac: bytes, now: float) -> dict:
             flow = burst.flow(i)
             if flow is None or not lb.is_for_service(flow):
                 raise RuntimeError("the bench's frames are all for the service")
-            backend = lb.backend_for(flow, now)
+            lb.backend_for(flow, now)
         return len(burst)
 
     def rewrite(burst):
@@ -90,12 +92,14 @@ def measure(burst_size: int, cpu: int, flows: int) -> dict:
     pool = dpdk.pool(n=4095)
     port = dpdk.Port.open("net_ring0", pool)
     frames = flow_frames(flows, 18)
-    for i in range(0, len(frames), 32):              # the frames circulate from now on
-        sent = port.tx(dpdk.burst_from_frames(pool, frames[i:i + 32]))
-        if sent != len(frames[i:i + 32]):
+    for i in range(0, len(frames), 32):  # the frames circulate from now on
+        sent = port.tx(dpdk.burst_from_frames(pool, frames[i : i + 32]))
+        if sent != len(frames[i : i + 32]):
             raise RuntimeError("net_ring took fewer frames than offered: use fewer flows")
-    backends = [Backend(f"b{i}", f"10.0.0.{100 + i}", f"02:00:00:00:02:{i:02x}", SERVICE_PORT)
-                for i in (1, 2, 3)]
+    backends = [
+        Backend(f"b{i}", f"10.0.0.{100 + i}", f"02:00:00:00:02:{i:02x}", SERVICE_PORT)
+        for i in (1, 2, 3)
+    ]
     lb = LoadBalancer(LBConfig(vip=VIP, port=SERVICE_PORT, backends=backends))
     bodies = variants(lb, bytes(port.mac), 1.0)
     pid, buf = port.id, dpdk.Burst(burst_size)
@@ -110,7 +114,7 @@ def measure(burst_size: int, cpu: int, flows: int) -> dict:
                 tx(pid, 0, burst)
         return dpdk.busy_stats()["ns_per_packet"]
 
-    for _ in range(3):                               # warm up: flow table, caches
+    for _ in range(3):  # warm up: flow table, caches
         chunk(bodies["rewrite"])
     best = {name: float("inf") for name in STEPS}
     for _ in range(ROUNDS):

@@ -5,6 +5,7 @@ other function here reads only that dict, so a table or a page can be made again
 JSON, on another machine, long after the run: ``vnflab results BENCH.json --out docs/results.md``
 writes the page. Figures in the docs come from such a page, never from typing numbers in.
 """
+
 from __future__ import annotations
 
 import collections
@@ -49,18 +50,31 @@ def fmt_ns(x) -> str:
 # the summary
 # ------------------------------------------------------------------------------------------
 
-def summarize(spec: BenchSpec, runs: dict[str, list[dict]], unavailable: dict, sink: str,
-              drivers: dict) -> dict:
+
+def summarize(
+    spec: BenchSpec, runs: dict[str, list[dict]], unavailable: dict, sink: str, drivers: dict
+) -> dict:
     """The result of a bench: one entry per (way, batch) with medians and CVs over its runs,
     the ratios, the machine and its drift, and the method (full and in brief)."""
     ways = []
     for way, batch in spec.variants():
         label = variant_label(way, batch)
         if way in unavailable:
-            ways.append({"way": way, "batch": batch, "ns_per_packet": None, "user_ns": None,
-                         "sys_ns": None, "mpps": None, "cv": None, "runs": [],
-                         "whole_core_ns_per_packet": None, "livelock": False,
-                         "error": unavailable[way]})
+            ways.append(
+                {
+                    "way": way,
+                    "batch": batch,
+                    "ns_per_packet": None,
+                    "user_ns": None,
+                    "sys_ns": None,
+                    "mpps": None,
+                    "cv": None,
+                    "runs": [],
+                    "whole_core_ns_per_packet": None,
+                    "livelock": False,
+                    "error": unavailable[way],
+                }
+            )
             continue
         rs = runs.get(label, [])
         ok = [r for r in rs if "error" not in r]
@@ -68,18 +82,21 @@ def summarize(spec: BenchSpec, runs: dict[str, list[dict]], unavailable: dict, s
         wc = [r.get("whole_core_ns_per_packet") for r in ok]
         notes = collections.Counter(r["whole_core_note"] for r in ok if r.get("whole_core_note"))
         entry = {
-            "way": way, "batch": batch,
+            "way": way,
+            "batch": batch,
             "ns_per_packet": rounded(median(ns)),
             "user_ns": rounded(median([r.get("user_ns") for r in ok])),
             "sys_ns": rounded(median([r.get("sys_ns") for r in ok])),
-            "mpps": rounded(median([r.get("mpps") for r in ok]), 4), "cv": rounded(cv(ns), 3),
+            "mpps": rounded(median([r.get("mpps") for r in ok]), 4),
+            "cv": rounded(cv(ns), 3),
             "whole_core_ns_per_packet": rounded(median(wc)),
             "whole_core_cv": rounded(cv(wc), 3),
             "machine_cv": rounded(cv([r.get("machine_ms") for r in ok]), 3),
             "livelock": any(r.get("livelock") for r in ok),
             "livelock_runs": sum(1 for r in ok if r.get("livelock")),
-            "whole_core_notes": [f"{note} ({n} of {len(ok)} runs)"
-                                 for note, n in sorted(notes.items())],
+            "whole_core_notes": [
+                f"{note} ({n} of {len(ok)} runs)" for note, n in sorted(notes.items())
+            ],
             "runs": rs,
         }
         entry.update(drivers[way].summary(ok))
@@ -90,14 +107,22 @@ def summarize(spec: BenchSpec, runs: dict[str, list[dict]], unavailable: dict, s
         if len(ok) < len(rs):
             entry["errors"] = [r["error"] for r in rs if "error" in r]
         ways.append(entry)
-    used = list({id(drivers[w]): drivers[w] for w in spec.ways}.values())   # each driver once
+    used = list({id(drivers[w]): drivers[w] for w in spec.ways}.values())  # each driver once
     cal = [r.get("machine_ms") for rs in runs.values() for r in rs if "error" not in r]
-    drift = {"calibration_ms": rounded(median(cal), 2), "calibration_cv": rounded(cv(cal), 3),
-             "calibration": CALIBRATION}
-    return {"method": " ".join(d.method(spec, sink) for d in used),
-            "method_brief": [d.brief(spec, sink) for d in used],
-            "sink": sink, "machine": {**machine_info(), **drift},
-            "spec": asdict(spec), "ways": ways, "ratios": ratios(ways)}
+    drift = {
+        "calibration_ms": rounded(median(cal), 2),
+        "calibration_cv": rounded(cv(cal), 3),
+        "calibration": CALIBRATION,
+    }
+    return {
+        "method": " ".join(d.method(spec, sink) for d in used),
+        "method_brief": [d.brief(spec, sink) for d in used],
+        "sink": sink,
+        "machine": {**machine_info(), **drift},
+        "spec": asdict(spec),
+        "ways": ways,
+        "ratios": ratios(ways),
+    }
 
 
 def ratios(ways: list[dict]) -> dict:
@@ -111,14 +136,21 @@ def ratios(ways: list[dict]) -> dict:
     for w in good[1:]:
         label = variant_label(w["way"], w["batch"])
         r = base["ns_per_packet"] / w["ns_per_packet"]
-        entry = {"ns_per_packet": round(r, 2),
-                 "mpps": (round(w["mpps"] / base["mpps"], 2)
-                          if w.get("mpps") and base.get("mpps") else None),
-                 "text": (f"{label} is {r:.1f}x cheaper per packet than {bl}" if r >= 1 else
-                          f"{label} is {1 / r:.1f}x more expensive per packet than {bl}")}
+        entry = {
+            "ns_per_packet": round(r, 2),
+            "mpps": (
+                round(w["mpps"] / base["mpps"], 2) if w.get("mpps") and base.get("mpps") else None
+            ),
+            "text": (
+                f"{label} is {r:.1f}x cheaper per packet than {bl}"
+                if r >= 1
+                else f"{label} is {1 / r:.1f}x more expensive per packet than {bl}"
+            ),
+        }
         if w.get("whole_core_ns_per_packet") and base.get("whole_core_ns_per_packet"):
-            entry["whole_core"] = round(base["whole_core_ns_per_packet"]
-                                        / w["whole_core_ns_per_packet"], 2)
+            entry["whole_core"] = round(
+                base["whole_core_ns_per_packet"] / w["whole_core_ns_per_packet"], 2
+            )
         out[f"{label}/{bl}"] = entry
     return out
 
@@ -141,10 +173,18 @@ def table_rows(result: dict) -> list[tuple[str, ...]]:
         wc = f"{ns_wc:.0f}" if ns_wc else "-"
         if w.get("livelock"):
             wc = f"{wc} (livelock)" if ns_wc else "LIVELOCK"
-        rows.append((w["way"], str(w["batch"] if w["batch"] is not None else "-"),
-                     fmt_ns(w["ns_per_packet"]), fmt_ns(w["user_ns"]), fmt_ns(w["sys_ns"]),
-                     f"{w['cv']:.1%}" if w.get("cv") is not None else "-",
-                     f"{w['mpps']:.3f}" if w.get("mpps") else "-", wc))
+        rows.append(
+            (
+                w["way"],
+                str(w["batch"] if w["batch"] is not None else "-"),
+                fmt_ns(w["ns_per_packet"]),
+                fmt_ns(w["user_ns"]),
+                fmt_ns(w["sys_ns"]),
+                f"{w['cv']:.1%}" if w.get("cv") is not None else "-",
+                f"{w['mpps']:.3f}" if w.get("mpps") else "-",
+                wc,
+            )
+        )
     return rows
 
 
@@ -152,9 +192,11 @@ def drift_text(result: dict) -> str | None:
     m = result.get("machine") or {}
     if m.get("calibration_cv") is None:
         return None
-    return (f"machine drift: a fixed memory-bound workload on the LB core took "
-            f"{m['calibration_ms']:.1f} ms (median), cv {m['calibration_cv']:.1%} across the "
-            f"runs; a way's cv near that is the machine's, not the way's")
+    return (
+        f"machine drift: a fixed memory-bound workload on the LB core took "
+        f"{m['calibration_ms']:.1f} ms (median), cv {m['calibration_cv']:.1%} across the "
+        f"runs; a way's cv near that is the machine's, not the way's"
+    )
 
 
 def notes(result: dict) -> list[str]:
@@ -173,8 +215,10 @@ def notes(result: dict) -> list[str]:
 def table(result: dict) -> str:
     rows = [HEADER, *table_rows(result)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.rjust(wd) if i > 1 else c.ljust(wd)
-                       for i, (c, wd) in enumerate(zip(r, widths))) for r in rows]
+    lines = [
+        "  ".join(c.rjust(wd) if i > 1 else c.ljust(wd) for i, (c, wd) in enumerate(zip(r, widths)))
+        for r in rows
+    ]
     lines.insert(1, "  ".join("-" * wd for wd in widths))
     lines += [f"  {line}" for line in notes(result)]
     return "\n".join(lines)
@@ -184,15 +228,20 @@ def method_brief(result: dict) -> str:
     """The method in a few lines for the terminal (the JSON and ``--method`` have it all)."""
     spec, m = result.get("spec") or {}, result.get("machine") or {}
     lines = result.get("method_brief") or [result.get("method", "")[:300] + " ..."]
-    return "\n".join(["Method: in brief (in full: vnflab bench --method, or the JSON's):",
-                      *[f"  {line}" for line in lines],
-                      f"  generator CPU {m.get('gen_cpu', '?')}, LB CPU {m.get('lb_cpu', '?')}; "
-                      f"median of {spec.get('runs', '?')} interleaved runs; cv = stdev/mean"])
+    return "\n".join(
+        [
+            "Method: in brief (in full: vnflab bench --method, or the JSON's):",
+            *[f"  {line}" for line in lines],
+            f"  generator CPU {m.get('gen_cpu', '?')}, LB CPU {m.get('lb_cpu', '?')}; "
+            f"median of {spec.get('runs', '?')} interleaved runs; cv = stdev/mean",
+        ]
+    )
 
 
 # ------------------------------------------------------------------------------------------
 # the results page
 # ------------------------------------------------------------------------------------------
+
 
 def _md_row(cells) -> str:
     return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
@@ -203,38 +252,62 @@ def results_page(result: dict, source: str = "") -> str:
     m = result.get("machine") or {}
     spec = result.get("spec") or {}
     cmd = result.get("command") or "(not recorded: a bench JSON from before the command was kept)"
-    lines = ["# vnflab bench: results", "",
-             "Generated by `vnflab results"
-             + (f" {source}" if source else "") + "` from a `vnflab bench --json` file; do not "
-             "edit by hand, run the bench again and regenerate.", "",
-             f"- Date: {result.get('date') or 'not recorded'}",
-             f"- Machine: {m.get('cores', '?')} cores, {m.get('cpu_model') or 'unknown CPU'}, "
-             f"Linux {m.get('kernel', '?')}, Python {m.get('python', '?')}; generator on CPU "
-             f"{m.get('gen_cpu', '?')}, LB on CPU {m.get('lb_cpu', '?')}",
-             f"- Command: `{cmd}`",
-             f"- Runs: {spec.get('runs', '?')} x {spec.get('seconds', '?')} s per way, "
-             f"{spec.get('flows', '?')} flows; sink: {result.get('sink', '?')}", "",
-             "## Per-packet cost", "",
-             _md_row(HEADER + ("machine cv",)), _md_row(["---"] * (len(HEADER) + 1))]
+    lines = [
+        "# vnflab bench: results",
+        "",
+        "Generated by `vnflab results"
+        + (f" {source}" if source else "")
+        + "` from a `vnflab bench --json` file; do not "
+        "edit by hand, run the bench again and regenerate.",
+        "",
+        f"- Date: {result.get('date') or 'not recorded'}",
+        f"- Machine: {m.get('cores', '?')} cores, {m.get('cpu_model') or 'unknown CPU'}, "
+        f"Linux {m.get('kernel', '?')}, Python {m.get('python', '?')}; generator on CPU "
+        f"{m.get('gen_cpu', '?')}, LB on CPU {m.get('lb_cpu', '?')}",
+        f"- Command: `{cmd}`",
+        f"- Runs: {spec.get('runs', '?')} x {spec.get('seconds', '?')} s per way, "
+        f"{spec.get('flows', '?')} flows; sink: {result.get('sink', '?')}",
+        "",
+        "## Per-packet cost",
+        "",
+        _md_row(HEADER + ("machine cv",)),
+        _md_row(["---"] * (len(HEADER) + 1)),
+    ]
     for w, row in zip(result["ways"], table_rows(result)):
         mcv = w.get("machine_cv")
         lines.append(_md_row(row + (f"{mcv:.1%}" if mcv is not None else "-",)))
     lines.append("")
     if result.get("ratios"):
-        lines += ["## Ratios (against the first way)", "",
-                  _md_row(("ways", "ns/pkt", "Mpps", "whole-core", "")),
-                  _md_row(["---"] * 5)]
-        lines += [_md_row((k, v.get("ns_per_packet"), v.get("mpps") or "-",
-                           v.get("whole_core") or "-", v["text"]))
-                  for k, v in result["ratios"].items()]
+        lines += [
+            "## Ratios (against the first way)",
+            "",
+            _md_row(("ways", "ns/pkt", "Mpps", "whole-core", "")),
+            _md_row(["---"] * 5),
+        ]
+        lines += [
+            _md_row(
+                (
+                    k,
+                    v.get("ns_per_packet"),
+                    v.get("mpps") or "-",
+                    v.get("whole_core") or "-",
+                    v["text"],
+                )
+            )
+            for k, v in result["ratios"].items()
+        ]
         lines.append("")
     lines += ["## The machine's drift next to the ways' CV", ""]
     lines.append((drift_text(result) or "not measured") + ".")
     if m.get("calibration"):
         lines.append(f"(Calibration: {m['calibration']}.)")
     lines.append("")
-    rest = [n for n in notes(result) if n != drift_text(result)
-            and n not in [v["text"] for v in result.get("ratios", {}).values()]]
+    rest = [
+        n
+        for n in notes(result)
+        if n != drift_text(result)
+        and n not in [v["text"] for v in result.get("ratios", {}).values()]
+    ]
     if rest:
         lines += ["## Notes", "", *[f"- {n}" for n in rest], ""]
     lines += ["## Method", "", result.get("method") or "(none)", ""]
@@ -260,8 +333,11 @@ def cmd_results(args) -> int:
 
 def register(sub) -> None:
     """``vnflab results BENCH.json [--out PAGE.md]`` (found by vnflab.cli's FEATURE_MODULES)."""
-    p = sub.add_parser("results", help="a Markdown results page from a `vnflab bench --json` "
-                                       "file (table, ratios, machine drift, method)")
+    p = sub.add_parser(
+        "results",
+        help="a Markdown results page from a `vnflab bench --json` "
+        "file (table, ratios, machine drift, method)",
+    )
     p.add_argument("bench_json", metavar="BENCH.json")
     p.add_argument("--out", metavar="PAGE.md", help="write the page here (default: stdout)")
     p.set_defaults(func=cmd_results)

@@ -15,6 +15,7 @@ way -> driver. A driver has:
 * ``summary(ok_runs)``, ``detail(way_entry)``, ``brief(spec, sink)``, ``method(spec, sink)``:
   its part of the report (``bench.report``).
 """
+
 from __future__ import annotations
 
 import resource
@@ -22,16 +23,17 @@ import sys
 import time
 from dataclasses import asdict
 
-from testbed.experiment import log
 from bench.machine import calibrate
 from bench.report import summarize
 from bench.spec import BenchSpec, variant_label
+from testbed.experiment import log
 
 
 def default_drivers() -> dict:
     """The way -> driver mapping ``vnflab bench`` uses."""
     from bench.dpdk import DpdkDriver
     from bench.kernel import KernelPathDriver
+
     kernel = KernelPathDriver()
     return {"socket": kernel, "afpacket": kernel, "dpdk": DpdkDriver()}
 
@@ -60,10 +62,12 @@ def open_bed(spec: BenchSpec, workdir: str, drivers: dict, ways: list[str]):
 
 def round_run(r: dict) -> dict:
     """A run's floats rounded for the JSON (rates and ratios to 4 places, the rest to 1)."""
+
     def rnd(k, v):
         if not isinstance(v, float):
             return v
         return round(v, 4) if k == "mpps" or "ratio" in k or k.endswith("_mpps") else round(v, 1)
+
     return {k: rnd(k, v) for k, v in r.items()}
 
 
@@ -71,8 +75,10 @@ def progress_note(done: int, total: int, elapsed_s: float) -> str:
     """``step 4/30, 0:41 elapsed, about 4:20 left``: printed before each run, so whoever waits
     (``vnflab notebook-data`` streams these lines) sees how far the bench is and how long it
     still needs (the mean time of the runs so far, times the runs still to go)."""
+
     def mmss(s: float) -> str:
         return f"{int(s) // 60}:{int(s) % 60:02d}"
+
     left = f", about {mmss(elapsed_s / done * (total - done))} left" if done else ""
     return f"step {done + 1}/{total}, {mmss(elapsed_s)} elapsed{left}"
 
@@ -80,7 +86,7 @@ def progress_note(done: int, total: int, elapsed_s: float) -> str:
 def run_inside(spec: BenchSpec, workdir: str, drivers: dict) -> dict:
     """The bench itself (inside the sandbox): interleaved runs of every runnable variant."""
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)   # the socket LB: a socket per flow
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # the socket LB: a socket per flow
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
     unavailable = {w: why for w in spec.ways if (why := drivers[w].available(w))}
     runnable = [(w, b) for w, b in spec.variants() if w not in unavailable]
@@ -89,20 +95,21 @@ def run_inside(spec: BenchSpec, workdir: str, drivers: dict) -> dict:
     if runnable:
         bb = open_bed(spec, workdir, drivers, [w for w, _ in runnable])
         sink = bb.sink
-        t0 = time.monotonic()                  # after the set-up: the ETA is from the runs alone
+        t0 = time.monotonic()  # after the set-up: the ETA is from the runs alone
         try:
             for i in range(spec.runs):
-                for j, (way, batch) in enumerate(runnable):   # interleaved: a, b, a, b, ...
+                for j, (way, batch) in enumerate(runnable):  # interleaved: a, b, a, b, ...
                     label = variant_label(way, batch)
-                    note = progress_note(i * len(runnable) + j, spec.runs * len(runnable),
-                                         time.monotonic() - t0)
+                    note = progress_note(
+                        i * len(runnable) + j, spec.runs * len(runnable), time.monotonic() - t0
+                    )
                     log(f"run {i + 1}/{spec.runs}: {label} ({note})")
                     try:
                         machine_ms = calibrate()
                         r = drivers[way].run(bb, way, batch, f"{way}-{batch}-{i}")
                         r["run"] = i
                         r["machine_ms"] = machine_ms
-                    except Exception as exc:            # one bad run must not lose the others
+                    except Exception as exc:  # one bad run must not lose the others
                         r = {"run": i, "error": f"{type(exc).__name__}: {exc}"}
                         log(f"{label}: {r['error']}")
                     runs.setdefault(label, []).append(round_run(r))
@@ -113,19 +120,29 @@ def run_inside(spec: BenchSpec, workdir: str, drivers: dict) -> dict:
 
 def inside_main(spec_path: str, result_path: str) -> int:
     from testbed import sandbox
+
     drivers = default_drivers()
-    return sandbox.serve_module([spec_path, result_path],
-                                lambda spec, workdir: run_inside(BenchSpec(**spec), workdir,
-                                                                 drivers))
+    return sandbox.serve_module(
+        [spec_path, result_path],
+        lambda spec, workdir: run_inside(BenchSpec(**spec), workdir, drivers),
+    )
 
 
 def run_bench(spec: BenchSpec, keep_workdir: str | None = None) -> dict:
     """Run the whole bench in one fresh sandbox; return the result dict (or {"error": ...})."""
     from testbed import sandbox
+
     spec.validate(default_drivers())
-    return sandbox.run_module_in_sandbox("bench.runner", asdict(spec), spec.timeout_s,
-                                         keep_workdir, what="bench", keep=bool(keep_workdir),
-                                         prefix="vnflab-bench-", name="bench-")
+    return sandbox.run_module_in_sandbox(
+        "bench.runner",
+        asdict(spec),
+        spec.timeout_s,
+        keep_workdir,
+        what="bench",
+        keep=bool(keep_workdir),
+        prefix="vnflab-bench-",
+        name="bench-",
+    )
 
 
 if __name__ == "__main__":

@@ -4,15 +4,16 @@
 values only. The cores are fixed: the generator on ``GEN_CPU``, the LB on ``LB_CPU``; on the
 lab's 2-core machines that is all there is.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 GEN_CPU, LB_CPU = 0, 1
 WAYS = ("socket", "afpacket", "dpdk")
-WHOLE_CORE_FRACTIONS = (0.3, 0.6, 0.9, 1.2)   # offered load, relative to the saturation rate
+WHOLE_CORE_FRACTIONS = (0.3, 0.6, 0.9, 1.2)  # offered load, relative to the saturation rate
 # io options of the DPDK LB that the bench sets itself (not overridable through dpdk_io)
 DPDK_IO_OWNED = ("vdev", "vhost_socket", "style", "burst", "batch")
 
@@ -22,16 +23,16 @@ class BenchSpec:
     ways: list[str] = field(default_factory=lambda: ["socket"])
     runs: int = 5
     seconds: float = 3.0
-    batches: list[int] | None = None       # io "batch" sweep (afpacket, dpdk)
+    batches: list[int] | None = None  # io "batch" sweep (afpacket, dpdk)
     flows: int = 1024
-    payload: int = 18                       # UDP payload bytes (60-byte frames)
+    payload: int = 18  # UDP payload bytes (60-byte frames)
     whole_core: bool = True
     warmup_s: float = 0.5
     timeout_s: float = 1800.0
-    baseline: str | None = None            # "testpmd": dpdk-testpmd io on the same vdevs (dpdk)
-    style: str = "vector"                   # AF_PACKET style: "vector" (reference) or "perpacket"
-    tx: str = "sendmmsg"                    # AF_PACKET transmit: "sendmmsg" (reference) or "ring"
-    dpdk_io: dict | None = None            # extra io options of the DPDK LB (model, lcores, queues)
+    baseline: str | None = None  # "testpmd": dpdk-testpmd io on the same vdevs (dpdk)
+    style: str = "vector"  # AF_PACKET style: "vector" (reference) or "perpacket"
+    tx: str = "sendmmsg"  # AF_PACKET transmit: "sendmmsg" (reference) or "ring"
+    dpdk_io: dict | None = None  # extra io options of the DPDK LB (model, lcores, queues)
 
     def variants(self) -> list[tuple[str, int | None]]:
         """(way, batch) pairs, one per table row: each way once, or once per batch size."""
@@ -43,7 +44,7 @@ class BenchSpec:
                 out.append((way, None))
         return out
 
-    def validate(self, known_ways: Iterable[str] = WAYS) -> "BenchSpec":
+    def validate(self, known_ways: Iterable[str] = WAYS) -> BenchSpec:
         known_ways = tuple(known_ways)
         if self.style not in ("vector", "perpacket"):
             raise ValueError(f"style: must be vector or perpacket, got {self.style!r}")
@@ -58,8 +59,9 @@ class BenchSpec:
             raise ValueError(f"runs: need at least 1, got {self.runs!r}")
         if not self.seconds > 0:
             raise ValueError(f"seconds: must be > 0, got {self.seconds!r}")
-        if self.batches is not None and any((not isinstance(b, int)) or b < 1
-                                            for b in self.batches):
+        if self.batches is not None and any(
+            (not isinstance(b, int)) or b < 1 for b in self.batches
+        ):
             raise ValueError(f"batch: whole numbers >= 1, got {self.batches!r}")
         if not 1 <= self.flows <= 60000:
             raise ValueError(f"flows: 1..60000, got {self.flows!r}")
@@ -70,11 +72,14 @@ class BenchSpec:
                 raise ValueError(f"dpdk_io: a dict of io options, got {self.dpdk_io!r}")
             owned = sorted(set(self.dpdk_io) & set(DPDK_IO_OWNED))
             if owned:
-                raise ValueError(f"dpdk_io: {', '.join(owned)} set by the bench itself "
-                                 f"(burst: use batches; both styles are measured)")
+                raise ValueError(
+                    f"dpdk_io: {', '.join(owned)} set by the bench itself "
+                    f"(burst: use batches; both styles are measured)"
+                )
             if self.dpdk_io.get("model", "rtc") not in ("rtc", "pipeline"):
-                raise ValueError(f"dpdk_io: model must be rtc or pipeline, "
-                                 f"got {self.dpdk_io['model']!r}")
+                raise ValueError(
+                    f"dpdk_io: model must be rtc or pipeline, got {self.dpdk_io['model']!r}"
+                )
             for k in ("lcores", "queues"):
                 v = self.dpdk_io.get(k, 1)
                 if not isinstance(v, int) or isinstance(v, bool) or v < 1:

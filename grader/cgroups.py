@@ -18,6 +18,7 @@ process could read its own cgroup path; it runs in a cgroup namespace, too). ``r
 takes a grading's groups down at its end, whatever happened; ``sweep_stale`` removes those of
 gradings that crashed before they could.
 """
+
 from __future__ import annotations
 
 import errno
@@ -76,7 +77,9 @@ def unified_hugetlb(mounts: dict[str, str]) -> str | None:
     if not root:
         return None
     try:
-        return root if "hugetlb" in _read(os.path.join(root, "cgroup.controllers")).split() else None
+        return (
+            root if "hugetlb" in _read(os.path.join(root, "cgroup.controllers")).split() else None
+        )
     except OSError:
         return None
 
@@ -84,10 +87,11 @@ def unified_hugetlb(mounts: dict[str, str]) -> str | None:
 @dataclass(frozen=True)
 class Bounds:
     """What one group may use."""
+
     memory_mb: int
     processes: int
-    cpu_cores: float | None = 1.0           # a CFS quota; None: no quota
-    hugepages_mb: int = 0                   # 0: no huge pages at all
+    cpu_cores: float | None = 1.0  # a CFS quota; None: no quota
+    hugepages_mb: int = 0  # 0: no huge pages at all
 
 
 class Cgroup:
@@ -118,7 +122,7 @@ class Cgroup:
 
     def create(self) -> Cgroup:
         if any(os.path.isdir(d) for d in self.distinct_dirs()):
-            self.remove()                         # a stale group of the same name: not reused
+            self.remove()  # a stale group of the same name: not reused
         for d in dict.fromkeys(self.dirs.values()):
             try:
                 os.makedirs(d)
@@ -128,13 +132,14 @@ class Cgroup:
         mem = str(int(b.memory_mb) << 20)
         _write(os.path.join(self.dirs["memory"], "memory.limit_in_bytes"), mem)
         memsw = os.path.join(self.dirs["memory"], "memory.memsw.limit_in_bytes")
-        if os.path.exists(memsw):                 # no swapping out of the cap either
+        if os.path.exists(memsw):  # no swapping out of the cap either
             _write(memsw, mem)
         _write(os.path.join(self.dirs["pids"], "pids.max"), str(int(b.processes)))
         if b.cpu_cores:
             _write(os.path.join(self.dirs["cpu"], "cpu.cfs_period_us"), "100000")
-            _write(os.path.join(self.dirs["cpu"], "cpu.cfs_quota_us"),
-                   str(int(b.cpu_cores * 100000)))
+            _write(
+                os.path.join(self.dirs["cpu"], "cpu.cfs_quota_us"), str(int(b.cpu_cores * 100000))
+            )
         if self.unified:
             self._create_hugetlb()
         return self
@@ -177,7 +182,7 @@ class Cgroup:
                 out.update(int(x) for x in _read(os.path.join(d, "cgroup.procs")).split())
             except OSError:
                 pass
-        out.discard(0)                            # tasks of pid namespaces we cannot see
+        out.discard(0)  # tasks of pid namespaces we cannot see
         return sorted(out)
 
     # --- the end -------------------------------------------------------------------------------
@@ -201,7 +206,7 @@ class Cgroup:
         while self.pids():
             if time.monotonic() > deadline:
                 raise CgroupError(f"cgroup {self.name}: tasks {self.pids()} survived SIGKILL")
-            for pid in self.pids():               # forked between the read and the freeze
+            for pid in self.pids():  # forked between the read and the freeze
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
@@ -223,7 +228,7 @@ def _rmdir(path: str, timeout: float = 10.0) -> None:
             return
         except FileNotFoundError:
             return
-        except OSError as exc:                    # EBUSY: the last task is still exiting
+        except OSError as exc:  # EBUSY: the last task is still exiting
             if exc.errno != errno.EBUSY or time.monotonic() > deadline:
                 raise CgroupError(f"cgroup: cannot remove {path}: {exc.strerror}") from None
             time.sleep(0.02)
@@ -258,8 +263,9 @@ def sweep_stale(alive) -> list[str]:
     the next one."""
     stale: set[str] = set()
     for root in _grading_roots():
-        stale.update(g for g in os.listdir(root)
-                     if os.path.isdir(os.path.join(root, g)) and not alive(g))
+        stale.update(
+            g for g in os.listdir(root) if os.path.isdir(os.path.join(root, g)) and not alive(g)
+        )
     for g in sorted(stale):
         remove_grading(g)
     return sorted(stale)

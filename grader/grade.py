@@ -22,6 +22,7 @@ How one grading goes:
 This module only puts those steps in order, for one submission (``grade``) or a class
 (``grade_all``).
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -47,29 +48,48 @@ from grader.untrusted import MIB, load_json_or, read_text_tail
 
 GRADING_ROOT = "/var/lib/vnflab/grading"
 CAPS = {"socket": (), "afpacket": ("net_raw",), "dpdk": ()}
-LOCK_NAME = "grading.lock"                # held (flock) for as long as the grading runs
-PUBLIC_TESTS = ["unit", "starts", "affinity", "balance", "correctness", "paths", "pool_changes",
-                "key", "robustness", "cost"]
+LOCK_NAME = "grading.lock"  # held (flock) for as long as the grading runs
+PUBLIC_TESTS = [
+    "unit",
+    "starts",
+    "affinity",
+    "balance",
+    "correctness",
+    "paths",
+    "pool_changes",
+    "key",
+    "robustness",
+    "cost",
+]
 # The flow mix of each graded path's run (``[[paths]]`` in lab.toml), smaller than affinity's.
 PATH_TRAFFIC = {"udp_flows": 600, "packets_per_flow": 3, "rate_pps": 4000, "http_conns": 40}
 QUICK_PATH_TRAFFIC = {"udp_flows": 200, "packets_per_flow": 3, "rate_pps": 3000, "http_conns": 20}
 
 
-def make_plan(lab: Lab, files: dict, workdir: str, quick: bool, include_hidden: bool,
-              tests: list[str]) -> dict:
+def make_plan(
+    lab: Lab, files: dict, workdir: str, quick: bool, include_hidden: bool, tests: list[str]
+) -> dict:
     """What the sandbox runs (``grader.inside``): the lab's profile and where the files are
     (``grader.overlay.prepare_workdir``). Root-only: it names the hidden scenarios."""
     return {
-        "lab": lab.number, "way": lab.way, "quick": quick, "workdir": workdir,
-        "grading_id": os.path.basename(workdir), "overlay_sub": files["overlay_sub"],
-        "overlay_ref": files["overlay_ref"], "unit": files["unit"],
+        "lab": lab.number,
+        "way": lab.way,
+        "quick": quick,
+        "workdir": workdir,
+        "grading_id": os.path.basename(workdir),
+        "overlay_sub": files["overlay_sub"],
+        "overlay_ref": files["overlay_ref"],
+        "unit": files["unit"],
         "topology": dict(lab.raw.get("topology", {"clients": 2, "backends": 3})),
-        "traffic": lab.traffic(quick), "cost": lab.cost(quick), "limits": lab.limits(quick),
+        "traffic": lab.traffic(quick),
+        "cost": lab.cost(quick),
+        "limits": lab.limits(quick),
         "caps": list(CAPS.get(lab.way, ())),
         "hidden": lab.hidden if include_hidden else [],
         "paths": [dict(p) for p in lab.raw.get("paths", [])],
         "path_traffic": dict(QUICK_PATH_TRAFFIC if quick else PATH_TRAFFIC),
-        "tests": tests, "fuzz_frames": 300 if quick else 2000,
+        "tests": tests,
+        "fuzz_frames": 300 if quick else 2000,
     }
 
 
@@ -98,6 +118,7 @@ def run_sandbox(plan: dict, workdir: str) -> dict:
     WORKDIR, reads none of them. The sandbox's stdin is /dev/null (nothing it starts reads
     the instructor's terminal); its output goes to a file of which only the end is read."""
     from testbed import sandbox
+
     private = os.path.join(workdir, "grader")
     os.makedirs(private, mode=0o700)
     plan_path = os.path.join(private, "plan.json")
@@ -110,9 +131,13 @@ def run_sandbox(plan: dict, workdir: str) -> dict:
     log_path = os.path.join(private, "sandbox.log")
     with open(log_path, "wb") as log_file:
         try:
-            sandbox.run([sys.executable, "-m", "grader.inside", plan_path, facts_path],
-                        timeout=wall, stdin=subprocess.DEVNULL, stdout=log_file,
-                        stderr=subprocess.STDOUT)
+            sandbox.run(
+                [sys.executable, "-m", "grader.inside", plan_path, facts_path],
+                timeout=wall,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
         except subprocess.TimeoutExpired:
             stopped = f"the grading exceeded {wall:.0f} s and was stopped"
     stderr = read_text_tail(log_path, 3000)
@@ -130,11 +155,20 @@ def run_sandbox(plan: dict, workdir: str) -> dict:
 # one grading
 # --------------------------------------------------------------------------------------------
 
-def grade(submission: str, lab_number, out: str, quick: bool = False, include_hidden: bool = True,
-          tests: list[str] | None = None, keep: bool = False,
-          label: str | None = None) -> dict:
+
+def grade(
+    submission: str,
+    lab_number,
+    out: str,
+    quick: bool = False,
+    include_hidden: bool = True,
+    tests: list[str] | None = None,
+    keep: bool = False,
+    label: str | None = None,
+) -> dict:
     """Grade one submission; writes OUT/results.json and OUT/report.md; returns the results."""
     from testbed import sandbox
+
     problem = sandbox.can_sandbox()
     if problem:
         raise GradeError(problem)
@@ -155,13 +189,12 @@ def grade(submission: str, lab_number, out: str, quick: bool = False, include_hi
     workdir = tempfile.mkdtemp(prefix="grade-", dir=GRADING_ROOT)
     try:
         with open(os.path.join(workdir, LOCK_NAME), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)      # "this grading runs" (see grading_alive)
+            fcntl.flock(lock, fcntl.LOCK_EX)  # "this grading runs" (see grading_alive)
             try:
                 files = prepare_workdir(lab, submission, workdir)
                 plan = make_plan(lab, files, workdir, quick, include_hidden, tests)
                 facts = run_sandbox(plan, workdir)
-                scorer = Scorer(lab, plan, facts, files["missing"], quick,
-                                refused=files["refused"])
+                scorer = Scorer(lab, plan, facts, files["missing"], quick, refused=files["refused"])
                 results_tests = scorer.score()
                 scorer.details.extend(ship_split_flows(facts, workdir, out))
             finally:
@@ -172,8 +205,9 @@ def grade(submission: str, lab_number, out: str, quick: bool = False, include_hi
             print(f"vnflab grade: kept {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    results = results_json(lab, results_tests, facts, time.monotonic() - t0, quick,
-                           scorer.grader_errors)
+    results = results_json(
+        lab, results_tests, facts, time.monotonic() - t0, quick, scorer.grader_errors
+    )
     write_results(out, lab, results, scorer.details, label or submission, quick)
     return results
 
@@ -182,11 +216,22 @@ def grade(submission: str, lab_number, out: str, quick: bool = False, include_hi
 # a class
 # --------------------------------------------------------------------------------------------
 
-def grade_all(submissions_dir: str, lab_number, out: str, jobs: int = 2, quick: bool = False,
-              include_hidden: bool = True, progress=print,
-              tests: list[str] | None = None) -> list[dict]:
-    subs = sorted(d for d in os.listdir(submissions_dir)
-                  if os.path.isdir(os.path.join(submissions_dir, d)) and not d.startswith("."))
+
+def grade_all(
+    submissions_dir: str,
+    lab_number,
+    out: str,
+    jobs: int = 2,
+    quick: bool = False,
+    include_hidden: bool = True,
+    progress=print,
+    tests: list[str] | None = None,
+) -> list[dict]:
+    subs = sorted(
+        d
+        for d in os.listdir(submissions_dir)
+        if os.path.isdir(os.path.join(submissions_dir, d)) and not d.startswith(".")
+    )
     if not subs:
         raise GradeError(f"no submission directories in {submissions_dir}")
     lab = labconfig.load(lab_number)
@@ -205,15 +250,32 @@ def grade_all(submissions_dir: str, lab_number, out: str, jobs: int = 2, quick: 
         sub_out = os.path.join(out, name)
         t = time.monotonic()
         try:
-            res = grade(path, lab.number, sub_out, quick=quick, include_hidden=include_hidden,
-                        tests=tests, label=name)
-            return {"student": name, "score": res["score"], "max_score": res["max_score"],
-                    "tests": {tt["name"]: tt["score"] for tt in res["tests"]},
-                    "seconds": round(time.monotonic() - t, 1), "error": None}
-        except Exception as exc:             # noqa: BLE001 - one bad grading must not stop a class
-            return {"student": name, "score": 0.0, "max_score": lab.total_points(include_hidden),
-                    "tests": {}, "seconds": round(time.monotonic() - t, 1),
-                    "error": f"{type(exc).__name__}: {exc}"}
+            res = grade(
+                path,
+                lab.number,
+                sub_out,
+                quick=quick,
+                include_hidden=include_hidden,
+                tests=tests,
+                label=name,
+            )
+            return {
+                "student": name,
+                "score": res["score"],
+                "max_score": res["max_score"],
+                "tests": {tt["name"]: tt["score"] for tt in res["tests"]},
+                "seconds": round(time.monotonic() - t, 1),
+                "error": None,
+            }
+        except Exception as exc:  # noqa: BLE001 - one bad grading must not stop a class
+            return {
+                "student": name,
+                "score": 0.0,
+                "max_score": lab.total_points(include_hidden),
+                "tests": {},
+                "seconds": round(time.monotonic() - t, 1),
+                "error": f"{type(exc).__name__}: {exc}",
+            }
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         futures = {pool.submit(one, s): s for s in subs}
@@ -224,9 +286,15 @@ def grade_all(submissions_dir: str, lab_number, out: str, jobs: int = 2, quick: 
                 rows[row["student"]] = row
                 width = 30
                 bar = "#" * (width * done // len(subs))
-                note = f"ERROR {row['error']}" if row["error"] else f"{row['score']:g}/{row['max_score']:g}"
-                progress(f"[{bar:<{width}}] {done}/{len(subs)} {row['student']}: {note} "
-                         f"({row['seconds']:.0f} s, {time.monotonic() - t0:.0f} s total)")
+                note = (
+                    f"ERROR {row['error']}"
+                    if row["error"]
+                    else f"{row['score']:g}/{row['max_score']:g}"
+                )
+                progress(
+                    f"[{bar:<{width}}] {done}/{len(subs)} {row['student']}: {note} "
+                    f"({row['seconds']:.0f} s, {time.monotonic() - t0:.0f} s total)"
+                )
     ordered = [rows[s] for s in subs]
     write_gradebook(out, lab, quick, ordered)
     return ordered

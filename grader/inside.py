@@ -8,6 +8,7 @@ after the sandbox has exited; the submission's process never sees the plan, the 
 results (it runs in a jail, see ``grader.jail``; the LB it grades is started and stopped by
 ``grader.studentlb``).
 """
+
 from __future__ import annotations
 
 import json
@@ -17,20 +18,19 @@ import subprocess
 import sys
 import time
 
+from grader import unitserve
+from grader.jail import CODE, Jail, python
+from grader.pcaps import finish_affinity_capture, start_affinity_capture
+from grader.pool_phase import run_pool_changes
+from grader.sandbox_user import STUDENT_USER, user_ids
+from grader.studentlb import GradeBed
+from grader.untrusted import chown_own_socket
 from testbed.experiment import ExperimentSpec, forget_poisoned_neighbours, log, read_json
 from testbed.probe import JUNK_SRC_IP, MIXED_MARKER
 from vnf.addresses import SERVICE_PORT
 from vnf.jsonfile import write_json_atomic
 
-from grader import unitserve
-from grader.jail import CODE, Jail, python
-from grader.pool_phase import run_pool_changes
-from grader.pcaps import finish_affinity_capture, start_affinity_capture
-from grader.sandbox_user import STUDENT_USER, user_ids
-from grader.studentlb import GradeBed
-from grader.untrusted import chown_own_socket
-
-UNITSERVE = unitserve.__file__             # the servant, bound into the unit checks' jails
+UNITSERVE = unitserve.__file__  # the servant, bound into the unit checks' jails
 
 
 class Grading:
@@ -55,6 +55,7 @@ class Grading:
         """The lab's unit checks, judged here: the student's module runs in the jail and only
         answers calls (``grader.unitcheck``)."""
         from grader.unitcheck import run_unit_checks
+
         u = self.plan.get("unit")
         if not u:
             return
@@ -62,22 +63,31 @@ class Grading:
         # answers); the student's module is imported by grader.unitserve in a jail of its own
         # (a fresh one whenever a check lost it), which sees the overlay and that file only.
         plan, sub = self.plan, self.plan["overlay_sub"]
-        inside = {sys.executable: python(), UNITSERVE: "/vnflab/harness/unitserve.py",
-                  u["file"]: CODE + "/" + os.path.relpath(u["file"], sub)}
+        inside = {
+            sys.executable: python(),
+            UNITSERVE: "/vnflab/harness/unitserve.py",
+            u["file"]: CODE + "/" + os.path.relpath(u["file"], sub),
+        }
         jails: list[Jail] = []
 
         def jailed(argv: list[str]) -> list[str]:
-            jail = Jail(plan["grading_id"], plan["workdir"], user=STUDENT_USER,
-                        limits=plan["limits"],
-                        binds={CODE: sub, "/vnflab/harness/unitserve.py": UNITSERVE})
+            jail = Jail(
+                plan["grading_id"],
+                plan["workdir"],
+                user=STUDENT_USER,
+                limits=plan["limits"],
+                binds={CODE: sub, "/vnflab/harness/unitserve.py": UNITSERVE},
+            )
             jails.append(jail)
             jail.build()
             return jail.command([inside.get(a, a) for a in argv])
+
         try:
             self.facts["unit"] = run_unit_checks(u, jailed)
-        except Exception as exc:                  # noqa: BLE001 - the grader's own fault
-            self.facts["unit"] = {"error": f"grader error in the unit checks: "
-                                           f"{type(exc).__name__}: {exc}"}
+        except Exception as exc:  # noqa: BLE001 - the grader's own fault
+            self.facts["unit"] = {
+                "error": f"grader error in the unit checks: {type(exc).__name__}: {exc}"
+            }
         finally:
             for jail in jails:
                 jail.destroy()
@@ -86,8 +96,12 @@ class Grading:
     def run_network(self) -> None:
         plan = self.plan
         topo = plan["topology"]
-        spec = ExperimentSpec(way=plan["way"], clients=topo["clients"], backends=topo["backends"],
-                              policy=plan["traffic"].get("policy", "maglev"))
+        spec = ExperimentSpec(
+            way=plan["way"],
+            clients=topo["clients"],
+            backends=topo["backends"],
+            policy=plan["traffic"].get("policy", "maglev"),
+        )
         log(f"grading lab {plan['lab']}: topology {topo}")
         bed = GradeBed(spec, plan["workdir"], plan)
         self.bed = bed
@@ -96,9 +110,13 @@ class Grading:
                 self.save("network-skipped")
                 return
             tests = set(plan["tests"])
-            for name, fn in (("affinity", self.affinity), ("paths", self.paths),
-                             ("pool_changes", self.pool_changes), ("key", self.key),
-                             ("robustness", self.robustness)):
+            for name, fn in (
+                ("affinity", self.affinity),
+                ("paths", self.paths),
+                ("pool_changes", self.pool_changes),
+                ("key", self.key),
+                ("robustness", self.robustness),
+            ):
                 if name in tests or (name == "affinity" and tests & {"balance", "correctness"}):
                     log(f"phase {name}")
                     fn()
@@ -107,7 +125,7 @@ class Grading:
                 log(f"hidden scenario {scenario['id']}")
                 self.scenario(scenario)
                 self.save(f"hidden:{scenario['id']}")
-            if "cost" in tests:                  # last: its sink drops all the LB sends
+            if "cost" in tests:  # last: its sink drops all the LB sends
                 log("phase cost")
                 self.cost()
                 self.save("cost")
@@ -116,11 +134,13 @@ class Grading:
 
     def _drive(self, tag, flows, ppf, rate, http, clients=None, timeout=None):
         est = flows * ppf / max(1, rate)
-        return self.bed.drive(tag, flows, ppf, rate, http, clients=clients,
-                              timeout=timeout or est * 3 + 40)
+        return self.bed.drive(
+            tag, flows, ppf, rate, http, clients=clients, timeout=timeout or est * 3 + 40
+        )
 
     def _check(self, client_recs) -> dict:
         from testbed.checker import check
+
         return check(self.bed.backend_records(), client_recs).to_json()
 
     def smoke(self) -> bool:
@@ -165,13 +185,31 @@ class Grading:
         caps = []
         for b in cfg.backend_names():
             out = os.path.join(bed.workdir, f"capture-{tag}-{b}.json")
-            argv = [sys.executable, "-m", "testbed.probe", "capture", "--iface", f"{b}-eth0",
-                    "--port", str(SERVICE_PORT), "--seconds", "600", "--max", "120",
-                    "--keep-marker", MIXED_MARKER.hex(), "--ignore-src", JUNK_SRC_IP,
-                    "--ready-file", out + ".ready", "--out", out]
+            argv = [
+                sys.executable,
+                "-m",
+                "testbed.probe",
+                "capture",
+                "--iface",
+                f"{b}-eth0",
+                "--port",
+                str(SERVICE_PORT),
+                "--seconds",
+                "600",
+                "--max",
+                "120",
+                "--keep-marker",
+                MIXED_MARKER.hex(),
+                "--ignore-src",
+                JUNK_SRC_IP,
+                "--ready-file",
+                out + ".ready",
+                "--out",
+                out,
+            ]
             proc = bed.popen_off_lb_core(b, argv, f"capture-{tag}-{b}")
             caps.append((b, proc, out))
-        for b, proc, out in caps:
+        for _b, proc, out in caps:
             for _ in range(100):
                 if os.path.exists(out + ".ready") or proc.poll() is not None:
                     break
@@ -182,8 +220,9 @@ class Grading:
         f = {"ready": lb.ready, "error": lb.error, "traffic": t}
         if lb.ready:
             mixed = self._start_mixed(tag)
-            recs = self._drive(tag, t["udp_flows"], t["packets_per_flow"], t["rate_pps"],
-                               t["http_conns"])
+            recs = self._drive(
+                tag, t["udp_flows"], t["packets_per_flow"], t["rate_pps"], t["http_conns"]
+            )
             f["mixed"] = self._finish_mixed(*mixed)
             if f["mixed"].get("udp"):
                 recs = recs + [{k: f["mixed"][k] for k in ("client", "udp", "http")}]
@@ -217,8 +256,9 @@ class Grading:
             try:
                 if vip_mode:
                     bed.set_vip_mode(vip_mode)
-                out[p["id"]] = self.traffic_run(f"path-{p['id']}", self.plan["path_traffic"],
-                                                io=dict(p.get("io", {})))
+                out[p["id"]] = self.traffic_run(
+                    f"path-{p['id']}", self.plan["path_traffic"], io=dict(p.get("io", {}))
+                )
             finally:
                 if vip_mode:
                     bed.set_vip_mode("dsr")
@@ -232,10 +272,26 @@ class Grading:
         cfg = bed.topo_cfg
         client = cfg.client_names()[-1]
         out = os.path.join(bed.workdir, f"mixed-{tag}.json")
-        argv = [sys.executable, "-m", "testbed.probe", "mixed", "--iface", f"{client}-eth0",
-                "--dst-mac", cfg.host_mac("lb"), "--src-mac", cfg.host_mac(client),
-                "--src-ip", cfg.host_ip(client), "--vip", cfg.vip, "--port", str(SERVICE_PORT),
-                "--out", out]
+        argv = [
+            sys.executable,
+            "-m",
+            "testbed.probe",
+            "mixed",
+            "--iface",
+            f"{client}-eth0",
+            "--dst-mac",
+            cfg.host_mac("lb"),
+            "--src-mac",
+            cfg.host_mac(client),
+            "--src-ip",
+            cfg.host_ip(client),
+            "--vip",
+            cfg.vip,
+            "--port",
+            str(SERVICE_PORT),
+            "--out",
+            out,
+        ]
         return bed.popen_off_lb_core(client, argv, f"mixed-{tag}"), out
 
     @staticmethod
@@ -261,6 +317,7 @@ class Grading:
     def key(self) -> None:
         from vnf.backends import Backend, BackendPool
         from vnf.packet import FiveTuple, ip_to_int
+
         bed = self.bed
         cfg = bed.topo_cfg
         lb = bed.start_student_lb("key", self.plan["overlay_sub"], policy="maglev")
@@ -268,9 +325,24 @@ class Grading:
         client = cfg.client_names()[0]
         if lb.ready:
             out = os.path.join(bed.workdir, "portpairs.json")
-            argv = [sys.executable, "-m", "testbed.probe", "portpairs", "--vip", cfg.vip,
-                    "--port", str(SERVICE_PORT), "--ports", "41000-41023",
-                    "--flow-id-base", "9000000", "--client-id", "90", "--out", out]
+            argv = [
+                sys.executable,
+                "-m",
+                "testbed.probe",
+                "portpairs",
+                "--vip",
+                cfg.vip,
+                "--port",
+                str(SERVICE_PORT),
+                "--ports",
+                "41000-41023",
+                "--flow-id-base",
+                "9000000",
+                "--client-id",
+                "90",
+                "--out",
+                out,
+            ]
             proc = bed.popen_off_lb_core(client, argv, "portpairs")
             try:
                 proc.wait(120)
@@ -283,18 +355,34 @@ class Grading:
             for rec in records:
                 for fl in rec.get("flows", []):
                     seen.setdefault(str(fl["flow_id"]), []).append(rec.get("backend"))
-            backends = [Backend(name=b, ip=cfg.host_ip(b), mac=cfg.host_mac(b), port=SERVICE_PORT)
-                        for b in cfg.backend_names()]
+            backends = [
+                Backend(name=b, ip=cfg.host_ip(b), mac=cfg.host_mac(b), port=SERVICE_PORT)
+                for b in cfg.backend_names()
+            ]
             pool = BackendPool(backends, "maglev", 65537)
             rows = []
             for fid, (proto, port) in sorted(probe.get("ports", {}).items()):
-                flow = FiveTuple(ip_to_int(cfg.host_ip(client)), ip_to_int(cfg.vip), port,
-                                 SERVICE_PORT, 17 if proto == "udp" else 6)
-                rows.append({"flow_id": int(fid), "proto": proto, "src_port": port,
-                             "flow": str(flow), "expected": pool.choose(flow).name,
-                             "got": sorted(set(seen.get(fid, [])))})
+                flow = FiveTuple(
+                    ip_to_int(cfg.host_ip(client)),
+                    ip_to_int(cfg.vip),
+                    port,
+                    SERVICE_PORT,
+                    17 if proto == "udp" else 6,
+                )
+                rows.append(
+                    {
+                        "flow_id": int(fid),
+                        "proto": proto,
+                        "src_port": port,
+                        "flow": str(flow),
+                        "expected": pool.choose(flow).name,
+                        "got": sorted(set(seen.get(fid, []))),
+                    }
+                )
             f["rows"] = rows
-            f["check"] = self._check([{k: v for k, v in probe.items() if k != "ports"}]) if probe else None
+            f["check"] = (
+                self._check([{k: v for k, v in probe.items() if k != "ports"}]) if probe else None
+            )
         f["stop"] = lb.stop(self.stop_timeout)
         self.facts["key"] = f
         bed.restart_backends()
@@ -307,11 +395,30 @@ class Grading:
         if lb.ready:
             client = cfg.client_names()[0]
             out = os.path.join(bed.workdir, "robust.json")
-            argv = [sys.executable, "-m", "testbed.probe", "robust", "--iface", f"{client}-eth0",
-                    "--dst-mac", cfg.host_mac("lb"), "--src-mac", cfg.host_mac(client),
-                    "--src-ip", cfg.host_ip(client), "--vip", cfg.vip,
-                    "--port", str(SERVICE_PORT), "--lb-pid", str(lb.pid),
-                    "--fuzz", str(self.plan.get("fuzz_frames", 2000)), "--out", out]
+            argv = [
+                sys.executable,
+                "-m",
+                "testbed.probe",
+                "robust",
+                "--iface",
+                f"{client}-eth0",
+                "--dst-mac",
+                cfg.host_mac("lb"),
+                "--src-mac",
+                cfg.host_mac(client),
+                "--src-ip",
+                cfg.host_ip(client),
+                "--vip",
+                cfg.vip,
+                "--port",
+                str(SERVICE_PORT),
+                "--lb-pid",
+                str(lb.pid),
+                "--fuzz",
+                str(self.plan.get("fuzz_frames", 2000)),
+                "--out",
+                out,
+            ]
             proc = bed.popen_off_lb_core(client, argv, "robust")
             try:
                 proc.wait(180)
@@ -345,25 +452,48 @@ class Grading:
         from bench.kernel import DROP_PROG_PIN, trafgen_config
         from testbed.bpf import drop_at_ingress
         from testbed.frames import udp_frame
+
         bed = self.bed
         cfg = bed.topo_cfg
         client = cfg.client_names()[0]
         lb = bed.net["lb"]
         for b in cfg.backend_names():
-            lb.cmd(f"ip neigh replace {cfg.host_ip(b)} lladdr {cfg.host_mac(b)} dev lb-eth0 "
-                   "nud permanent")
+            lb.cmd(
+                f"ip neigh replace {cfg.host_ip(b)} lladdr {cfg.host_mac(b)} dev lb-eth0 "
+                "nud permanent"
+            )
         for name in cfg.host_names():
             link = bed.net[name].intf().link
             sw = link.intf2 if link.intf1.node is bed.net[name] else link.intf1
-            subprocess.run(["bridge", "fdb", "replace", cfg.host_mac(name), "dev", sw.name,
-                            "master", "static"], capture_output=True)
+            subprocess.run(
+                [
+                    "bridge",
+                    "fdb",
+                    "replace",
+                    cfg.host_mac(name),
+                    "dev",
+                    sw.name,
+                    "master",
+                    "static",
+                ],
+                capture_output=True,
+            )
         link = lb.intf().link
         port = (link.intf2 if link.intf1.node is lb else link.intf1).name
         drop_at_ingress(port, DROP_PROG_PIN)
         payload = b"VNFLCOST".ljust(64, b".")
-        frames = [udp_frame(cfg.host_mac(client), cfg.host_mac("lb"), cfg.host_ip(client),
-                            cfg.vip, 10000 + i, SERVICE_PORT, payload)
-                  for i in range(int(c.get("flows", 4096)))]
+        frames = [
+            udp_frame(
+                cfg.host_mac(client),
+                cfg.host_mac("lb"),
+                cfg.host_ip(client),
+                cfg.vip,
+                10000 + i,
+                SERVICE_PORT,
+                payload,
+            )
+            for i in range(int(c.get("flows", 4096)))
+        ]
         path = os.path.join(bed.workdir, "trafgen.cfg")
         with open(path, "w") as f:
             f.write(trafgen_config(frames))
@@ -375,6 +505,7 @@ class Grading:
         ``seconds`` after ``warmup_s``; the LB on CPU 1, trafgen on CPU 0."""
         from bench.kernel import stop_trafgen
         from testbed.procfs import netdev
+
         bed, sat = self.bed, self.saturation
         lb = bed.start_student_lb(tag, overlay)
         w = {"ready": lb.ready, "error": lb.error, "method": "saturation", "ns_per_packet": None}
@@ -383,8 +514,20 @@ class Grading:
             if not lb.ready:
                 return w
             subprocess.run(["taskset", "-a", "-p", "-c", "1", str(lb.pid)], capture_output=True)
-            argv = ["taskset", "-c", "0", "trafgen", "-o", f"{sat['client']}-eth0", "-i",
-                    sat["trafgen_cfg"], "-P", "1", "--no-sock-mem", "-q"]
+            argv = [
+                "taskset",
+                "-c",
+                "0",
+                "trafgen",
+                "-o",
+                f"{sat['client']}-eth0",
+                "-i",
+                sat["trafgen_cfg"],
+                "-P",
+                "1",
+                "--no-sock-mem",
+                "-q",
+            ]
             log_f = open(os.path.join(bed.workdir, f"gen-{tag}.log"), "wb")
             gen = bed.net[sat["client"]].popen(argv, stdout=log_f, stderr=subprocess.STDOUT)
             log_f.close()
@@ -394,14 +537,18 @@ class Grading:
             time.sleep(float(c["seconds"]))
             tx1, c1, t1 = netdev(lb_ns)["lb-eth0"]["tx_packets"], lb.cpu(), time.monotonic()
             fwd, cpu, wall = tx1 - tx0, c1 - c0, t1 - t0
-            w.update(wall_s=round(wall, 3), cpu_s=round(cpu, 4), forwarded=fwd,
-                     mpps=round(fwd / wall / 1e6, 4) if wall > 0 else None,
-                     core_share=round(cpu / wall, 3) if wall > 0 else None,
-                     alive_after=lb.alive())
+            w.update(
+                wall_s=round(wall, 3),
+                cpu_s=round(cpu, 4),
+                forwarded=fwd,
+                mpps=round(fwd / wall / 1e6, 4) if wall > 0 else None,
+                core_share=round(cpu / wall, 3) if wall > 0 else None,
+                alive_after=lb.alive(),
+            )
             if fwd > 0:
                 w["ns_per_packet"] = round(cpu / fwd * 1e9, 1)
             return w
-        except Exception as exc:                  # noqa: BLE001 - the window failed
+        except Exception as exc:  # noqa: BLE001 - the window failed
             w["busy_error"] = f"the measurement failed: {type(exc).__name__}: {exc}"
             return w
         finally:
@@ -420,16 +567,20 @@ class Grading:
         something else are taken out with the LB's share of the core (CPU time / wall time).
         The counters are cross-checked against the generator's own counts."""
         from testbed.dpdkgen import DpdkGenerator
+
         bed = self.bed
         uid, gid = user_ids(bed.lb_user(overlay))
         bed.lb_dpdk_dir(bed.lb_user(overlay))
         sock = os.path.join(bed.vhost_dir, f"gen-{tag}.sock")
-        gen = DpdkGenerator(sock, flows=int(c.get("gen_flows", 1024)),
-                            log_path=os.path.join(bed.workdir, f"gen-{tag}.log"))
+        gen = DpdkGenerator(
+            sock,
+            flows=int(c.get("gen_flows", 1024)),
+            log_path=os.path.join(bed.workdir, f"gen-{tag}.log"),
+        )
         w = {"method": "generator", "ns_per_packet": None}
         try:
             gen.start()
-        except Exception as exc:                  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001
             w.update(ready=False, error=f"the DPDK generator did not start: {exc}")
             return w
         lb = None
@@ -439,8 +590,12 @@ class Grading:
             chown_own_socket(sock, uid, gid)
             mac = bed.topo_cfg.host_mac("lb")
             cfg = bed.lb_config()
-            cfg["io"] = {"vdev": f"net_virtio_user0,path={sock},queues=1,mac={mac}", "mac": mac,
-                         "cpus": [1], "mem_mb": bed.LB_DPDK_MEM_MB}
+            cfg["io"] = {
+                "vdev": f"net_virtio_user0,path={sock},queues=1,mac={mac}",
+                "mac": mac,
+                "cpus": [1],
+                "mem_mb": bed.LB_DPDK_MEM_MB,
+            }
             lb = bed.start_student_lb(tag, overlay, config=cfg)
             w.update(ready=lb.ready, error=lb.error)
             if not lb.ready:
@@ -453,29 +608,42 @@ class Grading:
             time.sleep(secs)
             b, c1, t1 = lb.busy_snapshot(), lb.cpu(), time.monotonic()
             g = gen.result()
-            w.update(wall_s=round(t1 - t0, 3), cpu_s=round(c1 - c0, 4),
-                     generated=g.get("tx"), returned=g.get("rx"), forwarded=g.get("rx"))
+            w.update(
+                wall_s=round(t1 - t0, 3),
+                cpu_s=round(c1 - c0, 4),
+                generated=g.get("tx"),
+                returned=g.get("rx"),
+                forwarded=g.get("rx"),
+            )
             if not (a and b):
-                w["busy_error"] = ("its stats (--stats-file, on SIGUSR1) have no busy counters "
-                                   "(busy.cycles, busy.rx_packets, busy.tsc_hz): do not "
-                                   "override the provided extra_stats()")
+                w["busy_error"] = (
+                    "its stats (--stats-file, on SIGUSR1) have no busy counters "
+                    "(busy.cycles, busy.rx_packets, busy.tsc_hz): do not "
+                    "override the provided extra_stats()"
+                )
                 return w
             cycles, rx = b["cycles"] - a["cycles"], b["rx_packets"] - a["rx_packets"]
             hz, wall = b["tsc_hz"] or 1, t1 - t0
             if not g.get("rx"):
                 w["busy_error"] = "it sent nothing back to the generator"
             elif rx <= 0 or rx > (g.get("tx") or 0) or cycles < 0 or cycles / hz > 1.5 * wall + 1:
-                w["busy_error"] = (f"its busy counters ({cycles} cycles, {rx} packets received "
-                                   f"in {wall:.1f} s) do not agree with the generator's "
-                                   f"{g.get('tx')} packets sent")
+                w["busy_error"] = (
+                    f"its busy counters ({cycles} cycles, {rx} packets received "
+                    f"in {wall:.1f} s) do not agree with the generator's "
+                    f"{g.get('tx')} packets sent"
+                )
             else:
                 share = min(1.0, (c1 - c0) / wall) if wall > 0 else 1.0
-                w.update(busy_cycles=cycles, busy_rx=rx, core_share=round(share, 3),
-                         raw_ns_per_packet=round(cycles / hz / rx * 1e9, 1),
-                         ns_per_packet=round(cycles / hz / rx * 1e9 * share, 1),
-                         mpps=round(rx / wall / 1e6, 4))
+                w.update(
+                    busy_cycles=cycles,
+                    busy_rx=rx,
+                    core_share=round(share, 3),
+                    raw_ns_per_packet=round(cycles / hz / rx * 1e9, 1),
+                    ns_per_packet=round(cycles / hz / rx * 1e9 * share, 1),
+                    mpps=round(rx / wall / 1e6, 4),
+                )
             return w
-        except Exception as exc:                  # noqa: BLE001 - the window failed
+        except Exception as exc:  # noqa: BLE001 - the window failed
             w.setdefault("error", None)
             w["busy_error"] = f"the measurement failed: {type(exc).__name__}: {exc}"
             return w
@@ -488,6 +656,7 @@ class Grading:
         """Windows alternating reference and submission in the same run, at saturation. The
         kernel ways' sink drops everything the LB sends: this phase runs last."""
         from testbed.bpf import stop_dropping
+
         c = self.plan["cost"]
         windows = []
         self.saturation = None
@@ -495,16 +664,21 @@ class Grading:
             if self.plan["way"] != "dpdk":
                 self.saturation = self._saturation_setup(c)
             for r in range(int(c.get("rounds", 1))):
-                for who, overlay in (("reference", self.plan["overlay_ref"]),
-                                     ("submission", self.plan["overlay_sub"])):
+                for who, overlay in (
+                    ("reference", self.plan["overlay_ref"]),
+                    ("submission", self.plan["overlay_sub"]),
+                ):
                     w = self._cost_window(f"cost-{who}-{r}", overlay, c)
                     w["who"] = who
                     windows.append(w)
         finally:
             if self.saturation:
                 stop_dropping(self.saturation["port"])
-        self.facts["cost"] = {"windows": windows, "seconds": c["seconds"],
-                              "flows": c.get("flows", c.get("gen_flows"))}
+        self.facts["cost"] = {
+            "windows": windows,
+            "seconds": c["seconds"],
+            "flows": c.get("flows", c.get("gen_flows")),
+        }
 
     def scenario(self, s: dict) -> None:
         bed = self.bed
@@ -513,9 +687,13 @@ class Grading:
         lb = bed.start_student_lb(f"hidden-{s['id']}", self.plan["overlay_sub"], **over)
         f = {"ready": lb.ready, "error": lb.error}
         if lb.ready:
-            recs = self._drive(f"hidden-{s['id']}", int(s.get("udp_flows", 300)),
-                               int(s.get("packets_per_flow", 3)), int(s.get("rate_pps", 3000)),
-                               int(s.get("http_conns", 10)))
+            recs = self._drive(
+                f"hidden-{s['id']}",
+                int(s.get("udp_flows", 300)),
+                int(s.get("packets_per_flow", 3)),
+                int(s.get("rate_pps", 3000)),
+                int(s.get("http_conns", 10)),
+            )
             f["alive_after"] = lb.alive()
             f["check"] = self._check(recs)
         f["stop"] = lb.stop(self.stop_timeout)
@@ -529,6 +707,7 @@ def _udp_flows_seen(check: dict) -> int:
 
 def main(argv: list[str]) -> int:
     from testbed import sandbox
+
     plan_path, facts_path = argv
     sandbox.setup_inside()
     with open(plan_path) as f:
@@ -538,8 +717,9 @@ def main(argv: list[str]) -> int:
     g.unit()
     try:
         g.run_network()
-    except Exception as exc:                       # noqa: BLE001 - recorded, graded as not run
+    except Exception as exc:  # noqa: BLE001 - recorded, graded as not run
         import traceback
+
         g.facts["grader_error"] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-3000:]}"
     g.facts["finished"] = time.time()
     g.save("done")

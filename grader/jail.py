@@ -29,6 +29,7 @@ The LB is pid 1 of its namespace: the kernel delivers the grader's SIGTERM and S
 once it has handlers for them (the way contract installs both), and when it exits every other
 process of the namespace dies with it. Stopping is the cgroup's: freeze, SIGKILL all, thaw.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -44,11 +45,11 @@ from grader.cgroups import Bounds, Cgroup
 from grader.errors import GradeError
 from grader.sandbox_user import user_ids
 
-CODE = "/vnflab/code"              # the overlay, inside the jail
-RUN = "/vnflab/run"                # the run dir, inside: config.json + out/
-OUT = RUN + "/out"                 # the only directory the jailed user may write (and /tmp)
-SETUP_FAILED = 125                 # exit code of a jail whose set-up failed
-OK_FILE = "jail.ok"                # written by root in the run dir once the jail stands
+CODE = "/vnflab/code"  # the overlay, inside the jail
+RUN = "/vnflab/run"  # the run dir, inside: config.json + out/
+OUT = RUN + "/out"  # the only directory the jailed user may write (and /tmp)
+SETUP_FAILED = 125  # exit code of a jail whose set-up failed
+OK_FILE = "jail.ok"  # written by root in the run dir once the jail stands
 DEVICES = ("null", "zero", "full", "random", "urandom")
 _names = itertools.count(1)
 
@@ -70,10 +71,20 @@ class Jail:
     Everything lives under ``WORKDIR/jails/<n>`` (root-only) and goes away with
     ``destroy()``; ``grading`` names the grading's cgroups (``grader.cgroups``)."""
 
-    def __init__(self, grading: str, workdir: str, *, user: str, limits: dict,
-                 caps: tuple[str, ...] = (), binds: dict[str, str] | None = None,
-                 rw_binds: dict[str, str] | None = None, hugepages: bool = False,
-                 netns_pid: int | None = None, files: dict[str, str] | None = None):
+    def __init__(
+        self,
+        grading: str,
+        workdir: str,
+        *,
+        user: str,
+        limits: dict,
+        caps: tuple[str, ...] = (),
+        binds: dict[str, str] | None = None,
+        rw_binds: dict[str, str] | None = None,
+        hugepages: bool = False,
+        netns_pid: int | None = None,
+        files: dict[str, str] | None = None,
+    ):
         # A neutral name per start ("3"), never the phase: a jailed process must not learn
         # which test it is in (its cgroup path would tell it).
         self.name = str(next(_names))
@@ -85,10 +96,16 @@ class Jail:
         self.root = os.path.join(self.base, "root")
         self.run_dir = os.path.join(self.base, "run")
         lim = limits
-        self.cgroup = Cgroup(grading, self.name, Bounds(
-            memory_mb=int(lim.get("memory_mb", 1536)), processes=int(lim.get("processes", 64)),
-            cpu_cores=float(lim.get("cpu_cores", 1.0)) or None,
-            hugepages_mb=int(lim.get("hugepages_mb", 0)) if hugepages else 0))
+        self.cgroup = Cgroup(
+            grading,
+            self.name,
+            Bounds(
+                memory_mb=int(lim.get("memory_mb", 1536)),
+                processes=int(lim.get("processes", 64)),
+                cpu_cores=float(lim.get("cpu_cores", 1.0)) or None,
+                hugepages_mb=int(lim.get("hugepages_mb", 0)) if hugepages else 0,
+            ),
+        )
         self.proc: subprocess.Popen | None = None
         self._lb_pid: int | None = None
         self._built = False
@@ -102,17 +119,26 @@ class Jail:
         """The cgroup and the run dir: a fresh, capped tmpfs (no file from an earlier start can
         be in it), root-owned, with the files read-only and ``out/`` the jailed user's."""
         from testbed import sandbox
+
         if not sandbox.in_sandbox():
-            raise JailError("jail: only inside a grading sandbox (its mount namespace is the "
-                            "one the run dirs are mounted in)")
+            raise JailError(
+                "jail: only inside a grading sandbox (its mount namespace is the "
+                "one the run dirs are mounted in)"
+            )
         uid, gid = user_ids(self.user)
         os.makedirs(os.path.dirname(self.base), mode=0o700, exist_ok=True)
         os.makedirs(self.root, mode=0o700)
         os.makedirs(self.run_dir, mode=0o700)
         self._built = True
         self.cgroup.create()
-        _mount("-t", "tmpfs", "-o", f"size={int(self.limits.get('run_dir_mb', 16))}m,mode=755,"
-               "nosuid,nodev,noexec", "vnflab-run", self.run_dir)
+        _mount(
+            "-t",
+            "tmpfs",
+            "-o",
+            f"size={int(self.limits.get('run_dir_mb', 16))}m,mode=755,nosuid,nodev,noexec",
+            "vnflab-run",
+            self.run_dir,
+        )
         for name, text in self.files.items():
             path = os.path.join(self.run_dir, name)
             with open(path, "w") as f:
@@ -125,16 +151,33 @@ class Jail:
     def command(self, argv: list[str], env: dict | None = None) -> list[str]:
         """The command line that runs ``argv`` in this jail (``build()`` first)."""
         q = shlex.quote
-        fail = (f'fail() {{ echo "vnflab-jail: $*" >&2; exit {SETUP_FAILED}; }}\n')
-        join = "".join(f'echo $$ > {q(p)} || fail "cannot join the cgroup {p}"\n'
-                       for p in self.cgroup.procs_files())
-        unshare = ["unshare", "--pid", "--fork", "--kill-child", "--ipc", "--cgroup", "--mount",
-                   "--propagation", "private", "--"]
+        fail = f'fail() {{ echo "vnflab-jail: $*" >&2; exit {SETUP_FAILED}; }}\n'
+        join = "".join(
+            f'echo $$ > {q(p)} || fail "cannot join the cgroup {p}"\n'
+            for p in self.cgroup.procs_files()
+        )
+        unshare = [
+            "unshare",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--ipc",
+            "--cgroup",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+        ]
         if self.netns_pid:
             unshare = ["nsenter", f"--net=/proc/{self.netns_pid}/ns/net", "--", *unshare]
         inner = fail + self._root_script() + self._drop_script(env)
-        outer = fail + join + "exec " + " ".join(q(a) for a in unshare) + \
-            ' /bin/sh -c "$0" vnflab-jail "$@"\n'
+        outer = (
+            fail
+            + join
+            + "exec "
+            + " ".join(q(a) for a in unshare)
+            + ' /bin/sh -c "$0" vnflab-jail "$@"\n'
+        )
         return ["/bin/sh", "-c", outer, inner, *argv]
 
     def popen(self, argv: list[str], env: dict | None = None, **kwargs) -> subprocess.Popen:
@@ -145,15 +188,22 @@ class Jail:
         self.proc = subprocess.Popen(self.command(argv, env), start_new_session=True, **kwargs)
         return self.proc
 
-    def run(self, argv: list[str], *, timeout: float, input: str | None = None,
-            env: dict | None = None) -> subprocess.CompletedProcess:
+    def run(
+        self, argv: list[str], *, timeout: float, input: str | None = None, env: dict | None = None
+    ) -> subprocess.CompletedProcess:
         """Run ``argv`` to its end in a fresh jail (the unit-check harness), output captured;
         the jail is destroyed afterwards whatever happened. ``subprocess.TimeoutExpired`` as
         ``subprocess.run``; ``JailError`` when the jail could not be built."""
         try:
-            proc = self.popen(argv, env, stdin=subprocess.PIPE if input is not None else None,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              errors="replace")
+            proc = self.popen(
+                argv,
+                env,
+                stdin=subprocess.PIPE if input is not None else None,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                errors="replace",
+            )
             try:
                 out, err = proc.communicate(input, timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -170,8 +220,10 @@ class Jail:
         if self.proc is None or self.proc.poll() is None:
             return
         if not os.path.exists(os.path.join(self.run_dir, OK_FILE)):
-            raise JailError(f"jail {self.name} was not built (exit {self.proc.returncode})"
-                            + (f": {log_tail.strip()[-1500:]}" if log_tail else ""))
+            raise JailError(
+                f"jail {self.name} was not built (exit {self.proc.returncode})"
+                + (f": {log_tail.strip()[-1500:]}" if log_tail else "")
+            )
 
     @property
     def lb_pid(self) -> int | None:
@@ -218,17 +270,27 @@ class Jail:
         """Shell (root, pid 1 of the new namespaces) that builds the new root and enters it."""
         q = shlex.quote
         r = self.root
-        lines = ["set -u", f"R={q(r)}",
-                 ('mount -t tmpfs -o size=4m,mode=755,nosuid,nodev vnflab-root "$R" '
-                  '|| fail "tmpfs root"')]
+        lines = [
+            "set -u",
+            f"R={q(r)}",
+            (
+                'mount -t tmpfs -o size=4m,mode=755,nosuid,nodev vnflab-root "$R" '
+                '|| fail "tmpfs root"'
+            ),
+        ]
 
         def bind(src: str, dst: str, rw: bool = False, opts: str = "nosuid,nodev") -> None:
             d = q(r + dst)
-            mk = f"mkdir -p {d}" if os.path.isdir(src) else \
-                f"mkdir -p {q(os.path.dirname(r + dst))} && : > {d}"
+            mk = (
+                f"mkdir -p {d}"
+                if os.path.isdir(src)
+                else f"mkdir -p {q(os.path.dirname(r + dst))} && : > {d}"
+            )
             ro = "" if rw else "ro,"
-            lines.append(f"{{ {mk} && mount --bind {q(src)} {d} && "
-                         f"mount -o remount,bind,{ro}{opts} {d}; }} || fail {q('bind ' + dst)}")
+            lines.append(
+                f"{{ {mk} && mount --bind {q(src)} {d} && "
+                f"mount -o remount,bind,{ro}{opts} {d}; }} || fail {q('bind ' + dst)}"
+            )
 
         for top in ("usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32"):
             src = "/" + top
@@ -246,18 +308,26 @@ class Jail:
         bind(self.run_dir, RUN, rw=True, opts="nosuid,nodev,noexec")
         lines += [
             'mkdir -p "$R/dev" "$R/proc" "$R/sys" "$R/tmp" || fail dirs',
-            ('mount -t tmpfs -o size=64k,mode=755,nosuid,noexec vnflab-dev "$R/dev" '
-             '|| fail "/dev"')]
+            (
+                'mount -t tmpfs -o size=64k,mode=755,nosuid,noexec vnflab-dev "$R/dev" '
+                '|| fail "/dev"'
+            ),
+        ]
         for dev in DEVICES:
-            lines.append(f': > "$R/dev/{dev}" && mount --bind /dev/{dev} "$R/dev/{dev}" '
-                         f'|| fail "/dev/{dev}"')
+            lines.append(
+                f': > "$R/dev/{dev}" && mount --bind /dev/{dev} "$R/dev/{dev}" || fail "/dev/{dev}"'
+            )
         shm, tmp = int(self.limits.get("shm_mb", 64)), int(self.limits.get("tmp_mb", 64))
         lines += [
             'ln -s /proc/self/fd "$R/dev/fd" || fail "/dev/fd"',
-            (f'mkdir "$R/dev/shm" && mount -t tmpfs -o size={shm}m,mode=1777,nosuid,nodev '
-             'vnflab-shm "$R/dev/shm" || fail "/dev/shm"'),
-            (f'mount -t tmpfs -o size={tmp}m,mode=1777,nosuid,nodev vnflab-tmp "$R/tmp" '
-             '|| fail "/tmp"'),
+            (
+                f'mkdir "$R/dev/shm" && mount -t tmpfs -o size={shm}m,mode=1777,nosuid,nodev '
+                'vnflab-shm "$R/dev/shm" || fail "/dev/shm"'
+            ),
+            (
+                f'mount -t tmpfs -o size={tmp}m,mode=1777,nosuid,nodev vnflab-tmp "$R/tmp" '
+                '|| fail "/tmp"'
+            ),
             'mount -t proc -o nosuid,nodev,noexec proc "$R/proc" || fail "/proc"',
             'mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$R/sys" || fail "/sys"',
         ]
@@ -275,12 +345,25 @@ class Jail:
     def _drop_script(self, env: dict | None) -> str:
         uid, gid = user_ids(self.user)
         lim = self.limits
-        full_env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/nonexistent",
-                    "LANG": "C.UTF-8", "PYTHONPATH": CODE, "PYTHONDONTWRITEBYTECODE": "1",
-                    "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-                    "VNFLAB_STUDENT": "1", **(env or {})}
-        setpriv = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
-                   "--no-new-privs"]
+        full_env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": "/nonexistent",
+            "LANG": "C.UTF-8",
+            "PYTHONPATH": CODE,
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "OPENBLAS_NUM_THREADS": "1",
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "VNFLAB_STUDENT": "1",
+            **(env or {}),
+        }
+        setpriv = [
+            "setpriv",
+            f"--reuid={uid}",
+            f"--regid={gid}",
+            "--clear-groups",
+            "--no-new-privs",
+        ]
         if self.caps:
             c = ",".join(f"+{x}" for x in self.caps)
             setpriv += [f"--inh-caps={c}", f"--ambient-caps={c}", f"--bounding-set=-all,{c}"]
@@ -288,15 +371,18 @@ class Jail:
             setpriv += ["--inh-caps=-all", "--bounding-set=-all"]
         # RLIMIT_NPROC counts the user's processes machine-wide: with pids.max per cgroup it is
         # only a generous backstop, so one student's fork bomb cannot starve another grading.
-        prlimit = ["prlimit", f"--cpu={int(lim.get('cpu_seconds', 120))}",
-                   f"--as={int(lim.get('address_space_mb', lim.get('memory_mb', 1536))) << 20}",
-                   *([f"--data={int(lim['data_mb']) << 20}"] if lim.get("data_mb") else []),
-                   f"--nproc={64 * int(lim.get('processes', 64))}",
-                   f"--nofile={int(lim.get('open_files', 4096))}",
-                   f"--fsize={int(lim.get('file_mb', 64)) << 20}", "--core=0"]
+        prlimit = [
+            "prlimit",
+            f"--cpu={int(lim.get('cpu_seconds', 120))}",
+            f"--as={int(lim.get('address_space_mb', lim.get('memory_mb', 1536))) << 20}",
+            *([f"--data={int(lim['data_mb']) << 20}"] if lim.get("data_mb") else []),
+            f"--nproc={64 * int(lim.get('processes', 64))}",
+            f"--nofile={int(lim.get('open_files', 4096))}",
+            f"--fsize={int(lim.get('file_mb', 64)) << 20}",
+            "--core=0",
+        ]
         envcmd = ["env", "-i", *(f"{k}={v}" for k, v in full_env.items())]
-        return "exec " + " ".join(shlex.quote(a) for a in [*setpriv, *prlimit, *envcmd]) + \
-            ' "$@"\n'
+        return "exec " + " ".join(shlex.quote(a) for a in [*setpriv, *prlimit, *envcmd]) + ' "$@"\n'
 
 
 def _comm(pid: int) -> str:

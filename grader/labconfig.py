@@ -5,12 +5,14 @@ the same in all three ways) or in ``labs/labN/hidden/`` (that lab only; a file o
 replaces the shared one). Both places are instructor-only: never released, never visible to a
 submission's process.
 """
+
 from __future__ import annotations
 
 import glob
 import os
-import tomllib
 from dataclasses import dataclass, field
+
+import tomllib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LABS = os.path.join(REPO, "labs")
@@ -24,11 +26,21 @@ def hidden_dirs(n: int) -> list[str]:
 
 # Instructor-only paths, never released (relative to REPO; a jailed process sees none of the
 # checkout anyway, see grader.jail). Every lab's hidden dir is listed, whether or not it exists.
-INSTRUCTOR_ONLY = ("vnf", "tests", ".git", "grader/hidden",
-                   *sorted({os.path.relpath(d, REPO)
-                            for lab in sorted(glob.glob(os.path.join(LABS, "lab[0-9]*")))
-                            for d in hidden_dirs(int(os.path.basename(lab)[3:]))}),
-                   "build", "notebooks")
+INSTRUCTOR_ONLY = (
+    "vnf",
+    "tests",
+    ".git",
+    "grader/hidden",
+    *sorted(
+        {
+            os.path.relpath(d, REPO)
+            for lab in sorted(glob.glob(os.path.join(LABS, "lab[0-9]*")))
+            for d in hidden_dirs(int(os.path.basename(lab)[3:]))
+        }
+    ),
+    "build",
+    "notebooks",
+)
 
 
 class LabError(ValueError):
@@ -40,7 +52,7 @@ class Lab:
     number: int
     title: str
     way: str
-    files: dict[str, str]            # student file -> path in the repo (the reference)
+    files: dict[str, str]  # student file -> path in the repo (the reference)
     raw: dict
     hidden: list[dict] = field(default_factory=list)
     path: str = ""
@@ -73,7 +85,9 @@ class Lab:
 
     def balance_tolerance(self, quick: bool) -> float:
         b = self.raw.get("balance", {})
-        return float(b.get("quick_max_mean", b.get("max_mean", 1.3)) if quick else b.get("max_mean", 1.3))
+        return float(
+            b.get("quick_max_mean", b.get("max_mean", 1.3)) if quick else b.get("max_mean", 1.3)
+        )
 
     def gradable(self) -> str | None:
         """None when the grader can run this lab end to end, else why not."""
@@ -108,12 +122,20 @@ def load(number: int | str) -> Lab:
                 h = tomllib.load(f)
             h.setdefault("id", os.path.splitext(os.path.basename(hp))[0])
             hidden[os.path.basename(hp)] = h
-    return Lab(number=n, title=meta.get("title", f"lab {n}"), way=meta["way"],
-               files=dict(raw.get("files", {})), raw=raw,
-               hidden=[hidden[k] for k in sorted(hidden)],
-               path=os.path.dirname(path))
+    return Lab(
+        number=n,
+        title=meta.get("title", f"lab {n}"),
+        way=meta["way"],
+        files=dict(raw.get("files", {})),
+        raw=raw,
+        hidden=[hidden[k] for k in sorted(hidden)],
+        path=os.path.dirname(path),
+    )
 
 
 def all_labs() -> list[int]:
-    return sorted(int(os.path.basename(d)[3:]) for d in glob.glob(os.path.join(LABS, "lab[0-9]*"))
-                  if os.path.exists(os.path.join(d, "lab.toml")))
+    return sorted(
+        int(os.path.basename(d)[3:])
+        for d in glob.glob(os.path.join(LABS, "lab[0-9]*"))
+        if os.path.exists(os.path.join(d, "lab.toml"))
+    )

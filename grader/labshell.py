@@ -6,6 +6,7 @@ The LB is the submission laid over a copy of the ``vnf`` package (``grader.overl
 ``restart`` in the shell copies the student's files into that copy again, so an edit is one
 ``restart`` away and the topology stays up.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,6 +21,7 @@ from grader.overlay import build_overlay, find_submission_files
 def lab_shell(lab: Lab, submission: str, pcap_dir: str | None = None) -> int:
     from testbed.sandbox import can_sandbox
     from testbed.shell import ShellSpec, run_shell
+
     problem = can_sandbox()
     if problem:
         print(f"vnflab lab shell: {problem}", file=sys.stderr)
@@ -30,17 +32,29 @@ def lab_shell(lab: Lab, submission: str, pcap_dir: str | None = None) -> int:
         for name in build_overlay(overlay, submission, lab):
             print(f"(no {name} in {submission}: using the starter)")
         found, _ = find_submission_files(submission, lab)
-        refresh = [[os.path.abspath(src), os.path.join(overlay, lab.files[name])]
-                   for name, src in found.items()]
+        refresh = [
+            [os.path.abspath(src), os.path.join(overlay, lab.files[name])]
+            for name, src in found.items()
+        ]
         topo = lab.raw.get("topology", {})
         where = "the reference" if submission == "reference" else os.path.abspath(submission)
-        spec = ShellSpec(way=lab.way, policy=lab.traffic(False).get("policy", "maglev"),
-                         clients=int(topo.get("clients", 2)), backends=int(topo.get("backends", 3)),
-                         lb_command=["env", f"PYTHONPATH={overlay}", sys.executable, "-m",
-                                     f"vnf.ways.{lab.way}_lb"],
-                         refresh=refresh, pcap_dir=pcap_dir or "",
-                         title=f"lab {lab.number}, your {lab.way} LB ({', '.join(found)} from "
-                               f"{where}; edit them, then restart)")
+        spec = ShellSpec(
+            way=lab.way,
+            policy=lab.traffic(False).get("policy", "maglev"),
+            clients=int(topo.get("clients", 2)),
+            backends=int(topo.get("backends", 3)),
+            lb_command=[
+                "env",
+                f"PYTHONPATH={overlay}",
+                sys.executable,
+                "-m",
+                f"vnf.ways.{lab.way}_lb",
+            ],
+            refresh=refresh,
+            pcap_dir=pcap_dir or "",
+            title=f"lab {lab.number}, your {lab.way} LB ({', '.join(found)} from "
+            f"{where}; edit them, then restart)",
+        )
         return run_shell(spec)
     finally:
         shutil.rmtree(overlay, ignore_errors=True)

@@ -16,14 +16,17 @@ indentation, so the starter imports, runs, and fails where the student has work 
 Blocks of other labs keep their code (later labs hand out earlier labs' reference pieces); only
 their marker lines are removed. Nothing is maintained twice: the release is generated.
 """
+
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
 # "lab3: hint" or "lab3-vector: hint" (a variant name: several blocks of one lab in one file)
-BEGIN = re.compile(r"^(?P<indent>[ \t]*)# BEGIN SOLUTION (?P<lab>lab\d+)(?:-(?P<variant>[\w-]+))?"
-                   r"\s*:?\s*(?P<hint>.*?)\s*$")
+BEGIN = re.compile(
+    r"^(?P<indent>[ \t]*)# BEGIN SOLUTION (?P<lab>lab\d+)(?:-(?P<variant>[\w-]+))?"
+    r"\s*:?\s*(?P<hint>.*?)\s*$"
+)
 END = re.compile(r"^[ \t]*# END SOLUTION\s*$")
 
 
@@ -36,9 +39,9 @@ class Block:
     lab: str
     hint: str
     indent: str
-    start: int          # line index of BEGIN
-    end: int            # line index of END
-    body: list[str]     # the solution lines (without markers)
+    start: int  # line index of BEGIN
+    end: int  # line index of END
+    body: list[str]  # the solution lines (without markers)
 
 
 def blocks(text: str, where: str = "<text>") -> list[Block]:
@@ -79,11 +82,11 @@ def strip(text: str, lab: str, where: str = "<text>") -> str:
         block = by_start.get(i)
         if block is None:
             if END.match(line.rstrip("\n")):
-                continue                         # end marker of another lab's block
+                continue  # end marker of another lab's block
             out.append(line)
             continue
         if block.lab != lab:
-            continue                             # keep the other lab's code, drop its marker
+            continue  # keep the other lab's code, drop its marker
         hint = block.hint or "write this part"
         out.append(f"{block.indent}# TODO ({lab}): {hint}\n")
         out.append(f"{block.indent}raise NotImplementedError({(lab + ': ' + hint)!r})\n")
@@ -100,5 +103,8 @@ def solution_lines(text: str, lab: str) -> set[str]:
         inside.update(x.strip() for x in b.body)
     outside_text = strip(text, lab)
     outside = {x.strip() for x in outside_text.splitlines()}
-    return {x for x in inside - outside
-            if len(x) >= 12 and not x.startswith("#") and x not in ("continue", "return None")}
+    return {
+        x
+        for x in inside - outside
+        if len(x) >= 12 and not x.startswith("#") and x not in ("continue", "return None")
+    }

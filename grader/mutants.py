@@ -7,6 +7,7 @@ test. Prints the caught fraction and, per mutant, the tests where it lost points
 ``mutants.json`` next to the gradebook. A full corpus run takes a while (about a minute per
 mutant per job): a documented command, not part of CI.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,6 +22,7 @@ from grader.grade import grade_all
 def corpus():
     """The corpus module (it lives with the tests: never released, never in a student's jail)."""
     from tests.grader_fixtures import mutants
+
     return mutants
 
 
@@ -30,6 +32,7 @@ COST_RATIO = re.compile(r"ratio (\d+(?:\.\d+)?)")
 def _test_keys() -> dict[str, str]:
     """Test title (as results.json names them) -> the test's key (``unit``, ``cost``...)."""
     from grader.scoring import TEST_TITLES, UNIT_TITLES
+
     return {**{t: k for k, t in TEST_TITLES.items()}, **{t: "unit" for t in UNIT_TITLES.values()}}
 
 
@@ -52,12 +55,20 @@ def _results(out: str, name: str) -> tuple[dict, float | None, str | None]:
     return lost, ratio, None
 
 
-def grade_mutants(lab: int, out: str, jobs: int = 2, quick: bool = False,
-                  only: list[str] | None = None, references: int = 0, progress=print) -> dict:
+def grade_mutants(
+    lab: int,
+    out: str,
+    jobs: int = 2,
+    quick: bool = False,
+    only: list[str] | None = None,
+    references: int = 0,
+    progress=print,
+) -> dict:
     """Grade the lab's mutants (or ``only`` those) and ``references`` copies of the reference
     alongside (it must lose nothing: the reference-vs-reference cost ratios are the spread
     the cost thresholds must clear)."""
     from tests.grader_fixtures.make import LAB_FILES, REPO
+
     m = corpus()
     names = only or m.for_lab(lab)
     bad = [n for n in names if n not in m.MUTANTS or m.MUTANTS[n].lab != lab]
@@ -73,42 +84,62 @@ def grade_mutants(lab: int, out: str, jobs: int = 2, quick: bool = False,
             os.makedirs(os.path.join(subs, r))
             for student, ref in LAB_FILES[lab].items():
                 shutil.copyfile(os.path.join(REPO, ref), os.path.join(subs, r, student))
-        grade_all(subs, lab, out, jobs=jobs, quick=quick, include_hidden=False,
-                  progress=progress)
+        grade_all(subs, lab, out, jobs=jobs, quick=quick, include_hidden=False, progress=progress)
     finally:
         shutil.rmtree(subs, ignore_errors=True)
     rows = []
     for n in names:
         mut = m.MUTANTS[n]
         lost, ratio, error = _results(out, n)
-        rows.append({"mutant": n, "must_catch": mut.test, "why": mut.why,
-                     "caught": mut.test in lost, "lost": lost, "cost_ratio": ratio,
-                     "error": error})
+        rows.append(
+            {
+                "mutant": n,
+                "must_catch": mut.test,
+                "why": mut.why,
+                "caught": mut.test in lost,
+                "lost": lost,
+                "cost_ratio": ratio,
+                "error": error,
+            }
+        )
     ref_rows = []
     for r in refs:
         lost, ratio, error = _results(out, r)
         ref_rows.append({"reference": r, "lost": lost, "cost_ratio": ratio, "error": error})
     caught = sum(r["caught"] for r in rows)
-    summary = {"lab": lab, "quick": quick, "caught": caught, "total": len(rows),
-               "fraction": round(caught / max(1, len(rows)), 3), "mutants": rows,
-               "references": ref_rows}
+    summary = {
+        "lab": lab,
+        "quick": quick,
+        "caught": caught,
+        "total": len(rows),
+        "fraction": round(caught / max(1, len(rows)), 3),
+        "mutants": rows,
+        "references": ref_rows,
+    }
     with open(os.path.join(out, "mutants.json"), "w") as f:
         json.dump(summary, f, indent=1)
     return summary
 
 
 def table(summary: dict) -> str:
-    lines = [f"lab {summary['lab']}: {summary['caught']}/{summary['total']} mutants caught "
-             f"by their named test ({100 * summary['fraction']:.0f} %)", ""]
+    lines = [
+        f"lab {summary['lab']}: {summary['caught']}/{summary['total']} mutants caught "
+        f"by their named test ({100 * summary['fraction']:.0f} %)",
+        "",
+    ]
     for r in summary["mutants"]:
         lost = ", ".join(f"{k} -{v:g}" for k, v in r["lost"].items()) or "nothing lost"
         mark = "caught " if r["caught"] else "MISSED "
         ratio = f" [cost ratio {r['cost_ratio']}]" if r.get("cost_ratio") is not None else ""
-        lines.append(f"{mark} {r['mutant']:<32} must lose {r['must_catch']:<12} lost: {lost}"
-                     + ratio + (f" ({r['error']})" if r["error"] else ""))
+        lines.append(
+            f"{mark} {r['mutant']:<32} must lose {r['must_catch']:<12} lost: {lost}"
+            + ratio
+            + (f" ({r['error']})" if r["error"] else "")
+        )
     for r in summary.get("references", []):
         lost = ", ".join(f"{k} -{v:g}" for k, v in r["lost"].items()) or "nothing lost"
-        lines.append(f"{'ok     ' if not r['lost'] else 'REF LOST'} {r['reference']:<32} "
-                     f"{lost} [cost ratio {r['cost_ratio']}]"
-                     + (f" ({r['error']})" if r["error"] else ""))
+        lines.append(
+            f"{'ok     ' if not r['lost'] else 'REF LOST'} {r['reference']:<32} "
+            f"{lost} [cost ratio {r['cost_ratio']}]" + (f" ({r['error']})" if r["error"] else "")
+        )
     return "\n".join(lines)

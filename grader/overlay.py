@@ -5,6 +5,7 @@ in place of the reference ones (``labs/labN/lab.toml`` says which file goes wher
 ``python -m vnf.ways.<way>_lb`` with the copy first on ``PYTHONPATH``: the way contract. A
 second, untouched copy is the reference its per-packet cost is compared with.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,8 +30,9 @@ def starter_text(lab: Lab, name: str) -> str:
         return strip(f.read(), lab.name, path)
 
 
-def find_submission_files(submission: str, lab: Lab
-                          ) -> tuple[dict[str, str], list[str], dict[str, str]]:
+def find_submission_files(
+    submission: str, lab: Lab
+) -> tuple[dict[str, str], list[str], dict[str, str]]:
     """student file -> path in the submission; the names it lacks; and the names refused, with
     why (a link, a FIFO, a device or a directory where the file should be: root never follows or
     opens such a thing on the student's behalf). Looked for at the top, then anywhere below
@@ -44,7 +46,7 @@ def find_submission_files(submission: str, lab: Lab
         hit = os.path.join(submission, name)
         if not os.path.lexists(hit):
             hit = None
-            for root, dirs, files in os.walk(submission):       # never follows links
+            for root, dirs, files in os.walk(submission):  # never follows links
                 dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "tests")
                 if name in files or name in dirs:
                     hit = os.path.join(root, name)
@@ -64,8 +66,11 @@ def find_submission_files(submission: str, lab: Lab
 
 def copy_vnf(dest: str) -> None:
     """A copy of this checkout's ``vnf`` package (sources and built extensions) in ``dest``."""
-    shutil.copytree(os.path.join(REPO, "vnf"), os.path.join(dest, "vnf"),
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.c", "*.o"))
+    shutil.copytree(
+        os.path.join(REPO, "vnf"),
+        os.path.join(dest, "vnf"),
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.c", "*.o"),
+    )
 
 
 def strip_later_labs(dest_dir: str, lab: Lab) -> None:
@@ -81,8 +86,7 @@ def strip_later_labs(dest_dir: str, lab: Lab) -> None:
                 text = f.read()
             if "# BEGIN SOLUTION" not in text:
                 continue
-            later = sorted({b.lab for b in blocks(text, path)
-                            if int(b.lab[3:]) > lab.number})
+            later = sorted({b.lab for b in blocks(text, path) if int(b.lab[3:]) > lab.number})
             for name in later:
                 text = strip(text, name, path)
             if later:
@@ -106,7 +110,7 @@ def build_overlay(dest_dir: str, submission: str, lab: Lab) -> tuple[list[str], 
             try:
                 copy_regular(files[name], dest, SUBMISSION_FILE_MAX)
                 continue
-            except OSError as exc:            # swapped for a link meanwhile, too big, ...
+            except OSError as exc:  # swapped for a link meanwhile, too big, ...
                 refused[name] = f"{name} could not be taken: {exc}"
         with open(dest, "w") as f:
             f.write(starter_text(lab, name))
@@ -121,7 +125,7 @@ def _unit_checks(lab: Lab, unit_dir: str, sub: str) -> dict | None:
     if not os.path.exists(checks):
         return None
     shutil.copyfile(checks, os.path.join(unit_dir, "checks.py"))
-    hidden = os.path.join(lab.path, "hidden", "unit_checks.py")    # never released
+    hidden = os.path.join(lab.path, "hidden", "unit_checks.py")  # never released
     if os.path.exists(hidden):
         shutil.copyfile(hidden, os.path.join(unit_dir, "hidden_checks.py"))
     for rel, src in lab.raw.get("release", {}).get("extra", {}).items():
@@ -133,8 +137,12 @@ def _unit_checks(lab: Lab, unit_dir: str, sub: str) -> dict | None:
             if line.startswith("MODULE ="):
                 mod_name = line.split("=", 1)[1].split("#")[0].strip().strip("\"'")
     target = next(t for n, t in lab.files.items() if n == f"{mod_name}.py")
-    return {"checks": os.path.join(unit_dir, "checks.py"), "module": mod_name,
-            "file": os.path.join(sub, target), "timeout_s": 60}
+    return {
+        "checks": os.path.join(unit_dir, "checks.py"),
+        "module": mod_name,
+        "file": os.path.join(sub, target),
+        "timeout_s": 60,
+    }
 
 
 def prepare_workdir(lab: Lab, submission: str, workdir: str) -> dict:
@@ -155,5 +163,10 @@ def prepare_workdir(lab: Lab, submission: str, workdir: str) -> dict:
             os.chmod(os.path.join(root, d), 0o755)
         for fn in fnames:
             os.chmod(os.path.join(root, fn), 0o644)
-    return {"overlay_ref": ref, "overlay_sub": sub, "unit": unit, "missing": missing,
-            "refused": refused}
+    return {
+        "overlay_ref": ref,
+        "overlay_sub": sub,
+        "unit": unit,
+        "missing": missing,
+        "refused": refused,
+    }

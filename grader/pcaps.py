@@ -12,6 +12,7 @@ point; the rest of the captures goes with the work directory.
 around the phase; ``grader.grade`` calls :func:`ship_split_flows` to put the file next to the
 report and name it there.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,7 +22,7 @@ from testbed.capture import Captures, frames_of_flows, lb_and_backends, write_pc
 from testbed.experiment import log
 
 SPLIT_PCAP = "split-flows.pcapng"
-FIRST_FLOWS = 3              # split flows whose frames are kept
+FIRST_FLOWS = 3  # split flows whose frames are kept
 FRAMES_PER_FLOW = 60
 
 
@@ -32,7 +33,7 @@ def start_affinity_capture(bed) -> Captures | None:
         captures = Captures(bed.net, os.path.join(bed.workdir, "pcap"), log_dir=bed.workdir)
         captures.start(lb_and_backends(bed))
         return captures
-    except Exception as exc:                      # noqa: BLE001 - captures are a bonus
+    except Exception as exc:  # noqa: BLE001 - captures are a bonus
         log(f"no captures of the affinity phase: {type(exc).__name__}: {exc}")
         return None
 
@@ -46,17 +47,28 @@ def finish_affinity_capture(captures: Captures | None, phase: dict) -> dict | No
     split = ((phase.get("check") or {}).get("split") or [])[:FIRST_FLOWS]
     if not split:
         return None
-    names, frames = frames_of_flows({c.iface: c.path for c in files},
-                                    [(s["proto"], s["flow_id"]) for s in split],
-                                    limit=FRAMES_PER_FLOW)
+    names, frames = frames_of_flows(
+        {c.iface: c.path for c in files},
+        [(s["proto"], s["flow_id"]) for s in split],
+        limit=FRAMES_PER_FLOW,
+    )
     if not frames:
         return None
     workdir = os.path.dirname(captures.directory)
     write_pcapng(os.path.join(workdir, SPLIT_PCAP), names, frames)
-    return {"file": SPLIT_PCAP, "frames": len(frames), "interfaces": names,
-            "flows": [{"proto": s["proto"], "flow_id": s["flow_id"],
-                       "backends": sorted(set(s.get("backends") or {})
-                                          | set(s.get("answered_by") or {}))} for s in split]}
+    return {
+        "file": SPLIT_PCAP,
+        "frames": len(frames),
+        "interfaces": names,
+        "flows": [
+            {
+                "proto": s["proto"],
+                "flow_id": s["flow_id"],
+                "backends": sorted(set(s.get("backends") or {}) | set(s.get("answered_by") or {})),
+            }
+            for s in split
+        ],
+    }
 
 
 def ship_split_flows(facts: dict, workdir: str, out: str) -> list[str]:
@@ -69,10 +81,15 @@ def ship_split_flows(facts: dict, workdir: str, out: str) -> list[str]:
     dest = os.path.join(out, SPLIT_PCAP)
     shutil.copyfile(src, dest)
     os.chmod(dest, 0o644)
-    flows = "; ".join(f"{f['proto']} flow {int(f['flow_id'])} reached "
-                      f"{', '.join(str(b) for b in f['backends'])}" for f in held["flows"])
-    return ["", f"**The frames of the first split flows** are in `{SPLIT_PCAP}`, next to this "
-                f"report ({int(held['frames'])} frames: {flows}). They were captured at "
-                f"{', '.join(str(i) for i in held['interfaces'])}: open the file in Wireshark "
-                f"(the Interface column and each frame's comment say where it was seen) or "
-                f"with `scapy.all.rdpcap`."]
+    flows = "; ".join(
+        f"{f['proto']} flow {int(f['flow_id'])} reached {', '.join(str(b) for b in f['backends'])}"
+        for f in held["flows"]
+    )
+    return [
+        "",
+        f"**The frames of the first split flows** are in `{SPLIT_PCAP}`, next to this "
+        f"report ({int(held['frames'])} frames: {flows}). They were captured at "
+        f"{', '.join(str(i) for i in held['interfaces'])}: open the file in Wireshark "
+        f"(the Interface column and each frame's comment say where it was seen) or "
+        f"with `scapy.all.rdpcap`.",
+    ]

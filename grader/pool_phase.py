@@ -18,6 +18,7 @@ Two functions, so the phase can be wired into any grading loop:
 * inside the sandbox: ``run_pool_changes(bed, start_lb, plan) -> facts`` (JSON-able);
 * outside: ``score_pool_changes(facts, points) -> (score, message)``.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,12 +33,13 @@ def change_plans(backends: list[str], overrides: dict | None = None) -> list[Poo
     configured); ``overrides``: PoolChangePlan fields for all of them (e.g. lab.toml's
     ``[pool_changes]``)."""
     if len(backends) < 3:
-        raise ValueError(f"pool changes need at least 3 backends, the topology has "
-                         f"{len(backends)}")
+        raise ValueError(f"pool changes need at least 3 backends, the topology has {len(backends)}")
     extra = dict(overrides or {})
-    return [PoolChangePlan("add", backends[-1], **extra),
-            PoolChangePlan("drain", backends[1], **extra),
-            PoolChangePlan("fail", backends[1], **extra)]
+    return [
+        PoolChangePlan("add", backends[-1], **extra),
+        PoolChangePlan("drain", backends[1], **extra),
+        PoolChangePlan("fail", backends[1], **extra),
+    ]
 
 
 def run_pool_changes(bed, start_lb, plan: dict) -> dict:
@@ -51,9 +53,10 @@ def run_pool_changes(bed, start_lb, plan: dict) -> dict:
     overrides)."""
     stop_timeout = float(plan.get("limits", {}).get("stop_timeout_s", 5))
     facts: dict = {}
-    for i, change in enumerate(change_plans(bed.topo_cfg.backend_names(),
-                                            plan.get("pool_changes"))):
-        bed.restart_backends()                    # fresh records: one change per record set
+    for _i, change in enumerate(
+        change_plans(bed.topo_cfg.backend_names(), plan.get("pool_changes"))
+    ):
+        bed.restart_backends()  # fresh records: one change per record set
         # A directory of its own: the LB's jail binds it (read-only), never the work dir
         control_dir = os.path.join(bed.workdir, f"control-{change.kind}")
         os.makedirs(control_dir, mode=0o755, exist_ok=True)
@@ -93,12 +96,15 @@ def score_pool_changes(facts: dict | None, points: float) -> tuple[float, str]:
             lines.append(f"{kind} {report['backend']}: OK ({rules})")
             continue
         why = [] if alive else ["the LB was no longer running at the end"]
-        lines.append(f"{kind} {report.get('backend', '?')}: FAIL"
-                     + (f" ({'; '.join(why)})" if why else ""))
+        lines.append(
+            f"{kind} {report.get('backend', '?')}: FAIL" + (f" ({'; '.join(why)})" if why else "")
+        )
         lines.append(f.get("table", ""))
-    hint = ("A flow keeps its backend because the LB remembers it (flow table), not because the "
-            "pool still picks the same one: drained backends keep their flows, a failed "
-            "backend's flows move once and stay moved, an added backend only gets new flows.")
+    hint = (
+        "A flow keeps its backend because the LB remembers it (flow table), not because the "
+        "pool still picks the same one: drained backends keep their flows, a failed "
+        "backend's flows move once and stay moved, an added backend only gets new flows."
+    )
     message = "\n".join(lines)
     if score < points:
         message += "\n\n" + hint

@@ -7,6 +7,7 @@ its own Python and venv, never the system ``python3``) and the GitHub Classroom 
 scenarios (``labs/hidden``, ``labs/labN/hidden``) and every other solution stay behind: only the
 files named here are copied. The starter imports and runs, and fails the tests.
 """
+
 from __future__ import annotations
 
 import os

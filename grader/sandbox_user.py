@@ -6,6 +6,7 @@ reference's (another uid), even if one outlived its jail. ``scripts/install.sh``
 ``grade`` and ``grade-all`` make sure of them once at their start. Never a fallback to another
 user: a missing user is a grader error. How the processes are jailed is ``grader.jail``.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -17,7 +18,7 @@ import threading
 
 from grader.errors import GradeError
 
-STUDENT_USER = "vnflab-student"          # scripts/install.sh creates both under these names
+STUDENT_USER = "vnflab-student"  # scripts/install.sh creates both under these names
 REFERENCE_USER = "vnflab-ref"
 USERS = (STUDENT_USER, REFERENCE_USER)
 USER_LOCK = "/var/lib/vnflab/student-user.lock"
@@ -43,12 +44,26 @@ def ensure_users() -> None:
                 except KeyError:
                     pass
                 useradd = shutil.which("useradd") or "/usr/sbin/useradd"
-                r = subprocess.run([useradd, "--system", "--no-create-home", "--home-dir",
-                                    "/nonexistent", "--shell", "/usr/sbin/nologin", name],
-                                   capture_output=True, text=True, check=False)
+                r = subprocess.run(
+                    [
+                        useradd,
+                        "--system",
+                        "--no-create-home",
+                        "--home-dir",
+                        "/nonexistent",
+                        "--shell",
+                        "/usr/sbin/nologin",
+                        name,
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
                 if r.returncode != 0:
-                    raise GradeError(f"could not create the user {name!r} jailed processes run "
-                                     f"as: useradd exited {r.returncode}: {r.stderr.strip()}")
+                    raise GradeError(
+                        f"could not create the user {name!r} jailed processes run "
+                        f"as: useradd exited {r.returncode}: {r.stderr.strip()}"
+                    )
     for name in USERS:
         user_ids(name)
 
@@ -58,8 +73,10 @@ def user_ids(name: str) -> tuple[int, int]:
     try:
         pw = pwd.getpwnam(name)
     except KeyError:
-        raise GradeError(f"no user {name!r}, which jailed processes run as: run "
-                         "scripts/install.sh (or vnflab grade, which creates it)") from None
+        raise GradeError(
+            f"no user {name!r}, which jailed processes run as: run "
+            "scripts/install.sh (or vnflab grade, which creates it)"
+        ) from None
     return pw.pw_uid, pw.pw_gid
 
 

@@ -4,19 +4,19 @@ Runs outside the sandbox, after it has exited: nothing here is reachable from th
 process. One method per test (``s_affinity``, ``s_cost``, ...); each says in its output what was
 measured and, when points are lost, why, in words a student can act on.
 """
+
 from __future__ import annotations
 
 import math
 import statistics
 
+from grader.labconfig import Lab
+from grader.pool_phase import score_pool_changes
+from grader.untrusted import finite_positive
 from testbed.frames import describe, hexdump
 from topologies.lb import LBTopoConfig
 from vnf.addresses import SERVICE_PORT
 from vnf.checksum import ones_complement_sum
-
-from grader.labconfig import Lab
-from grader.pool_phase import score_pool_changes
-from grader.untrusted import finite_positive
 
 TEST_TITLES = {
     "starts": "LB starts and forwards (import, ready file, a first flow)",
@@ -25,15 +25,16 @@ TEST_TITLES = {
     "balance": "balance",
     "key": "5-tuple key: TCP and UDP flows from the same client port",
     "correctness": "correctness: rewritten headers and checksums (frames captured at the "
-                   "backends), mixed bursts intact, replies from the VIP",
+    "backends), mixed bursts intact, replies from the VIP",
     "robustness": "robustness: malformed-frame corpus, then a normal flow mix",
     "paths": "every path you write, run: the other style, fanout workers, NAT mode (lab.toml)",
     "cost": "per-packet cost vs the reference (same run)",
     "pool_changes": "affinity across pool changes (add, drain, fail + recover)",
 }
-UNIT_TITLES = {"flowtable": "unit checks of the flow table (flowtable.py)",
-               "parser": "unit checks of the parser (packet.py parse_frame)"}
-
+UNIT_TITLES = {
+    "flowtable": "unit checks of the flow table (flowtable.py)",
+    "parser": "unit checks of the parser (packet.py parse_frame)",
+}
 
 
 def _ended(stop: dict | None, alive_after=None) -> str:
@@ -47,14 +48,18 @@ def _ended(stop: dict | None, alive_after=None) -> str:
     elif alive_after is False or stop.get("alive_at_stop") is False:
         if code is not None and code < 0:
             sig = -code
-            why = {9: "SIGKILL (a resource limit or the grader)", 24: "SIGXCPU: CPU-time limit",
-                   25: "SIGXFSZ: file-size limit", 11: "SIGSEGV"}.get(sig, f"signal {sig}")
+            why = {
+                9: "SIGKILL (a resource limit or the grader)",
+                24: "SIGXCPU: CPU-time limit",
+                25: "SIGXFSZ: file-size limit",
+                11: "SIGSEGV",
+            }.get(sig, f"signal {sig}")
             msg = f"it was killed by {why}"
         else:
             msg = f"it crashed (exit code {code})"
     else:
         return ""
-    if tail:                # the report quotes it in a block the text cannot close
+    if tail:  # the report quotes it in a block the text cannot close
         msg += "; its last output:\n\n" + tail[-1500:]
     return msg
 
@@ -64,7 +69,7 @@ def _count(value) -> int:
     -1 when it is not a non-negative integer."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return -1
-    return int(value) if math.isfinite(value) and 0 <= value < 2 ** 63 else -1
+    return int(value) if math.isfinite(value) and 0 <= value < 2**63 else -1
 
 
 def _table_stats(st) -> dict | None:
@@ -73,13 +78,18 @@ def _table_stats(st) -> dict | None:
         return None
     ft = (st.get("lb") or {}).get("flow_table") if isinstance(st.get("lb"), dict) else None
     ft = ft if isinstance(ft, dict) else {}
-    caches = [x for x in st.get("flow_cache") or [] if isinstance(x, dict)] \
-        if isinstance(st.get("flow_cache"), list) else []
+    caches = (
+        [x for x in st.get("flow_cache") or [] if isinstance(x, dict)]
+        if isinstance(st.get("flow_cache"), list)
+        else []
+    )
     if caches and not ft.get("size") and not ft.get("misses"):
         # the DPDK way's vector path keeps its flows in the batch flow cache (one per lcore),
         # not the FlowTable: its size and evictions are what is bounded
-        return {k: sum(max(0, _count(x.get(k, 0))) for x in caches)
-                for k in ("size", "evictions", "expirations")}
+        return {
+            k: sum(max(0, _count(x.get(k, 0))) for x in caches)
+            for k in ("size", "evictions", "expirations")
+        }
     if not ft:
         return None
     return {k: _count(ft.get(k, 0)) for k in ("size", "evictions", "expirations")}
@@ -96,7 +106,9 @@ def _traffic_ok(check: dict | None, min_fraction: float = 0.99) -> tuple[bool, l
     if udp and fl["never_arrived"] > max(1, (1 - min_fraction) * udp):
         problems.append(f"{fl['never_arrived']} of {udp} UDP flows never reached a backend")
     if check["http"]["failures"]:
-        problems.append(f"{check['http']['failures']} of {check['http']['conns']} HTTP connections failed")
+        problems.append(
+            f"{check['http']['failures']} of {check['http']['conns']} HTTP connections failed"
+        )
     return not problems, problems
 
 
@@ -124,25 +136,31 @@ def check_frame(frame: bytes, backend: str, topo, way: str) -> list[str]:
         problems.append(f"source MAC {src_mac}, expected the LB's {topo.host_mac('lb')}")
     ihl = (frame[14] & 0x0F) * 4
     total = int.from_bytes(frame[16:18], "big")
-    ip = frame[14:14 + ihl]
+    ip = frame[14 : 14 + ihl]
     src, dst = ".".join(map(str, frame[26:30])), ".".join(map(str, frame[30:34]))
     if ones_complement_sum(ip) != 0xFFFF:
         problems.append(f"bad IPv4 header checksum 0x{ip[10:12].hex()}")
     clients = {topo.host_ip(c) for c in topo.client_names()}
     if way == "socket":
         if src != topo.host_ip("lb") or dst != topo.host_ip(backend):
-            problems.append(f"IP {src} -> {dst}, expected the LB's {topo.host_ip('lb')} -> "
-                            f"{topo.host_ip(backend)} (the proxy's own connection)")
+            problems.append(
+                f"IP {src} -> {dst}, expected the LB's {topo.host_ip('lb')} -> "
+                f"{topo.host_ip(backend)} (the proxy's own connection)"
+            )
     elif way == "nat":
         if dst != topo.host_ip(backend) or src not in clients:
-            problems.append(f"IP {src} -> {dst}, expected a client -> {backend}'s "
-                            f"{topo.host_ip(backend)} (NAT rewrites the destination)")
+            problems.append(
+                f"IP {src} -> {dst}, expected a client -> {backend}'s "
+                f"{topo.host_ip(backend)} (NAT rewrites the destination)"
+            )
     else:
         if dst != topo.vip or src not in clients:
-            problems.append(f"IP {src} -> {dst}, expected a client -> the VIP {topo.vip} "
-                            f"(direct server return keeps the IP header)")
+            problems.append(
+                f"IP {src} -> {dst}, expected a client -> the VIP {topo.vip} "
+                f"(direct server return keeps the IP header)"
+            )
     proto = frame[23]
-    seg = frame[14 + ihl:14 + total]
+    seg = frame[14 + ihl : 14 + total]
     pseudo = frame[26:34] + bytes([0, proto]) + len(seg).to_bytes(2, "big")
     if proto == 17 and len(seg) >= 8:
         if seg[6:8] != b"\0\0" and ones_complement_sum(pseudo + seg) != 0xFFFF:
@@ -161,7 +179,7 @@ def _udp_payload(frame: bytes) -> bytes | None:
         return None
     ihl = (frame[14] & 0x0F) * 4
     total = int.from_bytes(frame[16:18], "big")
-    return frame[14 + ihl + 8:14 + total]
+    return frame[14 + ihl + 8 : 14 + total]
 
 
 def compare_mixed(mixed: dict, marked: dict, topo, way: str) -> dict:
@@ -202,9 +220,16 @@ def compare_mixed(mixed: dict, marked: dict, topo, way: str) -> dict:
             if probs:
                 damaged.append((backend, got, probs))
     dups = sum(len(v) - 1 for v in seen.values())
-    return {"sent": len(sent), "arrived": len(seen), "missing": len(sent) - len(seen),
-            "duplicates": dups, "damaged": len(damaged), "first_damaged": damaged[:1],
-            "junk": mixed.get("junk_sent", 0), "bursts": mixed.get("bursts", 0)}
+    return {
+        "sent": len(sent),
+        "arrived": len(seen),
+        "missing": len(sent) - len(seen),
+        "duplicates": dups,
+        "damaged": len(damaged),
+        "first_damaged": damaged[:1],
+        "junk": mixed.get("junk_sent", 0),
+        "bursts": mixed.get("bursts", 0),
+    }
 
 
 def wrong_reply_sources(check: dict, topo) -> dict[str, int]:
@@ -213,14 +238,21 @@ def wrong_reply_sources(check: dict, topo) -> dict[str, int]:
     return {src: n for src, n in (check.get("reply_from") or {}).items() if src != want}
 
 
-MIXED_LOSS_TOLERATED = 0.15     # of the mixed bursts' valid frames (see _mixed_problems)
+MIXED_LOSS_TOLERATED = 0.15  # of the mixed bursts' valid frames (see _mixed_problems)
 
 
 class Scorer:
     """The tests of one grading, scored from its plan and facts (``score()``)."""
 
-    def __init__(self, lab: Lab, plan: dict, facts: dict, missing: list[str], quick: bool,
-                 refused: dict[str, str] | None = None):
+    def __init__(
+        self,
+        lab: Lab,
+        plan: dict,
+        facts: dict,
+        missing: list[str],
+        quick: bool,
+        refused: dict[str, str] | None = None,
+    ):
         self.lab, self.plan, self.f, self.missing, self.quick = lab, plan, facts, missing, quick
         self.refused = refused or {}
         # Faults of the grading itself (not of the submission): reported, never scored as full
@@ -228,13 +260,27 @@ class Scorer:
         self.points = lab.points()
         self.topo = LBTopoConfig(**plan["topology"])
         self.tests: list[dict] = []
-        self.details: list[tuple[str, str]] = []     # (test name, why), for report.md
+        self.details: list[tuple[str, str]] = []  # (test name, why), for report.md
 
-    def add(self, key: str, name: str, score: float, max_score: float, output: str,
-            visibility: str = "visible", seconds: float | None = None, detail: str = "") -> None:
-        t = {"name": name, "score": round(max(0.0, min(score, max_score)), 2),
-             "max_score": max_score, "output": output.strip(), "visibility": visibility,
-             "number": key}
+    def add(
+        self,
+        key: str,
+        name: str,
+        score: float,
+        max_score: float,
+        output: str,
+        visibility: str = "visible",
+        seconds: float | None = None,
+        detail: str = "",
+    ) -> None:
+        t = {
+            "name": name,
+            "score": round(max(0.0, min(score, max_score)), 2),
+            "max_score": max_score,
+            "output": output.strip(),
+            "visibility": visibility,
+            "number": key,
+        }
         if seconds is not None:
             t["execution_time"] = round(seconds, 1)
         self.tests.append(t)
@@ -251,8 +297,10 @@ class Scorer:
         f, P = self.f, self.points
         tests = self.plan["tests"]
         smoke = f.get("smoke")
-        stopped_early = ("the grading sandbox stopped before this test "
-                         f"({f.get('stopped') or f.get('grader_error') or 'time limit'})")
+        stopped_early = (
+            "the grading sandbox stopped before this test "
+            f"({f.get('stopped') or f.get('grader_error') or 'time limit'})"
+        )
         # unit checks
         if "unit" in tests and "unit" in P:
             u = f.get("unit")
@@ -264,11 +312,19 @@ class Scorer:
             else:
                 res = u["results"]
                 ok = sum(r["ok"] for r in res)
-                lines = [f"{'PASS' if r['ok'] else 'FAIL'} {r['name']}" +
-                         ("" if r["ok"] else f": {r['message']}") for r in res]
-                self.add("unit", title, P["unit"] * ok / max(1, len(res)), P["unit"],
-                         f"{ok}/{len(res)} checks pass\n" + "\n".join(lines),
-                         seconds=self.seconds("unit"))
+                lines = [
+                    f"{'PASS' if r['ok'] else 'FAIL'} {r['name']}"
+                    + ("" if r["ok"] else f": {r['message']}")
+                    for r in res
+                ]
+                self.add(
+                    "unit",
+                    title,
+                    P["unit"] * ok / max(1, len(res)),
+                    P["unit"],
+                    f"{ok}/{len(res)} checks pass\n" + "\n".join(lines),
+                    seconds=self.seconds("unit"),
+                )
         # starts
         if not smoke:
             starts_msg = self.not_run(stopped_early)
@@ -281,29 +337,52 @@ class Scorer:
                 if end:
                     msg += " " + end
             elif not smoke["forwards"]:
-                msg = ("The LB became ready but forwarded none of the first flows "
-                       "(4 UDP flows, 2 HTTP connections).")
+                msg = (
+                    "The LB became ready but forwarded none of the first flows "
+                    "(4 UDP flows, 2 HTTP connections)."
+                )
                 end = _ended(smoke.get("stop"), smoke.get("alive_after"))
                 msg += (" After that, " + end) if end else ""
             else:
                 msg = "The LB started (ready file) and forwarded the first flows."
             if smoke.get("retried"):
-                msg += (" (The first try passed no UDP datagram; the first flows were driven "
-                        "a second time.)")
+                msg += (
+                    " (The first try passed no UDP datagram; the first flows were driven "
+                    "a second time.)"
+                )
             if self.missing:
-                msg += ("\n\nMissing from the submission (the starter was used instead): "
-                        + ", ".join(self.missing))
+                msg += (
+                    "\n\nMissing from the submission (the starter was used instead): "
+                    + ", ".join(self.missing)
+                )
             if self.refused:
-                msg += ("\n\nNot taken from the submission (the starter was used instead): "
-                        + "; ".join(self.refused.values()))
-            self.add("starts", TEST_TITLES["starts"], P.get("starts", 0) if smoke["forwards"] else 0,
-                     P.get("starts", 0), msg, seconds=self.seconds("smoke"))
-            skip = None if smoke["forwards"] else \
-                "skipped: the LB did not forward a first flow (see the first test)"
-        for key, fn in (("affinity", self.s_affinity), ("balance", self.s_balance),
-                        ("correctness", self.s_correctness), ("paths", self.s_paths),
-                        ("pool_changes", self.s_pool_changes), ("key", self.s_key),
-                        ("robustness", self.s_robustness), ("cost", self.s_cost)):
+                msg += (
+                    "\n\nNot taken from the submission (the starter was used instead): "
+                    + "; ".join(self.refused.values())
+                )
+            self.add(
+                "starts",
+                TEST_TITLES["starts"],
+                P.get("starts", 0) if smoke["forwards"] else 0,
+                P.get("starts", 0),
+                msg,
+                seconds=self.seconds("smoke"),
+            )
+            skip = (
+                None
+                if smoke["forwards"]
+                else "skipped: the LB did not forward a first flow (see the first test)"
+            )
+        for key, fn in (
+            ("affinity", self.s_affinity),
+            ("balance", self.s_balance),
+            ("correctness", self.s_correctness),
+            ("paths", self.s_paths),
+            ("pool_changes", self.s_pool_changes),
+            ("key", self.s_key),
+            ("robustness", self.s_robustness),
+            ("cost", self.s_cost),
+        ):
             if key not in tests or key not in P:
                 continue
             phase = "affinity" if key in ("balance", "correctness") else key
@@ -320,8 +399,14 @@ class Scorer:
             if skip:
                 self.add(f"hidden:{s['id']}", name, 0, pts, skip, "after_published")
             elif h is None:
-                self.add(f"hidden:{s['id']}", name, 0, pts, self.not_run(stopped_early),
-                         "after_published")
+                self.add(
+                    f"hidden:{s['id']}",
+                    name,
+                    0,
+                    pts,
+                    self.not_run(stopped_early),
+                    "after_published",
+                )
             else:
                 self.s_hidden(s, h, pts)
         return self.tests
@@ -329,25 +414,41 @@ class Scorer:
     # --- one function per test ---------------------------------------------------------------
     def _lb_problem(self, phase: dict) -> str | None:
         if not phase.get("ready"):
-            return f"The LB did not start: {phase.get('error')}. " + _ended(phase.get("stop"), False)
+            return f"The LB did not start: {phase.get('error')}. " + _ended(
+                phase.get("stop"), False
+            )
         end = _ended(phase.get("stop"), phase.get("alive_after"))
         return end or None
 
     def s_affinity(self, pts: float) -> None:
         a = self.f["affinity"]
         t = a.get("traffic", {})
-        what = f"{t.get('udp_flows')} UDP flows x {t.get('packets_per_flow')} packets and " \
-               f"{t.get('http_conns')} HTTP connections"
+        what = (
+            f"{t.get('udp_flows')} UDP flows x {t.get('packets_per_flow')} packets and "
+            f"{t.get('http_conns')} HTTP connections"
+        )
         problem = self._lb_problem(a)
         ok, problems = _traffic_ok(a.get("check"))
         if problem and not a.get("check"):
-            self.add("affinity", TEST_TITLES["affinity"], 0, pts, problem, seconds=self.seconds("affinity"))
+            self.add(
+                "affinity",
+                TEST_TITLES["affinity"],
+                0,
+                pts,
+                problem,
+                seconds=self.seconds("affinity"),
+            )
             return
         if ok and not problem:
             c = a["check"]
-            self.add("affinity", TEST_TITLES["affinity"], pts, pts,
-                     f"{what}: {c['flows']['seen']} flows, every one stayed on one backend.",
-                     seconds=self.seconds("affinity"))
+            self.add(
+                "affinity",
+                TEST_TITLES["affinity"],
+                pts,
+                pts,
+                f"{what}: {c['flows']['seen']} flows, every one stayed on one backend.",
+                seconds=self.seconds("affinity"),
+            )
             return
         c = a["check"]
         details = _split_details(c)
@@ -356,10 +457,19 @@ class Scorer:
             msg += "\n" + details
         if problem:
             msg += "\n" + problem
-        hint = ("A flow is split when its packets reach more than one backend: the choice must be "
-                "remembered per 5-tuple (flow table) and looked up for every packet.")
-        self.add("affinity", TEST_TITLES["affinity"], 0, pts, msg, seconds=self.seconds("affinity"),
-                 detail=msg + "\n\n" + hint)
+        hint = (
+            "A flow is split when its packets reach more than one backend: the choice must be "
+            "remembered per 5-tuple (flow table) and looked up for every packet."
+        )
+        self.add(
+            "affinity",
+            TEST_TITLES["affinity"],
+            0,
+            pts,
+            msg,
+            seconds=self.seconds("affinity"),
+            detail=msg + "\n\n" + hint,
+        )
 
     def s_balance(self, pts: float) -> None:
         a = self.f["affinity"]
@@ -372,10 +482,13 @@ class Scorer:
         mm = c["balance"]["max_mean"]
         shares = ", ".join(f"{b}: {v['flows']}" for b, v in c["per_backend"].items())
         ok = mm is not None and mm <= tol and len(c["per_backend"]) == self.topo.backends
-        msg = (f"{stat} = {mm} (tolerance {tol} for policy "
-               f"{self.plan['traffic'].get('policy', 'maglev')}); flows per backend: {shares}")
-        self.add("balance", TEST_TITLES["balance"], pts if ok else 0, pts, msg,
-                 detail="" if ok else msg)
+        msg = (
+            f"{stat} = {mm} (tolerance {tol} for policy "
+            f"{self.plan['traffic'].get('policy', 'maglev')}); flows per backend: {shares}"
+        )
+        self.add(
+            "balance", TEST_TITLES["balance"], pts if ok else 0, pts, msg, detail="" if ok else msg
+        )
 
     def frame_mode(self, io: dict | None = None) -> str:
         """How the frames at the backends must look: "socket" (a proxy's own connection),
@@ -405,24 +518,35 @@ class Scorer:
             problems.append("no frame of the service reached a backend")
         if bad:
             backend, frame, probs = first_bad
-            problems.append(f"{bad} of {checked} captured frames are wrong; the first, at {backend}: "
-                            + "; ".join(probs) + f"\n  {describe(frame)}\n  {hexdump(frame)}")
+            problems.append(
+                f"{bad} of {checked} captured frames are wrong; the first, at {backend}: "
+                + "; ".join(probs)
+                + f"\n  {describe(frame)}\n  {hexdump(frame)}"
+            )
         if c.get("malformed"):
-            problems.append(f"{c['malformed']} datagram(s)/request(s) arrived corrupted at the backends")
+            problems.append(
+                f"{c['malformed']} datagram(s)/request(s) arrived corrupted at the backends"
+            )
         if c.get("http", {}).get("failures"):
-            problems.append(f"{c['http']['failures']} HTTP exchanges failed or had a body not intact")
+            problems.append(
+                f"{c['http']['failures']} HTTP exchanges failed or had a body not intact"
+            )
         problems += self._mixed_problems(a, mode)
         wrong = wrong_reply_sources(c, self.topo)
         if wrong:
             where = ", ".join(f"{src} ({n} flows)" for src, n in list(wrong.items())[:4])
-            problems.append(f"UDP replies came from {where}: a client sent to "
-                            f"{self.topo.vip}:{SERVICE_PORT} and must get its replies from there "
-                            "(it may drop anything else)")
+            problems.append(
+                f"UDP replies came from {where}: a client sent to "
+                f"{self.topo.vip}:{SERVICE_PORT} and must get its replies from there "
+                "(it may drop anything else)"
+            )
         if mode in ("socket", "nat") and c.get("lost", {}).get("return"):
             lost = c["lost"]
             if lost["return"] > 0.01 * max(1, lost["replies_sent"]):
-                problems.append(f"{lost['return']} of {lost['replies_sent']} UDP replies were not "
-                                "relayed back to the clients")
+                problems.append(
+                    f"{lost['return']} of {lost['replies_sent']} UDP replies were not "
+                    "relayed back to the clients"
+                )
         return problems
 
     def s_correctness(self, pts: float) -> None:
@@ -433,11 +557,16 @@ class Scorer:
             self.add("correctness", TEST_TITLES["correctness"], 0, pts, msg, detail=msg)
         else:
             checked = sum(len(v) for v in (a.get("captures") or {}).values())
-            self.add("correctness", TEST_TITLES["correctness"], pts, pts,
-                     f"{checked} frames captured at the backends: addresses, MACs and checksums "
-                     "right; payloads and HTTP bodies intact; the valid frames of bursts mixed "
-                     "with malformed ones arrived intact; UDP replies came from "
-                     f"{self.topo.vip}:{SERVICE_PORT}.")
+            self.add(
+                "correctness",
+                TEST_TITLES["correctness"],
+                pts,
+                pts,
+                f"{checked} frames captured at the backends: addresses, MACs and checksums "
+                "right; payloads and HTTP bodies intact; the valid frames of bursts mixed "
+                "with malformed ones arrived intact; UDP replies came from "
+                f"{self.topo.vip}:{SERVICE_PORT}.",
+            )
 
     def s_paths(self, pts: float) -> None:
         """Each graded path (``[[paths]]``): a share of the points when its run keeps affinity
@@ -468,10 +597,17 @@ class Scorer:
             else:
                 score += share
                 lines.append(f"PASS {name} (io {p.get('io')}): affinity kept, frames right")
-        self.add("paths", TEST_TITLES["paths"], score, pts, "\n".join(lines),
-                 seconds=sum(v for k, v in (self.f.get("timings") or {}).items()
-                             if k.startswith("path:")),
-                 detail="\n\n".join(details))
+        self.add(
+            "paths",
+            TEST_TITLES["paths"],
+            score,
+            pts,
+            "\n".join(lines),
+            seconds=sum(
+                v for k, v in (self.f.get("timings") or {}).items() if k.startswith("path:")
+            ),
+            detail="\n\n".join(details),
+        )
 
     def _mixed_problems(self, a: dict, mode: str) -> list[str]:
         """What went wrong with the valid frames of the mixed bursts (see ``compare_mixed``)."""
@@ -480,20 +616,25 @@ class Scorer:
             return ["the mixed-burst probe did not run (a grader problem: please report it)"]
         m = compare_mixed(mixed, a.get("mixed_captures") or {}, self.topo, mode)
         a["mixed_result"] = {k: v for k, v in m.items() if k != "first_damaged"}
-        what = (f"valid frames sent in {m['bursts']} bursts, each interleaved with malformed "
-                f"frames ({m['junk']} in all)")
+        what = (
+            f"valid frames sent in {m['bursts']} bursts, each interleaved with malformed "
+            f"frames ({m['junk']} in all)"
+        )
         problems = []
         if m["damaged"]:
             backend, frame, probs = m["first_damaged"][0]
-            problems.append(f"{m['damaged']} of {m['sent']} {what} arrived damaged; the first, at "
-                            f"{backend}: " + "; ".join(probs)
-                            + f"\n  {describe(frame)}\n  {hexdump(frame)}")
+            problems.append(
+                f"{m['damaged']} of {m['sent']} {what} arrived damaged; the first, at "
+                f"{backend}: " + "; ".join(probs) + f"\n  {describe(frame)}\n  {hexdump(frame)}"
+            )
         # Loss, not damage: a loaded shared machine once lost 20 of 192 in a row outside the
         # LB (the reference, DPDK way); a bug that costs the valid frames of a mixed block
         # loses most of them.
         if m["missing"] > max(4, MIXED_LOSS_TOLERATED * m["sent"]):
-            problems.append(f"{m['missing']} of {m['sent']} {what} never arrived: a malformed "
-                            "frame must cost only itself, not the valid frames of its block")
+            problems.append(
+                f"{m['missing']} of {m['sent']} {what} never arrived: a malformed "
+                "frame must cost only itself, not the valid frames of its block"
+            )
         if m["duplicates"]:
             problems.append(f"{m['duplicates']} of the {what} arrived more than once")
         return problems
@@ -509,29 +650,45 @@ class Scorer:
         arrived = [r for r in rows if r["got"]]
         wrong = [r for r in arrived if r["got"] != [r["expected"]]]
         if not rows:
-            self.add("key", TEST_TITLES["key"], 0, pts, problem or "the probe did not run",
-                     seconds=self.seconds("key"))
+            self.add(
+                "key",
+                TEST_TITLES["key"],
+                0,
+                pts,
+                problem or "the probe did not run",
+                seconds=self.seconds("key"),
+            )
             return
         if not wrong and not problem and len(arrived) * 2 >= len(rows):
-            note = (f" ({len(lost)} of {len(rows)} never arrived: not judged here)"
-                    if lost else "")
-            self.add("key", TEST_TITLES["key"], pts, pts,
-                     f"{len(arrived)} flows (UDP and TCP pairs from the same client ports): each "
-                     f"went to the backend the pool chooses for its own 5-tuple{note}.",
-                     seconds=self.seconds("key"))
+            note = f" ({len(lost)} of {len(rows)} never arrived: not judged here)" if lost else ""
+            self.add(
+                "key",
+                TEST_TITLES["key"],
+                pts,
+                pts,
+                f"{len(arrived)} flows (UDP and TCP pairs from the same client ports): each "
+                f"went to the backend the pool chooses for its own 5-tuple{note}.",
+                seconds=self.seconds("key"),
+            )
             return
         if not wrong:
-            wrong = lost                          # most were lost: that is the finding
+            wrong = lost  # most were lost: that is the finding
         lines = []
         for r in wrong[:6]:
             got = ", ".join(r["got"]) or "no backend (never arrived)"
-            lines.append(f"- {r['flow']}: went to {got}; the pool (Maglev) chooses "
-                         f"{r['expected']} for this 5-tuple")
-        msg = (f"{len(wrong)} of {len(rows)} flows did not go where their own 5-tuple sends them.\n"
-               + "\n".join(lines))
+            lines.append(
+                f"- {r['flow']}: went to {got}; the pool (Maglev) chooses "
+                f"{r['expected']} for this 5-tuple"
+            )
+        msg = (
+            f"{len(wrong)} of {len(rows)} flows did not go where their own 5-tuple sends them.\n"
+            + "\n".join(lines)
+        )
         if any(r["got"] and r["proto"] == "tcp" for r in wrong):
-            msg += ("\nA TCP flow that lands where the UDP flow from the same port went usually "
-                    "means the flow key ignores the protocol.")
+            msg += (
+                "\nA TCP flow that lands where the UDP flow from the same port went usually "
+                "means the flow key ignores the protocol."
+            )
         if problem:
             msg += "\n" + problem
         self.add("key", TEST_TITLES["key"], 0, pts, msg, seconds=self.seconds("key"), detail=msg)
@@ -552,35 +709,75 @@ class Scorer:
                 msg += f"\n  {len(frame)} bytes: {describe(frame)}\n  {hexdump(frame)}"
             end = _ended(r.get("stop"), False)
             msg += ("\n" + end) if end else ""
-            msg += ("\nAn NF must count and drop a frame it cannot parse, never crash: check every "
-                    "length before reading a header field.")
-            self.add("robustness", TEST_TITLES["robustness"], 0, pts, msg,
-                     seconds=self.seconds("robustness"), detail=msg)
+            msg += (
+                "\nAn NF must count and drop a frame it cannot parse, never crash: check every "
+                "length before reading a header field."
+            )
+            self.add(
+                "robustness",
+                TEST_TITLES["robustness"],
+                0,
+                pts,
+                msg,
+                seconds=self.seconds("robustness"),
+                detail=msg,
+            )
             return
         sent = probe.get("sent", 0)
         if not sent:
-            msg = ("The malformed-frame probe sent nothing (a grader problem, not yours: please "
-                   "report it); the corpus was not tested.")
-            self.add("robustness", TEST_TITLES["robustness"], 0, pts, msg,
-                     seconds=self.seconds("robustness"), detail=msg)
+            msg = (
+                "The malformed-frame probe sent nothing (a grader problem, not yours: please "
+                "report it); the corpus was not tested."
+            )
+            self.add(
+                "robustness",
+                TEST_TITLES["robustness"],
+                0,
+                pts,
+                msg,
+                seconds=self.seconds("robustness"),
+                detail=msg,
+            )
             return
         ok, problems = _traffic_ok(r.get("check"), 1.0)
         end = _ended(r.get("stop"), r.get("alive_after"))
         if ok and not end:
-            self.add("robustness", TEST_TITLES["robustness"], pts, pts,
-                     f"Survived {sent} malformed/fuzzed frames and the socket oddities; then "
-                     "forwarded 20 UDP flows and 4 HTTP connections with affinity.",
-                     seconds=self.seconds("robustness"))
+            self.add(
+                "robustness",
+                TEST_TITLES["robustness"],
+                pts,
+                pts,
+                f"Survived {sent} malformed/fuzzed frames and the socket oddities; then "
+                "forwarded 20 UDP flows and 4 HTTP connections with affinity.",
+                seconds=self.seconds("robustness"),
+            )
         else:
-            msg = (f"Survived {sent} malformed frames, but the normal flows afterwards: "
-                   + "; ".join(problems or ["failed"]) + (("\n" + end) if end else ""))
-            self.add("robustness", TEST_TITLES["robustness"], 0, pts, msg,
-                     seconds=self.seconds("robustness"), detail=msg)
+            msg = (
+                f"Survived {sent} malformed frames, but the normal flows afterwards: "
+                + "; ".join(problems or ["failed"])
+                + (("\n" + end) if end else "")
+            )
+            self.add(
+                "robustness",
+                TEST_TITLES["robustness"],
+                0,
+                pts,
+                msg,
+                seconds=self.seconds("robustness"),
+                detail=msg,
+            )
 
     def s_pool_changes(self, pts: float) -> None:
         score, msg = score_pool_changes(self.f["pool_changes"], pts)
-        self.add("pool_changes", TEST_TITLES["pool_changes"], score, pts, msg,
-                 seconds=self.seconds("pool_changes"), detail=msg if score < pts else "")
+        self.add(
+            "pool_changes",
+            TEST_TITLES["pool_changes"],
+            score,
+            pts,
+            msg,
+            seconds=self.seconds("pool_changes"),
+            detail=msg if score < pts else "",
+        )
 
     def s_cost(self, pts: float) -> None:
         c = self.f["cost"]
@@ -593,61 +790,112 @@ class Scorer:
         sub_w = [w for w in c["windows"] if w["who"] == "submission"]
         ref = [w["ns_per_packet"] for w in ref_w if finite_positive(w.get("ns_per_packet"))]
         sub = [w["ns_per_packet"] for w in sub_w if finite_positive(w.get("ns_per_packet"))]
-        bad_sub = [w.get("ns_per_packet") for w in sub_w
-                   if w.get("ns_per_packet") is not None
-                   and not finite_positive(w.get("ns_per_packet"))]
+        bad_sub = [
+            w.get("ns_per_packet")
+            for w in sub_w
+            if w.get("ns_per_packet") is not None and not finite_positive(w.get("ns_per_packet"))
+        ]
         agg_word = "the best window of each" if cfg.get("statistic") == "min" else "medians"
         if self.lab.way == "dpdk":
-            method = ("Method: the LB's port faces a DPDK generator (full bursts, saturation) for "
-                      f"{c['seconds']} s per window after a warm-up; its busy TSC cycles (from a "
-                      "non-empty rx_burst to its tx_burst, as the provided binding counts them) "
-                      "per packet received, times its share of its core (a poll-mode LB spins "
-                      "at 100 % CPU whatever the load, so CPU time alone says nothing); windows "
-                      f"alternating reference/submission in the same run; {agg_word} compared.")
+            method = (
+                "Method: the LB's port faces a DPDK generator (full bursts, saturation) for "
+                f"{c['seconds']} s per window after a warm-up; its busy TSC cycles (from a "
+                "non-empty rx_burst to its tx_burst, as the provided binding counts them) "
+                "per packet received, times its share of its core (a poll-mode LB spins "
+                "at 100 % CPU whatever the load, so CPU time alone says nothing); windows "
+                f"alternating reference/submission in the same run; {agg_word} compared."
+            )
         else:
-            method = (f"Method: at saturation, as `vnflab bench` measures it: trafgen sends UDP "
-                      f"flat out over {c.get('flows')} flows; the LB's CPU time (every thread "
-                      "and worker) per frame it transmitted (its interface's counter), for "
-                      f"{c['seconds']} s per window after a warm-up; windows alternating "
-                      f"reference/submission in the same run; {agg_word} compared.")
+            method = (
+                f"Method: at saturation, as `vnflab bench` measures it: trafgen sends UDP "
+                f"flat out over {c.get('flows')} flows; the LB's CPU time (every thread "
+                "and worker) per frame it transmitted (its interface's counter), for "
+                f"{c['seconds']} s per window after a warm-up; windows alternating "
+                f"reference/submission in the same run; {agg_word} compared."
+            )
         if not ref or len(ref) < len(ref_w):
-            why = next((w.get("busy_error") or w.get("error") for w in ref_w
-                        if w.get("busy_error") or w.get("error")), "")
+            why = next(
+                (
+                    w.get("busy_error") or w.get("error")
+                    for w in ref_w
+                    if w.get("busy_error") or w.get("error")
+                ),
+                "",
+            )
             figures = ", ".join(repr(w.get("ns_per_packet")) for w in ref_w)
-            note = (f"the reference's cost could not be measured (ns/packet per window: "
-                    f"{figures or 'no window'})" + (f": {why}" if why else ""))
+            note = (
+                f"the reference's cost could not be measured (ns/packet per window: "
+                f"{figures or 'no window'})" + (f": {why}" if why else "")
+            )
             self.grader_errors.append(f"cost: {note}")
-            self.add("cost", TEST_TITLES["cost"], 0, pts,
-                     f"Grader error, not yours: {note}. This test must be run again; its "
-                     "points are withheld until then.\n" + method)
+            self.add(
+                "cost",
+                TEST_TITLES["cost"],
+                0,
+                pts,
+                f"Grader error, not yours: {note}. This test must be run again; its "
+                "points are withheld until then.\n" + method,
+            )
             return
         if bad_sub:
-            msg = (f"The submission's cost measurement failed: ns/packet {bad_sub} in its "
-                   "windows (a cost must be above zero; CPU time spent outside the measured "
-                   "processes, or taken back by a reaped child, does not count).")
-            self.add("cost", TEST_TITLES["cost"], 0, pts, msg + "\n" + method,
-                     seconds=self.seconds("cost"), detail=msg)
+            msg = (
+                f"The submission's cost measurement failed: ns/packet {bad_sub} in its "
+                "windows (a cost must be above zero; CPU time spent outside the measured "
+                "processes, or taken back by a reaped child, does not count)."
+            )
+            self.add(
+                "cost",
+                TEST_TITLES["cost"],
+                0,
+                pts,
+                msg + "\n" + method,
+                seconds=self.seconds("cost"),
+                detail=msg,
+            )
             return
         if not sub:
             bad = next((w for w in c["windows"] if w["who"] == "submission"), {})
-            busy_err = next((w["busy_error"] for w in c["windows"]
-                             if w["who"] == "submission" and w.get("busy_error")), None)
+            busy_err = next(
+                (
+                    w["busy_error"]
+                    for w in c["windows"]
+                    if w["who"] == "submission" and w.get("busy_error")
+                ),
+                None,
+            )
             if busy_err:
                 msg = f"The submission's cost could not be measured: {busy_err}."
             else:
-                msg = "The submission forwarded nothing in the cost windows. " + \
-                    (_ended(bad.get("stop"), False) if bad else "")
-            self.add("cost", TEST_TITLES["cost"], 0, pts, msg + "\n" + method, seconds=self.seconds("cost"))
+                msg = "The submission forwarded nothing in the cost windows. " + (
+                    _ended(bad.get("stop"), False) if bad else ""
+                )
+            self.add(
+                "cost",
+                TEST_TITLES["cost"],
+                0,
+                pts,
+                msg + "\n" + method,
+                seconds=self.seconds("cost"),
+            )
             return
         agg = min if cfg.get("statistic") == "min" else statistics.median
         r_ns, s_ns = agg(ref), agg(sub)
         ratio = s_ns / r_ns
         full, zero = float(cfg.get("full_ratio", 1.5)), float(cfg.get("zero_ratio", 3.0))
         frac = 1.0 if ratio <= full else 0.0 if ratio >= zero else (zero - ratio) / (zero - full)
-        msg = (f"submission {s_ns:.0f} ns/packet, reference {r_ns:.0f} ns/packet: ratio {ratio:.2f} "
-               f"(full points up to {full}, none from {zero})\n{method}")
-        self.add("cost", TEST_TITLES["cost"], pts * frac, pts, msg, seconds=self.seconds("cost"),
-                 detail=msg)
+        msg = (
+            f"submission {s_ns:.0f} ns/packet, reference {r_ns:.0f} ns/packet: ratio {ratio:.2f} "
+            f"(full points up to {full}, none from {zero})\n{method}"
+        )
+        self.add(
+            "cost",
+            TEST_TITLES["cost"],
+            pts * frac,
+            pts,
+            msg,
+            seconds=self.seconds("cost"),
+            detail=msg,
+        )
 
     def s_hidden(self, s: dict, h: dict, pts: float) -> None:
         name = s.get("name", s["id"])
@@ -677,17 +925,21 @@ class Scorer:
             ft = _table_stats(stop.get("stats") or {})
             cap = s.get("flow_capacity")
             if ft is None:
-                problems.append("the LB wrote no readable stats (it must write --stats-file on "
-                                "exit)" + (f": {stop['stats_problem']}"
-                                           if stop.get("stats_problem") else ""))
+                problems.append(
+                    "the LB wrote no readable stats (it must write --stats-file on "
+                    "exit)" + (f": {stop['stats_problem']}" if stop.get("stats_problem") else "")
+                )
             elif min(ft.values()) < 0:
                 problems.append(f"its stats' flow-table counters are not counts: {ft}")
             elif cap and ft.get("size", 0) > cap:
-                problems.append(f"the flow table holds {ft['size']} entries with flow_capacity "
-                                f"{cap}: it never evicts (memory grows with every new flow)")
+                problems.append(
+                    f"the flow table holds {ft['size']} entries with flow_capacity "
+                    f"{cap}: it never evicts (memory grows with every new flow)"
+                )
             elif cap and ft.get("evictions", 0) + ft.get("expirations", 0) == 0:
-                problems.append(f"no eviction counted with {s.get('udp_flows')} flows in a "
-                                f"{cap}-entry table")
+                problems.append(
+                    f"no eviction counted with {s.get('udp_flows')} flows in a {cap}-entry table"
+                )
         end = _ended(h.get("stop"), h.get("alive_after"))
         if end:
             problems.append(end)

@@ -6,6 +6,7 @@ fresh ``grader.jail.Jail`` (its own cgroup, PID/IPC/mount namespaces, an allow-l
 another user), and a hidden scenario may change the LB's config (pool, policy, table size). The
 phases that use it are in ``grader.inside``.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,13 +15,12 @@ import signal
 import subprocess
 import time
 
-from testbed.experiment import ExperimentSpec, Testbed, log
-
 from grader.jail import CODE, OUT, RUN, Jail, JailError, python
-
-CONTROL = "/vnflab/control"          # the control file's directory, inside the jail (read-only)
 from grader.sandbox_user import REFERENCE_USER, STUDENT_USER, user_ids
 from grader.untrusted import is_regular, load_json_or, read_json_capped, read_text_tail
+from testbed.experiment import ExperimentSpec, Testbed, log
+
+CONTROL = "/vnflab/control"  # the control file's directory, inside the jail (read-only)
 
 
 class StudentLB:
@@ -67,8 +67,13 @@ class StudentLB:
         self.proc.wait()
         # The stats file is the student's: read without following a link, capped, checked
         stats, problem = read_json_capped(self.stats_path)
-        facts = {"alive_at_stop": was_alive, "hung": hung, "exit_code": self.proc.returncode,
-                 "stats": stats if isinstance(stats, dict) else {}, "log_tail": self.log_tail()}
+        facts = {
+            "alive_at_stop": was_alive,
+            "hung": hung,
+            "exit_code": self.proc.returncode,
+            "stats": stats if isinstance(stats, dict) else {},
+            "log_tail": self.log_tail(),
+        }
         if problem and os.path.lexists(self.stats_path):
             facts["stats_problem"] = problem
         self.jail.destroy()
@@ -132,7 +137,7 @@ class GradeBed(Testbed):
         for key in ("policy", "flow_capacity", "idle_timeout"):
             if key in o:
                 cfg["lb"][key] = o[key]
-        cfg["io"].update(o.get("io") or {})       # a graded path's io options (style, mode...)
+        cfg["io"].update(o.get("io") or {})  # a graded path's io options (style, mode...)
         return cfg
 
     # The grader's own probes (captures, port pairs, the malformed-frame corpus) on CPU 0 with
@@ -178,11 +183,17 @@ class GradeBed(Testbed):
         bridge = self.net["s1"].name
         try:
             self.ovs.appctl("fdb/add", bridge, self.vhost_port, "0", self.topo_cfg.host_mac("lb"))
-        except Exception as exc:                  # noqa: BLE001 - learning still works
+        except Exception as exc:  # noqa: BLE001 - learning still works
             log(f"fdb/add for the LB's MAC failed: {exc}")
 
-    def start_student_lb(self, tag: str, overlay: str, config: dict | None = None,
-                         control_file: str | None = None, **overrides) -> StudentLB:
+    def start_student_lb(
+        self,
+        tag: str,
+        overlay: str,
+        config: dict | None = None,
+        control_file: str | None = None,
+        **overrides,
+    ) -> StudentLB:
         """The LB program in a fresh jail; ``config`` (the DPDK cost windows: a generator's vdev
         instead of OVS) replaces the topology's LB config; ``control_file``: the pool the control
         plane wants (the grader's file, bound read-only into the jail; re-read on SIGHUP).
@@ -198,26 +209,43 @@ class GradeBed(Testbed):
             # free: a root-only write the student cannot do. Make them free now, with room for a
             # generator or a parallel grading starting meanwhile.
             from vnf.dpdk import hugepages
+
             for mb in (4 * self.LB_DPDK_MEM_MB + 64, self.LB_DPDK_MEM_MB + 16):
-                try:                              # generous if the kernel can, else just enough
+                try:  # generous if the kernel can, else just enough
                     hugepages.ensure_free(mb)
                     break
                 except (OSError, hugepages.HugePagesError) as exc:
                     log(f"huge pages for {mb} MiB: {exc}")
         limits = dict(plan["limits"])
-        if self.ovs is not None:                  # EAL's memory, and room for its own slack
+        if self.ovs is not None:  # EAL's memory, and room for its own slack
             limits.setdefault("hugepages_mb", 2 * self.LB_DPDK_MEM_MB)
         binds = {CODE: overlay}
-        if control_file:                          # the grader rewrites it: bind its directory
+        if control_file:  # the grader rewrites it: bind its directory
             binds[CONTROL] = os.path.dirname(control_file)
-        jail = Jail(plan["grading_id"], self.workdir, user=user, limits=limits,
-                    caps=tuple(plan["caps"]), binds=binds,
-                    rw_binds={self.vhost_dir: self.vhost_dir} if self.ovs is not None else {},
-                    hugepages=self.ovs is not None, netns_pid=self.net["lb"].pid,
-                    files={"config.json": json.dumps(config or self.lb_config())})
+        jail = Jail(
+            plan["grading_id"],
+            self.workdir,
+            user=user,
+            limits=limits,
+            caps=tuple(plan["caps"]),
+            binds=binds,
+            rw_binds={self.vhost_dir: self.vhost_dir} if self.ovs is not None else {},
+            hugepages=self.ovs is not None,
+            netns_pid=self.net["lb"].pid,
+            files={"config.json": json.dumps(config or self.lb_config())},
+        )
         self.jails.append(jail)
-        argv = [python(), "-m", f"vnf.ways.{plan['way']}_lb", "--config", f"{RUN}/config.json",
-                "--ready-file", f"{OUT}/ready", "--stats-file", f"{OUT}/stats.json"]
+        argv = [
+            python(),
+            "-m",
+            f"vnf.ways.{plan['way']}_lb",
+            "--config",
+            f"{RUN}/config.json",
+            "--ready-file",
+            f"{OUT}/ready",
+            "--stats-file",
+            f"{OUT}/stats.json",
+        ]
         if control_file:
             argv += ["--control-file", f"{CONTROL}/{os.path.basename(control_file)}"]
         log_path = os.path.join(self.workdir, f"lb-{tag}.log")
@@ -230,7 +258,7 @@ class GradeBed(Testbed):
         error = None
         lb = StudentLB(jail, log_path, False, None)
         while True:
-            if is_regular(ready):                 # a link or a FIFO is not a ready file
+            if is_regular(ready):  # a link or a FIFO is not a ready file
                 break
             if proc.poll() is not None:
                 try:
@@ -241,16 +269,18 @@ class GradeBed(Testbed):
                 error = f"exited with code {proc.returncode} before it was ready"
                 break
             if time.monotonic() > deadline:
-                error = (f"not ready within {plan['limits'].get('ready_timeout_s', 20)} s "
-                         "(no ready file): killed")
+                error = (
+                    f"not ready within {plan['limits'].get('ready_timeout_s', 20)} s "
+                    "(no ready file): killed"
+                )
                 jail.cgroup.kill()
                 proc.wait()
                 break
             time.sleep(0.05)
         if error is None and self.ovs is not None and config is None:
-            try:                                  # OVS (the client) connected: link up
+            try:  # OVS (the client) connected: link up
                 self.wait_vhost_up(float(plan["limits"].get("link_timeout_s", 30)))
-            except Exception as exc:              # noqa: BLE001 - graded as not started
+            except Exception as exc:  # noqa: BLE001 - graded as not started
                 error = f"its vhost-user port did not come up ({exc})"
                 jail.cgroup.kill()
                 proc.wait()

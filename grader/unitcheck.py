@@ -12,6 +12,7 @@ Whatever comes back (bad JSON, non-UTF-8 bytes, an answer of the wrong call, not
 makes the check at hand fail with a message; it never stops the grading. A call that takes too
 long is stopped; the next check gets a fresh student process.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -27,9 +28,9 @@ from grader import unitserve
 from grader.unitserve import WireError, decode, encode
 from grader.untrusted import CappedPipe, kill_session
 
-ANSWER_MAX = 4 << 20           # one answer line: more is not an answer
-CALL_TIMEOUT_S = 10.0          # one call (an endless loop is stopped here)
-IMPORT_TIMEOUT_S = 30.0        # importing the student's module (its module-level code)
+ANSWER_MAX = 4 << 20  # one answer line: more is not an answer
+CALL_TIMEOUT_S = 10.0  # one call (an endless loop is stopped here)
+IMPORT_TIMEOUT_S = 30.0  # importing the student's module (its module-level code)
 
 
 class ChannelLost(BaseException):
@@ -50,7 +51,7 @@ _error_types: dict[str, type] = {}
 def student_error(type_name: str, message: str) -> StudentError:
     cls = _error_types.get(type_name)
     if cls is None:
-        if len(_error_types) >= 100:             # names are the student's: a bounded few
+        if len(_error_types) >= 100:  # names are the student's: a bounded few
             return StudentError(f"{type_name}: {message}")
         cls = _error_types[type_name] = type(type_name, (StudentError,), {})
     return cls(message)
@@ -61,9 +62,14 @@ class Servant:
     what the student printed kept (its end) from its stderr."""
 
     def __init__(self, cmd: list[str], budget):
-        self.budget = budget               # () -> seconds the next call may take
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, start_new_session=True)
+        self.budget = budget  # () -> seconds the next call may take
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         self.printed = CappedPipe(self.proc.stderr)
         self.lines: queue.Queue = queue.Queue()
         self.next_id = 0
@@ -95,8 +101,9 @@ class Servant:
             self._lose(f"no answer within {timeout:.0f} s (an endless loop?): stopped")
         if not line:
             code = self.proc.poll()
-            self._lose("the student's process ended" + (f" (exit code {code})"
-                                                        if code is not None else ""))
+            self._lose(
+                "the student's process ended" + (f" (exit code {code})" if code is not None else "")
+            )
         if len(line) > ANSWER_MAX:
             self._lose(f"an answer longer than {ANSWER_MAX} bytes")
         try:
@@ -104,8 +111,10 @@ class Servant:
         except (ValueError, RecursionError):
             self._lose(f"an answer that is not JSON: {line[:120].decode('utf-8', 'replace')!r}")
         if not isinstance(ans, dict) or ans.get("id") != self.next_id:
-            self._lose("an answer that is not the one to the call made (something in the "
-                       "student's process wrote to the grader's channel)")
+            self._lose(
+                "an answer that is not the one to the call made (something in the "
+                "student's process wrote to the grader's channel)"
+            )
         if "raised" in ans:
             name, msg = str(ans.get("raised"))[:200], str(ans.get("message", ""))[:2000]
             if name == "NotImplementedError":
@@ -137,8 +146,13 @@ class _RemoteCallable:
 
     def __call__(self, *args, **kwargs):
         try:
-            req = {"op": "call", "target": self.target, "name": self.name,
-                   "args": encode(list(args)), "kwargs": encode(dict(kwargs))}
+            req = {
+                "op": "call",
+                "target": self.target,
+                "name": self.name,
+                "args": encode(list(args)),
+                "kwargs": encode(dict(kwargs)),
+            }
         except WireError as exc:
             raise TypeError(f"a check passed what cannot be sent: {exc}") from None
         return self.servant.request(req, self.budget())
@@ -164,8 +178,9 @@ class RemoteObject:
         return n
 
     def __contains__(self, item) -> bool:
-        return bool(_RemoteCallable(self._servant, self._handle, "__contains__",
-                                    self._budget)(item))
+        return bool(
+            _RemoteCallable(self._servant, self._handle, "__contains__", self._budget)(item)
+        )
 
     def __repr__(self) -> str:
         return f"<{self._type} in the student's process>"
@@ -225,17 +240,27 @@ def run_unit_checks(unit: dict, command) -> dict:
             if servant is None or servant.lost:
                 if servant is not None:
                     printed = servant.printed.text()
-                servant = Servant(command(argv), lambda: max(0.1, min(
-                    CALL_TIMEOUT_S, deadline - time.monotonic())))
+                servant = Servant(
+                    command(argv),
+                    lambda: max(0.1, min(CALL_TIMEOUT_S, deadline - time.monotonic())),
+                )
                 try:
-                    servant.request({"op": "import"}, max(0.1, min(
-                        IMPORT_TIMEOUT_S, deadline - time.monotonic())))
+                    servant.request(
+                        {"op": "import"},
+                        max(0.1, min(IMPORT_TIMEOUT_S, deadline - time.monotonic())),
+                    )
                 except (StudentError, NotImplementedError, ChannelLost) as exc:
                     import_error = f"{unit['module']}.py does not import: {exc}"
-                    if isinstance(exc, ChannelLost):      # it died: what it printed says why
+                    if isinstance(exc, ChannelLost):  # it died: what it printed says why
                         import_error += "\n" + servant.printed.text()[-1500:]
-                    results.append({"name": name, "ok": False, "message": import_error,
-                                    "seconds": round(time.monotonic() - t0, 3)})
+                    results.append(
+                        {
+                            "name": name,
+                            "ok": False,
+                            "message": import_error,
+                            "seconds": round(time.monotonic() - t0, 3),
+                        }
+                    )
                     continue
             results.append(_one(check, RemoteModule(servant)))
             results[-1]["seconds"] = round(time.monotonic() - t0, 3)
@@ -260,16 +285,17 @@ def _one(check, m: RemoteModule) -> dict:
         return {"name": name, "ok": False, "message": str(exc)[:500]}
     except ChannelLost as exc:
         return {"name": name, "ok": False, "message": f"the check did not finish: {exc}"}
-    except Exception as exc:                      # noqa: BLE001 - the student's code raised
+    except Exception as exc:  # noqa: BLE001 - the student's code raised
         return {"name": name, "ok": False, "message": f"raised {type(exc).__name__}: {exc}"[:600]}
 
 
 def main(argv=None) -> int:
     """``python -m grader.unitcheck CHECKS MODULE FILE``: the checks on a file, unjailed (for
     trying the harness by hand; the grader runs them through ``grader.inside``)."""
-    checks, module, path = (argv if argv is not None else sys.argv[1:])
-    res = run_unit_checks({"checks": checks, "module": module, "file": os.path.abspath(path)},
-                          lambda a: a)
+    checks, module, path = argv if argv is not None else sys.argv[1:]
+    res = run_unit_checks(
+        {"checks": checks, "module": module, "file": os.path.abspath(path)}, lambda a: a
+    )
     print(json.dumps(res, indent=1))
     return 0 if all(r["ok"] for r in res["results"]) else 1
 

@@ -11,6 +11,7 @@ The wire format (``encode``/``decode``, used by both sides) is JSON with tagged 
 that what a check passes (bytes, named tuples) reaches the student's code as such.
 Only the standard library is imported here.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,10 +36,20 @@ _tuple_types: dict = {}
 
 def named_tuple_type(name: str, fields: list):
     """The named-tuple class called ``name`` with ``fields`` (made once per shape)."""
-    if not (isinstance(name, str) and name.isidentifier() and not keyword.iskeyword(name)
-            and isinstance(fields, list) and len(fields) <= 64
-            and all(isinstance(f, str) and f.isidentifier() and not keyword.iskeyword(f)
-                    and not f.startswith("_") for f in fields)):
+    if not (
+        isinstance(name, str)
+        and name.isidentifier()
+        and not keyword.iskeyword(name)
+        and isinstance(fields, list)
+        and len(fields) <= 64
+        and all(
+            isinstance(f, str)
+            and f.isidentifier()
+            and not keyword.iskeyword(f)
+            and not f.startswith("_")
+            for f in fields
+        )
+    ):
         raise WireError("a named tuple with a bad name or bad field names")
     key = (name, tuple(fields))
     if key not in _tuple_types:
@@ -59,15 +70,19 @@ def encode(x, keep=None, depth: int = 0):
     if isinstance(x, (bytes, bytearray, memoryview)):
         return {"bytes": bytes(x).hex()}
     if isinstance(x, tuple) and hasattr(x, "_fields"):
-        return {"namedtuple": type(x).__name__, "fields": list(x._fields),
-                "values": [encode(v, keep, depth + 1) for v in x]}
+        return {
+            "namedtuple": type(x).__name__,
+            "fields": list(x._fields),
+            "values": [encode(v, keep, depth + 1) for v in x],
+        }
     if isinstance(x, tuple):
         return {"tuple": [encode(v, keep, depth + 1) for v in x]}
     if isinstance(x, list):
         return [encode(v, keep, depth + 1) for v in x]
     if isinstance(x, dict):
-        return {"dict": [[encode(k, keep, depth + 1), encode(v, keep, depth + 1)]
-                         for k, v in x.items()]}
+        return {
+            "dict": [[encode(k, keep, depth + 1), encode(v, keep, depth + 1)] for k, v in x.items()]
+        }
     if keep is None:
         raise WireError(f"cannot send a {type(x).__name__}")
     return {"handle": keep(x), "type": type(x).__name__[:100]}
@@ -115,7 +130,7 @@ def _raised(exc: BaseException) -> dict:
     name = cls.__name__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__name__}"
     try:
         message = str(exc)
-    except Exception:                            # noqa: BLE001 - a __str__ that raises
+    except Exception:  # noqa: BLE001 - a __str__ that raises
         message = "(its message could not be shown)"
     return {"raised": name[:200], "message": message[:MESSAGE_MAX]}
 
@@ -154,7 +169,7 @@ def serve(module_name: str, path: str, requests, answers) -> None:
                 else:
                     value = getattr(target, name)(*args, **kwargs)
                 answer["value"] = encode(value, keep)
-        except BaseException as exc:             # every failure is an answer
+        except BaseException as exc:  # every failure is an answer
             if isinstance(exc, KeyboardInterrupt):
                 raise
             answer = {"id": req.get("id"), **_raised(exc)}

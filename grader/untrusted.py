@@ -12,6 +12,7 @@ the functions here, which all:
 - decode with replacement (non-UTF-8 bytes become U+FFFD, never an exception) and turn bad JSON
   into a "could not read" answer, never an exception that would stop a grading.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,13 +23,18 @@ import subprocess
 import threading
 
 KIB, MIB = 1 << 10, 1 << 20
-STATS_MAX = 1 * MIB            # an LB's stats file
-LOG_TAIL_MAX = 64 * KIB        # what is kept of a log or of captured output: its end
+STATS_MAX = 1 * MIB  # an LB's stats file
+LOG_TAIL_MAX = 64 * KIB  # what is kept of a log or of captured output: its end
 SUBMISSION_FILE_MAX = 1 * MIB  # one student file (lab files are a few tens of KiB)
 
-_KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"),
-          (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
-          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+_KINDS = (
+    (stat.S_ISLNK, "a symbolic link"),
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 class Untrusted(OSError):
@@ -51,7 +57,7 @@ def open_regular(path: str) -> int:
     try:
         fd = os.open(path, flags)
     except OSError as exc:
-        if exc.errno == 40:                      # ELOOP: O_NOFOLLOW met a symbolic link
+        if exc.errno == 40:  # ELOOP: O_NOFOLLOW met a symbolic link
             raise Untrusted(f"{os.path.basename(path)} is a symbolic link") from None
         raise
     st = os.fstat(fd)
@@ -99,7 +105,7 @@ def read_json_capped(path: str, max_bytes: int = STATS_MAX):
         data = read_capped(path, max_bytes)
     except FileNotFoundError:
         return None, f"{os.path.basename(path)} does not exist"
-    except OSError as exc:                       # Untrusted, EACCES, ...
+    except OSError as exc:  # Untrusted, EACCES, ...
         return None, str(exc)
     try:
         return json.loads(data.decode("utf-8"), parse_constant=_no_constant), None
@@ -134,8 +140,9 @@ def read_text_tail(path: str, max_bytes: int = LOG_TAIL_MAX) -> str:
         os.close(fd)
 
 
-def copy_regular(src: str, dest: str, max_bytes: int = SUBMISSION_FILE_MAX,
-                 mode: int = 0o644) -> None:
+def copy_regular(
+    src: str, dest: str, max_bytes: int = SUBMISSION_FILE_MAX, mode: int = 0o644
+) -> None:
     """Copy a student file into the grader's tree: ``src`` must be a regular file (Untrusted
     otherwise, or when bigger than ``max_bytes``); ``dest`` is created anew, owned by whoever
     runs this (root) with ``mode``. Reads the opened descriptor: no swap by name in between."""
@@ -144,10 +151,10 @@ def copy_regular(src: str, dest: str, max_bytes: int = SUBMISSION_FILE_MAX,
         os.unlink(dest)
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
-        os.fchmod(fd, mode)                       # whatever the umask
+        os.fchmod(fd, mode)  # whatever the umask
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
 
@@ -162,8 +169,10 @@ def chown_own_socket(path: str, uid: int, gid: int) -> None:
     try:
         st = os.fstat(fd)
         if not stat.S_ISSOCK(st.st_mode) or st.st_uid != 0:
-            raise Untrusted(f"{path} is {kind(st.st_mode)} owned by uid {st.st_uid}, not the "
-                            "socket the grader created: not chowned")
+            raise Untrusted(
+                f"{path} is {kind(st.st_mode)} owned by uid {st.st_uid}, not the "
+                "socket the grader created: not chowned"
+            )
         os.chown(f"/proc/self/fd/{fd}", uid, gid)
     finally:
         os.close(fd)
@@ -171,8 +180,7 @@ def chown_own_socket(path: str, uid: int, gid: int) -> None:
 
 def finite_positive(x) -> bool:
     """A measurement that can be divided by: a finite number above zero (not a bool)."""
-    return (isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-            and x > 0)
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
 
 
 class CappedPipe:
@@ -198,12 +206,12 @@ class CappedPipe:
             self.total += len(b)
             self._buf += b
             if len(self._buf) > 2 * self.max_bytes:
-                del self._buf[:-self.max_bytes]
+                del self._buf[: -self.max_bytes]
 
     def text(self, timeout: float = 2.0) -> str:
         """What was kept (its end), decoded with replacement; a note when some was dropped."""
         self._thread.join(timeout)
-        kept = bytes(self._buf[-self.max_bytes:])
+        kept = bytes(self._buf[-self.max_bytes :])
         dropped = self.total - len(kept)
         note = f"[... {dropped} earlier bytes not kept ...]\n" if dropped > 0 else ""
         return note + kept.decode("utf-8", errors="replace")

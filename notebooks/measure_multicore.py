@@ -16,6 +16,7 @@ an RX lcore handing bursts through rte_rings to N worker lcores, N queues). The 
 (rtc:1, rtc:2, ..., rtc:1, ...) so machine drift hits every config alike; each config keeps the
 list of its runs (both styles: ``vector`` and ``perpacket``, see ``bench.dpdk.DpdkDriver``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,6 +52,7 @@ class Progress:
 
     def step(self, what: str) -> None:
         from bench.runner import progress_note
+
         note = progress_note(self.done, self.total, time.monotonic() - self.t0)
         print(f"{what} ({note})", flush=True)
         self.done += 1
@@ -60,12 +62,14 @@ def measure_dpdk(configs: list[dict], rounds: int, seconds: float, progress: Pro
     """Each config through vnflab bench's DPDK driver, rounds interleaved across configs."""
     from bench.runner import run_bench
     from bench.spec import BenchSpec, estimate_seconds
+
     entries = [{**io, "runs": [], "errors": []} for io in configs]
     method = None
     for i in range(rounds):
         for io, entry in zip(configs, entries):
-            spec = BenchSpec(ways=["dpdk"], runs=1, seconds=seconds, whole_core=False,
-                             dpdk_io=dict(io))
+            spec = BenchSpec(
+                ways=["dpdk"], runs=1, seconds=seconds, whole_core=False, dpdk_io=dict(io)
+            )
             spec.timeout_s = estimate_seconds(spec) * 2 + 120
             progress.step(f"dpdk {io['model']}, {io['lcores']} lcore(s), round {i + 1}/{rounds}")
             r = run_bench(spec)
@@ -77,9 +81,13 @@ def measure_dpdk(configs: list[dict], rounds: int, seconds: float, progress: Pro
             method = method or r.get("method")
             entry["machine"] = r.get("machine")
             for run in way.get("runs", []):
-                (entry["errors"].append(run["error"]) if "error" in run else
-                 entry["runs"].append({"round": i, "vector": run.get("vector"),
-                                       "perpacket": run.get("perpacket")}))
+                (
+                    entry["errors"].append(run["error"])
+                    if "error" in run
+                    else entry["runs"].append(
+                        {"round": i, "vector": run.get("vector"), "perpacket": run.get("perpacket")}
+                    )
+                )
     return {"method": method, "rounds": rounds, "seconds": seconds, "configs": entries}
 
 
@@ -88,9 +96,14 @@ def main(argv=None) -> int:
     p.add_argument("--workers", default="1,2", help="worker counts, e.g. 1,2,4")
     p.add_argument("--json", required=True)
     p.add_argument("--dpdk", default=DPDK_CONFIGS, help="DPDK configs MODEL:N ('' for none)")
-    p.add_argument("--dpdk-rounds", type=int, help="interleaved bench runs per DPDK config "
-                                                   "(default 3; 1 with --small)")
-    p.add_argument("--dpdk-seconds", type=float, help="measurement window (default 2; 1 with --small)")
+    p.add_argument(
+        "--dpdk-rounds",
+        type=int,
+        help="interleaved bench runs per DPDK config (default 3; 1 with --small)",
+    )
+    p.add_argument(
+        "--dpdk-seconds", type=float, help="measurement window (default 2; 1 with --small)"
+    )
     p.add_argument("--small", action="store_true", help="fewer flows, shorter phases")
     args = p.parse_args(argv)
     configs = dpdk_configs(args.dpdk)
@@ -102,14 +115,22 @@ def main(argv=None) -> int:
     for n in workers:
         spec = ExperimentSpec(way="afpacket", lb_extra={"workers": n})
         if args.small:
-            spec.udp_flows, spec.http_conns, spec.cost_seconds, spec.saturation_seconds = 300, 30, 1.5, 1.0
+            spec.udp_flows, spec.http_conns, spec.cost_seconds, spec.saturation_seconds = (
+                300,
+                30,
+                1.5,
+                1.0,
+            )
         progress.step(f"afpacket, {n} worker(s)")
         r = run_sandboxed(spec)
         r["workers"] = n
         r.pop("report_table", None)
         results.append(r)
-    doc = {"what": "afpacket fanout workers; dpdk lcores/queues, rtc and pipeline",
-           "cores": os.cpu_count(), "results": results}
+    doc = {
+        "what": "afpacket fanout workers; dpdk lcores/queues, rtc and pipeline",
+        "cores": os.cpu_count(),
+        "results": results,
+    }
     if configs:
         doc["dpdk"] = measure_dpdk(configs, rounds, seconds, progress)
     with open(args.json, "w") as f:

@@ -17,6 +17,7 @@ Environment:
 * ``VNFLAB_NOTEBOOK_MEASURE=quick|full``: measure in every notebook's marked cell (the tests).
 * ``VNFLAB_NOTEBOOK_DATA=DIR``: where your machine's files go (default ``notebooks/data``).
 """
+
 from __future__ import annotations
 
 import json
@@ -40,13 +41,14 @@ REFERENCE = HERE / "reference"
 DATA = Path(os.environ.get("VNFLAB_NOTEBOOK_DATA") or HERE / "data")
 OFFLINE = os.environ.get("VNFLAB_NOTEBOOK_OFFLINE", "") not in ("", "0")
 SIZES = ("quick", "full")
-HEARTBEAT_S = 5.0          # the longest silence while measuring: then a "still measuring" line
+HEARTBEAT_S = 5.0  # the longest silence while measuring: then a "still measuring" line
 
 
 @dataclass(frozen=True)
 class Recipe:
     """How one notebook's data set is measured. ``expected_s``: how long each size took on the
     reference machine (2 cores, shared), printed before measuring and in the notebook."""
+
     name: str
     notebook: str
     expected_s: dict
@@ -56,22 +58,52 @@ class Recipe:
         vnflab = [sys.executable, "-m", "vnflab.cli"]
         if self.name == "kernel-vs-bypass":
             runs, seconds = (1, 0.5) if quick else (5, 3.0)
-            return vnflab + ["bench", "--compare", "socket,afpacket,dpdk", "--runs", str(runs),
-                             "--seconds", str(seconds), "--json", str(out)]
+            return vnflab + [
+                "bench",
+                "--compare",
+                "socket,afpacket,dpdk",
+                "--runs",
+                str(runs),
+                "--seconds",
+                str(seconds),
+                "--json",
+                str(out),
+            ]
         if self.name == "batching":
             # full: 5 batch sizes a factor 4 apart (the curve's fall and its knee), 3 runs each
-            batches, runs, seconds = ((1, 8, 64), 1, 0.5) if quick else \
-                ((1, 4, 16, 64, 256), 3, 1.5)
-            return vnflab + ["bench", "--compare", "afpacket,dpdk", "--batch",
-                             ",".join(map(str, batches)), "--runs", str(runs), "--seconds",
-                             str(seconds), "--no-whole-core", "--json", str(out)]
+            batches, runs, seconds = (
+                ((1, 8, 64), 1, 0.5) if quick else ((1, 4, 16, 64, 256), 3, 1.5)
+            )
+            return vnflab + [
+                "bench",
+                "--compare",
+                "afpacket,dpdk",
+                "--batch",
+                ",".join(map(str, batches)),
+                "--runs",
+                str(runs),
+                "--seconds",
+                str(seconds),
+                "--no-whole-core",
+                "--json",
+                str(out),
+            ]
         if self.name == "multicore":
             workers = ",".join(str(n) for n in range(1, min(4, os.cpu_count() or 1) + 1))
-            return [sys.executable, str(HERE / "measure_multicore.py"), "--workers", workers,
-                    "--json", str(out)] + (["--small"] if quick else [])
+            return [
+                sys.executable,
+                str(HERE / "measure_multicore.py"),
+                "--workers",
+                workers,
+                "--json",
+                str(out),
+            ] + (["--small"] if quick else [])
         if self.name == "affinity-and-hashing":
-            return vnflab + ["demo", "--json", str(out)] + \
-                (["--way", "afpacket", "--quick"] if quick else ["--way", "all"])
+            return (
+                vnflab
+                + ["demo", "--json", str(out)]
+                + (["--way", "afpacket", "--quick"] if quick else ["--way", "all"])
+            )
         raise KeyError(self.name)
 
 
@@ -79,12 +111,15 @@ class Recipe:
 # multicore: 57 s / 205 s were measured while every DPDK pipeline run failed at start (the
 # bench measures style fused first, which the pipeline model refuses); its 2 / 6 pipeline runs
 # would add about 40 s / 2.5 min, included below.
-RECIPES = {r.name: r for r in (
-    Recipe("kernel-vs-bypass", "01-kernel-vs-bypass.ipynb", {"quick": 60, "full": 315}),
-    Recipe("batching", "02-batching.ipynb", {"quick": 50, "full": 305}),
-    Recipe("multicore", "03-multicore.ipynb", {"quick": 100, "full": 350}),
-    Recipe("affinity-and-hashing", "04-affinity-and-hashing.ipynb", {"quick": 10, "full": 110}),
-)}
+RECIPES = {
+    r.name: r
+    for r in (
+        Recipe("kernel-vs-bypass", "01-kernel-vs-bypass.ipynb", {"quick": 60, "full": 315}),
+        Recipe("batching", "02-batching.ipynb", {"quick": 50, "full": 305}),
+        Recipe("multicore", "03-multicore.ipynb", {"quick": 100, "full": 350}),
+        Recipe("affinity-and-hashing", "04-affinity-and-hashing.ipynb", {"quick": 10, "full": 110}),
+    )
+}
 
 
 def mmss(seconds: float) -> str:
@@ -102,11 +137,13 @@ def durations(name: str) -> str:
 # reading: the data sets a notebook draws
 # --------------------------------------------------------------------------------------------
 
+
 @dataclass
 class DataSet:
     """One machine's measurement: ``data`` is what the command wrote, ``doc`` its wrapper
     (machine, date, size, command, duration)."""
-    who: str            # "reference machine" or "your machine"
+
+    who: str  # "reference machine" or "your machine"
     doc: dict
 
     @property
@@ -117,8 +154,10 @@ class DataSet:
     def label(self) -> str:
         """``reference machine: Intel Xeon, 2 cores, Linux 6.1; full size, 2025-06-01``."""
         m, d = self.doc["machine"], self.doc
-        return (f"{self.who}: {m.get('cpu_model', '?')}, {m.get('cores', '?')} cores, "
-                f"Linux {m.get('kernel', '?')}; {d['size']} size, {d['measured'][:10]}")
+        return (
+            f"{self.who}: {m.get('cpu_model', '?')}, {m.get('cores', '?')} cores, "
+            f"Linux {m.get('kernel', '?')}; {d['size']} size, {d['measured'][:10]}"
+        )
 
     @property
     def short(self) -> str:
@@ -150,23 +189,27 @@ def load(name: str) -> list[DataSet]:
         if ds.doc.get("note"):
             print("  note:", ds.doc["note"])
     if len(sets) == 1:
-        print(f"your machine: not measured yet (the cell above, or "
-              f"`sudo vnflab notebook-data {name} --quick`: {durations(name)})")
+        print(
+            f"your machine: not measured yet (the cell above, or "
+            f"`sudo vnflab notebook-data {name} --quick`: {durations(name)})"
+        )
     return sets
 
 
 def footnote(fig, sets: list[DataSet]) -> None:
     """Name the machine(s) under a figure (call after ``tight_layout``): one line per data set,
     in a strip added below the axes."""
-    strip = (0.15 + 0.15 * len(sets)) / fig.get_figheight()      # inches -> figure fraction
+    strip = (0.15 + 0.15 * len(sets)) / fig.get_figheight()  # inches -> figure fraction
     fig.subplots_adjust(bottom=fig.subplotpars.bottom + strip)
-    fig.text(0.01, 0.01, "\n".join(ds.label for ds in sets), fontsize=8, color="dimgrey",
-             va="bottom")
+    fig.text(
+        0.01, 0.01, "\n".join(ds.label for ds in sets), fontsize=8, color="dimgrey", va="bottom"
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # measuring: the marked cell and `vnflab notebook-data`
 # --------------------------------------------------------------------------------------------
+
 
 def measure_cell(name: str, size: str | None) -> None:
     """The notebooks' marked cell: measure at ``size`` (or VNFLAB_NOTEBOOK_MEASURE), or say
@@ -176,8 +219,11 @@ def measure_cell(name: str, size: str | None) -> None:
         why = "offline (VNFLAB_NOTEBOOK_OFFLINE)" if OFFLINE and size else "MEASURE is None"
         print(f"not measuring: {why}. Sizes for this notebook: {durations(name)}.")
         have = data_path(name)
-        print(f"your machine's data: {have}" if have.exists() else
-              "your machine's data: none yet, the figures show the reference machine only")
+        print(
+            f"your machine's data: {have}"
+            if have.exists()
+            else "your machine's data: none yet, the figures show the reference machine only"
+        )
         return
     measure(name, size)
 
@@ -186,6 +232,7 @@ def machine() -> dict:
     """The machine a data set was measured on (the bench's own description, and the OS)."""
     sys.path.insert(0, str(REPO))
     from bench.machine import machine_info
+
     info = machine_info()
     try:
         with open("/etc/os-release") as f:
@@ -197,8 +244,9 @@ def machine() -> dict:
     return info
 
 
-def measure(name: str, size: str = "quick", out_dir: Path | None = None,
-            note: str | None = None) -> Path:
+def measure(
+    name: str, size: str = "quick", out_dir: Path | None = None, note: str | None = None
+) -> Path:
     """Run ``name``'s command at ``size``, streaming its output, and write the wrapped data set
     to ``out_dir/NAME.json`` (default: your machine's ``notebooks/data``)."""
     if OFFLINE:
@@ -213,11 +261,16 @@ def measure(name: str, size: str = "quick", out_dir: Path | None = None,
         raw = Path(tmp) / "raw.json"
         argv = recipe.argv(size, raw)
         shown = shlex.join(argv).replace(str(raw), "OUT.json")
-        print(f"measuring {name} at {size} size: about {mmss(expected)} expected "
-              f"({durations(name)})\n  {shown}", flush=True)
+        print(
+            f"measuring {name} at {size} size: about {mmss(expected)} expected "
+            f"({durations(name)})\n  {shown}",
+            flush=True,
+        )
         if os.geteuid() != 0:
-            raise RuntimeError("measuring needs root (network namespaces): run "
-                               f"`sudo vnflab notebook-data {name} --{size}` instead")
+            raise RuntimeError(
+                "measuring needs root (network namespaces): run "
+                f"`sudo vnflab notebook-data {name} --{size}` instead"
+            )
         started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
         info = machine()
         t0 = time.monotonic()
@@ -225,9 +278,18 @@ def measure(name: str, size: str = "quick", out_dir: Path | None = None,
         took = time.monotonic() - t0
         if not raw.exists():
             raise RuntimeError(f"{name}: the command exited {code} without writing its data")
-        doc = {"name": name, "notebook": recipe.notebook, "size": size, "measured": started,
-               "duration_s": round(took), "exit_code": code, "machine": info,
-               "command": shown, "note": note, "data": read_doc(raw)}
+        doc = {
+            "name": name,
+            "notebook": recipe.notebook,
+            "size": size,
+            "measured": started,
+            "duration_s": round(took),
+            "exit_code": code,
+            "machine": info,
+            "command": shown,
+            "note": note,
+            "data": read_doc(raw),
+        }
     path = out_dir / f"{name}.json"
     with open(path.with_suffix(".tmp"), "w") as f:
         json.dump(doc, f, indent=1)
@@ -237,9 +299,9 @@ def measure(name: str, size: str = "quick", out_dir: Path | None = None,
     return path
 
 
-PROGRESS = re.compile(r"step \d+/\d+, [\d:]+ elapsed")     # bench.runner.progress_note's lines
+PROGRESS = re.compile(r"step \d+/\d+, [\d:]+ elapsed")  # bench.runner.progress_note's lines
 LEFT = re.compile(r"about (\d+):(\d\d) left")
-STALE = re.compile(r", [\d:]+ elapsed|, about [\d:]+ left")    # dropped when a step is repeated
+STALE = re.compile(r", [\d:]+ elapsed|, about [\d:]+ left")  # dropped when a step is repeated
 
 
 def time_left(eta_line: str, since_eta: float, by_expected: float) -> str:
@@ -254,14 +316,23 @@ def stream(argv: list[str], expected_s: float, timeout: float) -> int:
     """Run ``argv``, printing each line of its output as it comes, prefixed by the time so far;
     after ``HEARTBEAT_S`` of silence, a line with the time so far, the time left (see
     :func:`time_left`) and the last step line seen. Returns the exit code."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO),
-                                                        os.environ.get("PYTHONPATH")])))
-    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, bufsize=1)
+    env = dict(
+        os.environ,
+        PYTHONUNBUFFERED="1",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    )
+    proc = subprocess.Popen(
+        argv,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+    )
     lines: queue.Queue = queue.Queue()
 
-    def read_all() -> None:             # a thread, so that silence can be noticed and filled
+    def read_all() -> None:  # a thread, so that silence can be noticed and filled
         for text in proc.stdout:
             lines.put(text)
         lines.put(None)
@@ -278,23 +349,27 @@ def stream(argv: list[str], expected_s: float, timeout: float) -> int:
                 elapsed = time.monotonic() - t0
                 if elapsed > timeout:
                     stop(proc)
-                    raise RuntimeError(f"stopped after {mmss(elapsed)} "
-                                       f"(expected {mmss(expected_s)})") from None
+                    raise RuntimeError(
+                        f"stopped after {mmss(elapsed)} (expected {mmss(expected_s)})"
+                    ) from None
                 at = STALE.sub("", (eta_line or last_step).split("] ", 1)[-1])
-                print(f"[{mmss(elapsed)}] still measuring, "
-                      f"{time_left(eta_line, elapsed - eta_at, expected_s - elapsed)}"
-                      + (f" (at: {at})" if at else ""), flush=True)
+                print(
+                    f"[{mmss(elapsed)}] still measuring, "
+                    f"{time_left(eta_line, elapsed - eta_at, expected_s - elapsed)}"
+                    + (f" (at: {at})" if at else ""),
+                    flush=True,
+                )
                 continue
             if line is None:
                 break
             line = line.rstrip()
-            if PROGRESS.search(line):          # a step line of the bench or measure_multicore
+            if PROGRESS.search(line):  # a step line of the bench or measure_multicore
                 last_step = line.split("] ", 1)[-1]
-            if LEFT.search(line):      # the command's latest estimate of the time left; the
+            if LEFT.search(line):  # the command's latest estimate of the time left; the
                 # one-run benches inside measure_multicore give none, so its own estimate stays
                 eta_line, eta_at = line, time.monotonic() - t0
             print(f"[{mmss(time.monotonic() - t0)}] {line}", flush=True)
-    except BaseException:             # Ctrl-C, or "interrupt" in Jupyter: let the command clean up
+    except BaseException:  # Ctrl-C, or "interrupt" in Jupyter: let the command clean up
         stop(proc)
         raise
     finally:
@@ -314,24 +389,44 @@ def stop(proc: subprocess.Popen) -> None:
 def main(argv: list[str] | None = None) -> int:
     """``vnflab notebook-data [NAME|all] [--quick|--full] [--reference]``."""
     import argparse
-    p = argparse.ArgumentParser(prog="vnflab notebook-data",
-                                description="measure the notebooks' data on this machine")
+
+    p = argparse.ArgumentParser(
+        prog="vnflab notebook-data", description="measure the notebooks' data on this machine"
+    )
     add_arguments(p)
     return run(p.parse_args(argv))
 
 
 def add_arguments(p) -> None:
     lines = [f"{n}: {durations(n)}" for n in RECIPES]
-    p.add_argument("name", nargs="?", default="all", choices=["all", *RECIPES],
-                   help="which notebook's data (default: all). " + "; ".join(lines))
+    p.add_argument(
+        "name",
+        nargs="?",
+        default="all",
+        choices=["all", *RECIPES],
+        help="which notebook's data (default: all). " + "; ".join(lines),
+    )
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--quick", dest="size", action="store_const", const="quick",
-                   help="short runs: a first look (default)")
-    g.add_argument("--full", dest="size", action="store_const", const="full",
-                   help="the sizes the notebooks' text is about (each within 10 min on 2 cores)")
-    p.add_argument("--reference", action="store_true",
-                   help="write into notebooks/reference/ (the committed reference data), "
-                        "then re-render with `vnflab notebooks render`")
+    g.add_argument(
+        "--quick",
+        dest="size",
+        action="store_const",
+        const="quick",
+        help="short runs: a first look (default)",
+    )
+    g.add_argument(
+        "--full",
+        dest="size",
+        action="store_const",
+        const="full",
+        help="the sizes the notebooks' text is about (each within 10 min on 2 cores)",
+    )
+    p.add_argument(
+        "--reference",
+        action="store_true",
+        help="write into notebooks/reference/ (the committed reference data), "
+        "then re-render with `vnflab notebooks render`",
+    )
     p.add_argument("--note", help="a note kept in the data set (e.g. how loaded the machine was)")
     p.set_defaults(size="quick")
 

@@ -10,6 +10,7 @@ Each page records a digest of what it was made from (the notebook's cells, its r
 ``nbdata.py`` and this file), so :func:`stale` can tell, without running anything, whether a
 page still shows what the notebook and the data would show.
 """
+
 from __future__ import annotations
 
 import base64
@@ -52,15 +53,23 @@ def execute(name: str, timeout: float = 300):
     only (an empty directory stands in for notebooks/data), and return it with its outputs."""
     import nbclient
     import nbformat
+
     nb = nbformat.read(nbdata.HERE / nbdata.RECIPES[name].notebook, as_version=4)
     saved = dict(os.environ)
     with tempfile.TemporaryDirectory(prefix="vnflab-render-") as empty:
-        os.environ.update(VNFLAB_NOTEBOOK_OFFLINE="1", VNFLAB_NOTEBOOK_DATA=empty,
-                          MPLBACKEND="module://matplotlib_inline.backend_inline")
+        os.environ.update(
+            VNFLAB_NOTEBOOK_OFFLINE="1",
+            VNFLAB_NOTEBOOK_DATA=empty,
+            MPLBACKEND="module://matplotlib_inline.backend_inline",
+        )
         os.environ.pop("VNFLAB_NOTEBOOK_MEASURE", None)
-        try:                                # the kernel inherits this environment
-            nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                                    resources={"metadata": {"path": str(nbdata.HERE)}}).execute()
+        try:  # the kernel inherits this environment
+            nbclient.NotebookClient(
+                nb,
+                timeout=timeout,
+                kernel_name="python3",
+                resources={"metadata": {"path": str(nbdata.HERE)}},
+            ).execute()
         finally:
             os.environ.clear()
             os.environ.update(saved)
@@ -71,13 +80,17 @@ def to_markdown(nb, name: str) -> tuple[str, list[bytes]]:
     """The executed notebook as Markdown (prose, code, printed output, figures as PNG links to
     ``NN-NAME/figure-K.png``) and the figures' bytes."""
     recipe = nbdata.RECIPES[name]
-    banner = (f"> Rendered from [`notebooks/{recipe.notebook}`](../../notebooks/{recipe.notebook})"
-              f" on the reference data [`notebooks/reference/{name}.json`]"
-              f"(../../notebooks/reference/{name}.json) by `vnflab notebooks render`: nothing was "
-              f"measured to make this page. Edit the notebook, not this file.")
-    out = [banner,
-           f"<!-- rendered by `vnflab notebooks render`; inputs sha256:{inputs_digest(name)} -->",
-           ""]
+    banner = (
+        f"> Rendered from [`notebooks/{recipe.notebook}`](../../notebooks/{recipe.notebook})"
+        f" on the reference data [`notebooks/reference/{name}.json`]"
+        f"(../../notebooks/reference/{name}.json) by `vnflab notebooks render`: nothing was "
+        f"measured to make this page. Edit the notebook, not this file."
+    )
+    out = [
+        banner,
+        f"<!-- rendered by `vnflab notebooks render`; inputs sha256:{inputs_digest(name)} -->",
+        "",
+    ]
     figures: list[bytes] = []
     for cell in nb.cells:
         if cell.cell_type == "markdown":
@@ -90,8 +103,10 @@ def to_markdown(nb, name: str) -> tuple[str, list[bytes]]:
             data = o.get("data", {})
             if "image/png" in data:
                 figures.append(base64.b64decode(data["image/png"]))
-                out += [f"![figure {len(figures)}]({page_name(name)}/figure-{len(figures)}.png)",
-                        ""]
+                out += [
+                    f"![figure {len(figures)}]({page_name(name)}/figure-{len(figures)}.png)",
+                    "",
+                ]
             elif o.get("output_type") == "stream":
                 out += ["```text", o["text"].rstrip("\n"), "```", ""]
             elif o.get("output_type") == "error":
@@ -133,21 +148,27 @@ def stale(out_dir: Path = DOCS) -> list[str]:
         text = page.read_text()
         m = STAMP.search(text)
         if not m or m[1] != inputs_digest(name):
-            problems.append(f"{page}: made from another version of the notebook, its reference "
-                            f"data or the rendering code")
-        for fig in re.findall(r"\]\((" + re.escape(page_name(name)) + r"/figure-\d+\.png)\)",
-                              text):
+            problems.append(
+                f"{page}: made from another version of the notebook, its reference "
+                f"data or the rendering code"
+            )
+        for fig in re.findall(r"\]\((" + re.escape(page_name(name)) + r"/figure-\d+\.png)\)", text):
             if not (out_dir / fig).exists():
                 problems.append(f"{page}: {fig} is missing")
     return problems
 
 
 def add_arguments(p) -> None:
-    p.add_argument("action", choices=["render", "check"],
-                   help="render: run every notebook on the reference data (offline) and write "
-                        "docs/notebooks/; check: exit 1 if a page is out of date")
+    p.add_argument(
+        "action",
+        choices=["render", "check"],
+        help="render: run every notebook on the reference data (offline) and write "
+        "docs/notebooks/; check: exit 1 if a page is out of date",
+    )
     p.add_argument("name", nargs="?", default="all", choices=["all", *nbdata.RECIPES])
-    p.add_argument("--out", type=Path, default=DOCS, help="where the pages go (default: %(default)s)")
+    p.add_argument(
+        "--out", type=Path, default=DOCS, help="where the pages go (default: %(default)s)"
+    )
 
 
 def run(args) -> int:
@@ -155,8 +176,10 @@ def run(args) -> int:
         problems = stale(args.out)
         for line in problems:
             print(line)
-        print("rendered notebooks: " + ("OUT OF DATE: run `vnflab notebooks render`" if problems
-                                        else "up to date"))
+        print(
+            "rendered notebooks: "
+            + ("OUT OF DATE: run `vnflab notebooks render`" if problems else "up to date")
+        )
         return 1 if problems else 0
     names = list(nbdata.RECIPES) if args.name == "all" else [args.name]
     return render(names, args.out)

@@ -11,6 +11,7 @@ does not install vnflab.
     classroom_feedback.py RESULTS_JSON --lab N --status     # one line, <= 140 characters
     classroom_feedback.py RESULTS_JSON --lab N --markdown   # the comment body
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,7 +19,7 @@ import json
 import sys
 
 VISIBLE = "visible"
-STATUS_MAX = 140          # GitHub cuts a commit status description there
+STATUS_MAX = 140  # GitHub cuts a commit status description there
 
 
 def longest_run(text: str, char: str) -> int:
@@ -47,11 +48,19 @@ def status_line(results: dict) -> str:
 def markdown(results: dict, lab: int, sha: str = "") -> str:
     shown = visible_tests(results)
     head = f"## vnflab lab {lab}" + (f": commit {sha[:12]}" if sha else "")
-    lines = [head, "", f"**{status_line(results)}**", "", "| test | score | max |",
-             "|---|---:|---:|"]
+    lines = [
+        head,
+        "",
+        f"**{status_line(results)}**",
+        "",
+        "| test | score | max |",
+        "|---|---:|---:|",
+    ]
     for t in shown:
-        lines.append(f"| {t.get('name', '?')} | {float(t.get('score', 0)):g} "
-                     f"| {float(t.get('max_score', 0)):g} |")
+        lines.append(
+            f"| {t.get('name', '?')} | {float(t.get('score', 0)):g} "
+            f"| {float(t.get('max_score', 0)):g} |"
+        )
     failed = [t for t in shown if float(t.get("score", 0)) < float(t.get("max_score", 0))]
     lines += ["", "### What failed and why", ""]
     if not failed:
@@ -61,8 +70,11 @@ def markdown(results: dict, lab: int, sha: str = "") -> str:
         text = str(t.get("output", "")).strip()
         fence = "`" * max(3, longest_run(text, "`") + 1)
         lines += [f"**{t.get('name', '?')}**", "", fence + "text", text, fence, ""]
-    lines += ["", "_Posted by the course's grader. Run `make check` to reproduce the public "
-                  "tests on your machine._"]
+    lines += [
+        "",
+        "_Posted by the course's grader. Run `make check` to reproduce the public "
+        "tests on your machine._",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -77,8 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     with open(args.results) as f:
         results = json.load(f)
-    sys.stdout.write(status_line(results) + "\n" if args.status
-                     else markdown(results, args.lab, args.sha))
+    sys.stdout.write(
+        status_line(results) + "\n" if args.status else markdown(results, args.lab, args.sha)
+    )
     return 0
 
 

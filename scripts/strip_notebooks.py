@@ -9,6 +9,7 @@ so their diffs can be reviewed; what readers see rendered is generated into docs
 Removes cell outputs, execution counts, and per-run metadata (execution timings, widget state).
 Uses only the standard library (the .ipynb format is JSON).
 """
+
 from __future__ import annotations
 
 import argparse

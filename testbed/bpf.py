@@ -6,6 +6,7 @@ port facing the LB, so every frame the LB transmits is dropped where its wire en
 ``load_program`` hands them to the kernel's verifier and ``pin`` gives the program a path in
 the bpf file system, where ``tc filter ... object-pinned PATH`` picks it up.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -14,10 +15,10 @@ import platform
 import struct
 
 BPFFS = "/sys/fs/bpf"
-BPF_PROG_LOAD, BPF_OBJ_PIN = 5, 6                 # bpf(2) commands
-BPF_PROG_TYPE_SCHED_CLS = 3                       # a tc classifier
-TC_ACT_SHOT = 2                                   # tc: drop the frame
-SYSCALL_BPF = {"x86_64": 321, "aarch64": 280}     # the bpf(2) syscall number per machine
+BPF_PROG_LOAD, BPF_OBJ_PIN = 5, 6  # bpf(2) commands
+BPF_PROG_TYPE_SCHED_CLS = 3  # a tc classifier
+TC_ACT_SHOT = 2  # tc: drop the frame
+SYSCALL_BPF = {"x86_64": 321, "aarch64": 280}  # the bpf(2) syscall number per machine
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -41,14 +42,25 @@ def load_program(prog_type: int, insns: bytes, name: str, license: str = "GPL") 
     insn_buf = ctypes.create_string_buffer(insns, len(insns))
     lic = ctypes.create_string_buffer(license.encode())
     log_buf = ctypes.create_string_buffer(4096)
-    attr = struct.pack("<IIQQIIQII16s", prog_type, len(insns) // 8, ctypes.addressof(insn_buf),
-                       ctypes.addressof(lic), 1, len(log_buf), ctypes.addressof(log_buf), 0, 0,
-                       name.encode()[:15])
+    attr = struct.pack(
+        "<IIQQIIQII16s",
+        prog_type,
+        len(insns) // 8,
+        ctypes.addressof(insn_buf),
+        ctypes.addressof(lic),
+        1,
+        len(log_buf),
+        ctypes.addressof(log_buf),
+        0,
+        0,
+        name.encode()[:15],
+    )
     fd = _bpf(BPF_PROG_LOAD, attr)
     if fd < 0:
         err = ctypes.get_errno()
-        raise OSError(err, f"BPF_PROG_LOAD: {os.strerror(err)} "
-                           f"{log_buf.value.decode(errors='replace')}")
+        raise OSError(
+            err, f"BPF_PROG_LOAD: {os.strerror(err)} {log_buf.value.decode(errors='replace')}"
+        )
     return fd
 
 
@@ -62,9 +74,10 @@ def pin(fd: int, path: str) -> None:
 
 def load_tc_drop(pin_path: str) -> None:
     """Load ``r0 = TC_ACT_SHOT; exit`` as a tc classifier (direct action) and pin it."""
-    mov_r0_imm, exit_ = 0xB7, 0x95                # BPF_ALU64|BPF_MOV|BPF_K, BPF_JMP|BPF_EXIT
-    fd = load_program(BPF_PROG_TYPE_SCHED_CLS, insn(mov_r0_imm, imm=TC_ACT_SHOT) + insn(exit_),
-                      "vnflab_drop")
+    mov_r0_imm, exit_ = 0xB7, 0x95  # BPF_ALU64|BPF_MOV|BPF_K, BPF_JMP|BPF_EXIT
+    fd = load_program(
+        BPF_PROG_TYPE_SCHED_CLS, insn(mov_r0_imm, imm=TC_ACT_SHOT) + insn(exit_), "vnflab_drop"
+    )
     try:
         pin(fd, pin_path)
     finally:
@@ -77,14 +90,27 @@ def drop_at_ingress(port: str, pin_path: str) -> None:
     bpf file system if needed (the sandbox has a mount namespace of its own). Raises OSError
     when tc or BPF is unavailable."""
     import subprocess
+
     os.makedirs(BPFFS, exist_ok=True)
     if not os.path.ismount(BPFFS):
         subprocess.run(["mount", "-t", "bpf", "bpf", BPFFS], check=True, capture_output=True)
     if not os.path.exists(pin_path):
         load_tc_drop(pin_path)
-    for argv in (["tc", "qdisc", "add", "dev", port, "clsact"],
-                 ["tc", "filter", "add", "dev", port, "ingress", "bpf", "direct-action",
-                  "object-pinned", pin_path]):
+    for argv in (
+        ["tc", "qdisc", "add", "dev", port, "clsact"],
+        [
+            "tc",
+            "filter",
+            "add",
+            "dev",
+            port,
+            "ingress",
+            "bpf",
+            "direct-action",
+            "object-pinned",
+            pin_path,
+        ],
+    ):
         out = subprocess.run(argv, capture_output=True, text=True)
         if out.returncode:
             raise OSError(f"{' '.join(argv)}: {(out.stdout + out.stderr).strip()[:300]}")
@@ -93,4 +119,5 @@ def drop_at_ingress(port: str, pin_path: str) -> None:
 def stop_dropping(port: str) -> None:
     """Undo ``drop_at_ingress`` (the clsact qdisc takes its filter with it)."""
     import subprocess
+
     subprocess.run(["tc", "qdisc", "del", "dev", port, "clsact"], capture_output=True)

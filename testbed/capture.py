@@ -16,6 +16,7 @@ point and a comment per frame, so Wireshark's "Interface" column says where each
 
 Only the standard library: a capture of a 2,000-flow run is read in well under a second.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,12 +32,13 @@ LINKTYPE_ETHERNET = 1
 ETH_IPV4 = 0x0800
 IPPROTO_TCP, IPPROTO_UDP = 6, 17
 PROTO_NUMBERS = {"tcp": IPPROTO_TCP, "udp": IPPROTO_UDP}
-FLOW_HEADER = b"x-flow-id: "          # lower-cased; http.client writes "X-Flow-Id: N\r\n"
+FLOW_HEADER = b"x-flow-id: "  # lower-cased; http.client writes "X-Flow-Id: N\r\n"
 
 
 @dataclass
 class CaptureFile:
     """One running (or finished) tcpdump: where, into which file."""
+
     host: str
     iface: str
     path: str
@@ -66,8 +68,9 @@ class Captures:
         self.files: list[CaptureFile] = []
         os.makedirs(directory, exist_ok=True)
 
-    def start(self, hosts: list[str], seconds: float | None = None,
-              prefix: str = "") -> list[CaptureFile]:
+    def start(
+        self, hosts: list[str], seconds: float | None = None, prefix: str = ""
+    ) -> list[CaptureFile]:
         """One tcpdump per host, into ``DIRECTORY/PREFIXHOST-eth0.pcap``, running until
         :meth:`stop` (or for ``seconds``); returns once every one of them is listening."""
         started = []
@@ -122,7 +125,7 @@ def lb_and_backends(bed) -> list[str]:
 # reading and writing capture files
 # --------------------------------------------------------------------------------------------
 
-_PCAP_MAGICS = {0xA1B2C3D4: 1e-6, 0xA1B23C4D: 1e-9}     # microsecond, nanosecond timestamps
+_PCAP_MAGICS = {0xA1B2C3D4: 1e-6, 0xA1B23C4D: 1e-9}  # microsecond, nanosecond timestamps
 
 
 def read_pcap(path: str) -> tuple[int, list[tuple[float, bytes]]]:
@@ -145,9 +148,9 @@ def read_pcap(path: str) -> tuple[int, list[tuple[float, bytes]]]:
     while pos + record.size <= len(data):
         sec, frac, caplen, _ = record.unpack_from(data, pos)
         pos += record.size
-        if pos + caplen > len(data):                  # a frame cut off at the end of the file
+        if pos + caplen > len(data):  # a frame cut off at the end of the file
             break
-        frames.append((sec + frac * unit, data[pos:pos + caplen]))
+        frames.append((sec + frac * unit, data[pos : pos + caplen]))
         pos += caplen
     return linktype, frames
 
@@ -167,12 +170,19 @@ def write_pcapng(path: str, interfaces: list[str], frames: list[tuple]) -> None:
     end = struct.pack("<HH", 0, 0)
     out = [_block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))]
     for name in interfaces:
-        out.append(_block(1, struct.pack("<HHI", LINKTYPE_ETHERNET, 0, 262144)
-                          + _option(2, name.encode()) + end))
+        out.append(
+            _block(
+                1,
+                struct.pack("<HHI", LINKTYPE_ETHERNET, 0, 262144) + _option(2, name.encode()) + end,
+            )
+        )
     for ts, index, frame, comment in frames:
         micros = int(round(ts * 1e6))
-        body = struct.pack("<IIIII", index, micros >> 32, micros & 0xFFFFFFFF, len(frame),
-                           len(frame)) + frame + b"\0" * (-len(frame) % 4)
+        body = (
+            struct.pack("<IIIII", index, micros >> 32, micros & 0xFFFFFFFF, len(frame), len(frame))
+            + frame
+            + b"\0" * (-len(frame) % 4)
+        )
         if comment:
             body += _option(1, comment.encode()) + end
         out.append(_block(6, body))
@@ -184,6 +194,7 @@ def write_pcapng(path: str, interfaces: list[str], frames: list[tuple]) -> None:
 # --------------------------------------------------------------------------------------------
 # the frames of chosen flows
 # --------------------------------------------------------------------------------------------
+
 
 def _conversation(frame: bytes):
     """(proto, conversation key, L4 payload) of an IPv4 TCP/UDP frame; the key is the same in
@@ -198,9 +209,9 @@ def _conversation(frame: bytes):
     src, dst = frame[26:30], frame[30:34]
     sport, dport = struct.unpack_from("!HH", frame, l4)
     if proto == IPPROTO_UDP:
-        payload = frame[l4 + 8:]
+        payload = frame[l4 + 8 :]
     else:
-        payload = frame[l4 + (frame[l4 + 12] >> 4) * 4:] if len(frame) >= l4 + 20 else b""
+        payload = frame[l4 + (frame[l4 + 12] >> 4) * 4 :] if len(frame) >= l4 + 20 else b""
     key = (proto,) + tuple(sorted([(src, sport), (dst, dport)]))
     return proto, key, payload
 
@@ -214,12 +225,13 @@ def _flow_id_in(proto: int, payload: bytes) -> int | None:
     at = payload.lower().find(FLOW_HEADER)
     if at < 0:
         return None
-    digits = payload[at + len(FLOW_HEADER):at + len(FLOW_HEADER) + 12].split(b"\r")[0]
+    digits = payload[at + len(FLOW_HEADER) : at + len(FLOW_HEADER) + 12].split(b"\r")[0]
     return int(digits) if digits.strip().isdigit() else None
 
 
-def frames_of_flows(captures: dict[str, str], flows: list[tuple[str, int]],
-                    limit: int = 200) -> tuple[list[str], list[tuple]]:
+def frames_of_flows(
+    captures: dict[str, str], flows: list[tuple[str, int]], limit: int = 200
+) -> tuple[list[str], list[tuple]]:
     """The frames of ``flows`` ([(proto, flow id), ...]) in ``captures`` ({interface: pcap
     path}), for :func:`write_pcapng`: (interface names, [(ts, interface index, frame,
     comment)]) in time order, at most ``limit`` per flow. Captures that cannot be read are
@@ -234,7 +246,7 @@ def frames_of_flows(captures: dict[str, str], flows: list[tuple[str, int]],
         except (OSError, ValueError):
             continue
         parsed = [(ts, frame, _conversation(frame)) for ts, frame in frames]
-        owner: dict[tuple, tuple] = {}            # conversation -> (proto, flow id)
+        owner: dict[tuple, tuple] = {}  # conversation -> (proto, flow id)
         for _, _, conv in parsed:
             if conv:
                 fid = _flow_id_in(conv[0], conv[2])

@@ -28,6 +28,7 @@ Pool changes (``judge_pool_change``): with the backend set changing under live f
 and from the backends' per-flow first/last packet times, did each flow keep (or move once to)
 the backend the change allows? See its docstring for the rules.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,37 +38,38 @@ import json
 import statistics
 import sys
 
-DETAIL_LIMIT = 20   # how many offending flows / errors are listed
+DETAIL_LIMIT = 20  # how many offending flows / errors are listed
 
 
 @dataclasses.dataclass
 class Report:
     """Result of one check; ``table()`` for people, ``to_json()`` for the grader."""
+
     backends: list[str]
-    flows_seen: int                 # distinct (proto, flow id) at the backends
-    udp_flows: int                  # UDP flows the clients drove
-    http_conns: int                 # HTTP connections the clients opened
+    flows_seen: int  # distinct (proto, flow id) at the backends
+    udp_flows: int  # UDP flows the clients drove
+    http_conns: int  # HTTP connections the clients opened
     split_flows: int
-    split: list[dict]               # offending flows (first DETAIL_LIMIT)
+    split: list[dict]  # offending flows (first DETAIL_LIMIT)
     udp_sent: int
-    udp_arrived: int                # distinct datagrams that reached some backend
-    udp_lost_forward: int           # sent by clients, never reached a backend
-    udp_replies_sent: int           # backends answer every valid datagram
-    udp_replies_received: int       # reply datagrams the clients got
+    udp_arrived: int  # distinct datagrams that reached some backend
+    udp_lost_forward: int  # sent by clients, never reached a backend
+    udp_replies_sent: int  # backends answer every valid datagram
+    udp_replies_received: int  # reply datagrams the clients got
     udp_lost_return: int
-    udp_dups: int                   # duplicate datagrams seen at backends
-    flows_never_arrived: int        # UDP flows sent but seen at no backend
-    lossy_flows: list[dict]         # flows with the most loss (first DETAIL_LIMIT)
+    udp_dups: int  # duplicate datagrams seen at backends
+    flows_never_arrived: int  # UDP flows sent but seen at no backend
+    lossy_flows: list[dict]  # flows with the most loss (first DETAIL_LIMIT)
     per_backend: dict[str, dict]
     balance_max_mean: float | None
     balance_cv: float | None
     packets_max_mean: float | None
     http_failures: int
     http_errors: list[dict]
-    unknown_flows: int              # seen at backends, sent by no client record given
-    malformed: int                  # malformed datagrams/requests counted by backends
-    reply_errors: int               # replies backends failed to send
-    anonymous_conns: int = 0        # plain HTTP connections (no flow id) seen at backends
+    unknown_flows: int  # seen at backends, sent by no client record given
+    malformed: int  # malformed datagrams/requests counted by backends
+    reply_errors: int  # replies backends failed to send
+    anonymous_conns: int = 0  # plain HTTP connections (no flow id) seen at backends
     anonymous_requests: int = 0
     # "ip:port" a UDP reply came from -> flows with a reply from there: a client talked to
     # VIP:port, so a reply from anywhere else (a relay's own address or port) is wrong
@@ -81,9 +83,13 @@ class Report:
         sent = self.udp_sent
         return {
             "ok": self.ok,
-            "flows": {"seen": self.flows_seen, "udp": self.udp_flows, "http": self.http_conns,
-                      "unknown": self.unknown_flows,
-                      "never_arrived": self.flows_never_arrived},
+            "flows": {
+                "seen": self.flows_seen,
+                "udp": self.udp_flows,
+                "http": self.http_conns,
+                "unknown": self.unknown_flows,
+                "never_arrived": self.flows_never_arrived,
+            },
             "split_flows": self.split_flows,
             "split": self.split,
             "lost": {
@@ -100,10 +106,17 @@ class Report:
                 "worst_flows": self.lossy_flows,
             },
             "per_backend": self.per_backend,
-            "balance": {"metric": "flows per backend", "max_mean": self.balance_max_mean,
-                        "cv": self.balance_cv, "packets_max_mean": self.packets_max_mean},
-            "http": {"conns": self.http_conns, "failures": self.http_failures,
-                     "errors": self.http_errors},
+            "balance": {
+                "metric": "flows per backend",
+                "max_mean": self.balance_max_mean,
+                "cv": self.balance_cv,
+                "packets_max_mean": self.packets_max_mean,
+            },
+            "http": {
+                "conns": self.http_conns,
+                "failures": self.http_failures,
+                "errors": self.http_errors,
+            },
             "malformed": self.malformed,
             "anonymous": {"conns": self.anonymous_conns, "requests": self.anonymous_requests},
             "reply_from": self.reply_from,
@@ -135,17 +148,21 @@ class Report:
             f"  {'balance CV (flows)':<28}{num(self.balance_cv):>10}",
         ]
         if self.anonymous_requests:
-            lines.append(f"  {'plain http (no flow id)':<28}{self.anonymous_conns:>10} conns / "
-                         f"{self.anonymous_requests} requests (not in the checks above)")
+            lines.append(
+                f"  {'plain http (no flow id)':<28}{self.anonymous_conns:>10} conns / "
+                f"{self.anonymous_requests} requests (not in the checks above)"
+            )
         lines += [
             "",
             f"  {'backend':<12}{'flows':>8}{'share':>9}{'udp':>8}{'http':>8}"
             f"{'packets':>11}{'bytes':>13}",
         ]
         for name, b in self.per_backend.items():
-            lines.append(f"  {name:<12}{b['flows']:>8}{pct(b['flows'], self._flow_total()):>9}"
-                         f"{b['udp_flows']:>8}{b['http_flows']:>8}{b['packets']:>11}"
-                         f"{b['bytes']:>13}")
+            lines.append(
+                f"  {name:<12}{b['flows']:>8}{pct(b['flows'], self._flow_total()):>9}"
+                f"{b['udp_flows']:>8}{b['http_flows']:>8}{b['packets']:>11}"
+                f"{b['bytes']:>13}"
+            )
         if self.split:
             lines += ["", f"  split flows (first {len(self.split)} of {self.split_flows}):"]
             for s in self.split:
@@ -184,8 +201,17 @@ def check(backend_records: list[dict], client_records: list[dict]) -> Report:
     anonymous_conns = anonymous_requests = 0
     for rec in backend_records:
         name = str(rec.get("backend", "?"))
-        b = per_backend.setdefault(name, {"flows": 0, "udp_flows": 0, "http_flows": 0,
-                                          "packets": 0, "bytes": 0, "anonymous_conns": 0})
+        b = per_backend.setdefault(
+            name,
+            {
+                "flows": 0,
+                "udp_flows": 0,
+                "http_flows": 0,
+                "packets": 0,
+                "bytes": 0,
+                "anonymous_conns": 0,
+            },
+        )
         malformed += int(rec.get("malformed", 0))
         anonymous = rec.get("anonymous", [])
         b["anonymous_conns"] += len(anonymous) + int(rec.get("anonymous_untracked", 0))
@@ -243,9 +269,17 @@ def check(backend_records: list[dict], client_records: list[dict]) -> Report:
             if sent and key not in at_backends:
                 never += 1
             if f_lost or r_lost:
-                lossy.append({"flow_id": key[1], "client": crec.get("client"), "sent": sent,
-                              "arrived": at, "replies": got, "lost_forward": f_lost,
-                              "lost_return": r_lost})
+                lossy.append(
+                    {
+                        "flow_id": key[1],
+                        "client": crec.get("client"),
+                        "sent": sent,
+                        "arrived": at,
+                        "replies": got,
+                        "lost_forward": f_lost,
+                        "lost_return": r_lost,
+                    }
+                )
         for h in crec.get("http", []):
             key = ("tcp", int(h["flow_id"]))
             client_keys.add(key)
@@ -256,8 +290,14 @@ def check(backend_records: list[dict], client_records: list[dict]) -> Report:
             if not h.get("ok", False):
                 http_failures += 1
                 if len(http_errors) < DETAIL_LIMIT:
-                    http_errors.append({"flow_id": key[1], "client": crec.get("client"),
-                                        "status": h.get("status"), "error": h.get("error")})
+                    http_errors.append(
+                        {
+                            "flow_id": key[1],
+                            "client": crec.get("client"),
+                            "status": h.get("status"),
+                            "error": h.get("error"),
+                        }
+                    )
 
     split = []
     nsplit = 0
@@ -266,9 +306,14 @@ def check(backend_records: list[dict], client_records: list[dict]) -> Report:
         if len(names) > 1:
             nsplit += 1
             if len(split) < DETAIL_LIMIT:
-                split.append({"proto": key[0], "flow_id": key[1],
-                              "backends": dict(sorted(at_backends.get(key, {}).items())),
-                              "answered_by": dict(sorted(answered.get(key, {}).items()))})
+                split.append(
+                    {
+                        "proto": key[0],
+                        "flow_id": key[1],
+                        "backends": dict(sorted(at_backends.get(key, {}).items())),
+                        "answered_by": dict(sorted(answered.get(key, {}).items())),
+                    }
+                )
 
     lossy.sort(key=lambda x: -(x["lost_forward"] + x["lost_return"]))
     names = sorted(per_backend)
@@ -276,17 +321,34 @@ def check(backend_records: list[dict], client_records: list[dict]) -> Report:
     pkt_max_mean, _ = _balance([per_backend[n]["packets"] for n in names])
     unknown = len(set(at_backends) - client_keys) if client_records else 0
     return Report(
-        backends=names, flows_seen=len(at_backends), udp_flows=udp_flows, http_conns=http_conns,
-        split_flows=nsplit, split=split, udp_sent=udp_sent,
+        backends=names,
+        flows_seen=len(at_backends),
+        udp_flows=udp_flows,
+        http_conns=http_conns,
+        split_flows=nsplit,
+        split=split,
+        udp_sent=udp_sent,
         udp_arrived=sum(arrived.get(k, 0) for k in client_keys if k[0] == "udp"),
-        udp_lost_forward=lost_fwd, udp_replies_sent=replies_sent,
-        udp_replies_received=replies_received, udp_lost_return=lost_ret, udp_dups=dups,
-        flows_never_arrived=never, lossy_flows=lossy[:DETAIL_LIMIT],
+        udp_lost_forward=lost_fwd,
+        udp_replies_sent=replies_sent,
+        udp_replies_received=replies_received,
+        udp_lost_return=lost_ret,
+        udp_dups=dups,
+        flows_never_arrived=never,
+        lossy_flows=lossy[:DETAIL_LIMIT],
         per_backend={n: per_backend[n] for n in names},
-        balance_max_mean=max_mean, balance_cv=cv, packets_max_mean=pkt_max_mean,
-        http_failures=http_failures, http_errors=http_errors, unknown_flows=unknown,
-        malformed=malformed, reply_errors=reply_errors, anonymous_conns=anonymous_conns,
-        anonymous_requests=anonymous_requests, reply_from=dict(sorted(reply_from.items())))
+        balance_max_mean=max_mean,
+        balance_cv=cv,
+        packets_max_mean=pkt_max_mean,
+        http_failures=http_failures,
+        http_errors=http_errors,
+        unknown_flows=unknown,
+        malformed=malformed,
+        reply_errors=reply_errors,
+        anonymous_conns=anonymous_conns,
+        anonymous_requests=anonymous_requests,
+        reply_from=dict(sorted(reply_from.items())),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -294,12 +356,13 @@ def check(backend_records: list[dict], client_records: list[dict]) -> Report:
 # --------------------------------------------------------------------------------------------
 
 POOL_CHANGES = ("add", "drain", "fail")
-EXAMPLES = 5        # offending flows listed per rule
+EXAMPLES = 5  # offending flows listed per rule
 
 
 @dataclasses.dataclass
 class RuleResult:
     """One rule of a pool change: how many flows it judged, how many broke it, a few of them."""
+
     rule: str
     judged: int
     broken: int
@@ -314,12 +377,13 @@ class RuleResult:
 @dataclasses.dataclass
 class PoolChangeReport:
     """``judge_pool_change``'s verdict; ``table()`` for people, ``to_json()`` for the grader."""
+
     kind: str
     backend: str
     changed_at: float
     settled_at: float
     recovered_at: float | None
-    flows: dict                     # how many flows fell in each class (see judge_pool_change)
+    flows: dict  # how many flows fell in each class (see judge_pool_change)
     rules: list[RuleResult]
 
     @property
@@ -327,27 +391,39 @@ class PoolChangeReport:
         return bool(self.rules) and all(r.ok for r in self.rules)
 
     def to_json(self) -> dict:
-        return {"ok": self.ok, "kind": self.kind, "backend": self.backend,
-                "changed_at": self.changed_at, "settled_at": self.settled_at,
-                "recovered_at": self.recovered_at, "flows": self.flows,
-                "rules": [dataclasses.asdict(r) | {"ok": r.ok} for r in self.rules]}
+        return {
+            "ok": self.ok,
+            "kind": self.kind,
+            "backend": self.backend,
+            "changed_at": self.changed_at,
+            "settled_at": self.settled_at,
+            "recovered_at": self.recovered_at,
+            "flows": self.flows,
+            "rules": [dataclasses.asdict(r) | {"ok": r.ok} for r in self.rules],
+        }
 
     def table(self) -> str:
         when = f"grace {self.settled_at - self.changed_at:.1f} s"
         if self.recovered_at is not None:
             when += f", back at +{self.recovered_at - self.changed_at:.1f} s"
         f = self.flows
-        lines = [f"pool change: {self.kind} {self.backend} ({when}): "
-                 + ("OK" if self.ok else "FAIL"),
-                 f"  flows: {f['before']} started before the change, {f['new']} after it "
-                 f"settled, {f['unjudged']} in between or after a recovery",
-                 f"  {'rule':<58}{'judged':>7}{'broken':>7}"]
+        lines = [
+            f"pool change: {self.kind} {self.backend} ({when}): " + ("OK" if self.ok else "FAIL"),
+            f"  flows: {f['before']} started before the change, {f['new']} after it "
+            f"settled, {f['unjudged']} in between or after a recovery",
+            f"  {'rule':<58}{'judged':>7}{'broken':>7}",
+        ]
         for r in self.rules:
-            lines.append(f"  {r.rule:<58}{r.judged:>7}{r.broken:>7}"
-                         + ("" if r.ok else "   <- FAIL") + (f"  ({r.detail})" if r.detail else ""))
+            lines.append(
+                f"  {r.rule:<58}{r.judged:>7}{r.broken:>7}"
+                + ("" if r.ok else "   <- FAIL")
+                + (f"  ({r.detail})" if r.detail else "")
+            )
             for e in r.examples:
-                where = ", ".join(f"{b} {v['packets']} pkts {v['first']:+.2f}..{v['last']:+.2f} s"
-                                  for b, v in e["backends"].items())
+                where = ", ".join(
+                    f"{b} {v['packets']} pkts {v['first']:+.2f}..{v['last']:+.2f} s"
+                    for b, v in e["backends"].items()
+                )
                 lines.append(f"      flow {e['flow_id']}: {where}")
         return "\n".join(lines)
 
@@ -362,12 +438,21 @@ def flow_spans(backend_records: list[dict]) -> dict[int, dict[str, tuple]]:
             if f.get("proto", "udp") != "udp" or f.get("first_t") is None:
                 continue
             spans.setdefault(int(f["flow_id"]), {})[name] = (
-                float(f["first_t"]), float(f["last_t"]), int(f.get("packets", 0)))
+                float(f["first_t"]),
+                float(f["last_t"]),
+                int(f.get("packets", 0)),
+            )
     return spans
 
 
-def judge_pool_change(backend_records: list[dict], kind: str, backend: str, changed_at: float,
-                      grace_s: float, recovered_at: float | None = None) -> PoolChangeReport:
+def judge_pool_change(
+    backend_records: list[dict],
+    kind: str,
+    backend: str,
+    changed_at: float,
+    grace_s: float,
+    recovered_at: float | None = None,
+) -> PoolChangeReport:
     """Did every flow keep the backend it should across a pool change? Judged per flow from
     what the backends saw (never from the LB's own counters, which a submission controls).
 
@@ -410,46 +495,79 @@ def judge_pool_change(backend_records: list[dict], kind: str, backend: str, chan
         return min(where, key=lambda b: where[b][0])
 
     def example(flow_id, where):
-        return {"flow_id": flow_id, "backends": {
-            b: {"packets": v[2], "first": round(v[0] - changed_at, 2),
-                "last": round(v[1] - changed_at, 2)}
-            for b, v in sorted(where.items(), key=lambda kv: kv[1][0])}}
+        return {
+            "flow_id": flow_id,
+            "backends": {
+                b: {
+                    "packets": v[2],
+                    "first": round(v[0] - changed_at, 2),
+                    "last": round(v[1] - changed_at, 2),
+                }
+                for b, v in sorted(where.items(), key=lambda kv: kv[1][0])
+            },
+        }
 
     def rule(text, flows, broken_if, detail=""):
         broken = [(f, w) for f, w in sorted(flows.items()) if broken_if(w)]
-        return RuleResult(text, len(flows), len(broken),
-                          [example(f, w) for f, w in broken[:EXAMPLES]], detail)
+        return RuleResult(
+            text, len(flows), len(broken), [example(f, w) for f, w in broken[:EXAMPLES]], detail
+        )
 
     on_it = {f: w for f, w in before.items() if home(w) == backend}
     others = {f: w for f, w in before.items() if home(w) != backend}
     rules = []
     if kind == "add":
-        rules.append(rule(f"flows from before keep their backend (none moves to {backend})",
-                          before, lambda w: len(w) > 1))
+        rules.append(
+            rule(
+                f"flows from before keep their backend (none moves to {backend})",
+                before,
+                lambda w: len(w) > 1,
+            )
+        )
         reached = sum(1 for w in new.values() if backend in w)
-        rules.append(RuleResult(f"the added {backend} gets new flows", len(new),
-                                0 if reached else len(new), [],
-                                f"{reached} of {len(new)} new flows reached it"))
+        rules.append(
+            RuleResult(
+                f"the added {backend} gets new flows",
+                len(new),
+                0 if reached else len(new),
+                [],
+                f"{reached} of {len(new)} new flows reached it",
+            )
+        )
     elif kind == "drain":
-        rules.append(rule(f"flows on the drained {backend} stay there", on_it,
-                          lambda w: len(w) > 1))
-        rules.append(rule("flows on the other backends keep theirs", others,
-                          lambda w: len(w) > 1))
-        rules.append(rule(f"no new flow reaches the drained {backend}", new,
-                          lambda w: backend in w))
+        rules.append(
+            rule(f"flows on the drained {backend} stay there", on_it, lambda w: len(w) > 1)
+        )
+        rules.append(rule("flows on the other backends keep theirs", others, lambda w: len(w) > 1))
+        rules.append(
+            rule(f"no new flow reaches the drained {backend}", new, lambda w: backend in w)
+        )
     else:
-        went_on = {f: w for f, w in on_it.items()
-                   if max(v[1] for v in w.values()) >= settled_at}
-        rules.append(rule(f"flows on the failed {backend} move once, to one backend",
-                          went_on, lambda w: w[backend][1] > settled_at or len(w) != 2))
-        rules.append(rule("flows on the other backends keep theirs", others,
-                          lambda w: len(w) > 1))
-        rules.append(rule(f"no new flow reaches the failed {backend}", new,
-                          lambda w: backend in w))
+        went_on = {f: w for f, w in on_it.items() if max(v[1] for v in w.values()) >= settled_at}
+        rules.append(
+            rule(
+                f"flows on the failed {backend} move once, to one backend",
+                went_on,
+                lambda w: w[backend][1] > settled_at or len(w) != 2,
+            )
+        )
+        rules.append(rule("flows on the other backends keep theirs", others, lambda w: len(w) > 1))
+        rules.append(rule(f"no new flow reaches the failed {backend}", new, lambda w: backend in w))
     rules.append(rule("new flows stay on one backend", new, lambda w: len(w) > 1))
-    return PoolChangeReport(kind, backend, changed_at, settled_at, recovered_at,
-                            {"before": len(before), "new": len(new), "unjudged": unjudged,
-                             f"before_on_{backend}": len(on_it)}, rules)
+    return PoolChangeReport(
+        kind,
+        backend,
+        changed_at,
+        settled_at,
+        recovered_at,
+        {
+            "before": len(before),
+            "new": len(new),
+            "unjudged": unjudged,
+            f"before_on_{backend}": len(on_it),
+        },
+        rules,
+    )
 
 
 def _load(patterns: list[str]) -> list[dict]:
@@ -465,8 +583,9 @@ def _load(patterns: list[str]) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m testbed.checker",
-                                description="vnflab affinity checker")
+    p = argparse.ArgumentParser(
+        prog="python -m testbed.checker", description="vnflab affinity checker"
+    )
     p.add_argument("--backends", nargs="+", required=True, help="backend record JSON files")
     p.add_argument("--clients", nargs="*", default=[], help="client output JSON files")
     p.add_argument("--json", help="also write the report as JSON here")

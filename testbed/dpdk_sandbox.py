@@ -21,12 +21,13 @@ the DPDK process too. Needs root (CAP_SYS_ADMIN).
     sandbox.run(["dpdk-testpmd", ...], timeout=30)
     sandbox.run_python("from vnf import dpdk; dpdk.init(...)")
 """
+
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from testbed import sandbox as _sandbox
 from testbed.sandbox import Mount, Setup, leftovers  # noqa: F401  (leftovers: part of this API)
@@ -36,13 +37,19 @@ RUN_DIR = "/dev/shm/run"
 
 # Applied inside the new namespaces, before exec'ing the real program.
 DPDK = Setup(
-    mounts=(Mount("/dev/shm", "tmpfs", "mode=0755,size=64m", "vnfl-dpdk-shm"),
-            Mount(HUGE_DIR, "hugetlbfs", "pagesize=2M", "vnfl-dpdk-huge"),
-            Mount(_sandbox.HUGEPAGES, "hugetlbfs", "pagesize=2M", "vnfl-dpdk-huge", create=False),
-            Mount("/var/run/dpdk", "tmpfs", "size=16m", "vnfl-dpdk-run", create=False)),
+    mounts=(
+        Mount("/dev/shm", "tmpfs", "mode=0755,size=64m", "vnfl-dpdk-shm"),
+        Mount(HUGE_DIR, "hugetlbfs", "pagesize=2M", "vnfl-dpdk-huge"),
+        Mount(_sandbox.HUGEPAGES, "hugetlbfs", "pagesize=2M", "vnfl-dpdk-huge", create=False),
+        Mount("/var/run/dpdk", "tmpfs", "size=16m", "vnfl-dpdk-run", create=False),
+    ),
     dirs=(RUN_DIR,),
-    env=(("RUNTIME_DIRECTORY", RUN_DIR), ("VNFL_DPDK_HUGE_DIR", HUGE_DIR),
-         ("VNFL_DPDK_SANDBOX", "1")))
+    env=(
+        ("RUNTIME_DIRECTORY", RUN_DIR),
+        ("VNFL_DPDK_HUGE_DIR", HUGE_DIR),
+        ("VNFL_DPDK_SANDBOX", "1"),
+    ),
+)
 
 
 def command(argv: Sequence[str]) -> list[str]:
@@ -55,8 +62,9 @@ def popen(argv: Sequence[str], **kw) -> subprocess.Popen:
     return _sandbox.popen(argv, net=False, setup=DPDK, **kw)
 
 
-def run(argv: Sequence[str], timeout: float | None = None, check: bool = False,
-        **kw) -> subprocess.CompletedProcess:
+def run(
+    argv: Sequence[str], timeout: float | None = None, check: bool = False, **kw
+) -> subprocess.CompletedProcess:
     """Run `argv` in a sandbox (a timeout kills all of it); stdout/stderr captured as text
     unless given."""
     kw.setdefault("capture_output", True)
@@ -64,8 +72,9 @@ def run(argv: Sequence[str], timeout: float | None = None, check: bool = False,
     return _sandbox.run(argv, timeout, net=False, setup=DPDK, check=check, **kw)
 
 
-def run_python(code: str, timeout: float | None = 60, check: bool = False,
-               **kw) -> subprocess.CompletedProcess:
+def run_python(
+    code: str, timeout: float | None = 60, check: bool = False, **kw
+) -> subprocess.CompletedProcess:
     """Run Python `code` (this interpreter, same sys.path) in a sandbox."""
     env = dict(kw.pop("env", None) or os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in [os.getcwd(), *sys.path] if p)

@@ -20,6 +20,7 @@ The generator itself runs in its own process: ``python -m testbed.dpdkgen SOCK -
 --flows N --payload B --cpu C``. It prints ``listening``, then ``up`` once a peer connected,
 reads the seconds to send from stdin, and prints ``GEN {json counts}``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,12 +30,12 @@ import subprocess
 import sys
 import time
 
-from vnf.addresses import LB_MAC, SERVICE_PORT, VIP
 from testbed.frames import udp_frame
 from testbed.process import expect_line, stop_process
+from vnf.addresses import LB_MAC, SERVICE_PORT, VIP
 
-GEN_MAC = "02:00:00:00:01:01"       # the generator's source MAC (any locally administered one)
-MEM_MB = 128                        # its huge-page memory
+GEN_MAC = "02:00:00:00:01:01"  # the generator's source MAC (any locally administered one)
+MEM_MB = 128  # its huge-page memory
 BURST = 32
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -42,8 +43,18 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def flow_frames(flows: int, payload: int, dst_mac: str = LB_MAC) -> list[bytes]:
     """One frame per flow: source address 10.1.x.y and source port vary, VIP:SERVICE_PORT."""
     data = b"VNFLBENCH".ljust(payload, b".")
-    return [udp_frame(GEN_MAC, dst_mac, f"10.1.{i // 250}.{i % 250 + 1}", VIP,
-                      10000 + i % 50000, SERVICE_PORT, data) for i in range(flows)]
+    return [
+        udp_frame(
+            GEN_MAC,
+            dst_mac,
+            f"10.1.{i // 250}.{i % 250 + 1}",
+            VIP,
+            10000 + i % 50000,
+            SERVICE_PORT,
+            data,
+        )
+        for i in range(flows)
+    ]
 
 
 class DpdkGenerator:
@@ -51,25 +62,53 @@ class DpdkGenerator:
 
     ``cpu``: the core it is pinned to (the LB takes another). ``log_path``: its stderr."""
 
-    def __init__(self, sock: str, queues: int = 1, flows: int = 1024, payload: int = 18,
-                 cpu: int = 0, log_path: str | None = None, mem_mb: int = MEM_MB):
+    def __init__(
+        self,
+        sock: str,
+        queues: int = 1,
+        flows: int = 1024,
+        payload: int = 18,
+        cpu: int = 0,
+        log_path: str | None = None,
+        mem_mb: int = MEM_MB,
+    ):
         self.sock, self.queues, self.flows, self.payload = sock, queues, flows, payload
         self.cpu, self.log_path, self.mem_mb = cpu, log_path, mem_mb
         self.proc: subprocess.Popen | None = None
         self.seconds: float | None = None
 
-    def start(self, timeout: float = 60) -> "DpdkGenerator":
+    def start(self, timeout: float = 60) -> DpdkGenerator:
         """Start the process; return once its vhost socket listens (a peer may connect)."""
-        argv = ["taskset", "-c", str(self.cpu), sys.executable, "-m", "testbed.dpdkgen",
-                self.sock, "--queues", str(self.queues), "--flows", str(self.flows),
-                "--payload", str(self.payload), "--cpu", str(self.cpu),
-                "--mem-mb", str(self.mem_mb)]
+        argv = [
+            "taskset",
+            "-c",
+            str(self.cpu),
+            sys.executable,
+            "-m",
+            "testbed.dpdkgen",
+            self.sock,
+            "--queues",
+            str(self.queues),
+            "--flows",
+            str(self.flows),
+            "--payload",
+            str(self.payload),
+            "--cpu",
+            str(self.cpu),
+            "--mem-mb",
+            str(self.mem_mb),
+        ]
         err = open(self.log_path, "wb") if self.log_path else None
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, *sys.path]))
         try:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=subprocess.DEVNULL if err is None else err,
-                                         text=True, env=env)
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL if err is None else err,
+                text=True,
+                env=env,
+            )
         finally:
             if err is not None:
                 err.close()
@@ -106,7 +145,7 @@ class DpdkGenerator:
         if self.proc is not None:
             stop_process(self.proc, 10)
 
-    def __enter__(self) -> "DpdkGenerator":
+    def __enter__(self) -> DpdkGenerator:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -114,8 +153,9 @@ class DpdkGenerator:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m testbed.dpdkgen", description=__doc__.split(
-        "\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m testbed.dpdkgen", description=__doc__.split("\n\n")[0]
+    )
     ap.add_argument("sock", help="the net_vhost server socket to listen on")
     ap.add_argument("--queues", type=int, default=1)
     ap.add_argument("--flows", type=int, default=1024)
@@ -125,10 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peer-timeout", type=float, default=60)
     a = ap.parse_args(argv)
     from vnf import dpdk
+
     dpdk.init(cores=[a.cpu], mem_mb=a.mem_mb, reserve_hugepages=True)
     pool = dpdk.pool(n=16383)
-    port = dpdk.Port.open(f"net_vhost0,iface={a.sock},queues={a.queues}", pool,
-                          a.queues, a.queues)
+    port = dpdk.Port.open(f"net_vhost0,iface={a.sock},queues={a.queues}", pool, a.queues, a.queues)
     frames = flow_frames(a.flows, a.payload)
     print("listening", flush=True)
     deadline = time.monotonic() + a.peer_timeout

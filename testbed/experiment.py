@@ -7,6 +7,7 @@ re-runs this module as ``python -m testbed.experiment SPEC.json RESULT.json`` in
 The LB program is any command that follows the way contract (see ``vnf/ways/__init__.py``):
 ``--config LB.json --ready-file F --stats-file F``; the grader swaps in a student's program.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,12 +19,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from testbed.process import stop_process, wait_for_file
+from testbed.procfs import CpuTimes, cpu_times
 from topologies.lb import LBTopoConfig
 from vnf.addresses import SERVICE_PORT
-from testbed.procfs import CpuTimes, cpu_times
-from testbed.process import stop_process, wait_for_file
 
-if TYPE_CHECKING:                   # it imports mininet: _start_ovs_dpdk imports it when used
+if TYPE_CHECKING:  # it imports mininet: _start_ovs_dpdk imports it when used
     from testbed.ovsdpdk import PrivateOVSDPDK
 
 WAYS = ("socket", "afpacket", "dpdk")
@@ -42,17 +43,18 @@ class ExperimentSpec:
     rate_pps: int = 4000
     http_conns: int = 200
     policy: str = "maglev"
-    lb_command: list[str] | None = None      # default: python -m vnf.ways.<way>_lb
+    lb_command: list[str] | None = None  # default: python -m vnf.ways.<way>_lb
     lb_extra: dict = field(default_factory=dict)  # way-specific settings passed in LB.json
-    cost_rate_pps: int = 5000               # offered load of the cost phase (0 = skip)
+    cost_rate_pps: int = 5000  # offered load of the cost phase (0 = skip)
     cost_seconds: float = 3.0
-    saturation_seconds: float = 2.0         # throughput at saturation (0 = skip)
-    fuzz_frames: int = 0                    # robustness phase: malformed + fuzzed frames (0 = skip)
-    pcap_dir: str | None = None             # keep captures of the affinity phase here
+    saturation_seconds: float = 2.0  # throughput at saturation (0 = skip)
+    fuzz_frames: int = 0  # robustness phase: malformed + fuzzed frames (0 = skip)
+    pcap_dir: str | None = None  # keep captures of the affinity phase here
     timeout_s: float = 240.0
 
-    def validate(self) -> "ExperimentSpec":
+    def validate(self) -> ExperimentSpec:
         from topologies.lb import TopologyError
+
         if self.way not in WAYS:
             raise TopologyError("way", f"must be one of {', '.join(WAYS)}, got {self.way!r}")
         for name in ("udp_flows", "packets_per_flow", "http_conns", "rate_pps", "cost_rate_pps"):
@@ -62,7 +64,7 @@ class ExperimentSpec:
         if self.rate_pps == 0 and self.udp_flows:
             raise TopologyError("rate_pps", "must be > 0 when udp_flows > 0")
         self.topo_config().validate()
-        if self.pcap_dir:           # the sandbox runs elsewhere: where the user meant, now
+        if self.pcap_dir:  # the sandbox runs elsewhere: where the user meant, now
             self.pcap_dir = os.path.abspath(self.pcap_dir)
         return self
 
@@ -79,6 +81,7 @@ def log(msg: str) -> None:
 # helpers that run inside the sandbox
 # --------------------------------------------------------------------------------------------
 
+
 def read_json(path: str, default=None):
     """The JSON in ``path``, or ``default`` when it is missing or not (yet) valid JSON."""
     try:
@@ -88,18 +91,43 @@ def read_json(path: str, default=None):
         return default
 
 
-
-
-def traffic_argv(vip: str, client_id: int, udp_flows: int, packets_per_flow: int, rate: float,
-                 http_conns: int, out: str, extra: tuple[str, ...] = ()) -> list[str]:
+def traffic_argv(
+    vip: str,
+    client_id: int,
+    udp_flows: int,
+    packets_per_flow: int,
+    rate: float,
+    http_conns: int,
+    out: str,
+    extra: tuple[str, ...] = (),
+) -> list[str]:
     """``testbed.traffic`` on a client: ``udp_flows`` UDP flows of ``packets_per_flow`` datagrams
     at ``rate`` packets/s and ``http_conns`` HTTP connections to ``vip``; flow ids start at
     ``client_id * 1_000_000``; its record goes to ``out``."""
-    return [sys.executable, "-m", "testbed.traffic", "--vip", vip,
-            "--udp-port", str(UDP_PORT), "--http-port", str(HTTP_PORT),
-            "--client-id", str(client_id), "--udp-flows", str(udp_flows),
-            "--packets-per-flow", str(packets_per_flow), "--rate", str(rate),
-            "--http-conns", str(http_conns), *extra, "--out", out]
+    return [
+        sys.executable,
+        "-m",
+        "testbed.traffic",
+        "--vip",
+        vip,
+        "--udp-port",
+        str(UDP_PORT),
+        "--http-port",
+        str(HTTP_PORT),
+        "--client-id",
+        str(client_id),
+        "--udp-flows",
+        str(udp_flows),
+        "--packets-per-flow",
+        str(packets_per_flow),
+        "--rate",
+        str(rate),
+        "--http-conns",
+        str(http_conns),
+        *extra,
+        "--out",
+        out,
+    ]
 
 
 class MininetBed:
@@ -108,12 +136,12 @@ class MininetBed:
     topology of an experiment) and the scenarios' ``Bed`` (any topology) build on it; the
     subclass sets ``self.net``."""
 
-    net: Any = None     # a mininet.net.Mininet once started (mininet ships no types)
+    net: Any = None  # a mininet.net.Mininet once started (mininet ships no types)
 
     def __init__(self, workdir: str):
         self.workdir = workdir
         self.procs: list[subprocess.Popen] = []
-        self.backend_procs: dict[str, tuple[subprocess.Popen, str]] = {}   # name -> (proc, ready)
+        self.backend_procs: dict[str, tuple[subprocess.Popen, str]] = {}  # name -> (proc, ready)
 
     def path(self, name: str) -> str:
         return os.path.join(self.workdir, name)
@@ -139,12 +167,32 @@ class MininetBed:
                 except FileNotFoundError:
                     pass
             ready = self.path(f"{b}.ready")
-            started[b] = (self.popen(b, [sys.executable, "-m", "topologies.servers", "--name", b,
-                                         "--bind", "0.0.0.0", "--http-port", str(HTTP_PORT),
-                                         "--udp-port", str(UDP_PORT),
-                                         "--address", self.net[b].IP(),
-                                         "--record", self.path(f"{b}.json"),
-                                         "--ready-file", ready], f"server-{b}"), ready)
+            started[b] = (
+                self.popen(
+                    b,
+                    [
+                        sys.executable,
+                        "-m",
+                        "topologies.servers",
+                        "--name",
+                        b,
+                        "--bind",
+                        "0.0.0.0",
+                        "--http-port",
+                        str(HTTP_PORT),
+                        "--udp-port",
+                        str(UDP_PORT),
+                        "--address",
+                        self.net[b].IP(),
+                        "--record",
+                        self.path(f"{b}.json"),
+                        "--ready-file",
+                        ready,
+                    ],
+                    f"server-{b}",
+                ),
+                ready,
+            )
         for b, (proc, ready) in started.items():
             wait_for_file(ready, proc, timeout, f"backend server {b}")
             self.backend_procs[b] = (proc, ready)
@@ -170,8 +218,9 @@ class MininetBed:
         return [r for r in records if r is not None]
 
     # --- load balancers and traffic ------------------------------------------------------------
-    def launch_lb(self, host: str, argv: list[str], config: dict, tag: str,
-                  timeout: float = 30) -> "RunningLB":
+    def launch_lb(
+        self, host: str, argv: list[str], config: dict, tag: str, timeout: float = 30
+    ) -> RunningLB:
         """Start an LB program of the way contract on ``host``: ``argv`` + ``--config
         WORKDIR/lb-TAG.json --ready-file .. --stats-file ..``, and wait until it is ready."""
         path = self.path(f"lb-{tag}.json")
@@ -181,8 +230,11 @@ class MininetBed:
         for p in (ready, stats):
             if os.path.exists(p):
                 os.unlink(p)
-        proc = self.popen(host, [*argv, "--config", path, "--ready-file", ready,
-                                 "--stats-file", stats], f"lb-{tag}")
+        proc = self.popen(
+            host,
+            [*argv, "--config", path, "--ready-file", ready, "--stats-file", stats],
+            f"lb-{tag}",
+        )
         wait_for_file(ready, proc, timeout, f"load balancer {tag}")
         return RunningLB(proc, stats, self.path(f"lb-{tag}.log"))
 
@@ -202,11 +254,14 @@ class MininetBed:
             if rec is not None:
                 records.append(rec)
             elif strict:
-                raise RuntimeError(f"traffic driver on {d.host} wrote no record "
-                                   f"(exit {d.proc.returncode})")
+                raise RuntimeError(
+                    f"traffic driver on {d.host} wrote no record (exit {d.proc.returncode})"
+                )
             else:
-                log(f"traffic driver on {d.host} wrote no record (exit {d.proc.returncode}); "
-                    f"see {os.path.basename(d.out)[:-5]}.log")
+                log(
+                    f"traffic driver on {d.host} wrote no record (exit {d.proc.returncode}); "
+                    f"see {os.path.basename(d.out)[:-5]}.log"
+                )
         return records
 
     def close(self) -> None:
@@ -218,6 +273,7 @@ class MininetBed:
 @dataclass
 class Driver:
     """A traffic driver started on ``host``; its record goes to ``out``."""
+
     proc: subprocess.Popen
     out: str
     host: str
@@ -227,25 +283,31 @@ class Testbed(MininetBed):
     """A started topology with backend servers; the LB comes and goes per phase."""
 
     def __init__(self, spec: ExperimentSpec, workdir: str, start_servers: bool = True):
+        from mininet.link import Link, TCLink
         from mininet.log import setLogLevel
         from mininet.net import Mininet
-        from mininet.link import TCLink, Link
         from mininet.nodelib import LinuxBridge
+
         from topologies.lb import LBTopo
 
         setLogLevel("error")
-        Mininet.inited = True           # skip fixLimits(): its sysctls fail in a netns, harmlessly
+        Mininet.inited = True  # skip fixLimits(): its sysctls fail in a netns, harmlessly
         MininetBed.__init__(self, workdir)
         self.spec = spec
         self.topo_cfg = spec.topo_config().validate()
         cfg = self.topo_cfg
-        self.ovs: PrivateOVSDPDK | None = None      # the DPDK way's switch
+        self.ovs: PrivateOVSDPDK | None = None  # the DPDK way's switch
         switch = LinuxBridge
         if cfg.switch == "ovs-dpdk":
             switch = self._start_ovs_dpdk()
         try:
-            self.net = Mininet(topo=LBTopo(cfg), controller=None, switch=switch,
-                               link=TCLink if cfg.bw_mbit else Link, autoSetMacs=False)
+            self.net = Mininet(
+                topo=LBTopo(cfg),
+                controller=None,
+                switch=switch,
+                link=TCLink if cfg.bw_mbit else Link,
+                autoSetMacs=False,
+            )
             self.net.start()
             if self.ovs is not None:
                 self._plug_lb_into_ovs()
@@ -259,7 +321,7 @@ class Testbed(MininetBed):
             self.vip_mode = "nat" if spec.lb_extra.get("mode") == "nat" else "dsr"
         self._configure_vip()
         self.wait_network_settled()
-        if start_servers:       # vnflab bench sinks traffic on the backends instead (no servers)
+        if start_servers:  # vnflab bench sinks traffic on the backends instead (no servers)
             self.start_backends(cfg.backend_names())
 
     def wait_network_settled(self, tries: int = 6) -> None:
@@ -281,7 +343,9 @@ class Testbed(MininetBed):
                     break
             else:
                 log(f"warning: {name} could not reach {first} ({target}) after set-up")
-        self.net[first].cmd(f"ping -c1 -W1 -q {cfg.host_ip(cfg.backend_names()[0])} >/dev/null 2>&1")
+        self.net[first].cmd(
+            f"ping -c1 -W1 -q {cfg.host_ip(cfg.backend_names()[0])} >/dev/null 2>&1"
+        )
 
     # --- the DPDK way: a private OVS-DPDK is the switch ----------------------------------------
     OVS_SOCKET_MEM_MB = 128
@@ -291,17 +355,22 @@ class Testbed(MininetBed):
         """Start a private OVS-DPDK (own db and sockets in the sandbox's private run dir; PMD on
         CPU 0 with pmd-maxsleep, the LB gets CPU 1) and return the Mininet switch class."""
         from functools import partial
+
         from testbed import ovsdpdk
         from vnf.dpdk import hugepages
+
         # OVS's memory + the LB's, twice over (vnf.dpdk.init keeps headroom against races)
         hugepages.ensure_free(self.OVS_SOCKET_MEM_MB + 2 * self.LB_DPDK_MEM_MB + 64)
-        self.ovs = ovsdpdk.PrivateOVSDPDK(f"/var/run/openvswitch/vnflab{os.getpid()}",
-                                          socket_mem=self.OVS_SOCKET_MEM_MB, pmd_cpu_mask="0x1",
-                                          pmd_maxsleep=1000)
+        self.ovs = ovsdpdk.PrivateOVSDPDK(
+            f"/var/run/openvswitch/vnflab{os.getpid()}",
+            socket_mem=self.OVS_SOCKET_MEM_MB,
+            pmd_cpu_mask="0x1",
+            pmd_maxsleep=1000,
+        )
         self.ovs.start()
         return partial(ovsdpdk.OVSDPDKSwitch, ovs=self.ovs)
 
-    lb_generation = 0     # one vhost-user port per LB process (see _fresh_vhost_port)
+    lb_generation = 0  # one vhost-user port per LB process (see _fresh_vhost_port)
 
     @property
     def vhost_port(self) -> str:
@@ -336,8 +405,14 @@ class Testbed(MininetBed):
 
     def wait_vhost_up(self, timeout: float = 20) -> None:
         assert self.ovs is not None, "the DPDK way only"
-        self.ovs.vsctl(f"--timeout={int(timeout)}", "wait-until", "Interface", self.vhost_port,
-                       "link_state=up", timeout=timeout + 5)
+        self.ovs.vsctl(
+            f"--timeout={int(timeout)}",
+            "wait-until",
+            "Interface",
+            self.vhost_port,
+            "link_state=up",
+            timeout=timeout + 5,
+        )
 
     # --- addressing of the VIP -------------------------------------------------------------
     def _configure_vip(self) -> None:
@@ -370,8 +445,10 @@ class Testbed(MininetBed):
                 self.net[c].cmd(f"ip neigh replace {vip} lladdr {cfg.host_mac('lb')} dev {c}-eth0")
             # The LB host must not answer for the VIP itself nor route packets it sees.
             lb.cmd("sysctl -qw net.ipv4.ip_forward=0")
-        for name in cfg.host_names():     # offloads would hand AF_PACKET/DPDK partial checksums
-            self.net[name].cmd(f"ethtool -K {name}-eth0 tx off rx off gso off tso off gro off >/dev/null 2>&1")
+        for name in cfg.host_names():  # offloads would hand AF_PACKET/DPDK partial checksums
+            self.net[name].cmd(
+                f"ethtool -K {name}-eth0 tx off rx off gso off tso off gro off >/dev/null 2>&1"
+            )
 
     def set_vip_mode(self, mode: str) -> None:
         """Switch a raw-frame bed between direct server return and NAT, between two LB runs
@@ -395,36 +472,61 @@ class Testbed(MininetBed):
     def lb_config(self) -> dict:
         cfg = self.topo_cfg
         return {
-            "lb": {"vip": cfg.vip, "port": SERVICE_PORT, "protos": ["udp", "tcp"],
-                   "subnet": cfg.subnet, "policy": self.spec.policy,
-                   "backends": [{"name": b, "ip": cfg.host_ip(b), "mac": cfg.host_mac(b),
-                                 "port": SERVICE_PORT} for b in cfg.backend_names()]},
-            "io": {"iface": "lb-eth0", "mac": cfg.host_mac("lb"), "ip": cfg.host_ip("lb"),
-                   **({"vhost_socket": self.vhost_socket, "cpus": [1],
-                       "mem_mb": self.LB_DPDK_MEM_MB} if self.ovs is not None else {}),
-                   **self.spec.lb_extra},
+            "lb": {
+                "vip": cfg.vip,
+                "port": SERVICE_PORT,
+                "protos": ["udp", "tcp"],
+                "subnet": cfg.subnet,
+                "policy": self.spec.policy,
+                "backends": [
+                    {"name": b, "ip": cfg.host_ip(b), "mac": cfg.host_mac(b), "port": SERVICE_PORT}
+                    for b in cfg.backend_names()
+                ],
+            },
+            "io": {
+                "iface": "lb-eth0",
+                "mac": cfg.host_mac("lb"),
+                "ip": cfg.host_ip("lb"),
+                **(
+                    {"vhost_socket": self.vhost_socket, "cpus": [1], "mem_mb": self.LB_DPDK_MEM_MB}
+                    if self.ovs is not None
+                    else {}
+                ),
+                **self.spec.lb_extra,
+            },
         }
 
-    def start_lb(self, tag: str, backends: list[str] | None = None,
-                 extra_argv: tuple[str, ...] = ()) -> "RunningLB":
+    def start_lb(
+        self, tag: str, backends: list[str] | None = None, extra_argv: tuple[str, ...] = ()
+    ) -> RunningLB:
         """The spec's LB program with ``lb_config()`` (only ``backends``, if given) and
         ``extra_argv`` (e.g. ``--control-file F``)."""
         if self.ovs is not None:
-            self._fresh_vhost_port()              # before lb_config(): it names the new port
+            self._fresh_vhost_port()  # before lb_config(): it names the new port
         config = self.lb_config()
         if backends is not None:
-            config["lb"]["backends"] = [b for b in config["lb"]["backends"]
-                                        if b["name"] in backends]
+            config["lb"]["backends"] = [
+                b for b in config["lb"]["backends"] if b["name"] in backends
+            ]
         argv = list(self.spec.lb_command or [sys.executable, "-m", f"vnf.ways.{self.spec.way}_lb"])
-        lb = self.launch_lb("lb", argv + list(extra_argv), config, tag,
-                            45 if self.ovs is not None else 30)
+        lb = self.launch_lb(
+            "lb", argv + list(extra_argv), config, tag, 45 if self.ovs is not None else 30
+        )
         if self.ovs is not None:
             self.wait_vhost_up()
         return lb
 
     # --- traffic -------------------------------------------------------------------------------
-    def drive(self, tag: str, udp_flows: int, packets_per_flow: int, rate_pps: int,
-              http_conns: int, clients: list[str] | None = None, timeout: float = 120) -> list[dict]:
+    def drive(
+        self,
+        tag: str,
+        udp_flows: int,
+        packets_per_flow: int,
+        rate_pps: int,
+        http_conns: int,
+        clients: list[str] | None = None,
+        timeout: float = 120,
+    ) -> list[dict]:
         clients = clients or self.topo_cfg.client_names()
         k = len(clients)
         drivers = []
@@ -432,8 +534,15 @@ class Testbed(MininetBed):
             flows = udp_flows // k + (1 if i < udp_flows % k else 0)
             conns = http_conns // k + (1 if i < http_conns % k else 0)
             out = self.path(f"{tag}-{c}.json")
-            argv = traffic_argv(self.topo_cfg.vip, int(c[1:]), flows, packets_per_flow,
-                                max(1, rate_pps // k), conns, out)
+            argv = traffic_argv(
+                self.topo_cfg.vip,
+                int(c[1:]),
+                flows,
+                packets_per_flow,
+                max(1, rate_pps // k),
+                conns,
+                out,
+            )
             drivers.append(Driver(self.popen(c, argv, f"{tag}-{c}"), out, c))
         return self.wait_drivers(drivers, timeout, strict=False)
 
@@ -475,6 +584,7 @@ class RunningLB:
 # the experiment
 # --------------------------------------------------------------------------------------------
 
+
 def measure_cost(bed: Testbed, spec: ExperimentSpec) -> dict:
     """CPU time of the LB process per forwarded packet at a stated offered load.
 
@@ -488,14 +598,22 @@ def measure_cost(bed: Testbed, spec: ExperimentSpec) -> dict:
     if not spec.cost_rate_pps:
         return {}
     from testbed.checker import check
+
     bed.restart_backends()
     lb = bed.start_lb("cost")
     flows = 64
     per_flow = max(1, int(spec.cost_rate_pps * spec.cost_seconds) // flows)
     c0 = lb.cpu()
     t0 = time.monotonic()
-    clients = bed.drive("cost", flows, per_flow, spec.cost_rate_pps, 0,
-                        clients=[bed.topo_cfg.client_names()[0]], timeout=spec.cost_seconds * 4 + 30)
+    clients = bed.drive(
+        "cost",
+        flows,
+        per_flow,
+        spec.cost_rate_pps,
+        0,
+        clients=[bed.topo_cfg.client_names()[0]],
+        timeout=spec.cost_seconds * 4 + 30,
+    )
     wall = time.monotonic() - t0
     user, system, cpu = lb.cpu().since(c0)
     stats = lb.stop()
@@ -505,8 +623,11 @@ def measure_cost(bed: Testbed, spec: ExperimentSpec) -> dict:
     forwarded = delivered + replies
     busy = (stats.get("busy") or {}).get("ns_per_packet")
     out: dict[str, Any] = {
-        "offered_pps": spec.cost_rate_pps, "seconds": round(wall, 3), "forwarded": forwarded,
-        "user_s": round(user, 4), "sys_s": round(system, 4),
+        "offered_pps": spec.cost_rate_pps,
+        "seconds": round(wall, 3),
+        "forwarded": forwarded,
+        "user_s": round(user, 4),
+        "sys_s": round(system, 4),
         "ns_per_packet": round(cpu / forwarded * 1e9, 1) if forwarded else None,
         "user_ns_per_packet": round(user / forwarded * 1e9, 1) if forwarded else None,
         "sys_ns_per_packet": round(system / forwarded * 1e9, 1) if forwarded else None,
@@ -539,35 +660,65 @@ def measure_robustness(bed: Testbed, spec: ExperimentSpec) -> dict:
     """Throw the malformed corpus and ``fuzz_frames`` fuzzed frames at the LB's MAC from a client,
     then check the LB is alive and still forwards a normal flow mix with affinity."""
     from testbed.checker import check
+
     cfg = bed.topo_cfg
     bed.restart_backends()
     lb = bed.start_lb("fuzz")
     client = cfg.client_names()[0]
     out = os.path.join(bed.workdir, "fuzz-send.json")
-    sender = bed.popen(client, [sys.executable, "-m", "testbed.corpus", "--iface", f"{client}-eth0",
-                                 "--dst-mac", cfg.host_mac("lb"), "--src-mac", cfg.host_mac(client),
-                                 "--src-ip", cfg.host_ip(client), "--vip", cfg.vip,
-                                 "--port", str(SERVICE_PORT), "--count", str(spec.fuzz_frames),
-                                 "--out", out], "fuzz-send")
+    sender = bed.popen(
+        client,
+        [
+            sys.executable,
+            "-m",
+            "testbed.corpus",
+            "--iface",
+            f"{client}-eth0",
+            "--dst-mac",
+            cfg.host_mac("lb"),
+            "--src-mac",
+            cfg.host_mac(client),
+            "--src-ip",
+            cfg.host_ip(client),
+            "--vip",
+            cfg.vip,
+            "--port",
+            str(SERVICE_PORT),
+            "--count",
+            str(spec.fuzz_frames),
+            "--out",
+            out,
+        ],
+        "fuzz-send",
+    )
     try:
         sender.wait(120)
     except subprocess.TimeoutExpired:
         sender.kill()
-    time.sleep(0.5)                      # let the LB drain its ring
+    time.sleep(0.5)  # let the LB drain its ring
     forget_poisoned_neighbours(bed)
     alive_after_fuzz = lb.alive()
-    bed.restart_backends()               # the normal-flow check starts from clean records
+    bed.restart_backends()  # the normal-flow check starts from clean records
     clients = bed.drive("after-fuzz", 100, 3, 1000, 10, timeout=60) if alive_after_fuzz else []
     alive_at_end = lb.alive()
     stats = lb.stop()
     report = check(bed.backend_records(), clients) if clients else None
-    forwards_normal_flow = bool(report and report.split_flows == 0 and report.udp_lost_forward == 0
-                                and report.http_failures == 0 and report.flows_seen == 110)
-    return {"sent": read_json(out, {}), "lb_alive_after_fuzz": alive_after_fuzz,
-            "lb_alive_at_end": alive_at_end, "forwards_normal_flow": forwards_normal_flow,
-            "after": report.to_json() if report else None,
-            "lb_dropped": (stats.get("lb") or {}).get("dropped"),
-            "lb_log_tail": None if alive_at_end else lb.log_tail()}
+    forwards_normal_flow = bool(
+        report
+        and report.split_flows == 0
+        and report.udp_lost_forward == 0
+        and report.http_failures == 0
+        and report.flows_seen == 110
+    )
+    return {
+        "sent": read_json(out, {}),
+        "lb_alive_after_fuzz": alive_after_fuzz,
+        "lb_alive_at_end": alive_at_end,
+        "forwards_normal_flow": forwards_normal_flow,
+        "after": report.to_json() if report else None,
+        "lb_dropped": (stats.get("lb") or {}).get("dropped"),
+        "lb_log_tail": None if alive_at_end else lb.log_tail(),
+    }
 
 
 def measure_saturation(bed: Testbed, spec: ExperimentSpec) -> dict:
@@ -575,6 +726,7 @@ def measure_saturation(bed: Testbed, spec: ExperimentSpec) -> dict:
     if not spec.saturation_seconds:
         return {}
     from testbed.checker import check
+
     bed.restart_backends()
     lb = bed.start_lb("sat")
     clients = bed.topo_cfg.client_names()
@@ -582,24 +734,34 @@ def measure_saturation(bed: Testbed, spec: ExperimentSpec) -> dict:
     # The driver paces; a rate far above what either side can do makes it send flat out.
     per_flow = 400
     t0 = time.monotonic()
-    recs = bed.drive("sat", flows, per_flow, 1_000_000, 0, timeout=spec.saturation_seconds * 10 + 30)
+    recs = bed.drive(
+        "sat", flows, per_flow, 1_000_000, 0, timeout=spec.saturation_seconds * 10 + 30
+    )
     wall = time.monotonic() - t0
     lb.stop()
     report = check(bed.backend_records(), recs)
-    forwarded = report.udp_arrived + (report.udp_replies_received if bed.vip_mode in ("local", "nat") else 0)
-    return {"seconds": round(wall, 3), "forwarded": forwarded,
-            "mpps": round(forwarded / wall / 1e6, 4) if wall > 0 else None}
+    forwarded = report.udp_arrived + (
+        report.udp_replies_received if bed.vip_mode in ("local", "nat") else 0
+    )
+    return {
+        "seconds": round(wall, 3),
+        "forwarded": forwarded,
+        "mpps": round(forwarded / wall / 1e6, 4) if wall > 0 else None,
+    }
 
 
-METHOD = ("LB process CPU time (exact on-CPU time of its threads from schedstat, split into "
-          "user and sys as /proc/PID/stat's ticks sampled it) divided by packets it forwarded "
-          "(counted at the endpoints), at a stated offered load; the kernel's receive softirq for "
-          "veth traffic runs on the sender's core and is NOT charged to the LB, so kernel-path "
-          "costs are underestimated here (vnflab bench steers it onto the LB core with RPS).")
+METHOD = (
+    "LB process CPU time (exact on-CPU time of its threads from schedstat, split into "
+    "user and sys as /proc/PID/stat's ticks sampled it) divided by packets it forwarded "
+    "(counted at the endpoints), at a stated offered load; the kernel's receive softirq for "
+    "veth traffic runs on the sender's core and is NOT charged to the LB, so kernel-path "
+    "costs are underestimated here (vnflab bench steers it onto the LB core with RPS)."
+)
 
 
 def run_experiment(spec: ExperimentSpec, workdir: str) -> dict:
     from testbed.checker import check
+
     spec.validate()
     t_start = time.monotonic()
     log(f"way={spec.way}: building topology ({spec.clients} clients, LB, {spec.backends} backends)")
@@ -609,14 +771,23 @@ def run_experiment(spec: ExperimentSpec, workdir: str) -> dict:
         captures = None
         if spec.pcap_dir:
             from testbed.capture import Captures, lb_and_backends
+
             captures = Captures(bed.net, spec.pcap_dir, log_dir=workdir)
             captures.start(lb_and_backends(bed), prefix=f"{spec.way}-")
         lb = bed.start_lb("affinity")
-        log(f"LB up; driving {spec.udp_flows} UDP flows x {spec.packets_per_flow} packets at "
-            f"{spec.rate_pps} pps and {spec.http_conns} HTTP connections")
+        log(
+            f"LB up; driving {spec.udp_flows} UDP flows x {spec.packets_per_flow} packets at "
+            f"{spec.rate_pps} pps and {spec.http_conns} HTTP connections"
+        )
         est = spec.udp_flows * spec.packets_per_flow / max(1, spec.rate_pps)
-        clients = bed.drive("affinity", spec.udp_flows, spec.packets_per_flow, spec.rate_pps,
-                            spec.http_conns, timeout=est * 3 + 60)
+        clients = bed.drive(
+            "affinity",
+            spec.udp_flows,
+            spec.packets_per_flow,
+            spec.rate_pps,
+            spec.http_conns,
+            timeout=est * 3 + 60,
+        )
         lb_alive = lb.alive()
         lb_stats = lb.stop()
         if captures:
@@ -651,18 +822,27 @@ def run_experiment(spec: ExperimentSpec, workdir: str) -> dict:
 def run_sandboxed(spec: ExperimentSpec, keep_workdir: str | None = None) -> dict:
     """Run one experiment in a fresh sandbox and return its result dict."""
     from testbed import sandbox
+
     spec.validate()
-    result = sandbox.run_module_in_sandbox("testbed.experiment", asdict(spec), spec.timeout_s,
-                                           keep_workdir, what="experiment",
-                                           keep=bool(keep_workdir), prefix="vnflab-run-")
+    result = sandbox.run_module_in_sandbox(
+        "testbed.experiment",
+        asdict(spec),
+        spec.timeout_s,
+        keep_workdir,
+        what="experiment",
+        keep=bool(keep_workdir),
+        prefix="vnflab-run-",
+    )
     result.setdefault("way", spec.way)
     return result
 
 
 def main(argv: list[str]) -> int:
     from testbed import sandbox
-    return sandbox.serve_module(argv, lambda spec, workdir: run_experiment(ExperimentSpec(**spec),
-                                                                           workdir))
+
+    return sandbox.serve_module(
+        argv, lambda spec, workdir: run_experiment(ExperimentSpec(**spec), workdir)
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ set-ups without OVS-DPDK (docs/ovs-dpdk.md). Both print their measurements as JS
 tests/test_ovsdpdk.py reads them. ``start_testpmd``/``stop_testpmd`` run
 ``dpdk-testpmd`` as a stand-in VNF or reflector.
 """
+
 import argparse
 import json
 import os
@@ -17,9 +18,9 @@ import subprocess
 import sys
 import time
 
-from vnf.dpdk import hugepages
 from testbed import sandbox
 from testbed.ovsdpdk import OVSDPDKSwitch, OVSError, PrivateOVSDPDK, _run
+from vnf.dpdk import hugepages
 
 TESTPMD = "dpdk-testpmd"
 SELFTEST_WORKDIR = "/var/run/openvswitch/vnflab"  # a private tmpfs inside the sandbox
@@ -50,32 +51,52 @@ print(len(back & sent))
 """
 
 
-def start_testpmd(file_prefix, vdevs, mode, lcores="0,1", mem_mb=64, mbufs=8192,
-                  ready_path=None, netns=None, timeout=15):
+def start_testpmd(
+    file_prefix,
+    vdevs,
+    mode,
+    lcores="0,1",
+    mem_mb=64,
+    mbufs=8192,
+    ready_path=None,
+    netns=None,
+    timeout=15,
+):
     """Start ``dpdk-testpmd --no-pci`` non-interactively (stdin kept open: write a newline
     to make it stop and print its totals, see ``stop_testpmd``).  The first lcore is the
     main one, the second forwards.  ``mbufs`` is explicit because of the small ``-m``
     (af_xdp needs more than 2048).  With ``ready_path``, wait for that file (a vhost socket);
     otherwise wait until testpmd says it is forwarding."""
-    argv = ["stdbuf", "-oL", TESTPMD, "--no-pci", "--single-file-segments",
-            "--file-prefix=" + file_prefix, "-m", str(mem_mb), "-l", lcores]
+    argv = [
+        "stdbuf",
+        "-oL",
+        TESTPMD,
+        "--no-pci",
+        "--single-file-segments",
+        "--file-prefix=" + file_prefix,
+        "-m",
+        str(mem_mb),
+        "-l",
+        lcores,
+    ]
     for vdev in vdevs:
         argv += ["--vdev", vdev]
-    argv += ["--", "--forward-mode=" + mode, "--total-num-mbufs=%d" % mbufs, "--nb-cores=1"]
+    argv += ["--", "--forward-mode=" + mode, f"--total-num-mbufs={mbufs}", "--nb-cores=1"]
     if netns:
         argv = ["ip", "netns", "exec", netns] + argv
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     deadline = time.monotonic() + timeout
     if ready_path:
         while not os.path.exists(ready_path):
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise OVSError("testpmd did not create %s: %s" % (ready_path, proc.communicate()[0]))
+                raise OVSError(f"testpmd did not create {ready_path}: {proc.communicate()[0]}")
             time.sleep(0.05)
         return proc
     seen = []
-    for line in proc.stdout:   # line-buffered thanks to stdbuf
+    for line in proc.stdout:  # line-buffered thanks to stdbuf
         seen.append(line)
         if "Press enter to exit" in line:
             return proc
@@ -102,16 +123,24 @@ def _sh(cmd):
 
 
 def _make_host(name, addr, ifname, swname):
-    _sh("ip netns add {n} && ip link add {i} type veth peer name {s} && "
-        "ip link set {i} netns {n} && ip link set {s} up && "
-        "ip netns exec {n} ip link set lo up && ip netns exec {n} ip link set {i} up && "
-        "ip netns exec {n} ip addr add {a}/24 dev {i} && "
-        "ip netns exec {n} ethtool -K {i} tx off >/dev/null".format(n=name, i=ifname, s=swname, a=addr))
+    _sh(
+        f"ip netns add {name} && ip link add {ifname} type veth peer name {swname} && "
+        f"ip link set {ifname} netns {name} && ip link set {swname} up && "
+        f"ip netns exec {name} ip link set lo up && ip netns exec {name} ip link set {ifname} up && "
+        f"ip netns exec {name} ip addr add {addr}/24 dev {ifname} && "
+        f"ip netns exec {name} ethtool -K {ifname} tx off >/dev/null"
+    )
 
 
 def _ping(ns, addr, count=3):
-    return subprocess.run(["ip", "netns", "exec", ns, "ping", "-c", str(count), "-i", "0.2",
-                           "-W", "1", addr], capture_output=True, text=True).returncode == 0
+    return (
+        subprocess.run(
+            ["ip", "netns", "exec", ns, "ping", "-c", str(count), "-i", "0.2", "-W", "1", addr],
+            capture_output=True,
+            text=True,
+        ).returncode
+        == 0
+    )
 
 
 def _idle_cpu(ovs, seconds):
@@ -120,18 +149,22 @@ def _idle_cpu(ovs, seconds):
     return (ovs.cpu_seconds() - c0) / (time.monotonic() - t0)
 
 
-def selftest(workdir=SELFTEST_WORKDIR, idle_seconds=2.0, mininet=True, maxsleep_off=False,
-             tag="vnfl"):
+def selftest(
+    workdir=SELFTEST_WORKDIR, idle_seconds=2.0, mininet=True, maxsleep_off=False, tag="vnfl"
+):
     """End-to-end check; call inside a vnflab sandbox.  Returns a dict of results.
     ``tag`` prefixes the DPDK file prefixes (so a caller can look for leftovers)."""
     if not sandbox.in_sandbox():
-        raise OVSError("selftest() creates namespaces, bridges and huge-page files: "
-                       "run it inside a vnflab sandbox (python -m testbed.ovs_selftest selftest)")
+        raise OVSError(
+            "selftest() creates namespaces, bridges and huge-page files: "
+            "run it inside a vnflab sandbox (python -m testbed.ovs_selftest selftest)"
+        )
     res = {}
     hugepages.ensure_free(128 + 64)
     res["failed_start_cleaned_up"] = _failed_start_cleans_up(workdir + "-fail")
-    ovs = PrivateOVSDPDK(workdir, socket_mem=128, pmd_cpu_mask="0x2", pmd_maxsleep=1000,
-                         file_prefix=tag + "ovs")
+    ovs = PrivateOVSDPDK(
+        workdir, socket_mem=128, pmd_cpu_mask="0x2", pmd_maxsleep=1000, file_prefix=tag + "ovs"
+    )
     testpmd = None
     try:
         ovs.start()
@@ -147,8 +180,12 @@ def selftest(workdir=SELFTEST_WORKDIR, idle_seconds=2.0, mininet=True, maxsleep_
         res["idle_cpu_with_bridge"] = round(_idle_cpu(ovs, idle_seconds), 4)
         # 2. a vhost-user port with dpdk-testpmd (virtio-user, server mode) behind it
         sock = os.path.join(workdir, "vhu0.sock")
-        testpmd = start_testpmd(tag + "tpmd", ["net_virtio_user0,path=%s,server=1,queues=1" % sock],
-                                "macswap", ready_path=sock)
+        testpmd = start_testpmd(
+            tag + "tpmd",
+            [f"net_virtio_user0,path={sock},server=1,queues=1"],
+            "macswap",
+            ready_path=sock,
+        )
         ovs.add_vhost_client_port("br0", "vhu0", sock, ofport=3)
         ovs.vsctl("--timeout=10", "wait-until", "Interface", "vhu0", "link_state=up", timeout=15)
         # the PMD thread now polls vhu0: what does it cost while no packet comes?
@@ -185,8 +222,9 @@ def selftest(workdir=SELFTEST_WORKDIR, idle_seconds=2.0, mininet=True, maxsleep_
         ovs.stop()
         ovs.stop()  # idempotent
     res["exit_codes"] = ovs.exit_codes
-    res["vswitchd_left"] = subprocess.run(["pgrep", "-c", "ovs-vswitchd"], capture_output=True,
-                                          text=True).stdout.strip()
+    res["vswitchd_left"] = subprocess.run(
+        ["pgrep", "-c", "ovs-vswitchd"], capture_output=True, text=True
+    ).stdout.strip()
     return res
 
 
@@ -204,10 +242,11 @@ def selftest_fallback(workdir=SELFTEST_WORKDIR, tag="vnfl"):
     res = {}
     _make_host("h1", "10.0.0.1", "h1-eth0", "s-h1")
     sock = os.path.join(workdir, "vh0.sock")
-    bridge = start_testpmd(tag + "br", ["net_af_packet0,iface=s-h1",
-                                        "net_vhost0,iface=%s,queues=1" % sock], "io")
+    bridge = start_testpmd(
+        tag + "br", ["net_af_packet0,iface=s-h1", f"net_vhost0,iface={sock},queues=1"], "io"
+    )
     try:
-        lb = start_testpmd(tag + "lb", ["net_virtio_user0,path=%s,queues=1" % sock], "macswap")
+        lb = start_testpmd(tag + "lb", [f"net_virtio_user0,path={sock},queues=1"], "macswap")
         try:
             res["vhost_afpacket_bridge"] = _reflected("h1", "h1-eth0")
         finally:
@@ -215,9 +254,13 @@ def selftest_fallback(workdir=SELFTEST_WORKDIR, tag="vnfl"):
     finally:
         stop_testpmd(bridge)
     _make_host("h2", "10.0.1.1", "h2-eth0", "lb-eth0")
-    _sh("ip netns add lb && ip link set lb-eth0 netns lb && ip netns exec lb ip link set lb-eth0 up")
-    for name, vdev in (("af_packet", "net_af_packet0,iface=lb-eth0"),
-                       ("af_xdp", "net_af_xdp0,iface=lb-eth0,start_queue=0,queue_count=1")):
+    _sh(
+        "ip netns add lb && ip link set lb-eth0 netns lb && ip netns exec lb ip link set lb-eth0 up"
+    )
+    for name, vdev in (
+        ("af_packet", "net_af_packet0,iface=lb-eth0"),
+        ("af_xdp", "net_af_xdp0,iface=lb-eth0,start_queue=0,queue_count=1"),
+    ):
         lb = start_testpmd(tag + name, [vdev], "macswap", netns="lb")
         try:
             res[name + "_direct"] = _reflected("h2", "h2-eth0")
@@ -228,8 +271,21 @@ def selftest_fallback(workdir=SELFTEST_WORKDIR, tag="vnfl"):
 
 def _reflected(netns, ifname, n=20):
     """Frames (of n) that a host sends to PEER_MAC and gets back with the MACs swapped."""
-    out = _run(["ip", "netns", "exec", netns, sys.executable, "-c", _REFLECT_PROBE,
-                ifname, PEER_MAC, str(n)], timeout=20)
+    out = _run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            netns,
+            sys.executable,
+            "-c",
+            _REFLECT_PROBE,
+            ifname,
+            PEER_MAC,
+            str(n),
+        ],
+        timeout=20,
+    )
     return int(out.strip())
 
 
@@ -269,19 +325,30 @@ def _mininet_check(ovs, datagrams=5):
     """pingAll loss (%) and UDP datagrams received between two Mininet hosts on the
     bridge (UDP fails with bad checksums if TX offload were left on)."""
     from functools import partial
+
     from mininet.net import Mininet
     from mininet.topo import SingleSwitchTopo
-    net = Mininet(SingleSwitchTopo(k=2), switch=partial(OVSDPDKSwitch, ovs=ovs),
-                  controller=None, autoSetMacs=True)
+
+    net = Mininet(
+        SingleSwitchTopo(k=2),
+        switch=partial(OVSDPDKSwitch, ovs=ovs),
+        controller=None,
+        autoSetMacs=True,
+    )
     try:
         net.start()
         loss = net.pingAll(timeout=1)
         h1, h2 = net.get("h1", "h2")
         sink = h2.popen([sys.executable, "-c", _UDP_SINK, str(datagrams)], text=True)
         sink.stdout.readline()
-        h1.cmd(sys.executable, "-c", shlex.quote(
-            "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-            "for i in range(%d): s.sendto(b'x' * 100, ('%s', 9999))" % (datagrams, h2.IP())))
+        h1.cmd(
+            sys.executable,
+            "-c",
+            shlex.quote(
+                "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                f"for i in range({datagrams}): s.sendto(b'x' * 100, ('{h2.IP()}', 9999))"
+            ),
+        )
         got = int(sink.communicate(timeout=10)[0].strip())
         return loss, got
     finally:
@@ -296,7 +363,9 @@ def main(argv=None):
     ap.add_argument("--maxsleep-off", action="store_true", help="also measure pmd-maxsleep=0")
     ap.add_argument("--workdir", default=SELFTEST_WORKDIR)
     ap.add_argument("--tag", default="vnfl", help="prefix of the DPDK file prefixes")
-    ap.add_argument("--timeout", type=float, default=120, help="seconds before the sandbox is killed")
+    ap.add_argument(
+        "--timeout", type=float, default=120, help="seconds before the sandbox is killed"
+    )
     args = ap.parse_args(argv)
     if not sandbox.in_sandbox():
         return sandbox.reexec_in_sandbox(timeout=args.timeout)
@@ -304,8 +373,13 @@ def main(argv=None):
     if args.cmd == "fallback":
         res = selftest_fallback(workdir=args.workdir, tag=args.tag)
     else:
-        res = selftest(workdir=args.workdir, idle_seconds=args.idle_seconds,
-                       mininet=not args.no_mininet, maxsleep_off=args.maxsleep_off, tag=args.tag)
+        res = selftest(
+            workdir=args.workdir,
+            idle_seconds=args.idle_seconds,
+            mininet=not args.no_mininet,
+            maxsleep_off=args.maxsleep_off,
+            tag=args.tag,
+        )
     print(json.dumps(res))
     return 0
 

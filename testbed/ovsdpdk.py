@@ -27,6 +27,7 @@ namespace, however the run ends.  See docs/ovs-dpdk.md.
 over the netdev bridge, frames reflected by ``dpdk-testpmd`` behind a vhost-user
 port, a Mininet network on the bridge) inside a sandbox and prints the measurements.
 """
+
 import itertools
 import os
 import re
@@ -40,7 +41,7 @@ from testbed.procfs import process_cpu_seconds, thread_ids
 
 OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 OVS_VSWITCHD_DPDK = "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk"
-OVS_VSWITCHD_PLAIN = "/usr/lib/openvswitch-switch/ovs-vswitchd"   # the build without DPDK
+OVS_VSWITCHD_PLAIN = "/usr/lib/openvswitch-switch/ovs-vswitchd"  # the build without DPDK
 
 _instance_counter = itertools.count()
 
@@ -52,8 +53,10 @@ class OVSError(RuntimeError):
 def _run(argv, env=None, timeout=30, check=True):
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
-        raise OVSError("%s: exit %d: %s" % (shlex.join(argv), proc.returncode,
-                                            proc.stderr.strip() or proc.stdout.strip()))
+        raise OVSError(
+            f"{shlex.join(argv)}: exit {proc.returncode}: "
+            f"{proc.stderr.strip() or proc.stdout.strip()}"
+        )
     return proc.stdout
 
 
@@ -70,38 +73,58 @@ class PrivateOVSDPDK:
     file_prefix: DPDK ``--file-prefix`` (unique per process using huge pages).
     """
 
-    def __init__(self, workdir, socket_mem=128, pmd_cpu_mask="0x2", lcore_mask=None,
-                 file_prefix=None, pmd_maxsleep=1000, single_file_segments=False,
-                 huge_dir=None, extra_eal=(), vswitchd=None, start_timeout=30, dpdk=True,
-                 log_dir=None):
+    def __init__(
+        self,
+        workdir,
+        socket_mem=128,
+        pmd_cpu_mask="0x2",
+        lcore_mask=None,
+        file_prefix=None,
+        pmd_maxsleep=1000,
+        single_file_segments=False,
+        huge_dir=None,
+        extra_eal=(),
+        vswitchd=None,
+        start_timeout=30,
+        dpdk=True,
+        log_dir=None,
+    ):
         self.workdir = os.path.abspath(workdir)
         self.dpdk = bool(dpdk)
         self.log_dir = os.path.abspath(log_dir or workdir)
         self.socket_mem = int(socket_mem)
         self.pmd_cpu_mask = pmd_cpu_mask
         self.lcore_mask = lcore_mask
-        self.file_prefix = file_prefix or "vnfovs%d_%d" % (os.getpid(), next(_instance_counter))
+        self.file_prefix = file_prefix or f"vnfovs{os.getpid()}_{next(_instance_counter)}"
         self.pmd_maxsleep = pmd_maxsleep
         self.single_file_segments = single_file_segments
         self.huge_dir = huge_dir
         self.extra_eal = list(extra_eal)
         if vswitchd is None:
-            vswitchd = OVS_VSWITCHD_DPDK if self.dpdk else (
-                OVS_VSWITCHD_PLAIN if os.path.exists(OVS_VSWITCHD_PLAIN) else "ovs-vswitchd")
+            vswitchd = (
+                OVS_VSWITCHD_DPDK
+                if self.dpdk
+                else (OVS_VSWITCHD_PLAIN if os.path.exists(OVS_VSWITCHD_PLAIN) else "ovs-vswitchd")
+            )
         self.vswitchd_bin = vswitchd
         self.start_timeout = start_timeout
         self.db_path = os.path.join(self.workdir, "conf.db")
         self.db_sock = os.path.join(self.workdir, "db.sock")
         self.db = "unix:" + self.db_sock
-        self.env = dict(os.environ, OVS_RUNDIR=self.workdir, OVS_DBDIR=self.workdir,
-                        OVS_LOGDIR=self.workdir, OVS_SYSCONFDIR=self.workdir,
-                        OVS_PKGDATADIR=os.path.dirname(OVS_SCHEMA))
+        self.env = dict(
+            os.environ,
+            OVS_RUNDIR=self.workdir,
+            OVS_DBDIR=self.workdir,
+            OVS_LOGDIR=self.workdir,
+            OVS_SYSCONFDIR=self.workdir,
+            OVS_PKGDATADIR=os.path.dirname(OVS_SCHEMA),
+        )
         self.ovsdb = None
         self.vswitchd = None
         self.startup_seconds = None
         self.exit_codes = {}
         if len(os.path.join(self.workdir, "ovs-vswitchd.ctl")) > 100:
-            raise ValueError("workdir path too long for unix sockets: %s" % self.workdir)
+            raise ValueError(f"workdir path too long for unix sockets: {self.workdir}")
 
     # -- life cycle ---------------------------------------------------------------
     def dpdk_extra(self):
@@ -116,8 +139,12 @@ class PrivateOVSDPDK:
         """The Open_vSwitch other_config this instance starts with."""
         if not self.dpdk:
             return {}
-        cfg = {"dpdk-init": "true", "dpdk-extra": self.dpdk_extra(),
-               "dpdk-socket-mem": str(self.socket_mem), "pmd-cpu-mask": self.pmd_cpu_mask}
+        cfg = {
+            "dpdk-init": "true",
+            "dpdk-extra": self.dpdk_extra(),
+            "dpdk-socket-mem": str(self.socket_mem),
+            "pmd-cpu-mask": self.pmd_cpu_mask,
+        }
         if self.pmd_maxsleep is not None:
             cfg["pmd-maxsleep"] = str(self.pmd_maxsleep)
         if self.lcore_mask:
@@ -134,25 +161,52 @@ class PrivateOVSDPDK:
             if os.path.exists(self.db_path):
                 os.unlink(self.db_path)
             _run(["ovsdb-tool", "create", self.db_path, OVS_SCHEMA], env=self.env)
-            self.ovsdb = self._spawn("ovsdb-server", [
-                "ovsdb-server", self.db_path, "--remote=punix:" + self.db_sock,
-                "--pidfile=" + self._p("ovsdb-server.pid"),
-                "--unixctl=" + self._p("ovsdb-server.ctl")])
+            self.ovsdb = self._spawn(
+                "ovsdb-server",
+                [
+                    "ovsdb-server",
+                    self.db_path,
+                    "--remote=punix:" + self.db_sock,
+                    "--pidfile=" + self._p("ovsdb-server.pid"),
+                    "--unixctl=" + self._p("ovsdb-server.ctl"),
+                ],
+            )
             self._wait_for(lambda: os.path.exists(self.db_sock), self.ovsdb, "ovsdb-server socket")
-            sets = ['other_config:%s="%s"' % kv for kv in self.other_config().items()]
-            self.vsctl("--no-wait", "init",
-                       *(["--", "set", "Open_vSwitch", ".", *sets] if sets else []))
-            self.vswitchd = self._spawn("ovs-vswitchd", [
-                self.vswitchd_bin, self.db, "--pidfile=" + self._p("ovs-vswitchd.pid"),
-                "--unixctl=" + self._p("ovs-vswitchd.ctl")])
+            sets = ['other_config:{}="{}"'.format(*kv) for kv in self.other_config().items()]
+            self.vsctl(
+                "--no-wait", "init", *(["--", "set", "Open_vSwitch", ".", *sets] if sets else [])
+            )
+            self.vswitchd = self._spawn(
+                "ovs-vswitchd",
+                [
+                    self.vswitchd_bin,
+                    self.db,
+                    "--pidfile=" + self._p("ovs-vswitchd.pid"),
+                    "--unixctl=" + self._p("ovs-vswitchd.ctl"),
+                ],
+            )
             # dpdk_initialized turns true once the EAL is up; a plain vsctl (no --no-wait)
             # then returns only after vswitchd has applied the configuration.
             if self.dpdk:
-                self._wait_for(lambda: self.vsctl("--no-wait", "get", "Open_vSwitch", ".",
-                                                  "dpdk_initialized").strip() == "true",
-                               self.vswitchd, "DPDK initialisation", self.start_timeout)
-            self.vsctl("--timeout=%d" % self.start_timeout, "set", "Open_vSwitch", ".",
-                       "external_ids:vnflab=%s" % self.file_prefix, timeout=self.start_timeout + 5)
+                self._wait_for(
+                    lambda: (
+                        self.vsctl(
+                            "--no-wait", "get", "Open_vSwitch", ".", "dpdk_initialized"
+                        ).strip()
+                        == "true"
+                    ),
+                    self.vswitchd,
+                    "DPDK initialisation",
+                    self.start_timeout,
+                )
+            self.vsctl(
+                f"--timeout={self.start_timeout}",
+                "set",
+                "Open_vSwitch",
+                ".",
+                f"external_ids:vnflab={self.file_prefix}",
+                timeout=self.start_timeout + 5,
+            )
         except BaseException:
             self.stop()
             raise
@@ -184,14 +238,19 @@ class PrivateOVSDPDK:
     def _spawn(self, name, argv):
         log = os.path.join(self.log_dir, name + ".log")
         argv = argv + ["--log-file=" + log, "-vconsole:off", "-vfile:info"]
-        return subprocess.Popen(argv, env=self.env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return subprocess.Popen(
+            argv,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def _wait_for(self, ready, proc, what, timeout=10):
         deadline = time.monotonic() + timeout
         while not ready():
             if proc.poll() is not None:
-                raise OVSError("%s exited (%d) before %s was ready" % (proc.args[0], proc.returncode, what))
+                raise OVSError(f"{proc.args[0]} exited ({proc.returncode}) before {what} was ready")
             if time.monotonic() > deadline:
                 raise OVSError("timed out waiting for " + what)
             time.sleep(0.05)
@@ -199,14 +258,20 @@ class PrivateOVSDPDK:
     def stop(self):
         """Ask both daemons to exit, kill them if they do not; safe to call twice.
         ``exit_codes`` then holds their exit statuses (0: graceful, -9: killed)."""
-        for name, proc, args in (("ovs-vswitchd", self.vswitchd, ["exit", "--cleanup"]),
-                                 ("ovsdb-server", self.ovsdb, ["exit"])):
+        for name, proc, args in (
+            ("ovs-vswitchd", self.vswitchd, ["exit", "--cleanup"]),
+            ("ovsdb-server", self.ovsdb, ["exit"]),
+        ):
             if proc is None:
                 continue
             if proc.poll() is None:
                 try:
-                    _run(["ovs-appctl", "-t", self._p(name + ".ctl"), "--timeout=5"] + args,
-                         env=self.env, timeout=8, check=False)
+                    _run(
+                        ["ovs-appctl", "-t", self._p(name + ".ctl"), "--timeout=5"] + args,
+                        env=self.env,
+                        timeout=8,
+                        check=False,
+                    )
                     proc.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     proc.kill()
@@ -235,16 +300,19 @@ class PrivateOVSDPDK:
 
     def appctl(self, *args, timeout=30):
         """Run ``ovs-appctl -t WORKDIR/ovs-vswitchd.ctl ARGS``."""
-        return _run(["ovs-appctl", "-t", self._p("ovs-vswitchd.ctl")] + list(args),
-                    env=self.env, timeout=timeout)
+        return _run(
+            ["ovs-appctl", "-t", self._p("ovs-vswitchd.ctl")] + list(args),
+            env=self.env,
+            timeout=timeout,
+        )
 
     def add_bridge(self, name, dpid=None, fail_mode=None):
         """A userspace (``datapath_type=netdev``) bridge."""
         args = ["--may-exist", "add-br", name, "--", "set", "Bridge", name, "datapath_type=netdev"]
         if dpid:
-            args.append("other_config:datapath-id=%s" % dpid)
+            args.append(f"other_config:datapath-id={dpid}")
         if fail_mode:
-            args.append("fail_mode=%s" % fail_mode)
+            args.append(f"fail_mode={fail_mode}")
         self.vsctl(*args)
 
     def del_bridge(self, name):
@@ -258,19 +326,23 @@ class PrivateOVSDPDK:
     def add_vhost_client_port(self, bridge, name, socket_path, ofport=None):
         """A ``dpdkvhostuserclient`` port: OVS connects (and reconnects) as the vhost-user
         client to ``socket_path``, where the VNF's virtio-user listens (``server=1``)."""
-        self._add(bridge, name, ["type=dpdkvhostuserclient",
-                                 "options:vhost-server-path=%s" % socket_path], ofport)
+        self._add(
+            bridge,
+            name,
+            ["type=dpdkvhostuserclient", f"options:vhost-server-path={socket_path}"],
+            ofport,
+        )
 
     def _add(self, bridge, name, settings, ofport):
         if ofport is not None:
-            settings = settings + ["ofport_request=%d" % ofport]
+            settings = settings + [f"ofport_request={ofport}"]
         args = ["--may-exist", "add-port", bridge, name]
         if settings:
             args += ["--", "set", "Interface", name] + settings
         self.vsctl(*args)
         err = self.vsctl("--if-exists", "get", "Interface", name, "error").strip()
         if err and err != "[]":
-            raise OVSError("port %s: %s" % (name, err))
+            raise OVSError(f"port {name}: {err}")
 
     def del_port(self, bridge, name):
         self.vsctl("--if-exists", "del-port", bridge, name)
@@ -284,7 +356,7 @@ class PrivateOVSDPDK:
         stats = {}
         for direction, rest in re.findall(r"\b(rx|tx) (pkts=[^\n]*)", out):
             for key, val in re.findall(r"(\w+)=(\d+)", rest):
-                stats["%s_%s" % (direction, key)] = int(val)
+                stats[f"{direction}_{key}"] = int(val)
         return stats
 
     def cpu_seconds(self):
@@ -330,9 +402,9 @@ class OVSDPDKSwitch(Switch):
             link = intf.link
             if link is not None:
                 peer = link.intf2 if link.intf1 is intf else link.intf1
-                peer.node.cmd("ethtool -K %s tx off" % peer.name)
+                peer.node.cmd(f"ethtool -K {peer.name} tx off")
         if controllers:
-            targets = ["%s:%s:%d" % (c.protocol, c.IP(), c.port) for c in controllers]
+            targets = [f"{c.protocol}:{c.IP()}:{c.port}" for c in controllers]
             self.ovs.vsctl("set-controller", self.name, *targets)
 
     def connected(self):

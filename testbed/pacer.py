@@ -23,7 +23,7 @@ import sys
 
 from vnf.afpacket.ring import PACKET_QDISC_BYPASS, SOL_PACKET, paced_send
 
-BATCH_INTERVAL_S = 40e-6      # about one sendmmsg per 40 us, whatever the rate
+BATCH_INTERVAL_S = 40e-6  # about one sendmmsg per 40 us, whatever the rate
 MAX_BATCH = 32
 
 
@@ -44,16 +44,16 @@ def main(argv: list[str] | None = None) -> int:
     with open(args.frames, "rb") as f:
         frames = f.read()
     if args.frame_len < 14 or len(frames) < args.frame_len or len(frames) % args.frame_len:
-        ap.error(f"frames: {len(frames)} bytes is not a whole number of {args.frame_len}-byte "
-                 f"frames")
+        ap.error(
+            f"frames: {len(frames)} bytes is not a whole number of {args.frame_len}-byte frames"
+        )
     if args.rate <= 0:
         ap.error("rate: must be > 0")
     batch = args.batch or default_batch(args.rate)
-    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0) as sock:   # protocol 0: send only
-        sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)              # as trafgen does
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0) as sock:  # protocol 0: send only
+        sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)  # as trafgen does
         sock.bind((args.ifname, 0))
-        sent = paced_send(sock.fileno(), frames, args.frame_len, args.rate, args.seconds,
-                                batch)
+        sent = paced_send(sock.fileno(), frames, args.frame_len, args.rate, args.seconds, batch)
     print(f"sent {sent} frames at {args.rate:g}/s target, {batch} per sendmmsg")
     return 0
 

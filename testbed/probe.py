@@ -17,6 +17,7 @@
 
 Output: one JSON file each (``--out``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,8 @@ import struct
 import sys
 import time
 
-from vnf.jsonfile import write_json_atomic
 from testbed.procfs import process_state
+from vnf.jsonfile import write_json_atomic
 
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
@@ -38,6 +39,7 @@ PACKET_OUTGOING = 4
 # --- portpairs ---------------------------------------------------------------------------------
 def portpairs(a) -> dict:
     from topologies.servers import decode_reply, encode_request
+
     lo, hi = (int(x) for x in a.ports.split("-"))
     udp_recs, http_recs, ports = [], [], {}
     socks = []
@@ -74,10 +76,15 @@ def portpairs(a) -> dict:
         fid = a.flow_id_base + 500 + i
         ports[str(fid)] = ["tcp", port]
         rec = {"flow_id": fid, "ok": False, "backend": None, "backends": [], "error": None}
-        conn = http.client.HTTPConnection(a.vip, a.port, timeout=3, source_address=("0.0.0.0", port))
+        conn = http.client.HTTPConnection(
+            a.vip, a.port, timeout=3, source_address=("0.0.0.0", port)
+        )
         try:
-            conn.request("GET", "/?size=64", headers={"X-Flow-Id": str(fid), "X-Seq": "0",
-                                                       "X-Client-Id": str(a.client_id)})
+            conn.request(
+                "GET",
+                "/?size=64",
+                headers={"X-Flow-Id": str(fid), "X-Seq": "0", "X-Client-Id": str(a.client_id)},
+            )
             resp = conn.getresponse()
             body = resp.read()
             first = body.split(b"\n", 1)[0].decode("ascii", "replace")
@@ -101,11 +108,20 @@ def _alive(pid: int) -> bool:
 def robust(a) -> dict:
     from testbed import frames as mine
     from testbed.corpus import fuzzed
+
     named = [(c.name, c.frame) for c in mine.cases(a.dst_mac, a.src_mac, a.src_ip, a.vip, a.port)]
     raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     raw.bind((a.iface, 0))
-    out = {"sent": 0, "skipped": 0, "crashed_after": None, "crash_frame_hex": None,
-           "crash_frame_name": None, "alive": True, "fuzzed_sent": 0, "socket_oddities": []}
+    out = {
+        "sent": 0,
+        "skipped": 0,
+        "crashed_after": None,
+        "crash_frame_hex": None,
+        "crash_frame_name": None,
+        "alive": True,
+        "fuzzed_sent": 0,
+        "socket_oddities": [],
+    }
 
     def send(name, frame) -> bool:
         if len(frame) < 14:
@@ -155,8 +171,10 @@ def robust(a) -> dict:
         out["socket_oddities"].append(name)
         if crashed(name, b""):
             return out
-    for name, payload, reset in (("TCP connection reset at once", b"", True),
-                                 ("garbage on a TCP connection", b"\x00\xff" * 300 + b"\r\n\r\n", False)):
+    for name, payload, reset in (
+        ("TCP connection reset at once", b"", True),
+        ("garbage on a TCP connection", b"\x00\xff" * 300 + b"\r\n\r\n", False),
+    ):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.settimeout(1.0)
         try:
@@ -177,7 +195,7 @@ def robust(a) -> dict:
 
 
 # --- mixed -------------------------------------------------------------------------------------
-MIXED_MARKER = b"MIXEDBURST"         # in every valid frame of ``mixed``, after the VNFL header
+MIXED_MARKER = b"MIXEDBURST"  # in every valid frame of ``mixed``, after the VNFL header
 # The malformed frames of ``mixed`` are the corpus less what parses to a flow for VIP:port, and
 # come from an address no host has, which the backends' captures leave out
 # (``capture --ignore-src``), should a fuzzed frame still reach one.
@@ -192,6 +210,7 @@ def _for_the_service(frame: bytes, vip: str, port: int) -> bool:
     """True when a corpus frame parses to a flow for VIP:port (a TCP SYN, a padded datagram):
     an LB rightly forwards those, so they are no junk for ``mixed``."""
     from vnf.packet import ip_to_int, parse_frame
+
     flow = parse_frame(frame).flow
     return flow is not None and flow.dst_ip == ip_to_int(vip) and flow.dst_port == port
 
@@ -203,24 +222,38 @@ def mixed_frames(a) -> tuple[list[list[bytes]], list[dict], int]:
     from testbed import frames as corpus_frames
     from testbed.corpus import fuzzed
     from topologies.servers import encode_request
-    named = [c.frame for c in corpus_frames.cases(a.dst_mac, a.src_mac, JUNK_SRC_IP, a.vip,
-                                                  a.port)]
-    junk = [f for f in named + fuzzed(named, 400, seed=a.seed)
-            if 14 <= len(f) <= 1514 and f[12:14] != ARP_ETHERTYPE
-            and not _for_the_service(f, a.vip, a.port)]
+
+    named = [c.frame for c in corpus_frames.cases(a.dst_mac, a.src_mac, JUNK_SRC_IP, a.vip, a.port)]
+    junk = [
+        f
+        for f in named + fuzzed(named, 400, seed=a.seed)
+        if 14 <= len(f) <= 1514
+        and f[12:14] != ARP_ETHERTYPE
+        and not _for_the_service(f, a.vip, a.port)
+    ]
     valid = []
     for seq in range(a.packets):
         for i in range(a.flows):
-            payload = encode_request(a.flow_id_base + i, seq, a.client_id) + MIXED_MARKER \
+            payload = (
+                encode_request(a.flow_id_base + i, seq, a.client_id)
+                + MIXED_MARKER
                 + bytes([i % 256, seq % 256]) * 8
-            frame = corpus_frames.udp_frame(a.src_mac, a.dst_mac, a.src_ip, a.vip,
-                                            a.sport_base + i, a.port, payload)
-            valid.append({"flow_id": a.flow_id_base + i, "seq": seq,
-                          "src_port": a.sport_base + i, "frame": frame})
+            )
+            frame = corpus_frames.udp_frame(
+                a.src_mac, a.dst_mac, a.src_ip, a.vip, a.sport_base + i, a.port, payload
+            )
+            valid.append(
+                {
+                    "flow_id": a.flow_id_base + i,
+                    "seq": seq,
+                    "src_port": a.sport_base + i,
+                    "frame": frame,
+                }
+            )
     bursts, nj, half = [], 0, max(1, a.burst // 2)
     for start in range(0, len(valid), half):
         burst = []
-        for v in valid[start:start + half]:
+        for v in valid[start : start + half]:
             burst.append(v["frame"])
             burst.append(junk[nj % len(junk)])
             nj += 1
@@ -231,13 +264,14 @@ def mixed_frames(a) -> tuple[list[list[bytes]], list[dict], int]:
 
 def mixed(a) -> dict:
     from topologies.servers import decode_reply
+
     bursts, sent, junk = mixed_frames(a)
-    socks = {}                       # absorb the replies (and see where they come from)
+    socks = {}  # absorb the replies (and see where they come from)
     for i in range(a.flows):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             s.bind((a.src_ip, a.sport_base + i))
-        except OSError:              # taken: its replies go unseen, its frames still count
+        except OSError:  # taken: its replies go unseen, its frames still count
             s.close()
             continue
         s.setblocking(False)
@@ -247,15 +281,24 @@ def mixed(a) -> dict:
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
     errors = 0
     for burst in bursts:
-        for frame in burst:          # back to back: one burst on the wire
+        for frame in burst:  # back to back: one burst on the wire
             try:
                 raw.send(frame)
             except OSError:
                 errors += 1
         time.sleep(a.gap)
-    records = {fid: {"flow_id": fid, "src_port": s.getsockname()[1], "sent": a.packets,
-                     "received": 0, "replies": 0, "backend_replies": {}, "reply_from": set()}
-               for fid, s in socks.items()}
+    records = {
+        fid: {
+            "flow_id": fid,
+            "src_port": s.getsockname()[1],
+            "sent": a.packets,
+            "received": 0,
+            "replies": 0,
+            "backend_replies": {},
+            "reply_from": set(),
+        }
+        for fid, s in socks.items()
+    }
     deadline = time.monotonic() + a.wait
     while time.monotonic() < deadline:
         if not socks:
@@ -281,9 +324,16 @@ def mixed(a) -> dict:
         rec["backends"] = sorted(rec["backend_replies"])
         rec["reply_from"] = sorted(rec["reply_from"])
         udp.append(rec)
-    return {"client": a.client_id, "udp": udp, "http": [], "valid_sent": sent,
-            "junk_sent": junk, "bursts": len(bursts), "send_errors": errors,
-            "marker": MIXED_MARKER.hex()}
+    return {
+        "client": a.client_id,
+        "udp": udp,
+        "http": [],
+        "valid_sent": sent,
+        "junk_sent": junk,
+        "bursts": len(bursts),
+        "send_errors": errors,
+        "marker": MIXED_MARKER.hex(),
+    }
 
 
 # --- capture -----------------------------------------------------------------------------------
@@ -352,8 +402,12 @@ def main(argv=None) -> int:
     mx.add_argument("--burst", type=int, default=32, help="frames per burst (half of them valid)")
     mx.add_argument("--flow-id-base", type=int, default=9500000)
     mx.add_argument("--client-id", type=int, default=91)
-    mx.add_argument("--sport-base", type=int, default=21000,
-                    help="below the ephemeral range: the traffic driver's sockets use that")
+    mx.add_argument(
+        "--sport-base",
+        type=int,
+        default=21000,
+        help="below the ephemeral range: the traffic driver's sockets use that",
+    )
     mx.add_argument("--seed", type=int, default=11)
     mx.add_argument("--gap", type=float, default=0.02, help="seconds between bursts")
     mx.add_argument("--wait", type=float, default=2.0, help="seconds to wait for replies")
@@ -369,8 +423,9 @@ def main(argv=None) -> int:
     for sp in (pp, rb, mx, cp):
         sp.add_argument("--out", required=True)
     a = p.parse_args(argv)
-    result = {"portpairs": portpairs, "robust": robust, "mixed": mixed,
-              "capture": capture}[a.cmd](a)
+    result = {"portpairs": portpairs, "robust": robust, "mixed": mixed, "capture": capture}[a.cmd](
+        a
+    )
     write_json_atomic(a.out, result)
     return 0
 

@@ -5,6 +5,7 @@ LBs, the bench's generators and testpmd, the grader's windows), so they all stop
 SIGTERM first, because servers and LBs write their final record or stats on it, SIGKILL after a
 timeout, because a stuck child must never hang a run.
 """
+
 from __future__ import annotations
 
 import os
@@ -52,5 +53,4 @@ def expect_line(proc: subprocess.Popen, word: str, what: str, timeout: float = 6
     finally:
         timer.cancel()
     proc.kill()
-    raise RuntimeError(f"{what} did not say {word!r} within {timeout:.0f} s "
-                       f"(exit {proc.wait()})")
+    raise RuntimeError(f"{what} did not say {word!r} within {timeout:.0f} s (exit {proc.wait()})")

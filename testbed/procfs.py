@@ -11,6 +11,7 @@ here, so each file is parsed once:
 * ``netdev``: interface counters of a process's network namespace (/proc/PID/net/dev).
 * ``meminfo``: /proc/meminfo (huge pages, free memory); ``cpu_model``: /proc/cpuinfo.
 """
+
 from __future__ import annotations
 
 import os
@@ -39,11 +40,12 @@ def thread_ids(pid: int) -> list[int]:
 
 class CpuTimes(NamedTuple):
     """CPU time of a process tree, in seconds (see ``cpu_times``)."""
-    user: float     # tick-sampled (/proc/PID/stat): whole 10 ms ticks, good for the split only
-    system: float
-    exact: float    # every thread's sum_exec_runtime (/proc/PID/task/TID/schedstat): exact ns
 
-    def since(self, earlier: "CpuTimes") -> tuple[float, float, float]:
+    user: float  # tick-sampled (/proc/PID/stat): whole 10 ms ticks, good for the split only
+    system: float
+    exact: float  # every thread's sum_exec_runtime (/proc/PID/task/TID/schedstat): exact ns
+
+    def since(self, earlier: CpuTimes) -> tuple[float, float, float]:
         """(user, sys, total) seconds between ``earlier`` and this reading.
 
         The total is the exact on-CPU time. The tick counters move in whole 10 ms steps, which
@@ -88,7 +90,7 @@ def cpu_times(pid: int) -> CpuTimes:
                 with open(f"/proc/{p}/task/{tid}/schedstat") as f:
                     exact_ns += int(f.read().split()[0])
         except (OSError, IndexError, ValueError):
-            continue            # exited between the listing and the reading
+            continue  # exited between the listing and the reading
         user += int(fields[11])
         system += int(fields[12])
     tick = os.sysconf("SC_CLK_TCK")
@@ -118,8 +120,12 @@ def netdev(pid: int | str = "self") -> dict[str, dict[str, int]]:
         for line in f.readlines()[2:]:
             name, rest = line.split(":", 1)
             v = [int(x) for x in rest.split()]
-            out[name.strip()] = {"rx_packets": v[1], "rx_dropped": v[3], "tx_packets": v[9],
-                                 "tx_dropped": v[11]}
+            out[name.strip()] = {
+                "rx_packets": v[1],
+                "rx_dropped": v[3],
+                "tx_packets": v[9],
+                "tx_dropped": v[11],
+            }
     return out
 
 
@@ -143,7 +149,8 @@ def cpu_model() -> str:
     """The CPU's model name (/proc/cpuinfo), or "" when there is none (some ARM kernels)."""
     try:
         with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f
-                         if line.startswith("model name")), "")
+            return next(
+                (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), ""
+            )
     except OSError:
         return ""

@@ -31,6 +31,7 @@ This lives in ``vnf/`` (not ``vnflab/``) because the NF library's DPDK layer nee
 :func:`run_module_in_sandbox` / :func:`serve_module` are the "write a spec, re-run a module in a
 sandbox, read its result" pattern of the experiment, the bench and the scenarios.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,15 +42,24 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
-UNSHARE = ["unshare", "--net", "--pid", "--mount", "--propagation", "private",
-           "--fork", "--kill-child", "--mount-proc"]
+UNSHARE = [
+    "unshare",
+    "--net",
+    "--pid",
+    "--mount",
+    "--propagation",
+    "private",
+    "--fork",
+    "--kill-child",
+    "--mount-proc",
+]
 
 PRIVATE_TMPFS = ("/var/run/dpdk", "/var/run/openvswitch", "/var/log/openvswitch", "/run/netns")
 HUGEPAGES = "/dev/hugepages"
-ENV_FLAG = "VNFLAB_SANDBOX"        # "1" inside a net sandbox made here (setup_inside allowed)
+ENV_FLAG = "VNFLAB_SANDBOX"  # "1" inside a net sandbox made here (setup_inside allowed)
 
 
 class SandboxError(RuntimeError):
@@ -60,15 +70,18 @@ class SandboxError(RuntimeError):
 class Mount:
     """One private mount. ``create``: make the mount point if missing; otherwise mount only
     when it already exists (so a sandbox never litters the host with empty directories)."""
+
     target: str
-    fstype: str                  # "tmpfs" or "hugetlbfs"
+    fstype: str  # "tmpfs" or "hugetlbfs"
     options: str
     source: str = "none"
     create: bool = True
 
     def shell(self) -> str:
-        mount = (f"mount -t {self.fstype} -o {shlex.quote(self.options)} "
-                 f"{shlex.quote(self.source)} {shlex.quote(self.target)}")
+        mount = (
+            f"mount -t {self.fstype} -o {shlex.quote(self.options)} "
+            f"{shlex.quote(self.source)} {shlex.quote(self.target)}"
+        )
         if self.create:
             return f"mkdir -p {shlex.quote(self.target)}\n{mount}"
         return f"if [ -d {shlex.quote(self.target)} ]; then {mount}; fi"
@@ -77,10 +90,11 @@ class Mount:
 @dataclass(frozen=True)
 class Setup:
     """What a sandbox makes private: mounts (in order), directories, environment, loopback."""
+
     mounts: tuple[Mount, ...] = ()
     dirs: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
-    loopback: bool = False       # bring lo up (it is down in a fresh network namespace)
+    loopback: bool = False  # bring lo up (it is down in a fresh network namespace)
 
     def script(self) -> str:
         lines = ["set -e"] + [m.shell() for m in self.mounts]
@@ -96,7 +110,8 @@ class Setup:
 EXPERIMENT = Setup(
     mounts=tuple(Mount(p, "tmpfs", "size=64m,mode=755", "tmpfs") for p in PRIVATE_TMPFS)
     + (Mount(HUGEPAGES, "hugetlbfs", "pagesize=2M", "nodev"),),
-    loopback=True)
+    loopback=True,
+)
 
 
 def can_sandbox() -> str | None:
@@ -119,8 +134,7 @@ def command(argv: Sequence[str], *, net: bool = True, setup: Setup | None = None
     unshare = [a for a in UNSHARE if net or a != "--net"]
     if setup is None:
         return [*unshare, "--", *argv]
-    return [*unshare, "--", "/bin/sh", "-c", setup.script() + 'exec "$@"\n', "vnfl-sandbox",
-            *argv]
+    return [*unshare, "--", "/bin/sh", "-c", setup.script() + 'exec "$@"\n', "vnfl-sandbox", *argv]
 
 
 def sandboxed(argv: list[str]) -> list[str]:
@@ -135,15 +149,28 @@ def _env(env: dict | None, net: bool) -> dict:
     return full
 
 
-def popen(argv: Sequence[str], *, net: bool = True, setup: Setup | None = None,
-          env: dict | None = None, **kwargs) -> subprocess.Popen:
+def popen(
+    argv: Sequence[str],
+    *,
+    net: bool = True,
+    setup: Setup | None = None,
+    env: dict | None = None,
+    **kwargs,
+) -> subprocess.Popen:
     """subprocess.Popen of ``argv`` in a sandbox (kill the Popen to kill everything in it)."""
     return subprocess.Popen(command(argv, net=net, setup=setup), env=_env(env, net), **kwargs)
 
 
-def run(argv: Sequence[str], timeout: float | None = None, env: dict | None = None, *,
-        net: bool = True, setup: Setup | None = None, check: bool = False,
-        **kwargs) -> subprocess.CompletedProcess:
+def run(
+    argv: Sequence[str],
+    timeout: float | None = None,
+    env: dict | None = None,
+    *,
+    net: bool = True,
+    setup: Setup | None = None,
+    check: bool = False,
+    **kwargs,
+) -> subprocess.CompletedProcess:
     """Run ``argv`` in a fresh sandbox; on timeout (or Ctrl-C) the whole sandbox is killed
     (nothing survives) and the exception is raised."""
     reason = can_sandbox()
@@ -157,9 +184,9 @@ def run(argv: Sequence[str], timeout: float | None = None, env: dict | None = No
     except subprocess.TimeoutExpired:
         _kill_group(proc)
         out, err = proc.communicate()
-        assert timeout is not None          # only a timeout can expire
+        assert timeout is not None  # only a timeout can expire
         raise subprocess.TimeoutExpired(argv, timeout, out, err) from None
-    except BaseException:       # Ctrl-C: take the sandbox down, then re-raise
+    except BaseException:  # Ctrl-C: take the sandbox down, then re-raise
         _kill_group(proc)
         proc.wait()
         raise
@@ -198,7 +225,7 @@ def run_interactive(argv: Sequence[str], env: dict | None = None) -> int:
 
 def _kill_group(proc: subprocess.Popen) -> None:
     try:
-        os.killpg(proc.pid, signal.SIGKILL)   # unshare dies -> --kill-child -> PID ns init dies
+        os.killpg(proc.pid, signal.SIGKILL)  # unshare dies -> --kill-child -> PID ns init dies
     except ProcessLookupError:
         pass
 
@@ -222,20 +249,35 @@ def leftovers() -> list[str]:
 
 def reexec_in_sandbox(timeout: float) -> int:
     """Re-run this very command line (``python -m ...``) inside a sandbox; return its exit code."""
-    argv = [sys.executable, *sys.orig_argv[1:]] if hasattr(sys, "orig_argv") else [sys.executable, *sys.argv]
+    argv = (
+        [sys.executable, *sys.orig_argv[1:]]
+        if hasattr(sys, "orig_argv")
+        else [sys.executable, *sys.argv]
+    )
     try:
         return run(argv, timeout=timeout).returncode
     except subprocess.TimeoutExpired:
-        print(f"vnflab: run exceeded {timeout:.0f} s and was stopped; the sandbox was torn down",
-              file=sys.stderr)
+        print(
+            f"vnflab: run exceeded {timeout:.0f} s and was stopped; the sandbox was torn down",
+            file=sys.stderr,
+        )
         return 124
 
 
 # --- a module re-run in a sandbox: spec JSON in, result JSON out -------------------------------
 
-def run_module_in_sandbox(module: str, spec: dict, timeout: float, workdir: str | None = None,
-                          *, what: str = "run", keep: bool = False, prefix: str = "vnflab-run-",
-                          name: str = "") -> dict:
+
+def run_module_in_sandbox(
+    module: str,
+    spec: dict,
+    timeout: float,
+    workdir: str | None = None,
+    *,
+    what: str = "run",
+    keep: bool = False,
+    prefix: str = "vnflab-run-",
+    name: str = "",
+) -> dict:
     """Write ``spec`` to ``WORKDIR/{name}spec.json``, run ``python -m MODULE SPEC RESULT`` in a
     fresh sandbox (its ``main`` is :func:`serve_module`) and return the result dict it wrote.
 
@@ -252,14 +294,18 @@ def run_module_in_sandbox(module: str, spec: dict, timeout: float, workdir: str 
     try:
         proc = run([sys.executable, "-m", module, spec_path, result_path], timeout=timeout)
     except subprocess.TimeoutExpired:
-        return {"error": f"{what} exceeded {timeout:.0f} s and was stopped; logs in {workdir}",
-                "workdir": workdir}
+        return {
+            "error": f"{what} exceeded {timeout:.0f} s and was stopped; logs in {workdir}",
+            "workdir": workdir,
+        }
     try:
         with open(result_path) as f:
             result = json.load(f)
     except (OSError, ValueError):
-        return {"error": f"{what} failed (exit {proc.returncode}) without a result; "
-                         f"logs in {workdir}", "workdir": workdir}
+        return {
+            "error": f"{what} failed (exit {proc.returncode}) without a result; logs in {workdir}",
+            "workdir": workdir,
+        }
     if not keep:
         shutil.rmtree(workdir, ignore_errors=True)
     return result

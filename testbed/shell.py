@@ -26,6 +26,7 @@ fix the file and ``restart``.
 
 Inside the sandbox this module runs as ``python -m testbed.shell SPEC.json``.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,7 +46,7 @@ from testbed.experiment import ExperimentSpec, RunningLB, Testbed, read_json
 from testbed.poolchange import write_control
 from vnf.addresses import SERVICE_PORT
 
-FLOWS_SAMPLE = 1000          # --flows-sample of the shell's LB: the most `flows N` can show
+FLOWS_SAMPLE = 1000  # --flows-sample of the shell's LB: the most `flows N` can show
 
 
 @dataclass
@@ -53,10 +54,10 @@ class ShellSpec:
     way: str = "socket"
     policy: str = "maglev"
     clients: int = 2
-    backends: int = 3                  # in the LB's pool; one spare more for `add`
-    lb_command: list[str] | None = None       # default: the reference, python -m vnf.ways.W_lb
-    refresh: list[list[str]] = field(default_factory=list)   # [src, dest]: copied by `restart`
-    title: str = ""                    # what runs, for the banner
+    backends: int = 3  # in the LB's pool; one spare more for `add`
+    lb_command: list[str] | None = None  # default: the reference, python -m vnf.ways.W_lb
+    refresh: list[list[str]] = field(default_factory=list)  # [src, dest]: copied by `restart`
+    title: str = ""  # what runs, for the banner
     workdir: str = ""
     pcap_dir: str = ""
 
@@ -65,12 +66,15 @@ class ShellSpec:
 # outside: the sandbox in the foreground of the user's terminal
 # --------------------------------------------------------------------------------------------
 
+
 def run_shell(spec: ShellSpec) -> int:
     """Run the shell in a fresh sandbox on this terminal; afterwards remove its work directory
     but the captures (their directory is printed)."""
     from testbed import sandbox
-    ExperimentSpec(way=spec.way, clients=spec.clients, backends=spec.backends + 1,
-                   policy=spec.policy).validate()
+
+    ExperimentSpec(
+        way=spec.way, clients=spec.clients, backends=spec.backends + 1, policy=spec.policy
+    ).validate()
     made_workdir = not spec.workdir
     spec.workdir = spec.workdir or tempfile.mkdtemp(prefix="vnflab-shell-")
     spec.pcap_dir = os.path.abspath(spec.pcap_dir or os.path.join(spec.workdir, "pcap"))
@@ -81,15 +85,18 @@ def run_shell(spec: ShellSpec) -> int:
     pcaps = sorted(os.listdir(spec.pcap_dir)) if os.path.isdir(spec.pcap_dir) else []
     if made_workdir:
         inside = os.path.dirname(spec.pcap_dir) == spec.workdir
-        if pcaps and inside:            # keep the captures only
+        if pcaps and inside:  # keep the captures only
             for name in os.listdir(spec.workdir):
                 full = os.path.join(spec.workdir, name)
                 if full != spec.pcap_dir:
                     shutil.rmtree(full) if os.path.isdir(full) else os.unlink(full)
         else:
             shutil.rmtree(spec.workdir, ignore_errors=True)
-    print("vnflab shell: the topology is gone"
-          + (f"; your captures are in {spec.pcap_dir}" if pcaps else ""), flush=True)
+    print(
+        "vnflab shell: the topology is gone"
+        + (f"; your captures are in {spec.pcap_dir}" if pcaps else ""),
+        flush=True,
+    )
     return code
 
 
@@ -97,17 +104,23 @@ def run_shell(spec: ShellSpec) -> int:
 # inside the sandbox
 # --------------------------------------------------------------------------------------------
 
+
 class Session:
     """The topology, the LB and its control file, the captures: what the commands act on."""
 
     def __init__(self, spec: ShellSpec):
         self.spec = spec
-        exp = ExperimentSpec(way=spec.way, clients=spec.clients, backends=spec.backends + 1,
-                             policy=spec.policy, lb_command=spec.lb_command)
+        exp = ExperimentSpec(
+            way=spec.way,
+            clients=spec.clients,
+            backends=spec.backends + 1,
+            policy=spec.policy,
+            lb_command=spec.lb_command,
+        )
         self.bed = Testbed(exp.validate(), spec.workdir)
         cfg = self.bed.topo_cfg
-        self.pool = cfg.backend_names()[:spec.backends]      # the LB's configured backends
-        self.spare = cfg.backend_names()[spec.backends:]
+        self.pool = cfg.backend_names()[: spec.backends]  # the LB's configured backends
+        self.spare = cfg.backend_names()[spec.backends :]
         self.control_path = self.bed.path("control.json")
         self.control: dict = {}
         write_control(self.control_path, self.control)
@@ -124,9 +137,11 @@ class Session:
         self.lb_tag = f"shell-{self.starts}"
         self.reported_exit = False
         self.lb = None
-        self.lb = self.bed.start_lb(self.lb_tag, self.pool,
-                                    ("--control-file", self.control_path,
-                                     "--flows-sample", str(FLOWS_SAMPLE)))
+        self.lb = self.bed.start_lb(
+            self.lb_tag,
+            self.pool,
+            ("--control-file", self.control_path, "--flows-sample", str(FLOWS_SAMPLE)),
+        )
 
     def restart_lb(self) -> None:
         if self.lb is not None:
@@ -181,8 +196,12 @@ class Session:
 
     def backend_entry(self, name: str) -> dict:
         cfg = self.bed.topo_cfg
-        return {"name": name, "ip": cfg.host_ip(name), "mac": cfg.host_mac(name),
-                "port": SERVICE_PORT}
+        return {
+            "name": name,
+            "ip": cfg.host_ip(name),
+            "mac": cfg.host_mac(name),
+            "port": SERVICE_PORT,
+        }
 
     def close(self) -> None:
         try:
@@ -195,8 +214,10 @@ class Session:
 
 def _same_change(applied: dict, doc: dict) -> bool:
     """True if the LB's ``pool_change`` (its stats) is the control document ``doc``."""
+
     def names(d: dict, key: str) -> set:
         return {x["name"] if isinstance(x, dict) else x for x in d.get(key) or []}
+
     return all(names(applied, k) == names(doc, k) for k in ("drain", "fail", "add", "remove"))
 
 
@@ -204,7 +225,7 @@ def _ints(line: str, defaults: list[int]) -> list[int]:
     words = line.split()
     if len(words) > len(defaults) or not all(w.isdigit() for w in words):
         raise ValueError(f"expected up to {len(defaults)} whole numbers, got {line!r}")
-    return [int(w) for w in words] + defaults[len(words):]
+    return [int(w) for w in words] + defaults[len(words) :]
 
 
 class LBShell(CLI):
@@ -224,7 +245,7 @@ class LBShell(CLI):
         while True:
             try:
                 self.busy = False
-                for node in self.mn.values():         # as Mininet: none left mid-command
+                for node in self.mn.values():  # as Mininet: none left mid-command
                     while node.waiting:
                         node.sendInt()
                         node.waitOutput()
@@ -256,8 +277,11 @@ class LBShell(CLI):
         if s.lb is None or s.lb.alive() or s.reported_exit:
             return
         s.reported_exit = True
-        print(f"*** the LB exited (code {s.lb.proc.returncode}); the end of its output:\n"
-              f"{s.lb_log_tail()}*** fix your file and type restart", flush=True)
+        print(
+            f"*** the LB exited (code {s.lb.proc.returncode}); the end of its output:\n"
+            f"{s.lb_log_tail()}*** fix your file and type restart",
+            flush=True,
+        )
 
     def _lb_running(self) -> bool:
         s = self.session
@@ -273,6 +297,7 @@ class LBShell(CLI):
         `rate` packets/s) and HTTP connections to the VIP from every client; print the
         affinity report. Each run starts from fresh backend records. Default: 200 20 2000."""
         from testbed.checker import check
+
         try:
             flows, conns, rate = _ints(line, [200, 20, 2000])
         except ValueError as exc:
@@ -280,13 +305,18 @@ class LBShell(CLI):
             return
         s = self.session
         s.bed.restart_backends()
-        print(f"driving {flows} UDP flows x 3 datagrams at {rate} pps and {conns} HTTP "
-              f"connections from {', '.join(s.bed.topo_cfg.client_names())} ...", flush=True)
-        clients = s.bed.drive("traffic", flows, 3, max(1, rate), conns,
-                              timeout=flows * 3 / max(1, rate) * 3 + 60)
+        print(
+            f"driving {flows} UDP flows x 3 datagrams at {rate} pps and {conns} HTTP "
+            f"connections from {', '.join(s.bed.topo_cfg.client_names())} ...",
+            flush=True,
+        )
+        clients = s.bed.drive(
+            "traffic", flows, 3, max(1, rate), conns, timeout=flows * 3 / max(1, rate) * 3 + 60
+        )
         serving = set(s.pool) | {a["name"] for a in s.control.get("add", [])}
-        records = [r for r in s.bed.backend_records()
-                   if r.get("backend") in serving or r.get("flows")]
+        records = [
+            r for r in s.bed.backend_records() if r.get("backend") in serving or r.get("flows")
+        ]
         print(check(records, clients).table(), flush=True)
 
     def do_stats(self, _line: str) -> None:
@@ -299,20 +329,37 @@ class LBShell(CLI):
             return
         lb = stats.get("lb") or {}
         dropped = {k: v for k, v in (lb.get("dropped") or {}).items() if v}
-        lines = [(f"LB {stats.get('way')} pid {stats.get('pid')}, up {stats.get('uptime_s')} s, "
-                  f"CPU {stats.get('cpu_user_s', 0):.2f} s user + "
-                  f"{stats.get('cpu_sys_s', 0):.2f} s sys"),
-                 (f"  packets {lb.get('packets')}  forwarded {lb.get('forwarded')}  new flows "
-                  f"{lb.get('new_flows')}  moved {lb.get('reassigned')}"),
-                 f"  dropped {dropped or 'none'}",
-                 f"  new flows per backend {lb.get('assigned')}",
-                 f"  backends {lb.get('backends')}",
-                 f"  flow table {lb.get('flow_table')}"]
+        lines = [
+            (
+                f"LB {stats.get('way')} pid {stats.get('pid')}, up {stats.get('uptime_s')} s, "
+                f"CPU {stats.get('cpu_user_s', 0):.2f} s user + "
+                f"{stats.get('cpu_sys_s', 0):.2f} s sys"
+            ),
+            (
+                f"  packets {lb.get('packets')}  forwarded {lb.get('forwarded')}  new flows "
+                f"{lb.get('new_flows')}  moved {lb.get('reassigned')}"
+            ),
+            f"  dropped {dropped or 'none'}",
+            f"  new flows per backend {lb.get('assigned')}",
+            f"  backends {lb.get('backends')}",
+            f"  flow table {lb.get('flow_table')}",
+        ]
         control = stats.get("control") or {}
-        lines.append(f"  control: applied {control.get('applied')}, errors "
-                     f"{control.get('errors')}, pool change {control.get('pool_change')}")
-        skip = {"way", "pid", "uptime_s", "cpu_user_s", "cpu_sys_s", "lb", "control",
-                "flows_sample", "exit_code"}
+        lines.append(
+            f"  control: applied {control.get('applied')}, errors "
+            f"{control.get('errors')}, pool change {control.get('pool_change')}"
+        )
+        skip = {
+            "way",
+            "pid",
+            "uptime_s",
+            "cpu_user_s",
+            "cpu_sys_s",
+            "lb",
+            "control",
+            "flows_sample",
+            "exit_code",
+        }
         extra = {k: v for k, v in stats.items() if k not in skip}
         if extra:
             lines.append(f"  way's own: {json.dumps(extra)[:600]}")
@@ -334,21 +381,28 @@ class LBShell(CLI):
             return
         sample = stats.get("flows_sample")
         if sample is None:
-            print("flows: the LB's stats have no flows_sample (an LB program of an older "
-                  "contract?)")
+            print(
+                "flows: the LB's stats have no flows_sample (an LB program of an older contract?)"
+            )
             return
         table = (stats.get("lb") or {}).get("flow_table") or {}
-        print(f"flow table: {table.get('size', '?')} flows; the {min(n, len(sample))} most "
-              f"recently used:")
+        print(
+            f"flow table: {table.get('size', '?')} flows; the {min(n, len(sample))} most "
+            f"recently used:"
+        )
         for row in sample[:n]:
             if "error" in row:
                 print(f"  (cannot read the flow table: {row['error']})")
             elif "hash" in row:
-                print(f"  flow hash {row['hash']} -> {row['backend']}, last packet "
-                      f"{row['idle_s']:.1f} s ago (the batch cache keeps hashes, not 5-tuples)")
+                print(
+                    f"  flow hash {row['hash']} -> {row['backend']}, last packet "
+                    f"{row['idle_s']:.1f} s ago (the batch cache keeps hashes, not 5-tuples)"
+                )
             else:
-                print(f"  {row['flow']:<44} -> {row['backend']}, last packet "
-                      f"{row['idle_s']:.1f} s ago")
+                print(
+                    f"  {row['flow']:<44} -> {row['backend']}, last packet "
+                    f"{row['idle_s']:.1f} s ago"
+                )
         if not sample:
             print("  (none yet: try traffic, or c1 curl -s 10.0.0.100:8080/)")
 
@@ -385,8 +439,10 @@ class LBShell(CLI):
             print(f"pcap: no host {words[0]!r} (hosts: {', '.join(cfg.host_names())}, or all)")
             return
         if s.bed.ovs is not None and "lb" in hosts:
-            print("pcap: the DPDK LB's port is a vhost-user port of OVS-DPDK, not a kernel "
-                  "interface: capture at the clients and backends instead")
+            print(
+                "pcap: the DPDK LB's port is a vhost-user port of OVS-DPDK, not a kernel "
+                "interface: capture at the clients and backends instead"
+            )
             hosts.remove("lb")
             if not hosts:
                 return
@@ -435,9 +491,11 @@ class LBShell(CLI):
         s = self.session
         name = line.strip() or (s.spare[0] if s.spare else "")
         if name not in s.spare:
-            print(f"add: {name or 'no spare backend'} cannot be added (spare: "
-                  f"{', '.join(s.spare) or 'none'}; a configured backend is brought back by "
-                  f"pool reset)")
+            print(
+                f"add: {name or 'no spare backend'} cannot be added (spare: "
+                f"{', '.join(s.spare) or 'none'}; a configured backend is brought back by "
+                f"pool reset)"
+            )
             return
         doc = {k: list(v) for k, v in s.control.items()}
         if name not in [a["name"] for a in doc.get("add", [])]:
@@ -462,9 +520,14 @@ class LBShell(CLI):
             print("  (the LB has not reported it: is it running? stats, log)")
         else:
             control = stats.get("control") or {}
-            print(f"  the LB says: backends {(stats.get('lb') or {}).get('backends')}"
-                  + (f"; last control error: {control['last_error']}"
-                     if control.get("last_error") else ""))
+            print(
+                f"  the LB says: backends {(stats.get('lb') or {}).get('backends')}"
+                + (
+                    f"; last control error: {control['last_error']}"
+                    if control.get("last_error")
+                    else ""
+                )
+            )
 
     # --- the LB itself -------------------------------------------------------------------------
     def do_restart(self, _line: str) -> None:
@@ -474,13 +537,17 @@ class LBShell(CLI):
         try:
             s.restart_lb()
         except RuntimeError as exc:
-            print(f"restart: {exc}; the end of its output:\n{s.lb_log_tail()}"
-                  "*** fix your file and type restart")
+            print(
+                f"restart: {exc}; the end of its output:\n{s.lb_log_tail()}"
+                "*** fix your file and type restart"
+            )
             s.reported_exit = True
             return
-        assert s.lb is not None             # restart_lb() started it
-        print(f"LB restarted: pid {s.lb.proc.pid}"
-              + (f", with {len(s.spec.refresh)} file(s) copied again" if s.spec.refresh else ""))
+        assert s.lb is not None  # restart_lb() started it
+        print(
+            f"LB restarted: pid {s.lb.proc.pid}"
+            + (f", with {len(s.spec.refresh)} file(s) copied again" if s.spec.refresh else "")
+        )
 
 
 BANNER = """\
@@ -498,7 +565,7 @@ def main(argv: list[str]) -> int:
 
     from testbed import sandbox
 
-    def leave(signum, frame):       # PID 1 of the sandbox: no default action for these
+    def leave(signum, frame):  # PID 1 of the sandbox: no default action for these
         raise SystemExit(128 + signum)
 
     for sig in (signal.SIGHUP, signal.SIGTERM):
@@ -512,16 +579,27 @@ def main(argv: list[str]) -> int:
         try:
             session.start_lb()
         except RuntimeError as exc:
-            print(f"*** the LB did not start: {exc}; the end of its output:\n"
-                  f"{session.lb_log_tail()}*** fix your file and type restart", flush=True)
+            print(
+                f"*** the LB did not start: {exc}; the end of its output:\n"
+                f"{session.lb_log_tail()}*** fix your file and type restart",
+                flush=True,
+            )
             session.reported_exit = True
         cfg = session.bed.topo_cfg
         spare = f" + {', '.join(session.spare)} (spare, for add)" if session.spare else ""
-        print(BANNER.format(title=spec.title or f"the reference {spec.way} LB",
-                            clients=", ".join(cfg.client_names()),
-                            backends=", ".join(session.pool), spare=spare, vip=cfg.vip,
-                            port=SERVICE_PORT, pcap_dir=spec.pcap_dir), flush=True)
-        setLogLevel("output")       # Testbed keeps Mininet quiet; the CLI prints at "output"
+        print(
+            BANNER.format(
+                title=spec.title or f"the reference {spec.way} LB",
+                clients=", ".join(cfg.client_names()),
+                backends=", ".join(session.pool),
+                spare=spare,
+                vip=cfg.vip,
+                port=SERVICE_PORT,
+                pcap_dir=spec.pcap_dir,
+            ),
+            flush=True,
+        )
+        setLogLevel("output")  # Testbed keeps Mininet quiet; the CLI prints at "output"
         LBShell(session)
     finally:
         session.close()

@@ -16,6 +16,7 @@ CLI::
 
 In-process: ``run(TrafficConfig(...)) -> dict`` (same JSON), or ``run_udp`` / ``run_http``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,12 +32,12 @@ import sys
 import threading
 import time
 
+from topologies.servers import MAGIC, REQUEST, decode_reply, http_body, parse_body_line
 from vnf.addresses import SERVICE_PORT
 from vnf.jsonfile import write_json_atomic
-from topologies.servers import MAGIC, REQUEST, decode_reply, http_body, parse_body_line
 
-FLOW_ID_SPAN = 1_000_000          # flow ids reserved per client
-HTTP_ID_OFFSET = 500_000          # HTTP flow ids start here inside a client's span
+FLOW_ID_SPAN = 1_000_000  # flow ids reserved per client
+HTTP_ID_OFFSET = 500_000  # HTTP flow ids start here inside a client's span
 MAX_FLOW_ID = 2**32 - 1
 CLIENT_RCVBUF = 256 * 1024
 
@@ -44,23 +45,24 @@ CLIENT_RCVBUF = 256 * 1024
 @dataclasses.dataclass
 class TrafficConfig:
     """Everything one client run needs; field names mirror the CLI options."""
+
     vip: str
     client_id: int
     udp_port: int = SERVICE_PORT
     http_port: int = 80
     udp_flows: int = 10
     packets_per_flow: int = 10
-    rate: float = 1000.0               # aggregate UDP packets per second, all flows together
-    payload_size: int = 64             # UDP payload bytes (>= 14, the header)
+    rate: float = 1000.0  # aggregate UDP packets per second, all flows together
+    payload_size: int = 64  # UDP payload bytes (>= 14, the header)
     http_conns: int = 0
-    http_requests: int = 1             # keep-alive requests per HTTP connection
-    http_size: int = 256               # requested HTTP body size
-    http_workers: int = 8              # concurrent HTTP connections
+    http_requests: int = 1  # keep-alive requests per HTTP connection
+    http_size: int = 256  # requested HTTP body size
+    http_workers: int = 8  # concurrent HTTP connections
     http_timeout: float = 5.0
-    drain_s: float = 1.0               # wait this long for late UDP replies
-    max_send_s: float | None = None    # cap on the UDP send phase (default from rate)
+    drain_s: float = 1.0  # wait this long for late UDP replies
+    max_send_s: float | None = None  # cap on the UDP send phase (default from rate)
     flow_id_base: int | None = None
-    bind: str | None = None            # source address for all sockets (default: kernel's)
+    bind: str | None = None  # source address for all sockets (default: kernel's)
 
     def base(self) -> int:
         return self.client_id * FLOW_ID_SPAN if self.flow_id_base is None else self.flow_id_base
@@ -93,8 +95,21 @@ def raise_fd_limit(needed: int) -> None:
 
 
 class _UdpFlow:
-    __slots__ = ("flow_id", "sock", "src_port", "sent", "send_errors", "acked", "received",
-                 "replies", "dup_replies", "bad_replies", "foreign", "backends", "reply_from")
+    __slots__ = (
+        "flow_id",
+        "sock",
+        "src_port",
+        "sent",
+        "send_errors",
+        "acked",
+        "received",
+        "replies",
+        "dup_replies",
+        "bad_replies",
+        "foreign",
+        "backends",
+        "reply_from",
+    )
 
     def __init__(self, flow_id: int, sock: socket.socket, packets: int):
         self.flow_id = flow_id
@@ -102,12 +117,12 @@ class _UdpFlow:
         self.src_port = sock.getsockname()[1]
         self.sent = 0
         self.send_errors = 0
-        self.acked = bytearray(packets)    # one byte per sequence number: reply seen
-        self.received = 0                  # distinct sequence numbers answered
-        self.replies = 0                   # all reply datagrams, duplicates included
+        self.acked = bytearray(packets)  # one byte per sequence number: reply seen
+        self.received = 0  # distinct sequence numbers answered
+        self.replies = 0  # all reply datagrams, duplicates included
         self.dup_replies = 0
-        self.bad_replies = 0               # not a reply, or for another seq range
-        self.foreign = 0                   # a reply naming another flow id
+        self.bad_replies = 0  # not a reply, or for another seq range
+        self.foreign = 0  # a reply naming another flow id
         self.backends: dict[str, int] = {}
         self.reply_from: set = set()
 
@@ -138,7 +153,7 @@ def _drain_socket(flow: _UdpFlow) -> int:
             data, addr = recvfrom(2048)
         except (BlockingIOError, InterruptedError):
             return new
-        except OSError:            # e.g. ICMP port unreachable surfaced as ECONNREFUSED
+        except OSError:  # e.g. ICMP port unreachable surfaced as ECONNREFUSED
             return new
         parsed = decode_reply(data)
         if parsed is None:
@@ -197,7 +212,7 @@ def run_udp(cfg: TrafficConfig) -> tuple[list[dict], dict]:
         buf = bytearray(cfg.payload_size)
         pack_into = REQUEST.pack_into
         client_id = cfg.client_id
-        done = 0          # distinct replies so far
+        done = 0  # distinct replies so far
         k = 0
         interval = 1.0 / cfg.rate
         start = time.monotonic()
@@ -258,9 +273,13 @@ def run_udp(cfg: TrafficConfig) -> tuple[list[dict], dict]:
             for key, _ev in sel.select(left):
                 done += _drain_socket(key.data)
         records = [f.to_json() for f in flows]
-        summary = {"sent": sent, "received": done, "send_s": round(send_s, 4),
-                   "achieved_pps": round(sent / send_s, 1) if send_s > 0 else None,
-                   "truncated": truncated}
+        summary = {
+            "sent": sent,
+            "received": done,
+            "send_s": round(send_s, 4),
+            "achieved_pps": round(sent / send_s, 1) if send_s > 0 else None,
+            "truncated": truncated,
+        }
         return records, summary
     finally:
         sel.close()
@@ -270,20 +289,36 @@ def run_udp(cfg: TrafficConfig) -> tuple[list[dict], dict]:
 
 def _one_http_conn(cfg: TrafficConfig, flow_id: int) -> dict:
     """One connection, ``http_requests`` keep-alive GETs; checks status and body byte for byte."""
-    rec = {"flow_id": flow_id, "src_port": None, "status": None, "backend": None,
-           "backends": [], "requests": 0, "ok": False, "error": None, "elapsed_ms": None}
+    rec = {
+        "flow_id": flow_id,
+        "src_port": None,
+        "status": None,
+        "backend": None,
+        "backends": [],
+        "requests": 0,
+        "ok": False,
+        "error": None,
+        "elapsed_ms": None,
+    }
     source = (cfg.bind, 0) if cfg.bind else None
-    conn = http.client.HTTPConnection(cfg.vip, cfg.http_port, timeout=cfg.http_timeout,
-                                      source_address=source)
+    conn = http.client.HTTPConnection(
+        cfg.vip, cfg.http_port, timeout=cfg.http_timeout, source_address=source
+    )
     t0 = time.monotonic()
     problems = []
     try:
         conn.connect()
         rec["src_port"] = conn.sock.getsockname()[1]
         for seq in range(cfg.http_requests):
-            conn.request("GET", f"/?size={cfg.http_size}",
-                         headers={"X-Flow-Id": str(flow_id), "X-Seq": str(seq),
-                                  "X-Client-Id": str(cfg.client_id)})
+            conn.request(
+                "GET",
+                f"/?size={cfg.http_size}",
+                headers={
+                    "X-Flow-Id": str(flow_id),
+                    "X-Seq": str(seq),
+                    "X-Client-Id": str(cfg.client_id),
+                },
+            )
             resp = conn.getresponse()
             body = resp.read()
             rec["requests"] += 1
@@ -334,8 +369,9 @@ def run(cfg: TrafficConfig) -> dict:
     raise_fd_limit(cfg.udp_flows + min(cfg.http_workers, cfg.http_conns) + 64)
     t0 = time.monotonic()
     http_result: list = []
-    http_thread = threading.Thread(target=lambda: http_result.extend(run_http(cfg)),
-                                   name="http-driver", daemon=True)
+    http_thread = threading.Thread(
+        target=lambda: http_result.extend(run_http(cfg)), name="http-driver", daemon=True
+    )
     http_thread.start()
     udp, udp_summary = run_udp(cfg)
     http_thread.join()
@@ -351,8 +387,10 @@ def run(cfg: TrafficConfig) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m testbed.traffic",
-                                description="vnflab client: UDP flows + HTTP connections to a VIP")
+    p = argparse.ArgumentParser(
+        prog="python -m testbed.traffic",
+        description="vnflab client: UDP flows + HTTP connections to a VIP",
+    )
     p.add_argument("--vip", required=True)
     p.add_argument("--udp-port", type=int, default=SERVICE_PORT)
     p.add_argument("--http-port", type=int, default=80)
@@ -373,11 +411,24 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="output JSON path (written atomically)")
     a = p.parse_args(argv)
     cfg = TrafficConfig(
-        vip=a.vip, client_id=a.client_id, udp_port=a.udp_port, http_port=a.http_port,
-        udp_flows=a.udp_flows, packets_per_flow=a.packets_per_flow, rate=a.rate,
-        payload_size=a.payload_size, http_conns=a.http_conns, http_requests=a.http_requests,
-        http_size=a.http_size, http_workers=a.http_workers, http_timeout=a.http_timeout,
-        drain_s=a.drain, max_send_s=a.max_send, flow_id_base=a.flow_id_base, bind=a.bind)
+        vip=a.vip,
+        client_id=a.client_id,
+        udp_port=a.udp_port,
+        http_port=a.http_port,
+        udp_flows=a.udp_flows,
+        packets_per_flow=a.packets_per_flow,
+        rate=a.rate,
+        payload_size=a.payload_size,
+        http_conns=a.http_conns,
+        http_requests=a.http_requests,
+        http_size=a.http_size,
+        http_workers=a.http_workers,
+        http_timeout=a.http_timeout,
+        drain_s=a.drain,
+        max_send_s=a.max_send,
+        flow_id_base=a.flow_id_base,
+        bind=a.bind,
+    )
     try:
         result = run(cfg)
     except (ValueError, OSError) as exc:
@@ -387,9 +438,11 @@ def main(argv=None) -> int:
     write_json_atomic(a.out, result)
     s = result["udp_summary"]
     bad_http = sum(1 for h in result["http"] if not h["ok"])
-    print(f"client {cfg.client_id}: udp sent {s['sent']} replies {s['received']}, "
-          f"http {len(result['http'])} conns {bad_http} failed, {result['duration_s']} s",
-          file=sys.stderr)
+    print(
+        f"client {cfg.client_id}: udp sent {s['sent']} replies {s['received']}, "
+        f"http {len(result['http'])} conns {bad_http} failed, {result['duration_s']} s",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -1,4 +1,5 @@
 """Shared test set-up: root-only tests skip cleanly elsewhere; the session checks for leftovers."""
+
 import glob
 import os
 import shutil
@@ -8,6 +9,7 @@ import pytest
 
 try:  # a bounded hypothesis profile for CI: enough examples to find bugs, not to eat minutes
     from hypothesis import settings
+
     settings.register_profile("ci", max_examples=300, deadline=None)
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 except ImportError:  # pragma: no cover
@@ -35,17 +37,23 @@ def _nr_hugepages():
 
 
 def _leftovers():
-    ovs = subprocess.run(["pgrep", "-x", "ovs-vswitchd"], capture_output=True, text=True).stdout.split()
-    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split("\n")
+    ovs = subprocess.run(
+        ["pgrep", "-x", "ovs-vswitchd"], capture_output=True, text=True
+    ).stdout.split()
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split(
+        "\n"
+    )
     return {
         "huge-page files": sorted(glob.glob("/dev/hugepages/*")),
         "DPDK runtime dirs": sorted(glob.glob("/var/run/dpdk/*")),
         "named network namespaces": sorted(n.split()[0] for n in netns if n.strip()),
         "ovs-vswitchd processes": ovs,
         "veth/bridge interfaces in the root namespace": sorted(
-            os.path.basename(p) for p in glob.glob("/sys/class/net/*")
-            if os.path.basename(p).split("-")[0] in {"c1", "c2", "lb", "b1", "s1"} or
-            os.path.basename(p).startswith(("s1", "lb-", "vnfl"))),
+            os.path.basename(p)
+            for p in glob.glob("/sys/class/net/*")
+            if os.path.basename(p).split("-")[0] in {"c1", "c2", "lb", "b1", "s1"}
+            or os.path.basename(p).startswith(("s1", "lb-", "vnfl"))
+        ),
     }
 
 

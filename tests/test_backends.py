@@ -1,4 +1,5 @@
 """BackendPool: the three policies, Maglev's balance and minimal disruption, health and drain."""
+
 import time
 from collections import Counter
 
@@ -12,13 +13,16 @@ M = 65537
 
 
 def backends(n):
-    return [Backend(f"backend-{i}", f"10.0.0.{10 + i}", f"02:00:00:00:00:{10 + i:02x}", 80)
-            for i in range(n)]
+    return [
+        Backend(f"backend-{i}", f"10.0.0.{10 + i}", f"02:00:00:00:00:{10 + i:02x}", 80)
+        for i in range(n)
+    ]
 
 
 def flows(n):
-    return [FiveTuple(0x0A000001 + i // 1000, 0x0A000064, 1024 + i % 1000, 5000, 17)
-            for i in range(n)]
+    return [
+        FiveTuple(0x0A000001 + i // 1000, 0x0A000064, 1024 + i % 1000, 5000, 17) for i in range(n)
+    ]
 
 
 def slot_owners(names, size=M):
@@ -28,6 +32,7 @@ def slot_owners(names, size=M):
 def test_flow_hash_is_crc32_of_the_packed_tuple():
     import struct
     import zlib
+
     f = FiveTuple(0x0A000001, 0x0A000064, 1234, 5000, 17)
     assert flow_hash(f) == zlib.crc32(struct.pack("!IIHHB", *f)) == 0x22F57402
 
@@ -112,8 +117,8 @@ def test_unhealthy_and_drained_backends_get_no_new_flows(policy):
     pool.drain("backend-2")
     chosen = {pool.choose(f).name for f in flows(2000)}
     assert chosen == {"backend-0", "backend-3"}
-    assert not pool.serves(pool.get("backend-1"))       # failed: loses its flows
-    assert pool.serves(pool.get("backend-2"))           # draining: keeps its flows
+    assert not pool.serves(pool.get("backend-1"))  # failed: loses its flows
+    assert pool.serves(pool.get("backend-2"))  # draining: keeps its flows
     pool.set_health("backend-1", True)
     pool.drain("backend-2", False)
     assert {pool.choose(f).name for f in flows(2000)} == {b.name for b in backends(4)}
@@ -127,8 +132,8 @@ def test_add_and_remove():
     assert pool.index_of(extra) == 2
     assert pool.remove("backend-0").name == "backend-0"
     assert set(pool.shares()) == {"backend-1", "extra"}
-    assert pool.index_of(extra) == 2                    # indexes are stable
-    assert pool.index_count == 3                        # backend-0 keeps its number
+    assert pool.index_of(extra) == 2  # indexes are stable
+    assert pool.index_count == 3  # backend-0 keeps its number
     with pytest.raises(KeyError):
         pool.remove("backend-0")
     with pytest.raises(ValueError, match="duplicate"):
@@ -140,8 +145,9 @@ def test_choose_by_hash_is_choose_given_the_hash(policy):
     by_flow = BackendPool(backends(3), policy=policy, table_size=251)
     by_hash = BackendPool(backends(3), policy=policy, table_size=251)
     sample = flows(300)
-    assert [by_flow.choose(f) for f in sample] == \
-        [by_hash.choose_by_hash(flow_hash(f)) for f in sample]
+    assert [by_flow.choose(f) for f in sample] == [
+        by_hash.choose_by_hash(flow_hash(f)) for f in sample
+    ]
 
 
 def test_no_eligible_backend_gives_none():
@@ -150,11 +156,14 @@ def test_no_eligible_backend_gives_none():
     assert pool.choose(flows(1)[0]) is None
 
 
-@pytest.mark.parametrize("size, n, message", [
-    (65536, 3, "table_size: 65536 is not prime"),
-    (3, 3, "table_size: 3 must be larger than the number of backends"),
-    (1, 1, "table_size: 1 is not prime"),
-])
+@pytest.mark.parametrize(
+    "size, n, message",
+    [
+        (65536, 3, "table_size: 65536 is not prime"),
+        (3, 3, "table_size: 3 must be larger than the number of backends"),
+        (1, 1, "table_size: 1 is not prime"),
+    ],
+)
 def test_table_size_is_validated(size, n, message):
     with pytest.raises(ValueError, match=message):
         BackendPool(backends(n), policy="maglev", table_size=size)

@@ -1,4 +1,5 @@
 """vnflab bench: a short real bench of the socket way in a sandbox, and the pure helpers."""
+
 import glob
 import json
 import os
@@ -8,31 +9,46 @@ import sys
 
 import pytest
 
-from vnf.checksum import internet_checksum
-from testbed.frames import udp_frame
 from bench import report, runner
 from bench.dpdk import DpdkDriver
 from bench.kernel import judge_whole_core, trafgen_config
 from bench.machine import calibrate
 from bench.spec import LB_CPU, BenchSpec, parse_io_options
+from testbed.frames import udp_frame
+from vnf.checksum import internet_checksum
 
 
 def test_frames_have_correct_checksums():
-    frame = udp_frame("02:00:00:00:01:01", "02:00:00:00:00:01", "10.0.0.11", "10.0.0.100",
-                            10007, 8080, b"VNFLBENCH".ljust(18, b"."))
+    frame = udp_frame(
+        "02:00:00:00:01:01",
+        "02:00:00:00:00:01",
+        "10.0.0.11",
+        "10.0.0.100",
+        10007,
+        8080,
+        b"VNFLBENCH".ljust(18, b"."),
+    )
     assert len(frame) == 60
     ip, udp = frame[14:34], frame[34:]
-    assert internet_checksum(ip) == 0                                   # header checksum verifies
+    assert internet_checksum(ip) == 0  # header checksum verifies
     pseudo = ip[12:20] + struct.pack("!BBH", 0, 17, len(udp))
-    assert internet_checksum(pseudo + udp) == 0                         # UDP checksum verifies
+    assert internet_checksum(pseudo + udp) == 0  # UDP checksum verifies
     assert struct.unpack("!HH", udp[:4]) == (10007, 8080)
     cfg = trafgen_config([frame, frame])
     assert cfg.count("{") == 2 and "0x08, 0x00, 0x45" in cfg
 
 
 def _level(offered, forwarded, busy=0.5, cpu=0.2):
-    return {"offered": offered, "forwarded": forwarded, "offered_pps": offered, "seconds": 1.0,
-            "core_busy_s": busy, "core_busy_ours_s": busy, "user_s": cpu / 2, "sys_s": cpu / 2}
+    return {
+        "offered": offered,
+        "forwarded": forwarded,
+        "offered_pps": offered,
+        "seconds": 1.0,
+        "core_busy_s": busy,
+        "core_busy_ours_s": busy,
+        "user_s": cpu / 2,
+        "sys_s": cpu / 2,
+    }
 
 
 def test_whole_core_judgement():
@@ -40,8 +56,11 @@ def test_whole_core_judgement():
     assert not ok["livelock"] and ok["whole_core_at_pps"] == 200
     assert ok["whole_core_ns_per_packet"] == pytest.approx(0.5 / 199 * 1e9)
     ll = judge_whole_core([_level(100, 100), _level(200, 199), _level(300, 90)])
-    assert ll["livelock"] and ll["livelock_at"] == {"forwarded_pps": 199, "then_offered_pps": 300,
-                                                    "fell_to_pps": 90}
+    assert ll["livelock"] and ll["livelock_at"] == {
+        "forwarded_pps": 199,
+        "then_offered_pps": 300,
+        "fell_to_pps": 90,
+    }
     # the figure comes from below the collapse, where the LB kept up
     assert ll["whole_core_at_pps"] == 200
     # a level past the collapse that happens to keep up does not count
@@ -69,15 +88,22 @@ def test_every_way_has_a_driver_that_is_available_here():
 
 
 def test_ratios_text():
-    ways = [{"way": "socket", "batch": None, "ns_per_packet": 6000.0, "mpps": 0.1},
-            {"way": "afpacket", "batch": 32, "ns_per_packet": 2000.0, "mpps": 0.3}]
+    ways = [
+        {"way": "socket", "batch": None, "ns_per_packet": 6000.0, "mpps": 0.1},
+        {"way": "afpacket", "batch": 32, "ns_per_packet": 2000.0, "mpps": 0.3},
+    ]
     r = report.ratios(ways)["afpacket(batch=32)/socket"]
     assert r["ns_per_packet"] == 3.0 and "3.0x cheaper" in r["text"]
 
 
 def test_parse_io_options():
-    assert parse_io_options("model=pipeline, lcores=2,queues=2,mem_mb=256,cpus=x") == \
-        {"model": "pipeline", "lcores": 2, "queues": 2, "mem_mb": 256, "cpus": "x"}
+    assert parse_io_options("model=pipeline, lcores=2,queues=2,mem_mb=256,cpus=x") == {
+        "model": "pipeline",
+        "lcores": 2,
+        "queues": 2,
+        "mem_mb": 256,
+        "cpus": "x",
+    }
     assert parse_io_options("") == {}
     for bad in ("model", "=2", "lcores=1,lcores=2"):
         with pytest.raises(ValueError):
@@ -96,14 +122,18 @@ def test_dpdk_io_flag_reaches_the_lb_io(monkeypatch):
     vdev (and so the generator) sized to the LB's queues. Nothing is started."""
     from testbed import sandbox
     from vnflab import cli
+
     seen = {}
 
     def fake_run_bench(spec, keep_workdir=None):
         seen["spec"] = spec
         return {"error": "not run (test)"}
+
     monkeypatch.setattr(sandbox, "can_sandbox", lambda: None)
     monkeypatch.setattr(runner, "run_bench", fake_run_bench)
-    assert cli.main(["bench", "--way", "dpdk", "--dpdk-io", "model=pipeline,lcores=2,queues=2"]) == 1
+    assert (
+        cli.main(["bench", "--way", "dpdk", "--dpdk-io", "model=pipeline,lcores=2,queues=2"]) == 1
+    )
     spec = seen["spec"]
     assert spec.ways == ["dpdk"] and spec.dpdk_io == {"model": "pipeline", "lcores": 2, "queues": 2}
     io = DpdkDriver().lb_io(spec, "/run/x.sock", "perpacket", 64)
@@ -113,27 +143,35 @@ def test_dpdk_io_flag_reaches_the_lb_io(monkeypatch):
     assert "Extra LB io options" in DpdkDriver().method(spec, "none")
     plain = DpdkDriver().lb_io(BenchSpec(ways=["dpdk"]), "/run/x.sock", "vector", 32)
     assert "model" not in plain and "queues=1," in plain["vdev"]
-    assert cli.main(["bench", "--way", "dpdk", "--dpdk-io", "lcores"]) == 2      # not key=value
+    assert cli.main(["bench", "--way", "dpdk", "--dpdk-io", "lcores"]) == 2  # not key=value
 
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "bench_fixtures",
-                       "compare-socket-afpacket-dpdk.json")
+FIXTURE = os.path.join(
+    os.path.dirname(__file__), "bench_fixtures", "compare-socket-afpacket-dpdk.json"
+)
 
 
 def test_results_page_from_a_real_bench_json(tmp_path):
     """`vnflab results BENCH.json --out PAGE.md`: every figure on the page comes from the JSON
     (a real `vnflab bench --compare socket,afpacket,dpdk --runs 1 --seconds 1` output)."""
     from vnflab import cli
+
     result = json.loads(open(FIXTURE).read())
     page_path = tmp_path / "results.md"
     assert cli.main(["results", FIXTURE, "--out", str(page_path)]) == 0
     page = page_path.read_text()
     m = result["machine"]
-    for text in (result["date"], result["command"], m["cpu_model"], m["kernel"],
-                 f"{m['cores']} cores", result["method"],
-                 f"cv {m['calibration_cv']:.1%}"):               # the machine's drift
+    for text in (
+        result["date"],
+        result["command"],
+        m["cpu_model"],
+        m["kernel"],
+        f"{m['cores']} cores",
+        result["method"],
+        f"cv {m['calibration_cv']:.1%}",
+    ):  # the machine's drift
         assert text in page, text
-    for w in result["ways"]:                                     # one table row per way
+    for w in result["ways"]:  # one table row per way
         row = next(line for line in page.splitlines() if line.startswith(f"| {w['way']} |"))
         assert f"| {w['ns_per_packet']:.0f} |" in row and f"| {w['mpps']:.3f} |" in row
         assert f"| {w['cv']:.1%} |" in row
@@ -152,10 +190,13 @@ def test_terminal_method_is_short_and_the_json_keeps_it_all():
 
 
 def _sandbox_leftovers():
-    return {"ifaces": sorted(os.path.basename(p) for p in glob.glob("/sys/class/net/*")),
-            "bpf": sorted(glob.glob("/sys/fs/bpf/vnflab*")),
-            "trafgen": subprocess.run(["pgrep", "-x", "trafgen"], capture_output=True,
-                                      text=True).stdout.split()}
+    return {
+        "ifaces": sorted(os.path.basename(p) for p in glob.glob("/sys/class/net/*")),
+        "bpf": sorted(glob.glob("/sys/fs/bpf/vnflab*")),
+        "trafgen": subprocess.run(
+            ["pgrep", "-x", "trafgen"], capture_output=True, text=True
+        ).stdout.split(),
+    }
 
 
 @pytest.mark.network
@@ -163,15 +204,31 @@ def _sandbox_leftovers():
 def test_socket_bench_short(tmp_path):
     before = _sandbox_leftovers()
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, "-m", "vnflab.cli", "bench", "--way", "socket",
-                           "--runs", "2", "--seconds", "1", "--json", str(out)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vnflab.cli",
+            "bench",
+            "--way",
+            "socket",
+            "--runs",
+            "2",
+            "--seconds",
+            "1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "ns/pkt" in proc.stdout and "Method:" in proc.stdout
     result = json.loads(out.read_text())
     # the terminal gets the method in a few lines; the JSON keeps all of it
     assert result["method"] not in proc.stdout and len(result["method"]) > 1000
-    method_lines = proc.stdout[proc.stdout.index("Method:"):].splitlines()
+    method_lines = proc.stdout[proc.stdout.index("Method:") :].splitlines()
     assert 3 <= len([line for line in method_lines if not line.startswith("(JSON")]) <= 5
     assert result["command"].startswith("vnflab bench --way socket") and result["date"]
     assert {"method", "machine", "ways", "ratios"} <= set(result)
@@ -181,15 +238,25 @@ def test_socket_bench_short(tmp_path):
     assert isinstance(result["machine"]["calibration_cv"], float)
     assert "machine drift" in proc.stdout
     (way,) = result["ways"]
-    for key in ("way", "ns_per_packet", "user_ns", "sys_ns", "mpps", "cv", "runs", "batch",
-                "whole_core_ns_per_packet", "livelock"):
+    for key in (
+        "way",
+        "ns_per_packet",
+        "user_ns",
+        "sys_ns",
+        "mpps",
+        "cv",
+        "runs",
+        "batch",
+        "whole_core_ns_per_packet",
+        "livelock",
+    ):
         assert key in way, key
     assert way["way"] == "socket"
     assert way["ns_per_packet"] > 0 and way["mpps"] > 0
     assert isinstance(way["cv"], float)
     assert isinstance(way["livelock"], bool)
     assert len(way["runs"]) == 2 and all("error" not in r for r in way["runs"])
-    assert result["sink"] == "port-drop"      # tc + BPF work on this machine kind
+    assert result["sink"] == "port-drop"  # tc + BPF work on this machine kind
     after = _sandbox_leftovers()
     # the sandbox took every interface, pinned program and generator with it
     assert after["ifaces"] == before["ifaces"] or set(after["ifaces"]) <= set(before["ifaces"])
@@ -227,22 +294,39 @@ print(json.dumps({"slices": [b - a for a, b in zip(counts, counts[1:])],
 def test_pacer_sends_at_a_steady_rate_not_in_bursts(tmp_path):
     """The paced levels need a rate, not trafgen's one full-speed burst per second."""
     from testbed import sandbox
+
     if sandbox.can_sandbox():
         pytest.skip(sandbox.can_sandbox())
     frames = tmp_path / "frames.bin"
-    frames.write_bytes(b"".join(
-        udp_frame("02:00:00:00:00:02", "02:00:00:00:00:01", "10.0.0.1", "10.0.0.100",
-                        10000 + i, 8080, b"x" * 18) for i in range(16)))
+    frames.write_bytes(
+        b"".join(
+            udp_frame(
+                "02:00:00:00:00:02",
+                "02:00:00:00:00:01",
+                "10.0.0.1",
+                "10.0.0.100",
+                10000 + i,
+                8080,
+                b"x" * 18,
+            )
+            for i in range(16)
+        )
+    )
     probe = tmp_path / "probe.py"
     probe.write_text(PACER_PROBE)
-    rate = 50_000                                 # 500 frames per 10 ms slice
+    rate = 50_000  # 500 frames per 10 ms slice
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    res = sandbox.run([sys.executable, str(probe), str(frames), str(rate)], timeout=60, env=env,
-                      capture_output=True, text=True)
+    res = sandbox.run(
+        [sys.executable, str(probe), str(frames), str(rate)],
+        timeout=60,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     out = json.loads(res.stdout.strip().splitlines()[-1])
     slices = out["slices"]
-    assert out["exit"] == 0                       # SIGINT stops it cleanly
+    assert out["exit"] == 0  # SIGINT stops it cleanly
     assert sum(slices) == pytest.approx(rate * 0.99, rel=0.15)
     # steady: most 10 ms slices near 500 frames; a burst would show as a few huge slices and
     # many empty ones

@@ -1,4 +1,5 @@
 """RFC 1071 checksum, RFC 1624 incremental update, and the NAT rewrites that use them."""
+
 import struct
 
 import pytest
@@ -29,6 +30,7 @@ def test_released_standalone_copy_agrees(data):
     """testbed/frames.py keeps its own checksum (it is released as the students' tests/frames.py,
     which `make unit` runs with the system python3, without vnflab): it must stay equal."""
     from testbed.frames import checksum
+
     assert checksum(data) == internet_checksum(data)
 
 
@@ -48,7 +50,7 @@ def test_update16_equals_recomputation(words, data):
     checksum = internet_checksum(words_to_bytes(words))
     changed = list(words)
     changed[index] = new
-    assume(any(changed))      # all-zero data: the one case with two answers (see below)
+    assume(any(changed))  # all-zero data: the one case with two answers (see below)
     assert update16(checksum, words[index], new) == internet_checksum(words_to_bytes(changed))
 
 
@@ -59,7 +61,7 @@ def test_update32_equals_recomputation(words, data):
     new = data.draw(st.integers(0, 2**32 - 1))
     checksum = internet_checksum(words_to_bytes(words))
     changed = list(words)
-    changed[index:index + 2] = [new >> 16, new & 0xFFFF]
+    changed[index : index + 2] = [new >> 16, new & 0xFFFF]
     assume(any(changed))
     assert update32(checksum, old, new) == internet_checksum(words_to_bytes(changed))
 
@@ -74,8 +76,9 @@ def test_rfc1624_corner_case_result_zero():
     assert checksum == 0xEDCB
     assert internet_checksum(words_to_bytes([0x1234, 0xEDCB])) == 0x0000
     assert update16(checksum, 0x0000, 0xEDCB) == 0x0000
-    rfc1141 = ones_complement_fold(checksum + (0xFFFF - (~0x0000 & 0xFFFF))
-                                   + (0xFFFF - 0xEDCB))       # HC - ~m - m' in one's complement
+    rfc1141 = ones_complement_fold(
+        checksum + (0xFFFF - (~0x0000 & 0xFFFF)) + (0xFFFF - 0xEDCB)
+    )  # HC - ~m - m' in one's complement
     assert rfc1141 == 0xFFFF
 
 
@@ -96,8 +99,9 @@ ETH = Ether(src="00:00:00:00:00:01", dst="00:00:00:00:00:02")
 
 def build(l4, vlan=False, **ip_fields):
     frame = ETH / Dot1Q(vlan=7) if vlan else ETH
-    return bytearray(bytes(frame / IP(src="10.0.0.1", dst="10.0.0.100", **ip_fields) / l4
-                           / b"payload!!"))
+    return bytearray(
+        bytes(frame / IP(src="10.0.0.1", dst="10.0.0.100", **ip_fields) / l4 / b"payload!!")
+    )
 
 
 def recomputed(frame):
@@ -111,14 +115,20 @@ def recomputed(frame):
 
 l4_layers = st.one_of(
     st.builds(UDP, sport=st.integers(0, 65535), dport=st.integers(0, 65535)),
-    st.builds(TCP, sport=st.integers(0, 65535), dport=st.integers(0, 65535),
-              seq=st.integers(0, 2**32 - 1)),
+    st.builds(
+        TCP, sport=st.integers(0, 65535), dport=st.integers(0, 65535), seq=st.integers(0, 2**32 - 1)
+    ),
 )
 
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
-@given(l4=l4_layers, vlan=st.booleans(), new_ip=st.integers(0, 2**32 - 1),
-       new_port=st.integers(0, 65535), which=st.sampled_from(["dst", "src"]))
+@given(
+    l4=l4_layers,
+    vlan=st.booleans(),
+    new_ip=st.integers(0, 2**32 - 1),
+    new_port=st.integers(0, 65535),
+    which=st.sampled_from(["dst", "src"]),
+)
 def test_nat_rewrite_matches_scapy(l4, vlan, new_ip, new_port, which):
     frame = build(l4, vlan=vlan)
     parsed = parse_frame(frame)
@@ -161,7 +171,7 @@ def test_udp_computed_zero_is_sent_as_ffff():
     assert update16(checksum, 5000, new_port) == 0
     nat_rewrite_dst(frame, parsed, ip_to_int("10.0.0.100"), new_port)
     assert struct.unpack_from("!H", frame, 34 + 6)[0] == 0xFFFF
-    assert bytes(frame) == recomputed(frame)       # scapy also sends 0 as 0xffff
+    assert bytes(frame) == recomputed(frame)  # scapy also sends 0 as 0xffff
 
 
 def test_bad_checksum_stays_bad_after_rewrite():

@@ -1,10 +1,9 @@
 """vnflab doctor: a machine without huge pages is told so with the fix; the real machine's report."""
+
 import json
 import os
 import subprocess
 import sys
-
-import pytest
 
 from vnflab import doctor
 
@@ -31,7 +30,7 @@ def test_no_hugepages_is_reported_with_the_fix(tmp_path, capsys):
     out_json = tmp_path / "report.json"
     rc = doctor.main(["--proc-root", proc, "--json", str(out_json)])
     text = capsys.readouterr().out
-    assert rc == 1, text                                   # lab 3 cannot run
+    assert rc == 1, text  # lab 3 cannot run
     assert "echo 256 > /proc/sys/vm/nr_hugepages" in text
     report = json.loads(out_json.read_text())
     hp = next(c for c in report["checks"] if c["name"] == "huge pages")
@@ -46,8 +45,9 @@ def test_no_hugepages_is_reported_with_the_fix(tmp_path, capsys):
 
 
 def test_hugepages_all_in_use(tmp_path):
-    meminfo = MEMINFO_NO_HUGEPAGES.replace("HugePages_Total:       0", "HugePages_Total:     300") \
-                                  .replace("HugePages_Free:        0", "HugePages_Free:       10")
+    meminfo = MEMINFO_NO_HUGEPAGES.replace(
+        "HugePages_Total:       0", "HugePages_Total:     300"
+    ).replace("HugePages_Free:        0", "HugePages_Free:       10")
     c = doctor.check_hugepages(doctor.Env(proc=fake_proc(tmp_path, meminfo)))
     assert c.status == "fail" and "only 10 free" in c.detail
     assert c.fix.startswith("echo 546 > /proc/sys/vm/nr_hugepages")
@@ -62,11 +62,22 @@ def test_low_memory_and_one_core(tmp_path):
 
 
 def test_missing_programs_name_their_package(tmp_path):
-    env = doctor.Env(proc=fake_proc(tmp_path, MEMINFO_NO_HUGEPAGES), which=lambda name: None,
-                     exists=lambda path: False)
-    fixes = {c.name: c for c in (doctor.check_mininet(env), doctor.check_brctl(env),
-                                  doctor.check_ovs(env), doctor.check_ovs_dpdk(env),
-                                  doctor.check_trafgen(env), doctor.check_dpdk_libs(env))}
+    env = doctor.Env(
+        proc=fake_proc(tmp_path, MEMINFO_NO_HUGEPAGES),
+        which=lambda name: None,
+        exists=lambda path: False,
+    )
+    fixes = {
+        c.name: c
+        for c in (
+            doctor.check_mininet(env),
+            doctor.check_brctl(env),
+            doctor.check_ovs(env),
+            doctor.check_ovs_dpdk(env),
+            doctor.check_trafgen(env),
+            doctor.check_dpdk_libs(env),
+        )
+    }
     assert "apt-get install -y mininet" in fixes["Mininet"].fix
     assert fixes["bridge-utils"].fix == "apt-get install -y bridge-utils"
     assert fixes["Open vSwitch"].fix == "apt-get install -y openvswitch-switch"
@@ -95,22 +106,42 @@ def test_not_root(tmp_path):
 
 def test_real_machine_report():
     """The doctor on this machine, through the installed entry point: a complete JSON report."""
-    proc = subprocess.run([sys.executable, "-m", "vnflab.doctor", "--json", "-"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "vnflab.doctor", "--json", "-"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     report = json.loads(proc.stdout)
     names = [c["name"] for c in report["checks"]]
-    for expected in ("root", "network namespaces", "veth", "AF_PACKET", "AF_XDP", "Mininet",
-                     "bridge-utils", "Open vSwitch", "OVS-DPDK", "DPDK libraries",
-                     "DPDK vdev drivers", "vnflab DPDK binding", "huge pages", "free memory",
-                     "cores", "trafgen", "Jupyter"):
+    for expected in (
+        "root",
+        "network namespaces",
+        "veth",
+        "AF_PACKET",
+        "AF_XDP",
+        "Mininet",
+        "bridge-utils",
+        "Open vSwitch",
+        "OVS-DPDK",
+        "DPDK libraries",
+        "DPDK vdev drivers",
+        "vnflab DPDK binding",
+        "huge pages",
+        "free memory",
+        "cores",
+        "trafgen",
+        "Jupyter",
+    ):
         assert expected in names
     for c in report["checks"]:
         assert c["status"] in ("ok", "warn", "fail")
         if c["status"] == "fail":
-            assert c["fix"] and c["blocks"], c           # every failure says how to fix it
+            assert c["fix"] and c["blocks"], c  # every failure says how to fix it
     assert proc.returncode == (0 if report["ok"] else 1)
     if os.geteuid() == 0:
         # CI runs labs 1 and 2 end to end on this machine: their prerequisites must be there
         # (huge pages may legitimately be missing on a fresh machine: the DPDK tests reserve them)
-        assert report["labs"]["socket"]["ok"] and report["labs"]["afpacket"]["ok"], \
-            doctor.render(report)
+        assert report["labs"]["socket"]["ok"] and report["labs"]["afpacket"]["ok"], doctor.render(
+            report
+        )

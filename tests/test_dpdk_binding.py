@@ -5,6 +5,7 @@ namespaces, private hugetlbfs/tmpfs): whatever happens, nothing leaks. Each snip
 JSON line that the test checks here; the Python-side expectations (vnf.packet.parse_frame,
 zlib.crc32, scapy checksums) are computed in this process.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,13 +28,15 @@ pytestmark = pytest.mark.dpdk
 
 try:
     from vnf.dpdk import _dpdk  # noqa: F401
+
     HAVE_BINDING = True
 except ImportError:
     HAVE_BINDING = False
 
 needs_dpdk = pytest.mark.skipif(
     not HAVE_BINDING or os.geteuid() != 0 or not shutil.which("unshare"),
-    reason="needs the compiled binding (libdpdk-dev), root and unshare")
+    reason="needs the compiled binding (libdpdk-dev), root and unshare",
+)
 
 PRELUDE = """
 import json, os, sys, time
@@ -50,7 +53,8 @@ def run_dpdk(code: str, setup: str = "", timeout: float = 90) -> dict:
     r = sandbox.run_python(PRELUDE + setup + textwrap.dedent(code), timeout=timeout)
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
     assert r.returncode == 0 and lines, (
-        f"rc={r.returncode}\nstdout:\n{r.stdout[-2000:]}\nstderr:\n{r.stderr[-4000:]}")
+        f"rc={r.returncode}\nstdout:\n{r.stdout[-2000:]}\nstderr:\n{r.stderr[-4000:]}"
+    )
     return json.loads(lines[-1][7:])
 
 
@@ -59,6 +63,7 @@ def _scapy():
     from scapy.layers.inet import ICMP, IP, TCP, UDP
     from scapy.layers.inet6 import IPv6
     from scapy.layers.l2 import ARP, Dot1Q, Ether
+
     return Ether, Dot1Q, IP, TCP, UDP, ICMP, ARP, IPv6
 
 
@@ -66,10 +71,15 @@ def good_frames(n: int = 16) -> list:
     Ether, Dot1Q, IP, TCP, UDP, *_ = _scapy()
     frames = []
     for i in range(n):
-        l4 = (UDP(sport=10000 + i, dport=8080) if i % 2 else
-              TCP(sport=20000 + i, dport=80, flags="S"))
-        pkt = Ether(src="02:00:00:00:00:aa", dst="02:00:00:00:00:bb") / IP(
-            src=f"10.0.0.{i + 1}", dst="10.0.1.1") / l4 / (b"payload-%d" % i)
+        l4 = (
+            UDP(sport=10000 + i, dport=8080) if i % 2 else TCP(sport=20000 + i, dport=80, flags="S")
+        )
+        pkt = (
+            Ether(src="02:00:00:00:00:aa", dst="02:00:00:00:00:bb")
+            / IP(src=f"10.0.0.{i + 1}", dst="10.0.1.1")
+            / l4
+            / (b"payload-%d" % i)
+        )
         frames.append(bytes(pkt))
     return frames
 
@@ -81,25 +91,33 @@ def mixed_frames() -> list:
     udp = bytes(e / IP(src="10.0.0.1", dst="10.0.1.1") / UDP(sport=1234, dport=53) / b"q")
     frames = [
         udp,
-        bytes(e / IP(src="10.0.0.2", dst="10.0.1.1", options=[b"\x01\x01\x01\x00"]) /
-              TCP(sport=4321, dport=80, options=[("MSS", 1460)])),
+        bytes(
+            e
+            / IP(src="10.0.0.2", dst="10.0.1.1", options=[b"\x01\x01\x01\x00"])
+            / TCP(sport=4321, dport=80, options=[("MSS", 1460)])
+        ),
         bytes(e / Dot1Q(vlan=42) / IP(src="10.0.0.3", dst="10.0.1.1") / UDP(sport=7, dport=9)),
-        bytes(Ether(type=0x88a8) / Dot1Q(vlan=7) / Dot1Q(vlan=8) /
-              IP(src="10.0.0.4", dst="10.0.1.1") / TCP(sport=5, dport=6)),
+        bytes(
+            Ether(type=0x88A8)
+            / Dot1Q(vlan=7)
+            / Dot1Q(vlan=8)
+            / IP(src="10.0.0.4", dst="10.0.1.1")
+            / TCP(sport=5, dport=6)
+        ),
         bytes(e / IP(src="10.0.0.5", dst="10.0.1.1") / UDP(sport=1, dport=2)) + b"\0" * 10,
-        udp[:13],                                                   # truncated ethernet
-        bytes(e / ARP()),                                           # arp
-        bytes(e / IPv6() / UDP()),                                  # ipv6
-        bytes(Ether(type=0x88cc) / (b"\0" * 40)),                   # other ethertype
-        udp[:14 + 12],                                              # truncated ip
-        udp[:14] + bytes([0x65]) + udp[15:],                        # bad version
-        udp[:14] + bytes([0x44]) + udp[15:],                        # bad ihl
-        udp[:16] + struct.pack("!H", 1000) + udp[18:],              # bad ip length
-        bytes(e / IP(src="10.0.0.6", dst="10.0.1.1", frag=100) / (b"x" * 20)),   # fragment
-        bytes(e / IP(src="10.0.0.7", dst="10.0.1.1") / ICMP()),     # unsupported proto
-        bytes(e / IP(src="10.0.0.8", dst="10.0.1.1", proto=6) / (b"x" * 8)),     # trunc. l4
-        bytes(e / IP(src="10.0.0.9", dst="10.0.1.1") / TCP(dataofs=2)),          # tcp offset
-        bytes(e / IP(src="10.0.0.10", dst="10.0.1.1") / UDP(len=4)),             # udp length
+        udp[:13],  # truncated ethernet
+        bytes(e / ARP()),  # arp
+        bytes(e / IPv6() / UDP()),  # ipv6
+        bytes(Ether(type=0x88CC) / (b"\0" * 40)),  # other ethertype
+        udp[: 14 + 12],  # truncated ip
+        udp[:14] + bytes([0x65]) + udp[15:],  # bad version
+        udp[:14] + bytes([0x44]) + udp[15:],  # bad ihl
+        udp[:16] + struct.pack("!H", 1000) + udp[18:],  # bad ip length
+        bytes(e / IP(src="10.0.0.6", dst="10.0.1.1", frag=100) / (b"x" * 20)),  # fragment
+        bytes(e / IP(src="10.0.0.7", dst="10.0.1.1") / ICMP()),  # unsupported proto
+        bytes(e / IP(src="10.0.0.8", dst="10.0.1.1", proto=6) / (b"x" * 8)),  # trunc. l4
+        bytes(e / IP(src="10.0.0.9", dst="10.0.1.1") / TCP(dataofs=2)),  # tcp offset
+        bytes(e / IP(src="10.0.0.10", dst="10.0.1.1") / UDP(len=4)),  # udp length
     ]
     return frames
 
@@ -125,13 +143,15 @@ def loop(frames):
 
 # ------------------------------------------------------------------ tests
 def test_hugepage_error_message(monkeypatch):
-    monkeypatch.setattr(hugepages, "status",
-                        lambda size_kb=2048: {"size_kb": 2048, "total": 0, "free": 0})
+    monkeypatch.setattr(
+        hugepages, "status", lambda size_kb=2048: {"size_kb": 2048, "total": 0, "free": 0}
+    )
     with pytest.raises(hugepages.HugePagesError) as ei:
         hugepages.require(64)
     assert "no huge pages reserved: run echo 256 > /proc/sys/vm/nr_hugepages" in str(ei.value)
-    monkeypatch.setattr(hugepages, "status",
-                        lambda size_kb=2048: {"size_kb": 2048, "total": 64, "free": 10})
+    monkeypatch.setattr(
+        hugepages, "status", lambda size_kb=2048: {"size_kb": 2048, "total": 64, "free": 10}
+    )
     with pytest.raises(hugepages.HugePagesError, match="not enough free huge pages"):
         hugepages.require(64)
 
@@ -176,7 +196,9 @@ def test_eal_init_is_a_singleton_and_errors_carry_dpdk_text():
     assert res["same"]
     assert "not initialised" in res["before"]
     assert "once per process" in res["other"]
-    assert res["missing"][0] > 0 and "rte_eth_dev_get_port_by_name(net_nosuch0)" in res["missing"][1]
+    assert (
+        res["missing"][0] > 0 and "rte_eth_dev_get_port_by_name(net_nosuch0)" in res["missing"][1]
+    )
     assert "rte_dev_probe(net_nosuchdriver0)" in res["probe"]
     assert "rte_pktmbuf_pool_create" in res["big"]
     args = res["args"]
@@ -188,7 +210,9 @@ def test_eal_init_is_a_singleton_and_errors_carry_dpdk_text():
 @needs_dpdk
 def test_ring_loopback_returns_the_frames_and_memoryviews_are_writable():
     frames = good_frames(16)
-    res = run_dpdk(setup=f"FRAMES = {hexes(frames)!r}\n" + LOOP_SETUP, code="""
+    res = run_dpdk(
+        setup=f"FRAMES = {hexes(frames)!r}\n" + LOOP_SETUP,
+        code="""
     r = loop(frames)
     got = [bytes(r[i]).hex() for i in range(len(r))]
     same_as_data = all(bytes(r.data(i)) == r.frame(i) for i in range(len(r)))
@@ -205,7 +229,8 @@ def test_ring_loopback_returns_the_frames_and_memoryviews_are_writable():
     rest.free()
     out(got=got, same_as_data=same_as_data, first=first, n2=n2, n3=n3,
         in_use=pool.in_use(), cap=r2.capacity)
-    """)
+    """,
+    )
     assert [bytes.fromhex(h) for h in res["got"]] == frames
     assert res["same_as_data"]
     assert bytes.fromhex(res["first"])[:6] == bytes.fromhex("021122334455")
@@ -217,8 +242,11 @@ def test_ring_loopback_returns_the_frames_and_memoryviews_are_writable():
 @needs_dpdk
 def test_c_parse_equals_python_parse():
     from vnf.packet import REASONS, parse_frame
+
     frames = mixed_frames()
-    res = run_dpdk(setup=f"FRAMES = {hexes(frames)!r}\n" + LOOP_SETUP, code="""
+    res = run_dpdk(
+        setup=f"FRAMES = {hexes(frames)!r}\n" + LOOP_SETUP,
+        code="""
     r = loop(frames)
     a = dpdk.ParseArrays(64)
     n = r.parse(a)
@@ -235,7 +263,8 @@ def test_c_parse_equals_python_parse():
     res["rewritten"] = r.frame(0)[:12].hex()
     r.free()
     out(n=n, **res)
-    """)
+    """,
+    )
     assert res["n"] == len(frames) and res["dict_same"]
     assert res["rewritten"] == "0a00000000010affffffff00"
     for i, f in enumerate(frames):
@@ -251,8 +280,13 @@ def test_c_parse_equals_python_parse():
         if p.flow is None:
             assert res["hash"][i] == 0
             continue
-        got = (res["src_ip"][i], res["dst_ip"][i], res["src_port"][i], res["dst_port"][i],
-               res["proto"][i])
+        got = (
+            res["src_ip"][i],
+            res["dst_ip"][i],
+            res["src_port"][i],
+            res["dst_port"][i],
+            res["proto"][i],
+        )
         assert got == tuple(p.flow), i
         assert res["hash"][i] == zlib.crc32(struct.pack("!IIHHB", *got))
         assert res["l3_offset"][i] == p.l3_offset and res["l4_offset"][i] == p.l4_offset
@@ -264,10 +298,18 @@ def test_c_parse_equals_python_parse():
 def test_batch_rewrites_macs_and_nat_with_valid_checksums():
     Ether, Dot1Q, IP, TCP, UDP, *_ = _scapy()
     frames = good_frames(8)
-    frames.append(bytes(Ether() / IP(src="10.0.0.99", dst="10.0.1.1") /
-                        UDP(sport=5, dport=6, chksum=0) / b"nocsum"))     # UDP without checksum
-    frames.append(mixed_frames()[6])                                      # ARP: left alone
-    res = run_dpdk(setup=f"FRAMES = {hexes(frames)!r}\n" + LOOP_SETUP, code="""
+    frames.append(
+        bytes(
+            Ether()
+            / IP(src="10.0.0.99", dst="10.0.1.1")
+            / UDP(sport=5, dport=6, chksum=0)
+            / b"nocsum"
+        )
+    )  # UDP without checksum
+    frames.append(mixed_frames()[6])  # ARP: left alone
+    res = run_dpdk(
+        setup=f"FRAMES = {hexes(frames)!r}\n" + LOOP_SETUP,
+        code="""
     macs = bytes.fromhex("0a0000000001" "0a0000000002" "0a0000000003")
     src = bytes.fromhex("0affffffff00")
     ips = np.array([0x0a000a01, 0x0a000a02, 0x0a000a03], np.uint32)
@@ -291,7 +333,8 @@ def test_batch_rewrites_macs_and_nat_with_valid_checksums():
         oob = str(e)
     r.free()
     out(idx=idx.tolist(), nm=nm, nn=nn, ns=ns, dst=dst, srcs=srcs, oob=oob)
-    """)
+    """,
+    )
     n = len(frames)
     assert res["nm"] == n - 2 and res["nn"] == n - 2 and res["ns"] == n - 1
     assert res["oob"] and "beyond mac_table" in res["oob"]
@@ -305,13 +348,13 @@ def test_batch_rewrites_macs_and_nat_with_valid_checksums():
         if not (UDP in re and l4.chksum == 0):
             del l4.chksum
         fresh = Ether(bytes(re))
-        f4, p4 = ((fresh[TCP], pkt[TCP]) if TCP in pkt else (fresh[UDP], pkt[UDP]))
+        f4, p4 = (fresh[TCP], pkt[TCP]) if TCP in pkt else (fresh[UDP], pkt[UDP])
         return fresh[IP].chksum == pkt[IP].chksum and f4.chksum == p4.chksum
 
     for i, (orig, h) in enumerate(zip(frames, res["dst"])):
         got = Ether(bytes.fromhex(h))
         if i == n - 1:
-            assert bytes.fromhex(h) == orig          # ARP untouched
+            assert bytes.fromhex(h) == orig  # ARP untouched
             continue
         k = res["idx"][i]
         o = Ether(orig)
@@ -340,7 +383,9 @@ def test_fused_send_decides_like_the_separate_steps():
     same bursts: same backends, same counters, drops freed; a backend marked failed is left at
     the next refresh()."""
     frames = good_frames(24) + mixed_frames()[5:]
-    res = run_dpdk(setup=f"FRAMES = {hexes(frames)!r}\n" + LOOP_SETUP, code="""
+    res = run_dpdk(
+        setup=f"FRAMES = {hexes(frames)!r}\n" + LOOP_SETUP,
+        code="""
     from vnf.backends import Backend
     from vnf.lb import LBConfig, LoadBalancer
     backs = [Backend(f"b{i}", f"10.0.2.{i}", f"0a:00:00:00:00:0{i}", 8080) for i in (1, 2, 3)]
@@ -384,21 +429,24 @@ def test_fused_send_decides_like_the_separate_steps():
     out(rounds=rounds, ref={k: ref.stats()[k] for k in keys},
         fus={k: fus.stats()[k] for k in keys}, pol={k: pol.stats()[k] for k in keys},
         in_use=pool.in_use())
-    """)
+    """,
+    )
     for r in res["rounds"]:
         assert r["got"] == r["expect"] and r["sent"] == len(r["expect"]) and r["left"] == 0, r
         assert r["got_poll"] == r["expect"] and r["polled"] == [len(r["expect"]), 1], r
-    assert len(res["rounds"][0]["expect"]) == 12                 # the 12 UDP frames to VIP:8080
+    assert len(res["rounds"][0]["expect"]) == 12  # the 12 UDP frames to VIP:8080
     assert "0a0000000002" not in "".join(res["rounds"][3]["got"])
     assert res["fus"] == res["ref"] and res["pol"] == res["ref"]
     assert res["fus"]["dropped"]["not-for-vip"] > 0 and res["fus"]["dropped"]["arp"] > 0
-    assert res["in_use"] == 0                                    # drops freed, nothing leaked
+    assert res["in_use"] == 0  # drops freed, nothing leaked
 
 
 @needs_dpdk
 def test_keep_split_and_no_mbuf_leaks():
-    frames = good_frames(6) + [mixed_frames()[6], mixed_frames()[13]]   # + ARP + fragment
-    res = run_dpdk(setup=f"FRAMES = {hexes(frames)!r}\n" + LOOP_SETUP, code="""
+    frames = good_frames(6) + [mixed_frames()[6], mixed_frames()[13]]  # + ARP + fragment
+    res = run_dpdk(
+        setup=f"FRAMES = {hexes(frames)!r}\n" + LOOP_SETUP,
+        code="""
     a = dpdk.ParseArrays(32)
     r = loop(frames)
     r.parse(a)
@@ -415,7 +463,8 @@ def test_keep_split_and_no_mbuf_leaks():
     back.free()
     out(kept=kept, after_keep=after_keep, sizes=sizes, firsts=firsts, kept2=kept2,
         sent=sent, nback=nback, in_use=pool.in_use())
-    """)
+    """,
+    )
     assert res["kept"] == 6 and res["after_keep"] == 6
     assert res["sizes"] == [4, 2]
     assert bytes.fromhex(res["firsts"][0]) == frames[1]
@@ -456,7 +505,7 @@ def test_stats_busy_cycles_and_io_forward_on_null():
     assert bs["busy_cycles"] > 0
     ns = bs["busy_cycles"] / bs["busy_packets"] / bs["tsc_hz"] * 1e9
     assert ns == pytest.approx(bs["ns_per_packet"])
-    assert 1 < ns < 50_000, ns                 # a Python loop over C batches: ~10-1000 ns
+    assert 1 < ns < 50_000, ns  # a Python loop over C batches: ~10-1000 ns
     assert res["perq"] == [[0, 0, bs["busy_cycles"], bs["busy_packets"], 2000]]
     assert res["s0"]["ipackets"] == res["pkts"] and res["s0"]["q_ipackets"] == [res["pkts"]]
     assert res["s1"]["opackets"] == res["pkts"]
@@ -516,19 +565,27 @@ def test_two_eal_processes_side_by_side_and_hugetlbfs_mode():
     fw = dpdk.io_forward(a, b, seconds=1.0)
     out(prefix=e.file_prefix, files=files, rx=fw["rx"], args=e.args)
     """)
-    st = hugepages.status()       # both start at once: reserve for both before either looks
+    st = hugepages.status()  # both start at once: reserve for both before either looks
     hugepages.reserve(st["total"] - st["free"] + 2 * 32 + 64)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), *sys.path]))
-    procs = [sandbox.popen([sys.executable, "-c", code, mode], stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True, env=env)
-             for mode in ("mem", "files")]
+    procs = [
+        sandbox.popen(
+            [sys.executable, "-c", code, mode],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for mode in ("mem", "files")
+    ]
     outs = []
     try:
         for p in procs:
             so, se = p.communicate(timeout=90)
             assert p.returncode == 0, se[-3000:]
-            outs.append(json.loads([ln for ln in so.splitlines()
-                                    if ln.startswith("RESULT ")][-1][7:]))
+            outs.append(
+                json.loads([ln for ln in so.splitlines() if ln.startswith("RESULT ")][-1][7:])
+            )
     finally:
         for p in procs:
             if p.poll() is None:
@@ -536,7 +593,7 @@ def test_two_eal_processes_side_by_side_and_hugetlbfs_mode():
                 p.wait()
     assert outs[0]["prefix"] != outs[1]["prefix"]
     assert all(o["rx"] > 0 for o in outs)
-    assert outs[0]["files"] == []                       # --in-memory: memfd, no files
+    assert outs[0]["files"] == []  # --in-memory: memfd, no files
     assert outs[1]["files"], "hugetlbfs mode keeps its page files in the sandbox"
     assert "--huge-dir" in outs[1]["args"]
     assert sandbox.leftovers() == []
@@ -552,13 +609,18 @@ def test_killed_process_leaves_nothing():
     """)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), *sys.path]))
     token = f"vnfl-kill-test-{os.getpid()}-{time.monotonic_ns()}"
-    p = sandbox.popen([sys.executable, "-c", code, token], stdout=subprocess.PIPE,
-                      stderr=subprocess.PIPE, text=True, env=env)
+    p = sandbox.popen(
+        [sys.executable, "-c", code, token],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         line = p.stdout.readline()
         assert line.startswith("READY") and "[]" not in line, (line, p.stderr.read())
     finally:
-        p.send_signal(signal.SIGKILL)                  # unshare --kill-child takes the rest
+        p.send_signal(signal.SIGKILL)  # unshare --kill-child takes the rest
         p.wait(timeout=30)
     deadline = time.time() + 10
     while subprocess.run(["pgrep", "-f", token], capture_output=True).returncode == 0:
@@ -567,7 +629,9 @@ def test_killed_process_leaves_nothing():
     assert sandbox.leftovers() == []
 
 
-VHOST_PAIR = PRELUDE + """
+VHOST_PAIR = (
+    PRELUDE
+    + """
 role, sock = sys.argv[1], sys.argv[2]
 dpdk.init(mem_mb=64, reserve_hugepages=True)
 pool = dpdk.pool(n=4095)
@@ -588,6 +652,7 @@ else:
         b.free()
     out(got=got, ipackets=u.stats()["ipackets"])
 """
+)
 
 
 @needs_dpdk
@@ -599,9 +664,15 @@ def test_virtio_user_to_vhost_between_two_sandboxes(tmp_path):
     procs = []
     try:
         for role in ("vhost", "virtio"):
-            procs.append(sandbox.popen([sys.executable, "-c", VHOST_PAIR, role, sock],
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                       text=True, env=env))
+            procs.append(
+                sandbox.popen(
+                    [sys.executable, "-c", VHOST_PAIR, role, sock],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    env=env,
+                )
+            )
             if role == "vhost":
                 deadline = time.time() + 20
                 while not os.path.exists(sock):
@@ -611,8 +682,9 @@ def test_virtio_user_to_vhost_between_two_sandboxes(tmp_path):
         for p in procs:
             so, se = p.communicate(timeout=90)
             assert p.returncode == 0, se[-3000:]
-            outs.append(json.loads([ln for ln in so.splitlines()
-                                    if ln.startswith("RESULT ")][-1][7:]))
+            outs.append(
+                json.loads([ln for ln in so.splitlines() if ln.startswith("RESULT ")][-1][7:])
+            )
     finally:
         for p in procs:
             if p.poll() is None:

@@ -1,6 +1,7 @@
 """Way 3: the DPDK LB. The vectorised decision (LoadBalancer.backends_for_batch) against
 backend_for, then end to end behind OVS-DPDK vhost-user in the Mininet topology with real HTTP
 and UDP clients, for run to completion and pipeline (and the per-packet style once)."""
+
 import json
 import subprocess
 import sys
@@ -14,17 +15,28 @@ from vnf.lb import LBConfig, LoadBalancer
 from vnf.packet import FiveTuple
 
 VIP = 0x0A000064
-BACKENDS = [Backend(f"b{i}", f"10.0.0.{100 + i}", f"02:00:00:00:02:{i:02x}", 8080) for i in (1, 2, 3, 4)]
+BACKENDS = [
+    Backend(f"b{i}", f"10.0.0.{100 + i}", f"02:00:00:00:02:{i:02x}", 8080) for i in (1, 2, 3, 4)
+]
 
 
 def _flows(n, seed=7):
     rng = np.random.default_rng(seed)
-    return [FiveTuple(int(rng.integers(1, 2**32)), VIP, int(rng.integers(1024, 65536)), 8080,
-                      int(rng.choice([6, 17]))) for _ in range(n)]
+    return [
+        FiveTuple(
+            int(rng.integers(1, 2**32)),
+            VIP,
+            int(rng.integers(1024, 65536)),
+            8080,
+            int(rng.choice([6, 17])),
+        )
+        for _ in range(n)
+    ]
 
 
 def _distinct_slots(flows, capacity=65536):
     from vnf.batch import BatchFlowCache
+
     cache = BatchFlowCache(capacity, 30.0)
     seen, out = set(), []
     for f in flows:
@@ -35,21 +47,22 @@ def _distinct_slots(flows, capacity=65536):
     return out
 
 
-COLUMNS = np.dtype([("hash", "<u4"), ("reason", "u1"), ("dst_ip", "<u4"), ("dst_port", "<u2"),
-                    ("proto", "u1")])
+COLUMNS = np.dtype(
+    [("hash", "<u4"), ("reason", "u1"), ("dst_ip", "<u4"), ("dst_port", "<u2"), ("proto", "u1")]
+)
 
 
 def _batched(lb, packets, valid=None, burst=32, now=0.0):
     """backends_for_batch over the packets, burst by burst; invalid ones are not for the VIP."""
     valid = np.ones(len(packets), bool) if valid is None else np.asarray(valid, bool)
-    cols = np.zeros(len(packets), COLUMNS)          # parsed packets, as the ring's records hold them
+    cols = np.zeros(len(packets), COLUMNS)  # parsed packets, as the ring's records hold them
     cols["hash"] = [flow_hash(f) for f in packets]
     cols["dst_ip"] = np.where(valid, VIP, VIP + 1)
     cols["dst_port"] = [f.dst_port for f in packets]
     cols["proto"] = [f.proto for f in packets]
     out = []
     for i in range(0, len(packets), burst):
-        chunk = cols[i:i + burst]
+        chunk = cols[i : i + burst]
         out += lb.backends_for_batch(chunk, len(chunk), now).tolist()
     return out
 
@@ -71,10 +84,10 @@ def test_batch_gives_what_backend_for_gives_per_flow(policy):
 def test_batch_collisions_evict_but_maglev_keeps_the_backend():
     cfg = LBConfig(vip="10.0.0.100", port=8080, backends=BACKENDS, flow_capacity=64)
     ref, vec = LoadBalancer(cfg), LoadBalancer(cfg)
-    flows = _flows(500)                                  # 500 flows, 64 slots: many collisions
+    flows = _flows(500)  # 500 flows, 64 slots: many collisions
     packets = flows * 3
     expected = [ref.pool.index_of(ref.pool.choose(f)) for f in packets]
-    assert _batched(vec, packets) == expected            # evicted flows map back the same
+    assert _batched(vec, packets) == expected  # evicted flows map back the same
     assert vec.batch_cache.capacity == 64 and vec.batch_cache.evictions > 0
 
 
@@ -95,39 +108,71 @@ def test_batch_drops_invalid_and_moves_flows_off_a_failed_backend():
     for before, after in zip(first, moved):
         assert after != b2
         if before not in (-1, b2):
-            assert after == before                       # flows of healthy backends stay
+            assert after == before  # flows of healthy backends stay
     assert lb.reassigned == sum(1 for c in first if c == b2)
-    assert lb.expire(100.0) == sum(valid)                # idle flows are swept
+    assert lb.expire(100.0) == sum(valid)  # idle flows are swept
 
 
 def test_bad_style_is_a_config_error(tmp_path):
     cfg = tmp_path / "lb.json"
-    cfg.write_text(json.dumps({"lb": {"vip": "10.0.0.100", "port": 8080, "backends": [
-        {"name": "b1", "ip": "10.0.0.101", "mac": "02:00:00:00:02:01", "port": 8080}]},
-        "io": {"style": "fast", "vhost_socket": "/nonexistent.sock"}}))
-    proc = subprocess.run([sys.executable, "-m", "vnf.ways.dpdk_lb", "--config", str(cfg)],
-                          capture_output=True, text=True, timeout=60)
+    cfg.write_text(
+        json.dumps(
+            {
+                "lb": {
+                    "vip": "10.0.0.100",
+                    "port": 8080,
+                    "backends": [
+                        {"name": "b1", "ip": "10.0.0.101", "mac": "02:00:00:00:02:01", "port": 8080}
+                    ],
+                },
+                "io": {"style": "fast", "vhost_socket": "/nonexistent.sock"},
+            }
+        )
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "vnf.ways.dpdk_lb", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2 and proc.stderr.startswith("style:"), proc.stderr
 
 
 @pytest.mark.network
 @pytest.mark.dpdk
 @pytest.mark.slow
-@pytest.mark.parametrize("model, style, lcores", [("rtc", "vector", 1), ("pipeline", "vector", 1),
-                                                  ("rtc", "perpacket", 1), ("rtc", "fused", 1),
-                                                  ("pipeline", "vector", 2)])
+@pytest.mark.parametrize(
+    "model, style, lcores",
+    [
+        ("rtc", "vector", 1),
+        ("pipeline", "vector", 1),
+        ("rtc", "perpacket", 1),
+        ("rtc", "fused", 1),
+        ("pipeline", "vector", 2),
+    ],
+)
 def test_dpdk_lb_behind_ovs_dpdk_keeps_affinity(model, style, lcores):
     from testbed.experiment import ExperimentSpec, run_sandboxed
-    spec = ExperimentSpec(way="dpdk", clients=2, backends=3, udp_flows=400, packets_per_flow=3,
-                          rate_pps=2000, http_conns=30,
-                          lb_extra={"model": model, "style": style, "lcores": lcores},
-                          cost_rate_pps=0, saturation_seconds=0, timeout_s=240)
+
+    spec = ExperimentSpec(
+        way="dpdk",
+        clients=2,
+        backends=3,
+        udp_flows=400,
+        packets_per_flow=3,
+        rate_pps=2000,
+        http_conns=30,
+        lb_extra={"model": model, "style": style, "lcores": lcores},
+        cost_rate_pps=0,
+        saturation_seconds=0,
+        timeout_s=240,
+    )
     result = run_sandboxed(spec)
     assert "error" not in result, result
     assert result["lb_alive_after_traffic"], result.get("lb_log_tail")
     assert result["split_flows"] == 0, result["report_table"]
     assert result["flows"]["seen"] == 430
-    assert result["http"]["failures"] == 0, result["http"]      # real TCP (curl-like) via DSR
+    assert result["http"]["failures"] == 0, result["http"]  # real TCP (curl-like) via DSR
     assert result["lost"]["forward"] == 0 and result["lost"]["return"] == 0, result["lost"]
     assert all(b["flows"] > 0 for b in result["per_backend"].values())
     stats = result["lb_stats"]
@@ -143,9 +188,10 @@ def test_dpdk_lb_behind_ovs_dpdk_keeps_affinity(model, style, lcores):
 def test_curl_reaches_a_backend_through_ovs_dpdk(tmp_path):
     """curl itself, from a Mininet client, through OVS-DPDK and the DPDK LB (DSR)."""
     import shutil
+
     if not shutil.which("curl"):
         pytest.skip("curl not installed")
-    code = r'''
+    code = r"""
 import json, os, sys, time
 from testbed import sandbox
 sandbox.setup_inside()
@@ -159,10 +205,12 @@ try:
     print("RESULT " + json.dumps({"outs": outs, "forwarded": stats["lb"]["forwarded"]}))
 finally:
     bed.close()
-'''
+"""
     from testbed import sandbox
-    proc = sandbox.run([sys.executable, "-c", code, str(tmp_path)], timeout=180,
-                       capture_output=True)
+
+    proc = sandbox.run(
+        [sys.executable, "-c", code, str(tmp_path)], timeout=180, capture_output=True
+    )
     out = proc.stdout.decode()
     lines = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, out[-2000:] + proc.stderr.decode()[-3000:]

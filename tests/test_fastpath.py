@@ -1,5 +1,6 @@
 """The C layer (vnf/csrc/nf.h via vnf._fastpath) must agree with the Python reference bit for bit:
 same drop reason, same 5-tuple, offsets and VLAN, same flow hash, same rewritten bytes."""
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -33,23 +34,48 @@ def test_parse_one_equals_parse_frame(frame):
     assert fastpath.parse_one(frame) == python_view(frame)
 
 
-@given(flow=st.builds(FiveTuple, st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1),
-                      st.integers(0, 65535), st.integers(0, 65535), st.integers(0, 255)))
+@given(
+    flow=st.builds(
+        FiveTuple,
+        st.integers(0, 2**32 - 1),
+        st.integers(0, 2**32 - 1),
+        st.integers(0, 65535),
+        st.integers(0, 65535),
+        st.integers(0, 255),
+    )
+)
 def test_flow_hash_equals_python(flow):
     assert fastpath.flow_hash(*flow) == flow_hash(flow)
 
 
 def batch_arrays(n):
-    return dict(src_ip=np.zeros(n, np.uint32), dst_ip=np.zeros(n, np.uint32),
-                src_port=np.zeros(n, np.uint16), dst_port=np.zeros(n, np.uint16),
-                proto=np.zeros(n, np.uint8), hash=np.zeros(n, np.uint32),
-                reason=np.zeros(n, np.uint8), l4_offset=np.zeros(n, np.uint16))
+    return dict(
+        src_ip=np.zeros(n, np.uint32),
+        dst_ip=np.zeros(n, np.uint32),
+        src_port=np.zeros(n, np.uint16),
+        dst_port=np.zeros(n, np.uint16),
+        proto=np.zeros(n, np.uint8),
+        hash=np.zeros(n, np.uint32),
+        reason=np.zeros(n, np.uint8),
+        l4_offset=np.zeros(n, np.uint16),
+    )
 
 
 def run_batch(buf, offsets, lengths, count, out):
-    return fastpath.parse_batch(buf, offsets, lengths, count, out["src_ip"], out["dst_ip"],
-                                out["src_port"], out["dst_port"], out["proto"], out["hash"],
-                                out["reason"], out["l4_offset"])
+    return fastpath.parse_batch(
+        buf,
+        offsets,
+        lengths,
+        count,
+        out["src_ip"],
+        out["dst_ip"],
+        out["src_port"],
+        out["dst_port"],
+        out["proto"],
+        out["hash"],
+        out["reason"],
+        out["l4_offset"],
+    )
 
 
 @settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
@@ -62,28 +88,42 @@ def test_parse_batch_equals_parse_one(frames, gap):
         offsets.append(len(buf))
         buf += frame
     n = len(frames)
-    out = batch_arrays(n + 3)                   # longer than count is fine
-    ok = run_batch(bytes(buf), np.array(offsets, np.uint32),
-                   np.array([len(f) for f in frames], np.uint32), n, out)
+    out = batch_arrays(n + 3)  # longer than count is fine
+    ok = run_batch(
+        bytes(buf),
+        np.array(offsets, np.uint32),
+        np.array([len(f) for f in frames], np.uint32),
+        n,
+        out,
+    )
     expected = [fastpath.parse_one(f) for f in frames]
     assert ok == sum(e[0] == 0 for e in expected)
     for i, e in enumerate(expected):
-        got = (int(out["reason"][i]), int(out["src_ip"][i]), int(out["dst_ip"][i]),
-               int(out["src_port"][i]), int(out["dst_port"][i]), int(out["proto"][i]),
-               int(out["hash"][i]), int(out["l4_offset"][i]))
+        got = (
+            int(out["reason"][i]),
+            int(out["src_ip"][i]),
+            int(out["dst_ip"][i]),
+            int(out["src_port"][i]),
+            int(out["dst_port"][i]),
+            int(out["proto"][i]),
+            int(out["hash"][i]),
+            int(out["l4_offset"][i]),
+        )
         assert got == (e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[8])
 
 
 def test_parse_batch_reads_an_mmap():
     import mmap
-    frame = bytes.fromhex("0000000000020000000000010800"
-                          "4500001c00000000401100000a0000010a000064"
-                          "04d2138800080000")
+
+    frame = bytes.fromhex(
+        "00000000000200000000000108004500001c00000000401100000a0000010a00006404d2138800080000"
+    )
     ring = mmap.mmap(-1, 4096)
-    ring[100:100 + len(frame)] = frame
+    ring[100 : 100 + len(frame)] = frame
     out = batch_arrays(1)
-    assert run_batch(ring, np.array([100], np.uint32), np.array([len(frame)], np.uint32), 1,
-                     out) == 1
+    assert (
+        run_batch(ring, np.array([100], np.uint32), np.array([len(frame)], np.uint32), 1, out) == 1
+    )
     assert out["dst_port"][0] == 5000 and out["hash"][0] == 0x22F57402
     ring.close()
 
@@ -97,7 +137,7 @@ def test_parse_batch_rejects_bad_arguments():
         run_batch(bytes(200), np.zeros(3, np.uint32), np.zeros(3, np.uint32), 3, out)
     with pytest.raises(TypeError, match="offsets: need an integer array of 4-byte items"):
         run_batch(bytes(64), np.zeros(2, np.uint16), lengths, 2, out)
-    out["proto"] = np.zeros(2, np.float32).view(np.uint8)[:2]   # still bytes: fine
+    out["proto"] = np.zeros(2, np.float32).view(np.uint8)[:2]  # still bytes: fine
     out["hash"] = np.zeros(2, np.float32)
     with pytest.raises(TypeError, match="out_hash"):
         run_batch(bytes(200), offsets, lengths, 2, out)
@@ -106,8 +146,12 @@ def test_parse_batch_rejects_bad_arguments():
 
 
 @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
-@given(frame=any_frames, new_ip=st.integers(0, 2**32 - 1), new_port=st.integers(0, 65535),
-       which=st.sampled_from(["dst", "src"]))
+@given(
+    frame=any_frames,
+    new_ip=st.integers(0, 2**32 - 1),
+    new_port=st.integers(0, 65535),
+    which=st.sampled_from(["dst", "src"]),
+)
 def test_c_nat_rewrite_equals_python(frame, new_ip, new_port, which):
     parsed = parse_frame(frame)
     c_frame, py_frame = bytearray(frame), bytearray(frame)
@@ -117,7 +161,7 @@ def test_c_nat_rewrite_equals_python(frame, new_ip, new_port, which):
     if parsed.flow is not None:
         py_nat = nat_rewrite_dst if which == "dst" else nat_rewrite_src
         py_nat(py_frame, parsed, new_ip, new_port)
-    assert c_frame == py_frame                  # and untouched when the frame did not parse
+    assert c_frame == py_frame  # and untouched when the frame did not parse
 
 
 def test_c_set_macs_equals_python():
@@ -129,4 +173,4 @@ def test_c_set_macs_equals_python():
     with pytest.raises(ValueError):
         fastpath.set_macs(bytearray(60), b"\xaa" * 5, b"\xbb" * 6)
     with pytest.raises(BufferError):
-        fastpath.set_macs(frame, b"\xaa" * 6, b"\xbb" * 6)      # bytes are read-only
+        fastpath.set_macs(frame, b"\xaa" * 6, b"\xbb" * 6)  # bytes are read-only

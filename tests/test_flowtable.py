@@ -1,4 +1,5 @@
 """FlowTable: hits, idle expiry, LRU eviction (expired entries first), counters."""
+
 import pytest
 
 from vnf.flowtable import FlowTable
@@ -21,9 +22,9 @@ def test_miss_then_hit():
 def test_idle_timeout_counts_from_last_hit():
     table = FlowTable(idle_timeout=10.0)
     table.insert(flow(1), "b1", now=0.0)
-    assert table.lookup(flow(1), now=10.0) == "b1"      # exactly the timeout: still alive
-    assert table.lookup(flow(1), now=19.0) == "b1"      # 9 s after the last hit
-    assert table.lookup(flow(1), now=29.5) is None      # 10.5 s idle: expired
+    assert table.lookup(flow(1), now=10.0) == "b1"  # exactly the timeout: still alive
+    assert table.lookup(flow(1), now=19.0) == "b1"  # 9 s after the last hit
+    assert table.lookup(flow(1), now=29.5) is None  # 10.5 s idle: expired
     assert len(table) == 0
     assert (table.hits, table.misses, table.expirations) == (2, 1, 1)
 
@@ -32,8 +33,8 @@ def test_full_table_evicts_least_recently_used():
     table = FlowTable(capacity=3, idle_timeout=100.0)
     for i in range(3):
         table.insert(flow(i), i, now=float(i))
-    table.lookup(flow(0), now=3.0)                      # flow 0 is now the most recent
-    table.insert(flow(3), 3, now=4.0)                   # full: flow 1 is the LRU one
+    table.lookup(flow(0), now=3.0)  # flow 0 is now the most recent
+    table.insert(flow(3), 3, now=4.0)  # full: flow 1 is the LRU one
     assert flow(1) not in table
     assert all(flow(i) in table for i in (0, 2, 3))
     assert (table.evictions, table.expirations) == (1, 0)
@@ -43,7 +44,7 @@ def test_full_table_drops_expired_entries_before_live_ones():
     table = FlowTable(capacity=2, idle_timeout=5.0)
     table.insert(flow(0), 0, now=0.0)
     table.insert(flow(1), 1, now=4.0)
-    table.insert(flow(2), 2, now=6.0)                   # flow 0 is idle 6 s: expired
+    table.insert(flow(2), 2, now=6.0)  # flow 0 is idle 6 s: expired
     assert flow(0) not in table and flow(1) in table
     assert (table.evictions, table.expirations) == (0, 1)
 
@@ -52,7 +53,7 @@ def test_insert_existing_key_replaces_and_refreshes():
     table = FlowTable(capacity=2, idle_timeout=100.0)
     table.insert(flow(0), "a", now=0.0)
     table.insert(flow(1), "b", now=1.0)
-    table.insert(flow(0), "c", now=2.0)                 # update: flow 0 most recent again
+    table.insert(flow(0), "c", now=2.0)  # update: flow 0 most recent again
     table.insert(flow(2), "d", now=3.0)
     assert table.lookup(flow(0), now=4.0) == "c"
     assert flow(1) not in table
@@ -63,12 +64,18 @@ def test_expire_and_remove():
     table = FlowTable(idle_timeout=5.0)
     for i in range(10):
         table.insert(flow(i), i, now=float(i))
-    assert table.expire(now=12.0) == 7                  # last seen at 0..6: idle > 5 s
+    assert table.expire(now=12.0) == 7  # last seen at 0..6: idle > 5 s
     assert len(table) == 3
     assert table.remove(flow(9)) is True
     assert table.remove(flow(9)) is False
-    assert table.stats() == {"size": 2, "capacity": 65536, "hits": 0, "misses": 0,
-                             "evictions": 0, "expirations": 7}
+    assert table.stats() == {
+        "size": 2,
+        "capacity": 65536,
+        "hits": 0,
+        "misses": 0,
+        "evictions": 0,
+        "expirations": 7,
+    }
 
 
 def test_items_in_lru_order():

@@ -6,6 +6,7 @@ per-packet round robin, a key without the protocol, a table that never evicts, a
 submission that tries to write results.json. Lab 2: the reference through ``vnflab grade``, the
 starter and a parser that crashes on short frames through ``grade-all``.
 """
+
 import csv
 import glob
 import json
@@ -55,14 +56,20 @@ def _class(tmp_path_factory, student_tree, lab, names):
 def _results(out, name):
     with open(os.path.join(out, name, "results.json")) as f:
         res = json.load(f)
-    return res, {t["name"].split(":")[0] if not t["name"].startswith("hidden") else t["name"]: t
-                 for t in res["tests"]}
+    return res, {
+        t["name"].split(":")[0] if not t["name"].startswith("hidden") else t["name"]: t
+        for t in res["tests"]
+    }
 
 
 @pytest.fixture(scope="module")
 def lab1(tmp_path_factory, student_tree):
-    subs = _class(tmp_path_factory, student_tree, 1,
-                  ["reference", "starter", "rr", "protokey", "noevict", "hang", "tamper"])
+    subs = _class(
+        tmp_path_factory,
+        student_tree,
+        1,
+        ["reference", "starter", "rr", "protokey", "noevict", "hang", "tamper"],
+    )
     # A private directory (not /tmp) for the results: the tamper fixture writes where it can.
     out = str(tmp_path_factory.mktemp("gradebook1"))
     r = _cli("grade-all", subs, "--lab", "1", "--jobs", "2", "--quick", "--out", out)
@@ -94,7 +101,9 @@ def test_results_are_in_gradescope_format(lab1):
 
 def test_reference_gets_full_marks(lab1):
     res, tests = _results(lab1[0], "reference")
-    assert res["score"] == res["max_score"], [t for t in res["tests"] if t["score"] < t["max_score"]]
+    assert res["score"] == res["max_score"], [
+        t for t in res["tests"] if t["score"] < t["max_score"]
+    ]
 
 
 def test_released_starter_scores_at_most_ten_percent(lab1):
@@ -105,16 +114,21 @@ def test_released_starter_scores_at_most_ten_percent(lab1):
 def test_per_packet_round_robin_loses_affinity(lab1):
     res, t = _results(lab1[0], "rr")
     assert t["affinity"]["score"] == 0 and "split flow" in t["affinity"]["output"]
-    assert t["unit checks of the flow table (flowtable.py)"]["score"] == t["unit checks of the flow table (flowtable.py)"]["max_score"]
+    assert (
+        t["unit checks of the flow table (flowtable.py)"]["score"]
+        == t["unit checks of the flow table (flowtable.py)"]["max_score"]
+    )
     report = open(os.path.join(lab1[0], "rr", "report.md")).read()
-    assert "flow id" in report and "reached b" in report     # the flow that broke, and where
+    assert "flow id" in report and "reached b" in report  # the flow that broke, and where
 
 
 def test_key_without_protocol_loses_the_key_test(lab1):
     res, t = _results(lab1[0], "protokey")
     assert t["5-tuple key"]["score"] == 0
     assert "ignores the protocol" in t["5-tuple key"]["output"]
-    assert t["affinity"]["score"] == t["affinity"]["max_score"], t["affinity"]["output"]      # it does keep affinity
+    assert t["affinity"]["score"] == t["affinity"]["max_score"], t["affinity"][
+        "output"
+    ]  # it does keep affinity
     unit = t["unit checks of the flow table (flowtable.py)"]
     assert "FAIL check_protocol_is_part_of_the_key" in unit["output"]
 
@@ -131,7 +145,10 @@ def test_table_that_never_evicts_is_caught(lab1):
 def test_hang_costs_the_traffic_tests_with_a_clear_message(lab1):
     res, t = _results(lab1[0], "hang")
     assert t["LB starts and forwards (import, ready file, a first flow)"]["score"] == 0
-    assert "killed (a hang?)" in t["LB starts and forwards (import, ready file, a first flow)"]["output"]
+    assert (
+        "killed (a hang?)"
+        in t["LB starts and forwards (import, ready file, a first flow)"]["output"]
+    )
     assert t["affinity"]["score"] == 0 and "skipped" in t["affinity"]["output"]
     assert res["execution_time"] < 120
 
@@ -139,8 +156,10 @@ def test_hang_costs_the_traffic_tests_with_a_clear_message(lab1):
 def test_tampering_with_results_fails(lab1):
     res, t = _results(lab1[0], "tamper")
     assert "TAMPERED" not in json.dumps(res) and res["score"] <= res["max_score"]
-    assert res["score"] == res["max_score"], [x for x in res["tests"] if x["score"] < x["max_score"]]        # otherwise the reference: graded normally
-    assert not glob.glob("/tmp/results.json")      # its private /tmp vanished with it
+    assert res["score"] == res["max_score"], [
+        x for x in res["tests"] if x["score"] < x["max_score"]
+    ]  # otherwise the reference: graded normally
+    assert not glob.glob("/tmp/results.json")  # its private /tmp vanished with it
 
 
 def jail_leftovers() -> dict:
@@ -149,6 +168,7 @@ def jail_leftovers() -> dict:
     engineer's or CI job's on the same machine) are not leftovers."""
     from grader.grade import GRADING_ROOT, grading_alive
     from grader.sandbox_user import USERS
+
     procs = []
     for user in USERS:
         r = subprocess.run(["pgrep", "-u", user], capture_output=True, text=True)
@@ -159,11 +179,16 @@ def jail_leftovers() -> dict:
                         procs.append(int(pid))
             except OSError:
                 pass
-    groups = [g for g in glob.glob("/sys/fs/cgroup/*/vnflab/grade-*")
-              if not grading_alive(os.path.basename(g))]
-    workdirs = [d for d in os.listdir(GRADING_ROOT)
-                if os.path.exists(os.path.join(GRADING_ROOT, d, "grading.lock"))
-                and not grading_alive(d)]
+    groups = [
+        g
+        for g in glob.glob("/sys/fs/cgroup/*/vnflab/grade-*")
+        if not grading_alive(os.path.basename(g))
+    ]
+    workdirs = [
+        d
+        for d in os.listdir(GRADING_ROOT)
+        if os.path.exists(os.path.join(GRADING_ROOT, d, "grading.lock")) and not grading_alive(d)
+    ]
     return {"processes": procs, "cgroups": groups, "workdirs": workdirs}
 
 
@@ -171,7 +196,9 @@ def test_nothing_is_left_behind(lab1):
     assert jail_leftovers() == {"processes": [], "cgroups": [], "workdirs": []}
 
 
-def test_lab2_reference_full_marks_and_buggy_parser_loses_robustness(tmp_path_factory, student_tree):
+def test_lab2_reference_full_marks_and_buggy_parser_loses_robustness(
+    tmp_path_factory, student_tree
+):
     out = str(tmp_path_factory.mktemp("ref2"))
     r = _cli("grade", "reference", "--lab", "2", "--quick", "--out", out)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -187,8 +214,11 @@ def test_lab2_reference_full_marks_and_buggy_parser_loses_robustness(tmp_path_fa
     res, t = _results(book, "crash20")
     rob = t["robustness"]
     assert rob["score"] == 0 and "died during the malformed-frame corpus" in rob["output"]
-    assert "struct.error" in rob["output"]                          # the traceback is shown
-    assert "FAIL check_short_frames" in t["unit checks of the parser (packet.py parse_frame)"]["output"]
+    assert "struct.error" in rob["output"]  # the traceback is shown
+    assert (
+        "FAIL check_short_frames"
+        in t["unit checks of the parser (packet.py parse_frame)"]["output"]
+    )
     assert t["affinity"]["score"] == t["affinity"]["max_score"], t["affinity"]["output"]
 
 
@@ -205,10 +235,11 @@ def test_grade_all_creates_the_student_user_before_its_gradings_race(tmp_path):
     file: a correct submission scored 0). grade_all makes the user once, before its jobs."""
     from grader.grade import grade_all
     from grader.sandbox_user import STUDENT_USER, ensure_users
+
     gone = subprocess.run(["userdel", STUDENT_USER], capture_output=True, text=True)
-    if gone.returncode == 8:                  # a grading of someone else's is running as it
+    if gone.returncode == 8:  # a grading of someone else's is running as it
         pytest.skip(f"{STUDENT_USER} is in use: {gone.stderr.strip()}")
-    assert gone.returncode in (0, 6), gone.stderr        # 6: there was no such user
+    assert gone.returncode in (0, 6), gone.stderr  # 6: there was no such user
     try:
         subs = tmp_path / "class"
         for name in ("alice", "bob"):

@@ -4,6 +4,7 @@ reference, the released starter and per-packet round robin in ``forward_vector``
 Each grading runs a private OVS-DPDK with the student's LB (unprivileged, in the jail) on a
 vhost-user port, and a DPDK generator for the cost windows; about a minute in all.
 """
+
 import csv
 import json
 import os
@@ -38,14 +39,19 @@ def _hugepage_files() -> list[str]:
 def _results(out, name):
     with open(os.path.join(out, name, "results.json")) as f:
         res = json.load(f)
-    return res, {t["name"].split(":")[0] if not t["name"].startswith("hidden") else t["name"]: t
-                 for t in res["tests"]}
+    return res, {
+        t["name"].split(":")[0] if not t["name"].startswith("hidden") else t["name"]: t
+        for t in res["tests"]
+    }
 
 
 @pytest.fixture(scope="module")
 def lab3(tmp_path_factory):
     from vnf import dpdk
-    if not dpdk.available() or not os.path.exists("/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk"):
+
+    if not dpdk.available() or not os.path.exists(
+        "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk"
+    ):
         pytest.skip("lab 3 needs the DPDK binding and ovs-vswitchd-dpdk")
     before = set(_hugepage_files())
     rel = str(tmp_path_factory.mktemp("release3"))
@@ -74,7 +80,9 @@ def test_lab3_gradebook(lab3):
 
 def test_lab3_reference_gets_full_marks(lab3):
     res, t = _results(lab3[0], "reference")
-    assert res["score"] == res["max_score"], [x for x in res["tests"] if x["score"] < x["max_score"]]
+    assert res["score"] == res["max_score"], [
+        x for x in res["tests"] if x["score"] < x["max_score"]
+    ]
     assert "Survived" in t["robustness"]["output"]
     assert "generator" in t["per-packet cost vs the reference (same run)"]["output"]
     assert any(n.startswith("hidden") for n in t)
@@ -96,8 +104,9 @@ def test_lab3_per_packet_round_robin_loses_affinity(lab3):
 
 def test_lab3_leaves_nothing_behind(lab3):
     # (others may be grading labs 1 and 2 on this machine at the same time: look for lab 3's)
-    r = subprocess.run(["pgrep", "-u", "vnflab-student", "-f", "vnf.ways.dpdk_lb"],
-                       capture_output=True)
+    r = subprocess.run(
+        ["pgrep", "-u", "vnflab-student", "-f", "vnf.ways.dpdk_lb"], capture_output=True
+    )
     assert r.returncode == 1, r.stdout
     root = "/var/lib/vnflab/grading"
     for d in os.listdir(root) if os.path.isdir(root) else []:
@@ -106,6 +115,6 @@ def test_lab3_leaves_nothing_behind(lab3):
                 assert json.load(f)["lab"] != 3, d
         except OSError:
             pass
-    assert set(_hugepage_files()) <= lab3[2]                  # no huge-page files, no dpdk dirs
+    assert set(_hugepage_files()) <= lab3[2]  # no huge-page files, no dpdk dirs
     # OVS-DPDK and the generator lived in the grading's PID namespace: gone with it (a pgrep for
     # them here would also see other people's demos on a shared machine)

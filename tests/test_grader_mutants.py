@@ -7,6 +7,7 @@ bursts, replies from VIP:port, every written path (NAT mode, lab 3's per-packet 
 cost at saturation (no batching, a list-scan flow table, a Python loop as the vector path). The
 whole corpus is a documented command (docs/grading.md), not CI.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,10 +29,29 @@ SUBSETS = {
 
 
 def _grade_mutants(lab: int, out: str, names: list[str]) -> dict:
-    r = subprocess.run([sys.executable, "-m", "grader.cli", "grade-mutants", "--lab", str(lab),
-                        "--out", out, "--jobs", "2", "--quick", "--references", "1",
-                        "--only", ",".join(names)],
-                       capture_output=True, text=True, timeout=1200, cwd=REPO)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "grader.cli",
+            "grade-mutants",
+            "--lab",
+            str(lab),
+            "--out",
+            out,
+            "--jobs",
+            "2",
+            "--quick",
+            "--references",
+            "1",
+            "--only",
+            ",".join(names),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        cwd=REPO,
+    )
     assert os.path.exists(os.path.join(out, "mutants.json")), r.stdout[-3000:] + r.stderr[-3000:]
     with open(os.path.join(out, "mutants.json")) as f:
         return json.load(f) | {"stdout": r.stdout}

@@ -6,6 +6,7 @@ tests the attacks aim at) grades the reference and every hostile submission; the
 read the results. Each hostile submission gives itself away when its attack works (a marker, a
 line of /etc/shadow, the plan's contents, a forged score outside a code block).
 """
+
 import glob
 import json
 import os
@@ -26,7 +27,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "hos
 import corpus  # noqa: E402
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
-TESTS = ["unit", "starts", "cost"]          # plus the hidden scenarios (eviction reads stats)
+TESTS = ["unit", "starts", "cost"]  # plus the hidden scenarios (eviction reads stats)
 
 
 @pytest.fixture(scope="module")
@@ -42,16 +43,22 @@ def graded(tmp_path_factory):
     lines, workdirs = [], []
     real_mkdtemp = tempfile.mkdtemp
 
-    def mkdtemp(*args, **kwargs):                 # the real one; this class's dirs noted
+    def mkdtemp(*args, **kwargs):  # the real one; this class's dirs noted
         path = real_mkdtemp(*args, **kwargs)
         workdirs.append(path)
         return path
+
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(grader.grade.tempfile, "mkdtemp", mkdtemp)
-        rows = grade_all(str(subs), 1, str(out), jobs=2, quick=True, tests=TESTS,
-                         progress=lines.append)
-    return {"out": str(out), "rows": {r["student"]: r for r in rows}, "progress": lines,
-            "workdirs": [w for w in workdirs if w.startswith(GRADING_ROOT)]}
+        rows = grade_all(
+            str(subs), 1, str(out), jobs=2, quick=True, tests=TESTS, progress=lines.append
+        )
+    return {
+        "out": str(out),
+        "rows": {r["student"]: r for r in rows},
+        "progress": lines,
+        "workdirs": [w for w in workdirs if w.startswith(GRADING_ROOT)],
+    }
 
 
 def _results(graded, name):
@@ -87,8 +94,12 @@ def _outside_code_blocks(markdown: str) -> list[str]:
                 fence = m.group(1)
             else:
                 out.append(line)
-        elif m and m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence) \
-                and not line.strip().strip(fence[0]):
+        elif (
+            m
+            and m.group(1)[0] == fence[0]
+            and len(m.group(1)) >= len(fence)
+            and not line.strip().strip(fence[0])
+        ):
             fence = None
     return out
 
@@ -115,20 +126,20 @@ def test_no_report_renders_a_forged_score_or_html(graded):
     for name in graded["rows"]:
         _, _, report = _results(graded, name)
         rendered = _outside_code_blocks(report)
-        assert not [x for x in rendered if "Score: 105" in x or "<script" in x
-                    or "<img" in x], name
+        assert not [x for x in rendered if "Score: 105" in x or "<script" in x or "<img" in x], name
         scores = [x for x in rendered if x.startswith("Score:")]
         assert len(scores) == 1, (name, scores)
     # and the forgeries were there to be rendered: they are shown, quoted
     _, tests, report = _results(graded, "reportforge")
-    assert corpus.FORGED_SCORE in tests["unit"]["output"]             # its exception message
-    assert corpus.FORGED_SCORE in tests["starts"]["output"]           # its log, quoted
+    assert corpus.FORGED_SCORE in tests["unit"]["output"]  # its exception message
+    assert corpus.FORGED_SCORE in tests["starts"]["output"]  # its log, quoted
 
 
 def test_the_reference_in_the_same_class_gets_full_marks(graded):
     res, _, _ = _results(graded, "reference")
-    assert res["score"] == res["max_score"], [t for t in res["tests"]
-                                              if t["score"] < t["max_score"]]
+    assert res["score"] == res["max_score"], [
+        t for t in res["tests"] if t["score"] < t["max_score"]
+    ]
 
 
 @pytest.mark.parametrize("name", sorted(corpus.HOSTILE))
@@ -161,7 +172,7 @@ def test_forged_unit_verdicts_earn_nothing(graded):
 def test_a_flood_of_output_does_not_stop_the_grading(graded):
     _, tests, _ = _results(graded, "flood")
     unit = tests["unit"]
-    assert unit["score"] == unit["max_score"], unit["output"]     # 1 GiB printed, still judged
+    assert unit["score"] == unit["max_score"], unit["output"]  # 1 GiB printed, still judged
     assert os.path.getsize(os.path.join(graded["out"], "flood", "report.md")) < 200_000
 
 
@@ -171,8 +182,9 @@ def test_nothing_is_left_behind(graded):
     left = [d for d in graded["workdirs"] if os.path.lexists(d)]
     assert not left, left
     orphans = []
-    r = subprocess.run(["pgrep", "-u", "vnflab-student"], capture_output=True, text=True,
-                       check=False)
+    r = subprocess.run(
+        ["pgrep", "-u", "vnflab-student"], capture_output=True, text=True, check=False
+    )
     for pid in r.stdout.split():
         try:
             with open(f"/proc/{pid}/environ", "rb") as f:
@@ -181,5 +193,5 @@ def test_nothing_is_left_behind(graded):
             continue
         overlay = env.get(b"PYTHONPATH", b"").decode(errors="replace")
         if any(overlay.startswith(w + "/") for w in graded["workdirs"]):
-            orphans.append((pid, overlay))             # a student process of this class
+            orphans.append((pid, overlay))  # a student process of this class
     assert not orphans, orphans

@@ -5,6 +5,7 @@ A class of lab 1 submissions, each the reference plus one attack at the LB's sta
 processes, a fork bomb graded next to an honest submission, a snoop that prints a marker for
 every file it manages to read. And one jail on its own: what its root holds.
 """
+
 import glob
 import json
 import os
@@ -46,7 +47,10 @@ class Watch(threading.Thread):
 
     def run(self):
         while not self.stop.is_set():
-            if subprocess.run(["pgrep", "-x", DAEMON], capture_output=True, check=False).returncode == 0:
+            if (
+                subprocess.run(["pgrep", "-x", DAEMON], capture_output=True, check=False).returncode
+                == 0
+            ):
                 self.daemon_seen = True
             self.lowest = min(self.lowest, _mem_available())
             time.sleep(0.1)
@@ -68,9 +72,14 @@ def hostile(tmp_path_factory):
     watch = Watch()
     watch.start()
     try:
-        r = subprocess.run([*CLI, "grade-all", str(subs), "--lab", "1", "--jobs", "2",
-                            "--quick", "--out", out], capture_output=True, text=True,
-                           timeout=1500, cwd=REPO, check=False)
+        r = subprocess.run(
+            [*CLI, "grade-all", str(subs), "--lab", "1", "--jobs", "2", "--quick", "--out", out],
+            capture_output=True,
+            text=True,
+            timeout=1500,
+            cwd=REPO,
+            check=False,
+        )
     finally:
         watch.stop.set()
         watch.join()
@@ -114,8 +123,9 @@ def test_memory_cap_holds_across_processes_memfd_and_tmpfs(hostile):
 def test_fork_bomb_does_not_hurt_the_parallel_grading(hostile):
     out, _, _ = hostile
     res, _ = _results(out, "a-honest")
-    assert res["score"] == res["max_score"], [x for x in res["tests"]
-                                              if x["score"] < x["max_score"]]
+    assert res["score"] == res["max_score"], [
+        x for x in res["tests"] if x["score"] < x["max_score"]
+    ]
 
 
 def test_no_marker_in_any_output_and_nothing_left(hostile):
@@ -126,6 +136,7 @@ def test_no_marker_in_any_output_and_nothing_left(hostile):
             with open(path, errors="replace") as f:
                 assert LEAK not in f.read(), path
     from test_grader import jail_leftovers
+
     assert jail_leftovers() == {"processes": [], "cgroups": [], "workdirs": []}
 
 
@@ -134,9 +145,14 @@ def test_snoop_reads_nothing_and_reference_gets_full_marks(tmp_path):
     sub = tmp_path / "snoop"
     fixtures.build("snoop", str(sub))
     out = tmp_path / "out"
-    r = subprocess.run([*CLI, "grade", str(sub), "--lab", "1", "--quick", "--keep",
-                        "--out", str(out)], capture_output=True, text=True, timeout=900,
-                       cwd=REPO, check=False)
+    r = subprocess.run(
+        [*CLI, "grade", str(sub), "--lab", "1", "--quick", "--keep", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=REPO,
+        check=False,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     kept = r.stderr.split("kept ", 1)[1].split()[0]
     try:
@@ -144,7 +160,7 @@ def test_snoop_reads_nothing_and_reference_gets_full_marks(tmp_path):
         for path in glob.glob(os.path.join(kept, "*.log")):
             with open(path, errors="replace") as f:
                 logs += f.read()
-        assert "VNFLAB-SNOOP-RAN" in logs       # it did run and look
+        assert "VNFLAB-SNOOP-RAN" in logs  # it did run and look
         assert LEAK not in logs, [ln for ln in logs.splitlines() if LEAK in ln][:10]
         for name in ("results.json", "report.md"):
             assert LEAK not in (out / name).read_text()
@@ -176,19 +192,39 @@ print(json.dumps({"rc": r.returncode, "out": r.stdout, "err": r.stderr,
 
 def test_a_jail_holds_only_the_allow_list(tmp_path):
     from testbed import sandbox
+
     work = tmp_path / "work"
     work.mkdir()
-    r = sandbox.run([sys.executable, "-c", JAIL_VIEW, str(work), REPO], timeout=120,
-                    capture_output=True, env={**os.environ, "PYTHONPATH": REPO})
+    r = sandbox.run(
+        [sys.executable, "-c", JAIL_VIEW, str(work), REPO],
+        timeout=120,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": REPO},
+    )
     from grader import cgroups
+
     cgroups.remove_grading("grade-jailtest")
     assert r.returncode == 0, r.stderr.decode()
     res = json.loads(r.stdout.decode().splitlines()[-1])
     assert res["rc"] == 0 and not res["cgroup_left"], res
     view = json.loads(res["out"])
     top = os.path.realpath(sys.prefix).split("/")[1]
-    assert set(view["root"]) <= {"bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc",
-                                 "dev", "proc", "sys", "tmp", "vnflab", top}, view["root"]
+    assert set(view["root"]) <= {
+        "bin",
+        "sbin",
+        "lib",
+        "lib32",
+        "lib64",
+        "libx32",
+        "usr",
+        "etc",
+        "dev",
+        "proc",
+        "sys",
+        "tmp",
+        "vnflab",
+        top,
+    }, view["root"]
     assert view["uid"] != 0 and view["pid"] == 1 and view["procs"] == ["1"]
     assert view["run"] == ["config.json", "jail.ok", "out"] and view["cwd"] == "/vnflab/run/out"
     assert all(line.endswith(":/") for line in view["cgroup"].split()), view["cgroup"]

@@ -9,6 +9,7 @@ and ``[python, "-m", "a.b"]``. The source is parsed (AST), nothing is imported.
 
 A failure prints each offending edge as ``file:line: importer -> imported``.
 """
+
 from __future__ import annotations
 
 import ast
@@ -18,8 +19,15 @@ from collections import defaultdict
 
 from grader.labconfig import REPO
 
-LAYERS = {"vnf": 1, "topologies": 2, "testbed": 3, "bench": 4, "grader": 5, "vnflab": 6,
-          "notebooks": 7}
+LAYERS = {
+    "vnf": 1,
+    "topologies": 2,
+    "testbed": 3,
+    "bench": 4,
+    "grader": 5,
+    "vnflab": 6,
+    "notebooks": 7,
+}
 PACKAGES = [p for p in LAYERS if p != "notebooks"]
 
 # Offences tolerated for now, as the test prints them (line numbers left out). Each must still
@@ -51,13 +59,15 @@ def _extensions() -> dict[str, str]:
     modules too (they import nothing of ours), built or not."""
     with open(os.path.join(REPO, "setup.py")) as f:
         tree = ast.parse(f.read())
-    return {node.args[0].value: os.path.join(REPO, node.args[1].elts[0].value)
-            for node in ast.walk(tree)
-            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "Extension"}
+    return {
+        node.args[0].value: os.path.join(REPO, node.args[1].elts[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "Extension"
+    }
 
 
-SOURCES = _modules()                          # what is scanned
-MODULES = {**SOURCES, **_extensions()}        # what an import can name
+SOURCES = _modules()  # what is scanned
+MODULES = {**SOURCES, **_extensions()}  # what an import can name
 
 
 def _top(module: str) -> str:
@@ -94,7 +104,7 @@ class _Scan(ast.NodeVisitor):
         self.module = module
         self.edges: list[tuple[int, str, str]] = []
         self.private: list[tuple[int, str]] = []
-        self.bound: dict[str, str] = {}       # local name -> our module it is bound to
+        self.bound: dict[str, str] = {}  # local name -> our module it is bound to
 
     def _edge(self, line: int, name: str, how: str) -> str | None:
         target = _resolve(name, self.module)
@@ -117,11 +127,11 @@ class _Scan(ast.NodeVisitor):
         base = node.module or ""
         if node.level:
             pkg = _package_of(self.module).split(".")
-            pkg = pkg[:len(pkg) - (node.level - 1)]
+            pkg = pkg[: len(pkg) - (node.level - 1)]
             base = ".".join(pkg + ([base] if base else []))
         for alias in node.names:
             full = f"{base}.{alias.name}"
-            if full in MODULES:                   # "from a import b": the module a.b
+            if full in MODULES:  # "from a import b": the module a.b
                 target = self._edge(node.lineno, full, f"from {base} import {alias.name}")
                 self.bound[alias.asname or alias.name] = target
             else:
@@ -132,15 +142,23 @@ class _Scan(ast.NodeVisitor):
     def visit_Call(self, node: ast.Call) -> None:
         func = node.func
         name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-        if name == "import_module" and node.args and isinstance(node.args[0], ast.Constant) \
-                and isinstance(node.args[0].value, str):
+        if (
+            name == "import_module"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
             self._edge(node.lineno, node.args[0].value, f'import_module("{node.args[0].value}")')
         self.generic_visit(node)
 
     def _run_module(self, elts: list[ast.expr]) -> None:
         for a, b in zip(elts, elts[1:]):
-            if isinstance(a, ast.Constant) and a.value == "-m" and isinstance(b, ast.Constant) \
-                    and isinstance(b.value, str):
+            if (
+                isinstance(a, ast.Constant)
+                and a.value == "-m"
+                and isinstance(b, ast.Constant)
+                and isinstance(b.value, str)
+            ):
                 self._edge(b.lineno, b.value, f'"-m", "{b.value}"')
 
     def visit_List(self, node: ast.List) -> None:
@@ -160,7 +178,7 @@ class _Scan(ast.NodeVisitor):
                 if attr.startswith("_") and not attr.endswith("__"):
                     self.private.append((node.lineno, ".".join([base.id, *chain])))
                     break
-            return                            # the chain is judged whole, once
+            return  # the chain is judged whole, once
         self.generic_visit(node)
 
 
@@ -190,8 +208,10 @@ def _where(module: str, line: int) -> str:
 
 def _check(kind: str, found: list[str]) -> None:
     """Fail on any offence of ``kind`` not in KNOWN, and on a KNOWN one that is gone."""
+
     def unnumbered(text: str) -> str:
         return re.sub(r"\.py:\d+", ".py", text)
+
     known = {k for k in KNOWN if k.startswith(kind + ":")}
     stale = sorted(known - {unnumbered(f) for f in found})
     assert not stale, "KNOWN offences no longer found (delete them):\n  " + "\n  ".join(stale)
@@ -204,8 +224,10 @@ def test_no_import_from_a_lower_layer_to_a_higher_one():
     for module, scan in SCANS.items():
         for line, target, how in scan.edges:
             if LAYERS[_top(target)] > LAYERS[_top(module)]:
-                found.append(f"upward: {_where(module, line)}: {module} -> {target} ({how}; "
-                             f"layer {LAYERS[_top(module)]} imports layer {LAYERS[_top(target)]})")
+                found.append(
+                    f"upward: {_where(module, line)}: {module} -> {target} ({how}; "
+                    f"layer {LAYERS[_top(module)]} imports layer {LAYERS[_top(target)]})"
+                )
     _check("upward", found)
 
 
@@ -269,8 +291,7 @@ def test_no_import_cycle_between_modules():
     for scc in _strongly_connected(graph):
         if len(scc) > 1:
             inside = set(scc)
-            edges = sorted(f"{a} -> {b} at {where[(a, b)]}" for a in scc
-                           for b in graph[a] & inside)
+            edges = sorted(f"{a} -> {b} at {where[(a, b)]}" for a in scc for b in graph[a] & inside)
             found.append(f"cycle: {' '.join(scc)}:\n      " + "\n      ".join(edges))
     _check("cycle", found)
 
@@ -287,12 +308,18 @@ def test_the_scan_sees_what_it_must():
     """The checks above can fail: the scanner finds each kind of edge in code it is shown."""
     grade = SCANS["grader.grade"]
     assert any(t == "grader.inside" and "-m" in how for _, t, how in grade.edges)
-    assert any(t == "testbed.sandbox" for _, t, _ in grade.edges)      # function-local import
+    assert any(t == "testbed.sandbox" for _, t, _ in grade.edges)  # function-local import
     cli = SCANS["vnflab.cli"]
     assert any(t == "bench.runner" for _, t, _ in cli.edges)
     scan = _Scan("grader.example")
-    scan.visit(ast.parse("from testbed.experiment import _read_json\n"
-                         "import testbed.experiment as ex\nex._tree(1)\n"
-                         "from grader import labconfig\nlabconfig._x\n"))
-    assert [text for _, text in scan.private] == ["from testbed.experiment import _read_json",
-                                                 "ex._tree"]
+    scan.visit(
+        ast.parse(
+            "from testbed.experiment import _read_json\n"
+            "import testbed.experiment as ex\nex._tree(1)\n"
+            "from grader import labconfig\nlabconfig._x\n"
+        )
+    )
+    assert [text for _, text in scan.private] == [
+        "from testbed.experiment import _read_json",
+        "ex._tree",
+    ]

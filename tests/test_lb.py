@@ -1,4 +1,5 @@
 """LoadBalancer (the NF) and LBConfig validation."""
+
 import dataclasses
 
 import pytest
@@ -10,13 +11,15 @@ from vnf.lb import NO_BACKEND, NOT_FOR_VIP, ConfigError, LBConfig, LoadBalancer
 from vnf.packet import DropReason, FiveTuple, ip_to_int
 
 VIP = "10.0.0.100"
-BACKENDS = [Backend(f"b{i}", f"10.0.0.{11 + i}", f"02:00:00:00:00:{11 + i:02x}", 8080)
-            for i in range(3)]
+BACKENDS = [
+    Backend(f"b{i}", f"10.0.0.{11 + i}", f"02:00:00:00:00:{11 + i:02x}", 8080) for i in range(3)
+]
 
 
 def config(**changes):
-    return dataclasses.replace(LBConfig(vip=VIP, port=5000, backends=list(BACKENDS),
-                                        table_size=251), **changes)
+    return dataclasses.replace(
+        LBConfig(vip=VIP, port=5000, backends=list(BACKENDS), table_size=251), **changes
+    )
 
 
 def client_flow(i, proto=17):
@@ -29,28 +32,46 @@ def frame(dst=VIP, dport=5000, l4=UDP):
 
 # ---- config ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("changes, message", [
-    ({"backends": []}, "backends: need at least 1 backend, got 0"),
-    ({"vip": "10.9.9.9"}, "vip: 10.9.9.9 is outside subnet 10.0.0.0/24"),
-    ({"vip": "10.0.0.300"}, "vip: '10.0.0.300' is not an IPv4 address"),
-    ({"port": 70000}, "port: 70000 is not a port number (1-65535)"),
-    ({"port": 0}, "port: 0 is not a port number (1-65535)"),
-    ({"protos": ["sctp"]}, "protos: need a non-empty subset of ['tcp', 'udp'], got ['sctp']"),
-    ({"policy": "random"}, "policy: unknown policy 'random', expected one of hash, roundrobin, "
-                           "maglev"),
-    ({"table_size": 65536}, "table_size: 65536 is not prime (Maglev needs a prime, e.g. 65537)"),
-    ({"table_size": 3}, "table_size: 3 must exceed the number of backends (3)"),
-    ({"flow_capacity": 0}, "flow_capacity: need at least 1, got 0"),
-    ({"idle_timeout": -1}, "idle_timeout: need a positive number of seconds, got -1"),
-    ({"backends": [BACKENDS[0]._replace(mac="zz")]},
-     "backends[0].mac: 'zz' is not a MAC address (aa:bb:cc:dd:ee:ff)"),
-    ({"backends": [BACKENDS[0]._replace(port=-1)]},
-     "backends[0].port: -1 is not a port number (1-65535)"),
-    ({"backends": [BACKENDS[0], BACKENDS[0]]}, "backends[1].name: duplicate backend name 'b0'"),
-    ({"backends": [BACKENDS[0]._replace(ip="192.168.0.1")]},
-     "backends[0].ip: 192.168.0.1 is outside subnet 10.0.0.0/24"),
-    ({"backends": [BACKENDS[0]._replace(ip=VIP)]}, "backends[0].ip: 10.0.0.100 is the VIP itself"),
-])
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"backends": []}, "backends: need at least 1 backend, got 0"),
+        ({"vip": "10.9.9.9"}, "vip: 10.9.9.9 is outside subnet 10.0.0.0/24"),
+        ({"vip": "10.0.0.300"}, "vip: '10.0.0.300' is not an IPv4 address"),
+        ({"port": 70000}, "port: 70000 is not a port number (1-65535)"),
+        ({"port": 0}, "port: 0 is not a port number (1-65535)"),
+        ({"protos": ["sctp"]}, "protos: need a non-empty subset of ['tcp', 'udp'], got ['sctp']"),
+        (
+            {"policy": "random"},
+            "policy: unknown policy 'random', expected one of hash, roundrobin, maglev",
+        ),
+        (
+            {"table_size": 65536},
+            "table_size: 65536 is not prime (Maglev needs a prime, e.g. 65537)",
+        ),
+        ({"table_size": 3}, "table_size: 3 must exceed the number of backends (3)"),
+        ({"flow_capacity": 0}, "flow_capacity: need at least 1, got 0"),
+        ({"idle_timeout": -1}, "idle_timeout: need a positive number of seconds, got -1"),
+        (
+            {"backends": [BACKENDS[0]._replace(mac="zz")]},
+            "backends[0].mac: 'zz' is not a MAC address (aa:bb:cc:dd:ee:ff)",
+        ),
+        (
+            {"backends": [BACKENDS[0]._replace(port=-1)]},
+            "backends[0].port: -1 is not a port number (1-65535)",
+        ),
+        ({"backends": [BACKENDS[0], BACKENDS[0]]}, "backends[1].name: duplicate backend name 'b0'"),
+        (
+            {"backends": [BACKENDS[0]._replace(ip="192.168.0.1")]},
+            "backends[0].ip: 192.168.0.1 is outside subnet 10.0.0.0/24",
+        ),
+        (
+            {"backends": [BACKENDS[0]._replace(ip=VIP)]},
+            "backends[0].ip: 10.0.0.100 is the VIP itself",
+        ),
+    ],
+)
 def test_config_errors_name_the_field_in_one_line(changes, message):
     with pytest.raises(ConfigError) as info:
         config(**changes).validate()
@@ -60,8 +81,9 @@ def test_config_errors_name_the_field_in_one_line(changes, message):
 
 
 def test_config_from_dict():
-    cfg = LBConfig.from_dict({"vip": VIP, "port": 5000, "policy": "hash",
-                              "backends": [b._asdict() for b in BACKENDS]})
+    cfg = LBConfig.from_dict(
+        {"vip": VIP, "port": 5000, "policy": "hash", "backends": [b._asdict() for b in BACKENDS]}
+    )
     assert cfg.validate().backends == BACKENDS
 
 
@@ -75,6 +97,7 @@ def test_load_balancer_refuses_bad_config():
 
 
 # ---- the NF ---------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("policy", ["hash", "roundrobin", "maglev"])
 def test_every_packet_of_a_flow_goes_to_the_same_backend(policy):
@@ -104,9 +127,9 @@ def test_draining_backend_keeps_its_flows_and_failed_one_loses_them():
     for i, backend in first.items():
         now_backend = lb.backend_for(client_flow(i), 1.0)
         if backend.name == "b1":
-            assert now_backend.name == "b2"            # the only one taking flows
+            assert now_backend.name == "b2"  # the only one taking flows
         else:
-            assert now_backend == backend                 # b0 (draining) and b2 keep theirs
+            assert now_backend == backend  # b0 (draining) and b2 keep theirs
     assert lb.reassigned == sum(b.name == "b1" for b in first.values())
     assert {lb.backend_for(client_flow(1000 + i), 1.0).name for i in range(100)} == {"b2"}
 
@@ -114,7 +137,7 @@ def test_draining_backend_keeps_its_flows_and_failed_one_loses_them():
 def test_idle_flow_may_be_rebalanced():
     lb = LoadBalancer(config(policy="roundrobin", idle_timeout=10.0))
     a = lb.backend_for(client_flow(0), 0.0)
-    assert lb.backend_for(client_flow(0), 100.0) != a     # expired: a new round-robin pick
+    assert lb.backend_for(client_flow(0), 100.0) != a  # expired: a new round-robin pick
     assert lb.new_flows == 2
 
 
@@ -128,19 +151,19 @@ def test_no_backend_left():
 def test_is_for_service_wants_vip_port_and_a_served_protocol():
     lb = LoadBalancer(config(protos=("udp",)))
     assert lb.is_for_service(client_flow(1))
-    assert not lb.is_for_service(client_flow(1, proto=6))                      # TCP not served
+    assert not lb.is_for_service(client_flow(1, proto=6))  # TCP not served
     assert not lb.is_for_service(client_flow(1)._replace(dst_port=22))
     assert not lb.is_for_service(client_flow(1)._replace(dst_ip=ip_to_int("10.0.0.99")))
-    assert lb.stats()["packets"] == 0                                          # a question only
+    assert lb.stats()["packets"] == 0  # a question only
 
 
 def test_handle_frame_forwards_and_counts_drops():
     lb = LoadBalancer(config(protos=("udp",)))
     backend, parsed = lb.handle_frame(frame(), now=0.0)
     assert backend in BACKENDS and parsed.flow.dst_port == 5000
-    assert lb.handle_frame(frame(dst="10.0.0.99"), 0.0)[0] is None      # other IP
-    assert lb.handle_frame(frame(dport=22), 0.0)[0] is None              # other port
-    assert lb.handle_frame(frame(l4=TCP), 0.0)[0] is None                # proto not served
+    assert lb.handle_frame(frame(dst="10.0.0.99"), 0.0)[0] is None  # other IP
+    assert lb.handle_frame(frame(dport=22), 0.0)[0] is None  # other port
+    assert lb.handle_frame(frame(l4=TCP), 0.0)[0] is None  # proto not served
     assert lb.handle_frame(bytes(Ether() / ARP()), 0.0)[0] is None
     assert lb.handle_frame(bytes(Ether() / IP(dst=VIP) / ICMP()), 0.0)[0] is None
     assert lb.handle_frame(b"\x00" * 10, 0.0)[0] is None

@@ -1,5 +1,6 @@
 """The notebooks: committed stripped, with measured reference data, rendered copies that are up to
 date, runnable offline on the reference data, and measuring (with streamed progress) on demand."""
+
 import glob
 import json
 import os
@@ -11,17 +12,18 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NB_DIR = os.path.join(ROOT, "notebooks")
-sys.path.insert(0, NB_DIR)
-import nbdata
-import render
+sys.path.insert(0, NB_DIR)  # the notebooks' helpers are modules of notebooks/, not a package
+import nbdata  # noqa: E402
+import render  # noqa: E402
 
 # data set name -> the least number of figures (image/png outputs) its notebook must produce
 FIGURES = {"kernel-vs-bypass": 1, "batching": 1, "multicore": 2, "affinity-and-hashing": 3}
 
 
 def test_all_notebooks_listed():
-    assert sorted(os.path.basename(p) for p in glob.glob(os.path.join(NB_DIR, "*.ipynb"))) == \
-        sorted(r.notebook for r in nbdata.RECIPES.values())
+    assert sorted(
+        os.path.basename(p) for p in glob.glob(os.path.join(NB_DIR, "*.ipynb"))
+    ) == sorted(r.notebook for r in nbdata.RECIPES.values())
     assert sorted(FIGURES) == sorted(nbdata.RECIPES)
 
 
@@ -29,11 +31,13 @@ def test_committed_notebooks_have_no_outputs():
     """What git holds (not the working copy) must be stripped: scripts/strip_notebooks.py."""
     sys.path.insert(0, os.path.join(ROOT, "scripts"))
     from strip_notebooks import dirty
+
     for recipe in nbdata.RECIPES.values():
         rel = f"notebooks/{recipe.notebook}"
-        shown = subprocess.run(["git", "show", f"HEAD:{rel}"], cwd=ROOT, capture_output=True,
-                               text=True)
-        if shown.returncode != 0:      # not committed yet (or not a git checkout): check the file
+        shown = subprocess.run(
+            ["git", "show", f"HEAD:{rel}"], cwd=ROOT, capture_output=True, text=True
+        )
+        if shown.returncode != 0:  # not committed yet (or not a git checkout): check the file
             with open(os.path.join(ROOT, rel)) as f:
                 text = f.read()
         else:
@@ -95,8 +99,10 @@ def test_stream_prints_lines_as_they_come_and_fills_silence(monkeypatch, capsys)
     """The command's first line is printed, then "still measuring" lines while it is silent,
     then its last line: output is streamed, not collected until the end."""
     monkeypatch.setattr(nbdata, "HEARTBEAT_S", 0.3)
-    code = ("import time; print('[vnflab 00:00:00] run 1/2: x (step 1/2, 0:00 elapsed)', "
-            "flush=True); time.sleep(1.5); print('last line')")
+    code = (
+        "import time; print('[vnflab 00:00:00] run 1/2: x (step 1/2, 0:00 elapsed)', "
+        "flush=True); time.sleep(1.5); print('last line')"
+    )
     assert nbdata.stream([sys.executable, "-c", code], expected_s=60, timeout=60) == 0
     out = capsys.readouterr().out.splitlines()
     first = next(i for i, line in enumerate(out) if "run 1/2: x" in line)
@@ -108,6 +114,7 @@ def test_stream_prints_lines_as_they_come_and_fills_silence(monkeypatch, capsys)
 
 def test_progress_note_says_step_elapsed_and_time_left():
     from bench.runner import progress_note
+
     assert progress_note(0, 10, 0.0) == "step 1/10, 0:00 elapsed"
     assert progress_note(2, 10, 60.0) == "step 3/10, 1:00 elapsed, about 4:00 left"
 
@@ -125,8 +132,9 @@ def test_notebook_measures_quick_and_draws(name, tmp_path, monkeypatch):
     monkeypatch.delenv("VNFLAB_NOTEBOOK_OFFLINE", raising=False)
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     nb = nbformat.read(os.path.join(NB_DIR, nbdata.RECIPES[name].notebook), as_version=4)
-    nbclient.NotebookClient(nb, timeout=900, kernel_name="python3",
-                            resources={"metadata": {"path": NB_DIR}}).execute()
+    nbclient.NotebookClient(
+        nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": NB_DIR}}
+    ).execute()
     outs = outputs(nb)
     errors = [o for o in outs if o.get("output_type") == "error"]
     assert not errors, errors
@@ -134,6 +142,6 @@ def test_notebook_measures_quick_and_draws(name, tmp_path, monkeypatch):
     assert len(figures) >= FIGURES[name], f"{name}: {len(figures)} figure(s)"
     text = "".join(o.get("text", "") for o in outs if o.get("output_type") == "stream")
     assert f"measuring {name} at quick size" in text and "] done (exit" in text
-    assert re.search(r"\n\[\d+:\d\d\] ", text)   # the command's lines, with the time so far
+    assert re.search(r"\n\[\d+:\d\d\] ", text)  # the command's lines, with the time so far
     assert "your machine: " in text and "reference machine: " in text
     assert nbdata.read_doc(tmp_path / f"{name}.json")["size"] == "quick"

@@ -3,11 +3,11 @@
 
 The end-to-end run happens once (module fixture) in its own sandbox; the tests read its report.
 """
+
 import glob
 import json
 import os
 import shutil
-import subprocess
 import sys
 import uuid
 
@@ -15,8 +15,16 @@ import pytest
 
 from testbed import ovs_selftest, ovsdpdk, sandbox
 
-NEEDED = (ovsdpdk.OVS_VSWITCHD_DPDK, ovs_selftest.TESTPMD, "ovsdb-server", "ovsdb-tool", "ovs-vsctl",
-          "ovs-ofctl", "ovs-appctl", "ethtool")
+NEEDED = (
+    ovsdpdk.OVS_VSWITCHD_DPDK,
+    ovs_selftest.TESTPMD,
+    "ovsdb-server",
+    "ovsdb-tool",
+    "ovs-vsctl",
+    "ovs-ofctl",
+    "ovs-appctl",
+    "ethtool",
+)
 
 
 def _missing():
@@ -39,10 +47,23 @@ def _run_in_sandbox(cmd, *args):
     reason = sandbox.can_sandbox()
     if reason or _missing():
         pytest.skip(reason or "missing: " + ", ".join(_missing()))
-    tag = "vnfl%s" % uuid.uuid4().hex[:8]
-    proc = sandbox.run([sys.executable, "-m", "testbed.ovs_selftest", cmd, *args, "--tag", tag,
-                        "--workdir", "/var/run/openvswitch/" + tag],
-                       timeout=55, capture_output=True, text=True)
+    tag = f"vnfl{uuid.uuid4().hex[:8]}"
+    proc = sandbox.run(
+        [
+            sys.executable,
+            "-m",
+            "testbed.ovs_selftest",
+            cmd,
+            *args,
+            "--tag",
+            tag,
+            "--workdir",
+            "/var/run/openvswitch/" + tag,
+        ],
+        timeout=55,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     res["tag"] = tag
@@ -64,10 +85,10 @@ def test_ping_over_netdev_bridge(report):
 @pytest.mark.dpdk
 def test_frames_reach_testpmd_through_vhost_user_and_come_back(report):
     n = report["frames_sent"]
-    assert report["frames_reflected"] == n           # back at the sender, MACs swapped
+    assert report["frames_reflected"] == n  # back at the sender, MACs swapped
     assert report["testpmd_rx"] >= n and report["testpmd_tx"] >= n
-    assert report["vhu0_stats"]["tx_pkts"] >= n      # OVS -> testpmd
-    assert report["vhu0_stats"]["rx_pkts"] >= n      # testpmd -> OVS
+    assert report["vhu0_stats"]["tx_pkts"] >= n  # OVS -> testpmd
+    assert report["vhu0_stats"]["rx_pkts"] >= n  # testpmd -> OVS
     assert "actions=output:3" in report["flows"]
 
 
@@ -75,7 +96,7 @@ def test_frames_reach_testpmd_through_vhost_user_and_come_back(report):
 @pytest.mark.dpdk
 def test_mininet_hosts_on_the_private_bridge(report):
     assert report["mininet_ping_loss"] == 0
-    assert report["mininet_udp_received"] == 5       # checksums right: TX offload turned off
+    assert report["mininet_udp_received"] == 5  # checksums right: TX offload turned off
 
 
 @pytest.mark.network
@@ -94,8 +115,8 @@ def test_stop_is_graceful_and_nothing_is_left(report):
     assert report["vswitchd_left"] == "0"
     tag = report["tag"]
     assert not _processes_mentioning(tag)
-    assert not glob.glob("/dev/hugepages/%s*" % tag)
-    assert not glob.glob("/var/run/dpdk/%s*" % tag)
+    assert not glob.glob(f"/dev/hugepages/{tag}*")
+    assert not glob.glob(f"/var/run/dpdk/{tag}*")
     assert not os.path.exists("/var/run/openvswitch/" + tag)
 
 
@@ -111,8 +132,14 @@ def test_fallbacks_without_ovs_dpdk():
 
 
 def test_other_config():
-    ovs = ovsdpdk.PrivateOVSDPDK("/tmp/x", socket_mem=256, pmd_cpu_mask="0x2", lcore_mask="0x1",
-                                 file_prefix="p1", single_file_segments=True)
+    ovs = ovsdpdk.PrivateOVSDPDK(
+        "/tmp/x",
+        socket_mem=256,
+        pmd_cpu_mask="0x2",
+        lcore_mask="0x1",
+        file_prefix="p1",
+        single_file_segments=True,
+    )
     cfg = ovs.other_config()
     assert cfg["dpdk-init"] == "true"
     assert cfg["dpdk-extra"] == "--no-pci --file-prefix=p1 --single-file-segments"
@@ -121,7 +148,9 @@ def test_other_config():
     assert cfg["pmd-maxsleep"] == "1000"
     assert ovs.db == "unix:/tmp/x/db.sock"
     assert ovs.env["OVS_RUNDIR"] == "/tmp/x"
-    assert ovsdpdk.PrivateOVSDPDK("/tmp/a").file_prefix != ovsdpdk.PrivateOVSDPDK("/tmp/a").file_prefix
+    assert (
+        ovsdpdk.PrivateOVSDPDK("/tmp/a").file_prefix != ovsdpdk.PrivateOVSDPDK("/tmp/a").file_prefix
+    )
 
 
 def test_stop_before_start_is_harmless():
@@ -133,17 +162,28 @@ def test_stop_before_start_is_harmless():
 
 def test_port_stats_parsing(monkeypatch):
     ovs = ovsdpdk.PrivateOVSDPDK("/tmp/x")
-    out = ("OFPST_PORT reply (xid=0x4): 1 ports\n"
-           "  port  vhu0: rx pkts=22, bytes=1340, drop=0, errs=0, frame=?, over=?, crc=?\n"
-           "           tx pkts=21, bytes=1300, drop=1, errs=0, coll=?\n")
+    out = (
+        "OFPST_PORT reply (xid=0x4): 1 ports\n"
+        "  port  vhu0: rx pkts=22, bytes=1340, drop=0, errs=0, frame=?, over=?, crc=?\n"
+        "           tx pkts=21, bytes=1300, drop=1, errs=0, coll=?\n"
+    )
     monkeypatch.setattr(ovs, "ofctl", lambda *a: out)
     assert ovs.port_stats("br0", "vhu0") == {
-        "rx_pkts": 22, "rx_bytes": 1340, "rx_drop": 0, "rx_errs": 0,
-        "tx_pkts": 21, "tx_bytes": 1300, "tx_drop": 1, "tx_errs": 0}
+        "rx_pkts": 22,
+        "rx_bytes": 1340,
+        "rx_drop": 0,
+        "rx_errs": 0,
+        "tx_pkts": 21,
+        "tx_bytes": 1300,
+        "tx_drop": 1,
+        "tx_errs": 0,
+    }
 
 
 def test_testpmd_totals():
-    text = ("  RX-packets: 3   RX-dropped: 0   RX-total: 3\n  TX-packets: 3   TX-dropped: 0\n"
-            "  +++ Accumulated forward statistics for all ports+++\n"
-            "  RX-packets: 7   RX-dropped: 0   RX-total: 7\n  TX-packets: 6   TX-dropped: 1\n")
+    text = (
+        "  RX-packets: 3   RX-dropped: 0   RX-total: 3\n  TX-packets: 3   TX-dropped: 0\n"
+        "  +++ Accumulated forward statistics for all ports+++\n"
+        "  RX-packets: 7   RX-dropped: 0   RX-total: 7\n  TX-packets: 6   TX-dropped: 1\n"
+    )
     assert ovs_selftest.testpmd_totals(text) == (7, 6)

@@ -2,6 +2,7 @@
 
 ``scapy_frames`` / ``mangled_frames`` are also used by test_fastpath.py (C == Python).
 """
+
 import struct
 
 import pytest
@@ -11,8 +12,7 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_NOP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 
-from vnf.packet import (REASONS, DropReason, FiveTuple, Parsed, int_to_ip, ip_to_int,
-                        parse_frame)
+from vnf.packet import REASONS, DropReason, FiveTuple, Parsed, int_to_ip, ip_to_int, parse_frame
 
 CLIENT, VIP = "10.0.0.1", "10.0.0.100"
 
@@ -22,8 +22,9 @@ def eth():
 
 
 def udp_frame(**ip_fields):
-    return bytes(eth() / IP(src=CLIENT, dst=VIP, **ip_fields) / UDP(sport=1234, dport=5000)
-                 / b"hello")
+    return bytes(
+        eth() / IP(src=CLIENT, dst=VIP, **ip_fields) / UDP(sport=1234, dport=5000) / b"hello"
+    )
 
 
 # ---- strategies (shared with test_fastpath.py) ---------------------------------------------
@@ -39,20 +40,27 @@ def scapy_frames(draw):
     for _ in range(draw(st.integers(0, 2))):
         tag = draw(st.sampled_from([Dot1Q, Dot1AD]))
         frame = frame / tag(vlan=draw(st.integers(0, 4095)), prio=draw(st.integers(0, 7)))
-    ip = IP(src=int_to_ip(draw(ipv4)), dst=int_to_ip(draw(ipv4)),
-            flags=draw(st.sampled_from([0, 1, 2])),           # none, MF, DF
-            frag=draw(st.sampled_from([0, 0, 0, 1, 185])),
-            options=[IPOption_NOP()] * draw(st.integers(0, 8)))
+    ip = IP(
+        src=int_to_ip(draw(ipv4)),
+        dst=int_to_ip(draw(ipv4)),
+        flags=draw(st.sampled_from([0, 1, 2])),  # none, MF, DF
+        frag=draw(st.sampled_from([0, 0, 0, 1, 185])),
+        options=[IPOption_NOP()] * draw(st.integers(0, 8)),
+    )
     kind = draw(st.sampled_from(["udp", "tcp", "tcp", "icmp"]))
     if kind == "udp":
         l4 = UDP(sport=draw(port), dport=draw(port))
     elif kind == "tcp":
-        l4 = TCP(sport=draw(port), dport=draw(port), flags="S",
-                 options=[("NOP", None)] * draw(st.integers(0, 12)))
+        l4 = TCP(
+            sport=draw(port),
+            dport=draw(port),
+            flags="S",
+            options=[("NOP", None)] * draw(st.integers(0, 12)),
+        )
     else:
         l4 = ICMP()
     payload = draw(st.binary(max_size=40))
-    padding = draw(st.binary(max_size=24))                    # Ethernet trailer: allowed
+    padding = draw(st.binary(max_size=24))  # Ethernet trailer: allowed
     return bytes(frame / ip / l4 / payload) + padding
 
 
@@ -62,7 +70,7 @@ def mangled_frames(draw):
     frame = bytearray(draw(scapy_frames()))
     for _ in range(draw(st.integers(0, 3))):
         frame[draw(st.integers(0, len(frame) - 1))] = draw(st.integers(0, 255))
-    return bytes(frame[:draw(st.integers(0, len(frame)))])
+    return bytes(frame[: draw(st.integers(0, len(frame)))])
 
 
 any_frames = st.one_of(scapy_frames(), mangled_frames(), st.binary(max_size=128))
@@ -70,16 +78,21 @@ any_frames = st.one_of(scapy_frames(), mangled_frames(), st.binary(max_size=128)
 
 # ---- good frames ----------------------------------------------------------------------------
 
+
 def test_udp_frame():
     parsed = parse_frame(udp_frame())
-    assert parsed == Parsed(FiveTuple(ip_to_int(CLIENT), ip_to_int(VIP), 1234, 5000, 17),
-                            None, 14, 34, None)
+    assert parsed == Parsed(
+        FiveTuple(ip_to_int(CLIENT), ip_to_int(VIP), 1234, 5000, 17), None, 14, 34, None
+    )
     assert str(parsed.flow) == "udp 10.0.0.1:1234 -> 10.0.0.100:5000"
 
 
 def test_tcp_frame_with_options_on_both_layers():
-    frame = bytes(eth() / IP(src=CLIENT, dst=VIP, options=[IPOption_NOP()] * 8)
-                  / TCP(sport=40000, dport=80, options=[("MSS", 1460), ("NOP", None)]))
+    frame = bytes(
+        eth()
+        / IP(src=CLIENT, dst=VIP, options=[IPOption_NOP()] * 8)
+        / TCP(sport=40000, dport=80, options=[("MSS", 1460), ("NOP", None)])
+    )
     parsed = parse_frame(frame)
     assert parsed.reason is None
     assert parsed.flow == FiveTuple(ip_to_int(CLIENT), ip_to_int(VIP), 40000, 80, 6)
@@ -87,11 +100,14 @@ def test_tcp_frame_with_options_on_both_layers():
     assert str(parsed.flow) == "tcp 10.0.0.1:40000 -> 10.0.0.100:80"
 
 
-@pytest.mark.parametrize("tags, vlan, l3", [
-    ([Dot1Q(vlan=10)], 10, 18),
-    ([Dot1AD(vlan=100), Dot1Q(vlan=20)], 100, 22),    # QinQ: the outer id is reported
-    ([Dot1Q(vlan=4095, prio=7)], 4095, 18),           # priority bits are not the id
-])
+@pytest.mark.parametrize(
+    "tags, vlan, l3",
+    [
+        ([Dot1Q(vlan=10)], 10, 18),
+        ([Dot1AD(vlan=100), Dot1Q(vlan=20)], 100, 22),  # QinQ: the outer id is reported
+        ([Dot1Q(vlan=4095, prio=7)], 4095, 18),  # priority bits are not the id
+    ],
+)
 def test_vlan_tags(tags, vlan, l3):
     frame = eth()
     for tag in tags:
@@ -110,9 +126,9 @@ def test_ethernet_padding_after_ip_total_length_is_fine():
 def test_first_fragment_with_more_fragments_parses():
     # A first fragment: MF set, offset 0; its UDP length covers the whole (bigger) datagram.
     whole = IP(src=CLIENT, dst=VIP, flags="MF") / UDP(sport=1234, dport=5000) / (b"x" * 100)
-    first = bytes(eth() / whole)[:14 + 20 + 8 + 16]
+    first = bytes(eth() / whole)[: 14 + 20 + 8 + 16]
     first = bytearray(first)
-    struct.pack_into("!H", first, 14 + 2, 20 + 8 + 16)     # this fragment's IP total length
+    struct.pack_into("!H", first, 14 + 2, 20 + 8 + 16)  # this fragment's IP total length
     parsed = parse_frame(bytes(first))
     assert parsed.reason is None and parsed.flow.dst_port == 5000
 
@@ -122,11 +138,12 @@ def test_accepts_bytes_bytearray_and_memoryview():
     expected = parse_frame(frame)
     assert parse_frame(bytearray(frame)) == expected
     assert parse_frame(memoryview(frame)) == expected
-    ring = bytearray(100) + frame                          # a frame inside a bigger buffer
+    ring = bytearray(100) + frame  # a frame inside a bigger buffer
     assert parse_frame(memoryview(ring)[100:]) == expected
 
 
 # ---- drop reasons ---------------------------------------------------------------------------
+
 
 def set_byte(frame, offset, value):
     frame = bytearray(frame)
@@ -147,18 +164,22 @@ DROPS = {
     "empty": (b"", DropReason.TRUNCATED_ETHERNET),
     "13 bytes": (UDP_FRAME[:13], DropReason.TRUNCATED_ETHERNET),
     "vlan tag cut": (bytes(eth() / Dot1Q(vlan=1))[:16], DropReason.TRUNCATED_ETHERNET),
-    "second tag cut": (bytes(eth() / Dot1AD(vlan=1) / Dot1Q(vlan=2))[:20],
-                       DropReason.TRUNCATED_ETHERNET),
+    "second tag cut": (
+        bytes(eth() / Dot1AD(vlan=1) / Dot1Q(vlan=2))[:20],
+        DropReason.TRUNCATED_ETHERNET,
+    ),
     "arp": (bytes(eth() / ARP()), DropReason.ARP),
     "arp in vlan": (bytes(eth() / Dot1Q(vlan=5) / ARP()), DropReason.ARP),
     "ipv6": (bytes(eth() / IPv6() / UDP()), DropReason.IPV6),
     "lldp": (set_u16(UDP_FRAME, 12, 0x88CC), DropReason.OTHER_ETHERTYPE),
-    "third vlan tag": (bytes(eth() / Dot1AD(vlan=1) / Dot1Q(vlan=2) / Dot1Q(vlan=3) / IP()),
-                       DropReason.OTHER_ETHERTYPE),
-    "19-byte ip": (UDP_FRAME[:14 + 19], DropReason.TRUNCATED_IP),
+    "third vlan tag": (
+        bytes(eth() / Dot1AD(vlan=1) / Dot1Q(vlan=2) / Dot1Q(vlan=3) / IP()),
+        DropReason.OTHER_ETHERTYPE,
+    ),
+    "19-byte ip": (UDP_FRAME[: 14 + 19], DropReason.TRUNCATED_IP),
     "version 6 in ipv4": (set_byte(UDP_FRAME, 14, 0x65), DropReason.BAD_IP_VERSION),
     "ihl 4": (set_byte(UDP_FRAME, 14, 0x44), DropReason.BAD_IHL),
-    "ihl beyond frame": (set_byte(UDP_FRAME, 14, 0x4F)[:14 + 40], DropReason.TRUNCATED_IP),
+    "ihl beyond frame": (set_byte(UDP_FRAME, 14, 0x4F)[: 14 + 40], DropReason.TRUNCATED_IP),
     "total length < ihl": (set_u16(UDP_FRAME, 16, 19), DropReason.BAD_IP_LENGTH),
     "total length > frame": (set_u16(UDP_FRAME, 16, 500), DropReason.BAD_IP_LENGTH),
     "frame cut inside udp payload": (UDP_FRAME[:-2], DropReason.BAD_IP_LENGTH),
@@ -183,15 +204,26 @@ def test_drop_reasons(name):
 def test_every_reason_is_tested_and_reasons_match_the_c_enum_order():
     assert {reason for _, reason in DROPS.values()} == set(REASONS[1:])
     assert REASONS[0] is None
-    assert REASONS[1:] == ("truncated-ethernet", "arp", "ipv6", "other-ethertype",
-                           "truncated-ip", "bad-ip-version", "bad-ihl", "bad-ip-length",
-                           "fragment", "unsupported-proto", "truncated-l4", "bad-tcp-offset",
-                           "bad-udp-length")
+    assert REASONS[1:] == (
+        "truncated-ethernet",
+        "arp",
+        "ipv6",
+        "other-ethertype",
+        "truncated-ip",
+        "bad-ip-version",
+        "bad-ihl",
+        "bad-ip-length",
+        "fragment",
+        "unsupported-proto",
+        "truncated-l4",
+        "bad-tcp-offset",
+        "bad-udp-length",
+    )
 
 
 def test_checksums_are_not_verified():
-    frame = set_u16(UDP_FRAME, 14 + 10, 0xDEAD)                # wrong IP header checksum
-    frame = set_u16(frame, 34 + 6, 0xBEEF)                     # wrong UDP checksum
+    frame = set_u16(UDP_FRAME, 14 + 10, 0xDEAD)  # wrong IP header checksum
+    frame = set_u16(frame, 34 + 6, 0xBEEF)  # wrong UDP checksum
     assert parse_frame(frame).flow == parse_frame(UDP_FRAME).flow
 
 
@@ -202,6 +234,7 @@ def test_ip_helpers():
 
 
 # ---- fuzz -----------------------------------------------------------------------------------
+
 
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
 @given(frame=any_frames, kind=st.sampled_from([bytes, bytearray, memoryview]))
@@ -224,9 +257,10 @@ def test_scapy_frames_parse_to_what_scapy_built(frame):
         assert parsed.reason == DropReason.UNSUPPORTED_PROTO
     else:
         l4 = packet[TCP] if TCP in packet else packet[UDP]
-        assert parsed.flow == FiveTuple(ip_to_int(ip.src), ip_to_int(ip.dst), l4.sport,
-                                        l4.dport, ip.proto)
+        assert parsed.flow == FiveTuple(
+            ip_to_int(ip.src), ip_to_int(ip.dst), l4.sport, l4.dport, ip.proto
+        )
         assert parsed.l3_offset == len(packet) - len(ip) - (len(frame) - len(packet))
         assert parsed.l4_offset == parsed.l3_offset + ip.ihl * 4
-        outer = packet.payload                             # the layer after Ethernet
+        outer = packet.payload  # the layer after Ethernet
         assert parsed.vlan == (outer.vlan if isinstance(outer, (Dot1Q, Dot1AD)) else None)

@@ -2,6 +2,7 @@
 add / drain / fail (+ recovery) because of their flow tables; a stateless LB (Maglev per
 packet, tests/broken/stateless_lb.py) breaks the rules, and the judge says which and how often.
 """
+
 import os
 import sys
 
@@ -11,15 +12,20 @@ from testbed.poolchange import PoolChangeSpec, run_sandboxed
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 HERE = os.path.dirname(os.path.abspath(__file__))
-PLANS = [{"kind": "add", "backend": "b4"}, {"kind": "drain", "backend": "b2"},
-         {"kind": "fail", "backend": "b2"}]
+PLANS = [
+    {"kind": "add", "backend": "b4"},
+    {"kind": "drain", "backend": "b2"},
+    {"kind": "fail", "backend": "b2"},
+]
 
 
 def run(way, stateless=False, **extra):
-    command = [sys.executable, os.path.join(HERE, "broken", "stateless_lb.py"), way] \
-        if stateless else None
-    result = run_sandboxed(PoolChangeSpec(way=way, lb_command=command, lb_extra=extra,
-                                          plans=PLANS))
+    command = (
+        [sys.executable, os.path.join(HERE, "broken", "stateless_lb.py"), way]
+        if stateless
+        else None
+    )
+    result = run_sandboxed(PoolChangeSpec(way=way, lb_command=command, lb_extra=extra, plans=PLANS))
     assert "error" not in result, result
     assert [r["plan"]["kind"] for r in result["results"]] == ["add", "drain", "fail"]
     for r in result["results"]:
@@ -29,7 +35,7 @@ def run(way, stateless=False, **extra):
 
 
 def assert_passes(results):
-    for kind, r in results.items():
+    for _kind, r in results.items():
         report = r["report"]
         assert report["ok"], r["table"]
         assert report["flows"]["before"] >= 40 and report["flows"]["new"] >= 50, r["table"]
@@ -44,15 +50,15 @@ def broken(r, words):
 def assert_stateless_caught(results):
     add, drain, fail = results["add"], results["drain"], results["fail"]
     judged, moved = broken(add, "flows from before keep their backend")
-    assert judged >= 40 and moved >= 3, add["table"]           # ~1/4 move to the new b4
+    assert judged >= 40 and moved >= 3, add["table"]  # ~1/4 move to the new b4
     judged, moved = broken(drain, "flows on the drained")
-    assert judged >= 3 and moved == judged, drain["table"]     # all of b2's leave it
+    assert judged >= 3 and moved == judged, drain["table"]  # all of b2's leave it
     judged, back = broken(fail, "flows on the failed")
-    assert judged >= 3 and back == judged, fail["table"]       # all return to b2 when it is back
+    assert judged >= 3 and back == judged, fail["table"]  # all return to b2 when it is back
     for r in results.values():
         assert not r["report"]["ok"]
         _, split = broken(r, "new flows stay on one backend")
-        assert split == 0, r["table"]          # per flow it is consistent: only a change shows it
+        assert split == 0, r["table"]  # per flow it is consistent: only a change shows it
 
 
 def test_socket_reference_keeps_flows_across_pool_changes():
@@ -63,8 +69,9 @@ def test_socket_stateless_lb_is_caught():
     assert_stateless_caught(run("socket", stateless=True))
 
 
-@pytest.mark.parametrize("io", [{}, {"workers": 2, "style": "vector"}],
-                         ids=["perpacket", "vector-2-workers"])
+@pytest.mark.parametrize(
+    "io", [{}, {"workers": 2, "style": "vector"}], ids=["perpacket", "vector-2-workers"]
+)
 def test_afpacket_reference_keeps_flows_across_pool_changes(io):
     """Vector style: the flow state is the BatchFlowCache, keyed by backend number; with two
     workers the SIGHUP is passed on, each worker applies the change to its own flow table."""

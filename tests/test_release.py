@@ -1,4 +1,5 @@
 """vnflab release: the student tree is generated from the solution markers and leaks nothing."""
+
 import os
 import re
 import shutil
@@ -32,11 +33,19 @@ def test_strip_replaces_the_lab_block_and_keeps_other_labs_code():
     compile(out, "sample", "exec")
     out2 = markers.strip(SAMPLE, "lab2")
     assert "z = x * 2 + y" in out2 and "return 42" not in out2 and "SOLUTION" not in out2
-    assert markers.solution_lines(SAMPLE, "lab1") == {"z = x * 2 + y"}   # short lines are not distinctive
+    assert markers.solution_lines(SAMPLE, "lab1") == {
+        "z = x * 2 + y"
+    }  # short lines are not distinctive
 
 
-@pytest.mark.parametrize("text", ["# BEGIN SOLUTION lab1: a\n", "# END SOLUTION\n",
-                                  "# BEGIN SOLUTION lab1\n# BEGIN SOLUTION lab1\n# END SOLUTION\n"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "# BEGIN SOLUTION lab1: a\n",
+        "# END SOLUTION\n",
+        "# BEGIN SOLUTION lab1\n# BEGIN SOLUTION lab1\n# END SOLUTION\n",
+    ],
+)
 def test_unbalanced_markers_are_refused(text):
     with pytest.raises(markers.MarkerError):
         markers.blocks(text)
@@ -47,7 +56,7 @@ def test_every_lab_file_has_its_blocks():
         lab = labconfig.load(n)
         if lab.available():
             continue
-        for name, ref in lab.files.items():
+        for _name, ref in lab.files.items():
             with open(os.path.join(REPO, ref)) as f:
                 found = [b for b in markers.blocks(f.read(), ref) if b.lab == lab.name]
             assert found, f"{ref} has no {lab.name} solution block"
@@ -56,6 +65,7 @@ def test_every_lab_file_has_its_blocks():
 @pytest.fixture(scope="module")
 def released(tmp_path_factory):
     from grader.release import release
+
     out = str(tmp_path_factory.mktemp("student"))
     done = release(out, log=lambda *_: None)
     return out, done
@@ -92,12 +102,15 @@ def test_release_writes_labs_and_leaks_no_solution(released):
                     every.append((fn, f.read()))
         blob = "\n".join(text for _, text in every)
         assert "BEGIN SOLUTION" not in blob and "END SOLUTION" not in blob
-        for h in lab.hidden:              # hidden scenario names never appear
+        for h in lab.hidden:  # hidden scenario names never appear
             assert h["name"] not in blob
         for name, ref in lab.files.items():
             with open(os.path.join(REPO, ref)) as f:
-                leaked = [line for line in markers.solution_lines(f.read(), lab.name)
-                          if line in {x.strip() for x in blob.splitlines()}]
+                leaked = [
+                    line
+                    for line in markers.solution_lines(f.read(), lab.name)
+                    if line in {x.strip() for x in blob.splitlines()}
+                ]
             assert not leaked, f"{lab.name}/{name} leaks solution lines: {leaked[:3]}"
             starter = os.path.join(dest, name)
             subprocess.run([sys.executable, "-m", "py_compile", starter], check=True)
@@ -128,21 +141,42 @@ def test_released_loop_files_hold_the_students_part_not_the_rig(released):
 def test_released_starter_imports_and_fails_its_public_tests(released, lab):
     out, _ = released
     dest = os.path.join(out, f"lab{lab}")
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
-                       cwd=dest, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        cwd=dest,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 1, r.stdout[-2000:]
     assert "NotImplementedError" in r.stdout and "error" not in r.stdout.splitlines()[-1]
     # the same public tests pass on the reference file
     lab_cfg = labconfig.load(lab)
-    ref = next(os.path.join(REPO, p) for n, p in lab_cfg.files.items()
-               if n.startswith(("flowtable", "packet")))
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
-                       cwd=dest, capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "VNFLAB_STUDENT_FILE": ref})
+    ref = next(
+        os.path.join(REPO, p)
+        for n, p in lab_cfg.files.items()
+        if n.startswith(("flowtable", "packet"))
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        cwd=dest,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "VNFLAB_STUDENT_FILE": ref},
+    )
     assert r.returncode == 0, r.stdout[-2000:]
-    for name in lab_cfg.files:                   # the starter modules import
-        subprocess.run([sys.executable, "-c", f"import importlib.util as u; s = u.spec_from_file_location('m', '{dest}/{name}'); u.module_from_spec(s); s.loader.exec_module(u.module_from_spec(s))"],
-                       check=True, cwd=dest, timeout=60)
+    for name in lab_cfg.files:  # the starter modules import
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                f"import importlib.util as u; s = u.spec_from_file_location('m', '{dest}/{name}'); u.module_from_spec(s); s.loader.exec_module(u.module_from_spec(s))",
+            ],
+            check=True,
+            cwd=dest,
+            timeout=60,
+        )
 
 
 @pytest.mark.skipif(not shutil.which("make"), reason="make not installed")
@@ -161,12 +195,23 @@ def test_make_unit_uses_vnflabs_python_not_the_systems(released, tmp_path):
     assert r.returncode != 0 and "NotImplementedError" in r.stdout, r.stdout + r.stderr
     assert "no pytest here" not in r.stderr
     ref = os.path.join(REPO, labconfig.load(1).files["flowtable.py"])
-    r = subprocess.run(make, cwd=dest, env={**env, "VNFLAB_STUDENT_FILE": ref},
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        make,
+        cwd=dest,
+        env={**env, "VNFLAB_STUDENT_FILE": ref},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert " passed" in r.stdout.splitlines()[-1]
-    r = subprocess.run([sys.executable, "-m", "vnflab.cli", "lab", "unit", "1", "--submission",
-                        str(tmp_path)], env=env, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "vnflab.cli", "lab", "unit", "1", "--submission", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2 and "no tests/" in r.stderr
 
 

@@ -1,4 +1,5 @@
 """The backend server as a real process on loopback: UDP echo, HTTP, records, signals."""
+
 import http.client
 import json
 import os
@@ -10,8 +11,14 @@ import time
 
 import pytest
 
-from topologies.servers import (decode_reply, encode_reply, encode_request, http_body,
-                                parse_body_line, wait_ready)
+from topologies.servers import (
+    decode_reply,
+    encode_reply,
+    encode_request,
+    http_body,
+    parse_body_line,
+    wait_ready,
+)
 
 
 def start_backend(tmp_path, name, bind="127.0.0.2"):
@@ -19,9 +26,26 @@ def start_backend(tmp_path, name, bind="127.0.0.2"):
     record = tmp_path / f"{name}.json"
     ready = tmp_path / f"{name}.ready"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "topologies.servers", "--name", name, "--bind", bind,
-         "--http-port", "0", "--udp-port", "0", "--record", str(record),
-         "--ready-file", str(ready), "--interval", "0.5"])
+        [
+            sys.executable,
+            "-m",
+            "topologies.servers",
+            "--name",
+            name,
+            "--bind",
+            bind,
+            "--http-port",
+            "0",
+            "--udp-port",
+            "0",
+            "--record",
+            str(record),
+            "--ready-file",
+            str(ready),
+            "--interval",
+            "0.5",
+        ]
+    )
     try:
         info = wait_ready(str(ready), timeout=10, proc=proc)
     except Exception:
@@ -58,7 +82,7 @@ def udp_client():
 def test_wire_helpers_round_trip():
     assert decode_reply(encode_reply(7, 9, 3, b"b2")) == (7, 9, 3, "b2")
     assert decode_reply(b"VNFR") is None
-    assert decode_reply(encode_request(1, 2, 3)) is None       # a request is not a reply
+    assert decode_reply(encode_request(1, 2, 3)) is None  # a request is not a reply
     assert len(encode_request(1, 2, 3, size=100)) == 100
     body = http_body("b1", 42, 0, 1000)
     assert len(body) == 1000
@@ -70,14 +94,14 @@ def test_udp_echo_and_final_record_on_sigterm(backend):
     proc, info, record = backend
     dest = ("127.0.0.2", info["udp_port"])
     s = udp_client()
-    for seq in (0, 1, 3, 3, 4):          # seq 2 missing, seq 3 twice
+    for seq in (0, 1, 3, 3, 4):  # seq 2 missing, seq 3 twice
         s.sendto(encode_request(11, seq, 5, size=64), dest)
         data, addr = s.recvfrom(2048)
         assert decode_reply(data) == (11, seq, 5, "b1")
         assert addr == dest
     for junk in (b"", b"VNF", b"XXXX" + bytes(20), b"VNFL\x00"):
         s.sendto(junk, dest)
-    s.sendto(encode_request(12, 0, 5), dest)               # still answers after junk
+    s.sendto(encode_request(12, 0, 5), dest)  # still answers after junk
     assert decode_reply(s.recvfrom(2048)[0])[0] == 12
     s.close()
 
@@ -99,7 +123,7 @@ def test_udp_echo_and_final_record_on_sigterm(backend):
 def test_http_body_echo_and_malformed(backend):
     proc, info, record = backend
     conn = http.client.HTTPConnection("127.0.0.2", info["http_port"], timeout=3)
-    for seq in range(3):                                    # keep-alive: one connection
+    for seq in range(3):  # keep-alive: one connection
         conn.request("GET", "/?size=500", headers={"X-Flow-Id": "77", "X-Seq": str(seq)})
         resp = conn.getresponse()
         body = resp.read()
@@ -112,7 +136,7 @@ def test_http_body_echo_and_malformed(backend):
     conn.request("GET", "/", headers={"X-Flow-Id": "seventy"})
     resp = conn.getresponse()
     assert resp.status == 400 and b"bad-flow-id" in resp.read()
-    conn.request("POST", "/", body=b"x" * 10)               # only GET and HEAD: 405, closed
+    conn.request("POST", "/", body=b"x" * 10)  # only GET and HEAD: 405, closed
     resp = conn.getresponse()
     resp.read()
     assert resp.status == 405 and resp.getheader("Allow") == "GET, HEAD"
@@ -131,7 +155,7 @@ def test_plain_http_gets_200_naming_the_backend_and_an_anonymous_flow(backend):
     """curl's first check: no X-Flow-Id, still 200, and the record keeps it apart."""
     proc, info, record = backend
     conn = http.client.HTTPConnection("127.0.0.2", info["http_port"], timeout=3)
-    for _ in range(2):                                      # two requests, one connection
+    for _ in range(2):  # two requests, one connection
         conn.request("GET", "/")
         resp = conn.getresponse()
         assert resp.status == 200 and resp.read() == b"b1 (127.0.0.2)\n"
@@ -139,7 +163,7 @@ def test_plain_http_gets_200_naming_the_backend_and_an_anonymous_flow(backend):
     resp = conn.getresponse()
     assert resp.status == 200 and resp.read() == b""
     assert resp.getheader("Content-Length") == str(len(b"b1 (127.0.0.2)\n"))
-    conn.request("GET", "/?size=200000")                    # more than one send() worth
+    conn.request("GET", "/?size=200000")  # more than one send() worth
     resp = conn.getresponse()
     body = resp.read()
     assert len(body) == 200000 and body.startswith(b"b1 (127.0.0.2)\nabc")
@@ -169,7 +193,7 @@ def test_pipelined_requests_are_all_answered_in_order(backend):
     request = b"GET /?size=1000000 HTTP/1.1\r\nHost: x\r\nX-Flow-Id: %d\r\n\r\n"
     with socket.create_connection(("127.0.0.2", info["http_port"]), timeout=5) as s:
         s.sendall(b"".join(request % 5 for _ in range(20)))
-        time.sleep(0.3)                 # the server fills its socket buffer and waits for us
+        time.sleep(0.3)  # the server fills its socket buffer and waits for us
         s.shutdown(socket.SHUT_WR)
         data = bytearray()
         while chunk := s.recv(1 << 20):
@@ -214,7 +238,7 @@ def test_reply_leaves_from_the_address_it_was_sent_to(tmp_path):
         s.close()
         rec = stop_backend(proc, record)
         (f,) = rec["flows"]
-        assert f["tuples_seen"] == 2        # same flow id, two destination addresses
+        assert f["tuples_seen"] == 2  # same flow id, two destination addresses
     finally:
         if proc.poll() is None:
             proc.kill()

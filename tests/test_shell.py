@@ -1,5 +1,6 @@
 """vnflab lab shell through a real terminal, the flow-table sample of the LB program contract,
 the captures, and the split flow's frames a grading ships next to its report."""
+
 from __future__ import annotations
 
 import glob
@@ -29,38 +30,44 @@ BACKENDS = [Backend(f"b{i}", f"10.0.0.10{i}", f"02:00:00:00:02:0{i}", 8080) for 
 
 # --- the flow-table sample (no network) ---------------------------------------------------------
 
+
 def test_flowtable_recent_lists_the_newest_flows_without_touching_them():
     table = FlowTable(capacity=8, idle_timeout=30)
     for i in range(5):
         table.insert(("flow", i), f"b{i}", now=float(i))
-    table.lookup(("flow", 1), now=10.0)                    # flow 1 is the newest now
+    table.lookup(("flow", 1), now=10.0)  # flow 1 is the newest now
     counters = table.stats()
-    assert table.recent(3, now=12.0) == [(("flow", 1), "b1", 2.0), (("flow", 4), "b4", 8.0),
-                                         (("flow", 3), "b3", 9.0)]
+    assert table.recent(3, now=12.0) == [
+        (("flow", 1), "b1", 2.0),
+        (("flow", 4), "b4", 8.0),
+        (("flow", 3), "b3", 9.0),
+    ]
     assert table.stats() == counters and table.items()[-1][0] == ("flow", 1)
     assert table.recent(0, now=12.0) == [] and len(table.recent(99, now=12.0)) == 5
 
 
 def test_lb_program_stats_hold_a_flows_sample_of_the_table_and_of_the_batch_cache():
     import numpy as np
+
     program = LBProgram(LBConfig(backends=list(BACKENDS)), {})
     program.flows_sample_size = 3
     lb = program.lb
     for port in range(40000, 40005):
         lb.backend_for(FiveTuple(0x0A00000B, lb.vip, port, 8080, 17), time.monotonic())
     sample = program.stats()["flows_sample"]
-    assert [r["flow"] for r in sample] == [f"udp 10.0.0.11:{p} -> {VIP}:8080"
-                                           for p in (40004, 40003, 40002)]
+    assert [r["flow"] for r in sample] == [
+        f"udp 10.0.0.11:{p} -> {VIP}:8080" for p in (40004, 40003, 40002)
+    ]
     assert all(r["backend"] in {"b1", "b2", "b3"} and r["idle_s"] >= 0 for r in sample)
 
-    class Burst:                                   # the columns of a parsed burst
+    class Burst:  # the columns of a parsed burst
         hash = np.array([0x1234, 0x5678], np.uint32)
         reason = np.zeros(2, np.uint8)
         dst_ip = np.full(2, lb.vip, np.uint32)
         dst_port = np.full(2, 8080, np.uint16)
         proto = np.full(2, 17, np.uint8)
 
-    lb.flows = FlowTable()                         # only the batch cache holds flows now
+    lb.flows = FlowTable()  # only the batch cache holds flows now
     choice = lb.backends_for_batch(Burst, 2, time.monotonic())
     rows = program.flows_sample(5)
     assert {r["hash"] for r in rows} == {"0x00001234", "0x00005678"}
@@ -70,37 +77,53 @@ def test_lb_program_stats_hold_a_flows_sample_of_the_table_and_of_the_batch_cach
 
 # --- captures: reading, picking a flow's frames, pcapng (no network) -------------------------
 
+
 def test_frames_of_a_flow_are_found_by_its_id_at_every_interface(tmp_path):
     from scapy.all import IP, TCP, UDP, Ether, Raw, rdpcap, wrpcap
 
     def udp(fid, src, dst, sport):
-        return Ether() / IP(src=src, dst=dst) / UDP(sport=sport, dport=8080) / \
-            Raw(REQUEST.pack(MAGIC, fid, 0, 1))
+        return (
+            Ether()
+            / IP(src=src, dst=dst)
+            / UDP(sport=sport, dport=8080)
+            / Raw(REQUEST.pack(MAGIC, fid, 0, 1))
+        )
 
     request = Raw(b"GET / HTTP/1.1\r\nHost: x\r\nX-Flow-Id: 1500007\r\n\r\n")
-    lb_frames = [udp(1000001, "10.0.0.11", VIP, 40000), udp(1000002, "10.0.0.11", VIP, 40001),
-                 Ether() / IP(src="10.0.0.12", dst=VIP) / TCP(sport=50000, dport=8080, flags="S"),
-                 Ether() / IP(src="10.0.0.12", dst=VIP) / TCP(sport=50000, dport=8080) / request,
-                 Ether() / IP(src=VIP, dst="10.0.0.12") / TCP(sport=8080, dport=50000, flags="A")]
+    lb_frames = [
+        udp(1000001, "10.0.0.11", VIP, 40000),
+        udp(1000002, "10.0.0.11", VIP, 40001),
+        Ether() / IP(src="10.0.0.12", dst=VIP) / TCP(sport=50000, dport=8080, flags="S"),
+        Ether() / IP(src="10.0.0.12", dst=VIP) / TCP(sport=50000, dport=8080) / request,
+        Ether() / IP(src=VIP, dst="10.0.0.12") / TCP(sport=8080, dport=50000, flags="A"),
+    ]
     wrpcap(str(tmp_path / "lb.pcap"), lb_frames)
-    wrpcap(str(tmp_path / "b1.pcap"), [udp(1000001, "10.0.0.1", "10.0.0.101", 33333),
-                                       udp(1000002, "10.0.0.1", "10.0.0.101", 33334)])
+    wrpcap(
+        str(tmp_path / "b1.pcap"),
+        [
+            udp(1000001, "10.0.0.1", "10.0.0.101", 33333),
+            udp(1000002, "10.0.0.1", "10.0.0.101", 33334),
+        ],
+    )
     assert read_pcap(str(tmp_path / "lb.pcap"))[0] == 1
-    names, frames = frames_of_flows({"lb-eth0": str(tmp_path / "lb.pcap"),
-                                     "b1-eth0": str(tmp_path / "b1.pcap")},
-                                    [("udp", 1000001), ("tcp", 1500007)])
+    names, frames = frames_of_flows(
+        {"lb-eth0": str(tmp_path / "lb.pcap"), "b1-eth0": str(tmp_path / "b1.pcap")},
+        [("udp", 1000001), ("tcp", 1500007)],
+    )
     write_pcapng(str(tmp_path / "x.pcapng"), names, frames)
     packets = rdpcap(str(tmp_path / "x.pcapng"))
     seen = sorted((p.sniffed_on, p.summary().split(" / ")[2]) for p in packets)
-    assert len(packets) == 5                       # flow 1000002 left out; the SYN and ACK kept
+    assert len(packets) == 5  # flow 1000002 left out; the SYN and ACK kept
     assert ("b1-eth0", "UDP 10.0.0.1:33333 > 10.0.0.101:8080") in seen
     assert sum(1 for iface, _ in seen if iface == "lb-eth0") == 4
 
 
 # --- the lab shell through a pty (network) -----------------------------------------------------
 
+
 def _released_lab1_with_the_reference(tmp_path) -> str:
     from grader.release import release
+
     release(str(tmp_path / "release"), [1], log=lambda *_: None)
     lab = tmp_path / "release" / "lab1"
     for student, ref in fixtures.LAB_FILES[1].items():
@@ -125,13 +148,19 @@ def _processes_mentioning(text: str) -> list[str]:
 def test_lab_shell_drives_the_students_lb_from_a_terminal(tmp_path):
     pexpect = pytest.importorskip("pexpect")
     from scapy.all import IP, rdpcap
+
     lab = _released_lab1_with_the_reference(tmp_path)
     pcaps = str(tmp_path / "pcaps")
     env = {**os.environ, "PYTHONPATH": REPO}
-    term = pexpect.spawn(sys.executable, ["-m", "vnflab.cli", "lab", "shell", "1",
-                                          "--submission", lab, "--pcap", pcaps],
-                         cwd=REPO, env=env, encoding="utf-8", timeout=180,
-                         dimensions=(50, 200))
+    term = pexpect.spawn(
+        sys.executable,
+        ["-m", "vnflab.cli", "lab", "shell", "1", "--submission", lab, "--pcap", pcaps],
+        cwd=REPO,
+        env=env,
+        encoding="utf-8",
+        timeout=180,
+        dimensions=(50, 200),
+    )
     log = []
 
     def run(command: str, timeout: float = 180) -> str:
@@ -155,27 +184,31 @@ def test_lab_shell_drives_the_students_lb_from_a_terminal(tmp_path):
         assert forwarded >= 600 and "'b1': 'up'" in out, out
 
         out = run("flows 5")
-        rows = re.findall(r"^  (udp|tcp) 10\.0\.0\.1[12]:\d+ -> 10\.0\.0\.100:8080 +-> b[123], "
-                          r"last packet [\d.]+ s ago$", out, re.MULTILINE)
+        rows = re.findall(
+            r"^  (udp|tcp) 10\.0\.0\.1[12]:\d+ -> 10\.0\.0\.100:8080 +-> b[123], "
+            r"last packet [\d.]+ s ago$",
+            out,
+            re.MULTILINE,
+        )
         assert len(rows) == 5, out
 
         out = run("pcap lb 2")
         path = re.search(r"-> (\S+lb-eth0\.pcap)", out).group(1)
         assert path.startswith(pcaps)
-        run(f"c1 curl -s {VIP}:8080/")               # frames to the VIP while it captures
+        run(f"c1 curl -s {VIP}:8080/")  # frames to the VIP while it captures
 
         out = run("drain b2")
         assert "'b2': 'draining'" in out, out
         out = run("traffic")
         assert "vnflab affinity check: OK" in out, out
         per_backend = dict(re.findall(r"^  (b[1-4]) +(\d+) ", out, re.MULTILINE))
-        assert int(per_backend["b2"]) <= 5 < int(per_backend["b1"]), out   # no new flows to b2
+        assert int(per_backend["b2"]) <= 5 < int(per_backend["b1"]), out  # no new flows to b2
         control = re.search(r"control file (\S+)/control\.json", log[-2]).group(1)
 
         out = run("pcap")
         assert "(done)" in out and path in out, out
         assert "LB restarted" in run("restart")
-        assert re.search(r"^b[13] \(", run(f"c1 curl -s {VIP}:8080/"), re.MULTILINE)   # b2 drained
+        assert re.search(r"^b[13] \(", run(f"c1 curl -s {VIP}:8080/"), re.MULTILINE)  # b2 drained
         term.sendline("exit")
         term.expect(pexpect.EOF, timeout=60)
     finally:
@@ -192,12 +225,14 @@ def test_lab_shell_drives_the_students_lb_from_a_terminal(tmp_path):
 
 # --- a graded split flow ships its frames (network) --------------------------------------------
 
+
 @pytest.mark.network
 @pytest.mark.slow
 def test_a_split_flow_ships_its_frames_next_to_the_report(tmp_path):
     from scapy.all import IP, UDP, rdpcap
 
     from grader.grade import grade
+
     sub = fixtures.build("rr", str(tmp_path / "rr"))
     out = str(tmp_path / "out")
     res = grade(sub, 1, out, quick=True, include_hidden=False, tests=["starts", "affinity"])

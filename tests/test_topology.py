@@ -1,6 +1,4 @@
 """The LB topology: addressing plan, config errors that name the field, and a real pingall."""
-import subprocess
-import sys
 
 import pytest
 
@@ -17,17 +15,20 @@ def test_addressing_plan_is_deterministic():
     assert len({cfg.host_mac(n) for n in cfg.host_names()}) == 6
 
 
-@pytest.mark.parametrize("kwargs, field", [
-    ({"backends": 0}, "backends"),
-    ({"backends": 1000}, "backends"),
-    ({"backends": "3"}, "backends"),
-    ({"clients": -1}, "clients"),
-    ({"vip": "10.9.9.9"}, "vip"),
-    ({"vip": "10.0.0.101"}, "vip"),
-    ({"vip": "not-an-ip"}, "vip"),
-    ({"subnet": "10.0.0.0/28"}, "subnet"),
-    ({"switch": "ovsk"}, "switch"),
-])
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"backends": 0}, "backends"),
+        ({"backends": 1000}, "backends"),
+        ({"backends": "3"}, "backends"),
+        ({"clients": -1}, "clients"),
+        ({"vip": "10.9.9.9"}, "vip"),
+        ({"vip": "10.0.0.101"}, "vip"),
+        ({"vip": "not-an-ip"}, "vip"),
+        ({"subnet": "10.0.0.0/28"}, "subnet"),
+        ({"switch": "ovsk"}, "switch"),
+    ],
+)
 def test_bad_config_names_the_field(kwargs, field):
     with pytest.raises(TopologyError) as err:
         LBTopoConfig(**kwargs).validate()
@@ -45,8 +46,21 @@ def test_vip_outside_subnet_message():
 def test_mn_custom_pingall_in_a_sandbox():
     """The exact command from the README, inside a private namespace (never touches the host)."""
     from testbed import sandbox
-    r = sandbox.run(["mn", "--custom", "topologies/lb.py", "--topo", "lb,clients=2,backends=3",
-                     "--test", "pingall"], timeout=120, capture_output=True, text=True)
+
+    r = sandbox.run(
+        [
+            "mn",
+            "--custom",
+            "topologies/lb.py",
+            "--topo",
+            "lb,clients=2,backends=3",
+            "--test",
+            "pingall",
+        ],
+        timeout=120,
+        capture_output=True,
+        text=True,
+    )
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
     assert "Results: 0% dropped (30/30 received)" in out, out

@@ -1,5 +1,6 @@
 """The readers of what a submission writes (grader.untrusted), the report's quoting, the unit
 checks' channel and the cost's sanity: on real files, FIFOs, links and processes."""
+
 import json
 import os
 import socket
@@ -11,8 +12,15 @@ import pytest
 from grader import labconfig
 from grader.report import quote
 from grader.unitcheck import run_unit_checks
-from grader.untrusted import (CappedPipe, Untrusted, chown_own_socket, copy_regular,
-                              load_json_or, read_json_capped, read_text_tail)
+from grader.untrusted import (
+    CappedPipe,
+    Untrusted,
+    chown_own_socket,
+    copy_regular,
+    load_json_or,
+    read_json_capped,
+    read_text_tail,
+)
 
 CHECKS1 = os.path.join(labconfig.REPO, "labs", "lab1", "tests", "checks.py")
 
@@ -21,10 +29,14 @@ def test_links_fifos_and_big_files_are_refused(tmp_path):
     secret = tmp_path / "plan.json"
     secret.write_text('{"hidden": ["eviction"]}')
     (tmp_path / "stats.json").symlink_to(secret)
-    os.mkfifo(tmp_path / "fifo.json")                # opening it must not block
+    os.mkfifo(tmp_path / "fifo.json")  # opening it must not block
     (tmp_path / "big.json").write_text("[" + "0," * 600_000 + "0]")
-    for name, why in (("stats.json", "symbolic link"), ("fifo.json", "FIFO"),
-                      ("big.json", "larger than"), ("none.json", "does not exist")):
+    for name, why in (
+        ("stats.json", "symbolic link"),
+        ("fifo.json", "FIFO"),
+        ("big.json", "larger than"),
+        ("none.json", "does not exist"),
+    ):
         value, problem = read_json_capped(str(tmp_path / name), 1 << 20)
         assert value is None and why in problem, (name, problem)
     with pytest.raises(Untrusted, match="symbolic link"):
@@ -99,10 +111,13 @@ def test_unit_verdict_comes_from_the_grader_not_the_student(tmp_path):
     """A module that prints a forged verdict (the old harness's format) and answers nothing
     right gets nothing; the reference passes every check."""
     forged = json.dumps({"results": [{"name": "check_miss_insert_hit", "ok": True}]})
-    unit = _module(tmp_path, f"import os, sys\nprint('x ' + {forged!r})\n"
-                             "os.write(1, b'\\xff\\n')\n"
-                             "class FlowTable:\n    def __init__(self, capacity, idle_timeout):\n"
-                             "        pass\n")
+    unit = _module(
+        tmp_path,
+        f"import os, sys\nprint('x ' + {forged!r})\n"
+        "os.write(1, b'\\xff\\n')\n"
+        "class FlowTable:\n    def __init__(self, capacity, idle_timeout):\n"
+        "        pass\n",
+    )
     res = run_unit_checks(unit, lambda argv: argv)
     assert not any(r["ok"] for r in res["results"]), res
     ref = os.path.join(labconfig.REPO, "vnf", "flowtable.py")
@@ -111,11 +126,14 @@ def test_unit_verdict_comes_from_the_grader_not_the_student(tmp_path):
 
 
 def test_garbage_on_the_channel_fails_the_check_not_the_grading(tmp_path):
-    unit = _module(tmp_path, "import os\nclass FlowTable:\n"
-                             "    def __init__(self, capacity, idle_timeout):\n"
-                             "        for fd in range(3, 20):\n"
-                             "            try:\n                os.write(fd, b'\\xff\\xfe{\\n')\n"
-                             "            except OSError:\n                pass\n")
+    unit = _module(
+        tmp_path,
+        "import os\nclass FlowTable:\n"
+        "    def __init__(self, capacity, idle_timeout):\n"
+        "        for fd in range(3, 20):\n"
+        "            try:\n                os.write(fd, b'\\xff\\xfe{\\n')\n"
+        "            except OSError:\n                pass\n",
+    )
     res = run_unit_checks(unit, lambda argv: argv)
     assert len(res["results"]) == 8 and not any(r["ok"] for r in res["results"])
     assert "not JSON" in res["results"][0]["message"], res["results"][0]
@@ -123,15 +141,25 @@ def test_garbage_on_the_channel_fails_the_check_not_the_grading(tmp_path):
 
 def test_a_cost_below_zero_or_a_reference_without_one_earns_nothing():
     from grader.scoring import Scorer
+
     lab = labconfig.load(1)
-    plan = {"tests": ["cost"], "topology": {"clients": 2, "backends": 3},
-            "cost": lab.cost(True), "traffic": lab.traffic(True), "hidden": []}
+    plan = {
+        "tests": ["cost"],
+        "topology": {"clients": 2, "backends": 3},
+        "cost": lab.cost(True),
+        "traffic": lab.traffic(True),
+        "hidden": [],
+    }
 
     def cost_points(ref_ns, sub_ns):
-        windows = [{"who": "reference", "ns_per_packet": ref_ns},
-                   {"who": "submission", "ns_per_packet": sub_ns}]
-        facts = {"smoke": {"ready": True, "forwards": True},
-                 "cost": {"windows": windows, "rate_pps": 1, "seconds": 1}}
+        windows = [
+            {"who": "reference", "ns_per_packet": ref_ns},
+            {"who": "submission", "ns_per_packet": sub_ns},
+        ]
+        facts = {
+            "smoke": {"ready": True, "forwards": True},
+            "cost": {"windows": windows, "rate_pps": 1, "seconds": 1},
+        }
         s = Scorer(lab, plan, facts, [], True)
         t = next(t for t in s.score() if t["number"] == "cost")
         return t["score"], s.grader_errors

@@ -1,4 +1,5 @@
 """The VM recipe: valid cloud-config and a Vagrantfile that both run the one installer."""
+
 import os
 import re
 import subprocess
@@ -13,14 +14,16 @@ def test_user_data_is_cloud_config_running_install_sh():
     yaml = pytest.importorskip("yaml")
     with open(os.path.join(VM, "user-data.yaml")) as f:
         text = f.read()
-    assert text.startswith("#cloud-config\n")          # cloud-init ignores user-data without it
+    assert text.startswith("#cloud-config\n")  # cloud-init ignores user-data without it
     doc = yaml.safe_load(text)
     assert isinstance(doc, dict)
     assert set(doc) <= {"package_update", "packages", "write_files", "runcmd", "final_message"}
     files = {f["path"]: f["content"] for f in doc["write_files"]}
     setup = files["/usr/local/sbin/vnflab-vm-setup"]
     assert re.search(r"bash /opt/vnflab/scripts/install\.sh --hugepages \d+ --jupyter", setup)
-    assert any("vnflab-vm-setup" in " ".join(c if isinstance(c, list) else [c]) for c in doc["runcmd"])
+    assert any(
+        "vnflab-vm-setup" in " ".join(c if isinstance(c, list) else [c]) for c in doc["runcmd"]
+    )
     assert "git" in doc["packages"]
     # the setup script embedded in the YAML is valid bash
     assert subprocess.run(["bash", "-n"], input=setup, text=True).returncode == 0

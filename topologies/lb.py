@@ -25,6 +25,7 @@ system ``mn`` can load it)::
 or from Python: ``LBTopo(LBTopoConfig(clients=2, backends=3))``. vnflab itself always runs the
 topology inside its own network namespace (``testbed.sandbox``), so nothing leaks to the host.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -42,13 +43,14 @@ except ImportError:
     import inspect
     import sys
     from pathlib import Path
+
     _frame = inspect.currentframe()
-    assert _frame is not None      # CPython always has frames
+    assert _frame is not None  # CPython always has frames
     sys.path.insert(0, str(Path(_frame.f_code.co_filename).resolve().parents[1]))
     from vnf.addresses import SUBNET, VIP
 
-MAX_CLIENTS = 89     # .11 .. .99
-MAX_BACKENDS = 150   # .101 .. .250
+MAX_CLIENTS = 89  # .11 .. .99
+MAX_BACKENDS = 150  # .101 .. .250
 SWITCH_KINDS = ("lxbr", "ovs-user", "ovs-dpdk")
 
 
@@ -67,11 +69,13 @@ class LBTopoConfig:
     subnet: str = SUBNET
     vip: str = VIP
     switch: str = "lxbr"
-    bw_mbit: float | None = None   # HTB shaping on every link (tc netem delay does not work here)
+    bw_mbit: float | None = None  # HTB shaping on every link (tc netem delay does not work here)
 
-    def validate(self) -> "LBTopoConfig":
-        for field, value, top in (("clients", self.clients, MAX_CLIENTS),
-                                  ("backends", self.backends, MAX_BACKENDS)):
+    def validate(self) -> LBTopoConfig:
+        for field, value, top in (
+            ("clients", self.clients, MAX_CLIENTS),
+            ("backends", self.backends, MAX_BACKENDS),
+        ):
             if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= top:
                 raise TopologyError(field, f"must be a whole number from 1 to {top}, got {value!r}")
         try:
@@ -79,7 +83,9 @@ class LBTopoConfig:
         except ValueError as exc:
             raise TopologyError("subnet", f"not an IPv4 network: {exc}") from None
         if net.prefixlen > 24:
-            raise TopologyError("subnet", f"needs at least a /24 for the addressing plan, got /{net.prefixlen}")
+            raise TopologyError(
+                "subnet", f"needs at least a /24 for the addressing plan, got /{net.prefixlen}"
+            )
         try:
             vip = ipaddress.IPv4Address(self.vip)
         except ValueError:
@@ -90,8 +96,12 @@ class LBTopoConfig:
         if str(vip) in taken or vip in (net.network_address, net.broadcast_address):
             raise TopologyError("vip", f"{vip} collides with a host or the subnet's own addresses")
         if self.switch not in SWITCH_KINDS:
-            raise TopologyError("switch", f"must be one of {', '.join(SWITCH_KINDS)}, got {self.switch!r}")
-        if self.bw_mbit is not None and not (isinstance(self.bw_mbit, (int, float)) and self.bw_mbit > 0):
+            raise TopologyError(
+                "switch", f"must be one of {', '.join(SWITCH_KINDS)}, got {self.switch!r}"
+            )
+        if self.bw_mbit is not None and not (
+            isinstance(self.bw_mbit, (int, float)) and self.bw_mbit > 0
+        ):
             raise TopologyError("bw_mbit", f"must be a positive number, got {self.bw_mbit!r}")
         return self
 
@@ -153,7 +163,9 @@ class LBTopo(Topo):
             switch = self.addSwitch("s1")
         link_opts = {"bw": cfg.bw_mbit} if cfg.bw_mbit else {}
         for name in cfg.host_names():
-            host = self.addHost(name, ip=f"{cfg.host_ip(name)}/{cfg.prefixlen}", mac=cfg.host_mac(name))
+            host = self.addHost(
+                name, ip=f"{cfg.host_ip(name)}/{cfg.prefixlen}", mac=cfg.host_mac(name)
+            )
             self.addLink(host, switch, **link_opts)
 
 

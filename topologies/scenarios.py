@@ -19,6 +19,7 @@ rules from an OpenFlow 1.3 controller (an os-ken app, ``vnflab/scenarios/sdn_app
 (``pingall`` on ``ecmp`` does not reach the VIP, which only the LBs serve.) Imports only Mininet
 and the stdlib, like ``lb.py``.
 """
+
 from __future__ import annotations
 
 from mininet.node import OVSSwitch
@@ -33,8 +34,9 @@ except ImportError:
     import inspect
     import sys
     from pathlib import Path
+
     _frame = inspect.currentframe()
-    assert _frame is not None      # CPython always has frames
+    assert _frame is not None  # CPython always has frames
     sys.path.insert(0, str(Path(_frame.f_code.co_filename).resolve().parents[1]))
     from topologies.lb import LBTopoConfig
 
@@ -44,8 +46,11 @@ ROUTER_CLIENT_IP, ROUTER_SERVER_IP = f"{CLIENT_NET}.1", f"{SERVER_NET}.254"
 
 def ecmp_ip(name: str) -> str:
     kind, index = name.rstrip("0123456789"), int(name.lstrip("abcdefghijklmnopqrstuvwxyz"))
-    return {"c": f"{CLIENT_NET}.{10 + index}", "lb": f"{SERVER_NET}.{index}",
-            "b": f"{SERVER_NET}.{100 + index}"}[kind]
+    return {
+        "c": f"{CLIENT_NET}.{10 + index}",
+        "lb": f"{SERVER_NET}.{index}",
+        "b": f"{SERVER_NET}.{100 + index}",
+    }[kind]
 
 
 def ecmp_mac(name: str) -> str:
@@ -60,16 +65,33 @@ class EcmpTopo(Topo):
         s1 = self.addSwitch("s1", cls=LinuxBridge)
         s2 = self.addSwitch("s2", cls=LinuxBridge)
         router = self.addHost("r", ip=f"{ROUTER_CLIENT_IP}/24", mac="02:00:00:00:03:01")
-        self.addLink(router, s1)                                   # r-eth0: client side
-        self.addLink(router, s2, params1={"ip": f"{ROUTER_SERVER_IP}/24"},
-                     addr1="02:00:00:00:03:02")                    # r-eth1: server side
+        self.addLink(router, s1)  # r-eth0: client side
+        self.addLink(
+            router, s2, params1={"ip": f"{ROUTER_SERVER_IP}/24"}, addr1="02:00:00:00:03:02"
+        )  # r-eth1: server side
         for i in range(1, clients + 1):
             name = f"c{i}"
-            self.addLink(self.addHost(name, ip=f"{ecmp_ip(name)}/24", mac=ecmp_mac(name),
-                                      defaultRoute=f"via {ROUTER_CLIENT_IP}"), s1)
-        for name in [f"lb{i}" for i in range(1, lbs + 1)] + [f"b{i}" for i in range(1, backends + 1)]:
-            self.addLink(self.addHost(name, ip=f"{ecmp_ip(name)}/24", mac=ecmp_mac(name),
-                                      defaultRoute=f"via {ROUTER_SERVER_IP}"), s2)
+            self.addLink(
+                self.addHost(
+                    name,
+                    ip=f"{ecmp_ip(name)}/24",
+                    mac=ecmp_mac(name),
+                    defaultRoute=f"via {ROUTER_CLIENT_IP}",
+                ),
+                s1,
+            )
+        for name in [f"lb{i}" for i in range(1, lbs + 1)] + [
+            f"b{i}" for i in range(1, backends + 1)
+        ]:
+            self.addLink(
+                self.addHost(
+                    name,
+                    ip=f"{ecmp_ip(name)}/24",
+                    mac=ecmp_mac(name),
+                    defaultRoute=f"via {ROUTER_SERVER_IP}",
+                ),
+                s2,
+            )
 
 
 class SdnTopo(Topo):
@@ -80,10 +102,13 @@ class SdnTopo(Topo):
     def build(self, clients: int = 2, backends: int = 3):
         cfg = LBTopoConfig(clients=clients, backends=backends).validate()
         self.config = cfg
-        switch = self.addSwitch("s1", cls=OVSSwitch, datapath="user", failMode="secure",
-                                protocols="OpenFlow13")
-        for name in cfg.host_names():          # lb first: its switch port is 1
-            host = self.addHost(name, ip=f"{cfg.host_ip(name)}/{cfg.prefixlen}", mac=cfg.host_mac(name))
+        switch = self.addSwitch(
+            "s1", cls=OVSSwitch, datapath="user", failMode="secure", protocols="OpenFlow13"
+        )
+        for name in cfg.host_names():  # lb first: its switch port is 1
+            host = self.addHost(
+                name, ip=f"{cfg.host_ip(name)}/{cfg.prefixlen}", mac=cfg.host_mac(name)
+            )
             self.addLink(host, switch)
 
 

@@ -41,6 +41,7 @@ CLI::
 
 Port 0 picks a free port; the ready file (JSON) tells which ports were bound.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,11 +65,16 @@ REQUEST = struct.Struct("!4sIIH")
 REPLY = struct.Struct("!4sIIHB")
 PROTO_NUM = {"udp": 17, "tcp": 6}
 MAX_HTTP_BODY = 16 * 1024 * 1024
-MAX_HTTP_HEAD = 64 * 1024    # request line + headers
-MAX_TUPLES_KEPT = 8          # distinct 5-tuples remembered per flow (more is only counted)
-MAX_ANONYMOUS_KEPT = 4096    # anonymous connections remembered (more are only counted)
-HTTP_REASONS = {200: "OK", 400: "Bad Request", 405: "Method Not Allowed",
-                431: "Request Header Fields Too Large", 501: "Not Implemented"}
+MAX_HTTP_HEAD = 64 * 1024  # request line + headers
+MAX_TUPLES_KEPT = 8  # distinct 5-tuples remembered per flow (more is only counted)
+MAX_ANONYMOUS_KEPT = 4096  # anonymous connections remembered (more are only counted)
+HTTP_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    405: "Method Not Allowed",
+    431: "Request Header Fields Too Large",
+    501: "Not Implemented",
+}
 UDP_RCVBUF = 8 * 1024 * 1024
 _PAD = b"abcdefghijklmnopqrstuvwxyz0123456789\n"
 
@@ -95,7 +101,7 @@ def decode_reply(data: bytes):
     magic, flow_id, seq, client_id, nlen = REPLY.unpack_from(data)
     if magic != REPLY_MAGIC or len(data) < REPLY.size + nlen:
         return None
-    return flow_id, seq, client_id, data[REPLY.size:REPLY.size + nlen].decode("ascii", "replace")
+    return flow_id, seq, client_id, data[REPLY.size : REPLY.size + nlen].decode("ascii", "replace")
 
 
 def padded(line: bytes, size: int) -> bytes:
@@ -147,9 +153,24 @@ def wait_ready(path: str, timeout: float = 10.0, proc=None) -> dict:
 class FlowRecord:
     """What one backend saw of one flow. Sequence numbers are kept as a set to count gaps."""
 
-    __slots__ = ("flow_id", "proto", "client", "tuples", "extra_tuples", "packets", "bytes",
-                 "first_seq", "last_seq", "min_seq", "max_seq", "seen", "dups", "reordered",
-                 "first_t", "last_t")
+    __slots__ = (
+        "flow_id",
+        "proto",
+        "client",
+        "tuples",
+        "extra_tuples",
+        "packets",
+        "bytes",
+        "first_seq",
+        "last_seq",
+        "min_seq",
+        "max_seq",
+        "seen",
+        "dups",
+        "reordered",
+        "first_t",
+        "last_t",
+    )
 
     def __init__(self, flow_id: int, proto: str, client, five_tuple: tuple):
         self.flow_id = flow_id
@@ -166,7 +187,7 @@ class FlowRecord:
         self.seen: set[int] = set()
         self.dups = 0
         self.reordered = 0
-        self.first_t: float | None = None     # wall-clock time of its first and last packet here
+        self.first_t: float | None = None  # wall-clock time of its first and last packet here
         self.last_t: float | None = None
 
     def add(self, seq: int, nbytes: int, five_tuple: tuple, now: float | None = None) -> None:
@@ -188,7 +209,7 @@ class FlowRecord:
         if self.first_seq is None:
             self.first_seq = self.min_seq = self.max_seq = seq
         else:
-            assert self.min_seq is not None and self.max_seq is not None   # set with first_seq
+            assert self.min_seq is not None and self.max_seq is not None  # set with first_seq
             if seq < self.max_seq:
                 self.reordered += 1
             else:
@@ -233,11 +254,11 @@ class Recorder:
         self.malformed_http = 0
         self.udp_packets = 0
         self.udp_reply_errors = 0
-        self.http_requests = 0                  # driver requests (with X-Flow-Id)
+        self.http_requests = 0  # driver requests (with X-Flow-Id)
         # Requests without a flow id (curl, wrk, a browser), per connection 5-tuple.
-        self.anonymous: dict[tuple, list[int]] = {}     # 5-tuple -> [requests, bytes]
+        self.anonymous: dict[tuple, list[int]] = {}  # 5-tuple -> [requests, bytes]
         self.anonymous_requests = 0
-        self.anonymous_untracked = 0            # connections beyond MAX_ANONYMOUS_KEPT
+        self.anonymous_untracked = 0  # connections beyond MAX_ANONYMOUS_KEPT
 
     def note(self, proto: str, flow_id: int, client, seq: int, nbytes: int, five_tuple: tuple):
         key = (proto, flow_id)
@@ -277,12 +298,24 @@ class Recorder:
                 "anonymous_requests": self.anonymous_requests,
                 "anonymous_untracked": self.anonymous_untracked,
             }
-            anonymous = [{"proto": "tcp" if five[4] == 6 else "udp", "five_tuple": list(five),
-                          "requests": n, "bytes": nbytes}
-                         for five, (n, nbytes) in self.anonymous.items()]
+            anonymous = [
+                {
+                    "proto": "tcp" if five[4] == 6 else "udp",
+                    "five_tuple": list(five),
+                    "requests": n,
+                    "bytes": nbytes,
+                }
+                for five, (n, nbytes) in self.anonymous.items()
+            ]
         flows.sort(key=lambda f: (f["proto"], f["flow_id"]))
-        return {"backend": self.name, **extra, "written_at": time.time(), **counts,
-                "flows": flows, "anonymous": anonymous}
+        return {
+            "backend": self.name,
+            **extra,
+            "written_at": time.time(),
+            **counts,
+            "flows": flows,
+            "anonymous": anonymous,
+        }
 
 
 class UDPEchoServer:
@@ -346,7 +379,8 @@ class UDPEchoServer:
                     cmsg = pktinfo_cache.get(dst_raw)
                     if cmsg is None:
                         cmsg = pktinfo_cache[dst_raw] = [
-                            (ip_level, IP_PKTINFO, _PKTINFO.pack(0, dst_raw, bytes(4)))]
+                            (ip_level, IP_PKTINFO, _PKTINFO.pack(0, dst_raw, bytes(4)))
+                        ]
                     try:
                         sendmsg([reply], cmsg, 0, addr)
                     except OSError:  # e.g. destination was not a local address: plain reply
@@ -360,11 +394,12 @@ class UDPEchoServer:
 
 class HTTPRequest(NamedTuple):
     """One parsed request head: what the backend needs of it, nothing more."""
+
     method: str
     target: str
     version: str
-    headers: dict[str, str]        # lower-case names
-    length: int                    # bytes of the head and body together, to drop from the buffer
+    headers: dict[str, str]  # lower-case names
+    length: int  # bytes of the head and body together, to drop from the buffer
 
 
 class BadRequest(Exception):
@@ -422,18 +457,26 @@ def wants_keep_alive(req: HTTPRequest) -> bool:
 class Connection:
     """One client connection: bytes in, bytes still to send, and who it is (its 5-tuple)."""
 
-    __slots__ = ("sock", "five_tuple", "inbuf", "outbuf", "requests", "last_active",
-                 "close_when_sent", "writing")
+    __slots__ = (
+        "sock",
+        "five_tuple",
+        "inbuf",
+        "outbuf",
+        "requests",
+        "last_active",
+        "close_when_sent",
+        "writing",
+    )
 
     def __init__(self, sock: socket.socket, five_tuple: tuple):
         self.sock = sock
         self.five_tuple = five_tuple
         self.inbuf = bytearray()
         self.outbuf = bytearray()
-        self.requests = 0               # requests answered here (the default X-Seq)
+        self.requests = 0  # requests answered here (the default X-Seq)
         self.last_active = time.monotonic()
         self.close_when_sent = False
-        self.writing = False            # registered for EVENT_WRITE too
+        self.writing = False  # registered for EVENT_WRITE too
 
 
 class HTTPServer:
@@ -451,8 +494,8 @@ class HTTPServer:
     connection's 5-tuple as this backend saw it.
     """
 
-    IDLE_TIMEOUT_S = 30.0           # idle keep-alive connections are closed after this
-    MAX_OUTPUT = 1 << 20            # stop parsing pipelined requests while this much is unsent
+    IDLE_TIMEOUT_S = 30.0  # idle keep-alive connections are closed after this
+    MAX_OUTPUT = 1 << 20  # stop parsing pipelined requests while this much is unsent
 
     def __init__(self, recorder: Recorder, bind: str, port: int, address: str | None = None):
         self.recorder = recorder
@@ -486,7 +529,7 @@ class HTTPServer:
                 if conn is None:
                     self.on_accept()
                     continue
-                if conn.sock.fileno() < 0:      # closed earlier in this same batch
+                if conn.sock.fileno() < 0:  # closed earlier in this same batch
                     continue
                 if mask & selectors.EVENT_WRITE:
                     self.flush(conn)
@@ -506,7 +549,7 @@ class HTTPServer:
                 sock, peer = self.listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError:         # e.g. EMFILE: leave the rest in the backlog for now
+            except OSError:  # e.g. EMFILE: leave the rest in the backlog for now
                 return
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -533,8 +576,7 @@ class HTTPServer:
         answers at a time, sending as we go; stop while the socket buffer is full."""
         while True:
             answered = 0
-            while (conn.inbuf and not conn.close_when_sent
-                   and len(conn.outbuf) < self.MAX_OUTPUT):
+            while conn.inbuf and not conn.close_when_sent and len(conn.outbuf) < self.MAX_OUTPUT:
                 try:
                     req = parse_request(conn.inbuf)
                 except BadRequest as bad:
@@ -543,12 +585,17 @@ class HTTPServer:
                     break
                 if req is None:
                     break
-                del conn.inbuf[:req.length]
+                del conn.inbuf[: req.length]
                 self.answer(conn, req)
                 answered += 1
             self.flush(conn)
-            if (not answered or conn.writing or conn.close_when_sent or not conn.inbuf
-                    or conn.sock.fileno() < 0):
+            if (
+                not answered
+                or conn.writing
+                or conn.close_when_sent
+                or not conn.inbuf
+                or conn.sock.fileno() < 0
+            ):
                 return
 
     def flush(self, conn: Connection) -> None:
@@ -574,7 +621,7 @@ class HTTPServer:
         if conn.writing:
             conn.writing = False
             self.selector.modify(conn.sock, selectors.EVENT_READ, conn)
-            if conn.inbuf:      # requests that waited for the output to drain
+            if conn.inbuf:  # requests that waited for the output to drain
                 self.answer_pending(conn)
 
     def close(self, conn: Connection) -> None:
@@ -592,8 +639,9 @@ class HTTPServer:
     def answer(self, conn: Connection, req: HTTPRequest) -> None:
         keep_alive = wants_keep_alive(req)
         if req.method not in ("GET", "HEAD"):
-            return self.reply_error(conn, 405, "method", keep_alive=False,
-                                    extra="Allow: GET, HEAD\r\n")
+            return self.reply_error(
+                conn, 405, "method", keep_alive=False, extra="Allow: GET, HEAD\r\n"
+            )
         size = 0
         path, _, query = req.target.partition("?")
         if query:
@@ -625,33 +673,51 @@ class HTTPServer:
             self.recorder.note("tcp", flow_id, client, seq, len(body), conn.five_tuple)
         self.reply(conn, 200, "OK", body, keep_alive, head_only=req.method == "HEAD")
 
-    def reply(self, conn: Connection, status: int, reason: str, body: bytes, keep_alive: bool,
-              head_only: bool = False, extra: str = "") -> None:
-        head = (f"HTTP/1.1 {status} {reason}\r\nServer: vnflab-backend\r\n"
-                f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
-                f"X-Backend: {self.name}\r\n{extra}"
-                f"{'Connection: keep-alive' if keep_alive else 'Connection: close'}\r\n\r\n")
+    def reply(
+        self,
+        conn: Connection,
+        status: int,
+        reason: str,
+        body: bytes,
+        keep_alive: bool,
+        head_only: bool = False,
+        extra: str = "",
+    ) -> None:
+        head = (
+            f"HTTP/1.1 {status} {reason}\r\nServer: vnflab-backend\r\n"
+            f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
+            f"X-Backend: {self.name}\r\n{extra}"
+            f"{'Connection: keep-alive' if keep_alive else 'Connection: close'}\r\n\r\n"
+        )
         conn.outbuf += head.encode("latin-1")
         if not head_only:
             conn.outbuf += body
         if not keep_alive:
             conn.close_when_sent = True
 
-    def reply_error(self, conn: Connection, status: int, why: str, keep_alive: bool,
-                    extra: str = "") -> None:
+    def reply_error(
+        self, conn: Connection, status: int, why: str, keep_alive: bool, extra: str = ""
+    ) -> None:
         with self.recorder.lock:
             self.recorder.malformed_http += 1
         body = f"backend={self.name} error={why}\n".encode()
-        self.reply(conn, status, HTTP_REASONS.get(status, "Error"), body, keep_alive,
-                   extra=extra)
+        self.reply(conn, status, HTTP_REASONS.get(status, "Error"), body, keep_alive, extra=extra)
 
 
 class Backend:
     """Both servers plus the record file: the whole backend host process."""
 
-    def __init__(self, name: str, bind: str, http_port: int, udp_port: int, record: str,
-                 ready_file: str | None = None, interval: float = 1.0,
-                 address: str | None = None):
+    def __init__(
+        self,
+        name: str,
+        bind: str,
+        http_port: int,
+        udp_port: int,
+        record: str,
+        ready_file: str | None = None,
+        interval: float = 1.0,
+        address: str | None = None,
+    ):
         self.recorder = Recorder(name)
         self.record_path = record
         self.ready_file = ready_file
@@ -669,9 +735,13 @@ class Backend:
         self._flush = False
 
     def write_record(self, final: bool = False) -> None:
-        snap = self.recorder.snapshot(pid=os.getpid(), bind=self.bind,
-                                      http_port=self.http_port, udp_port=self.udp_port,
-                                      final=final)
+        snap = self.recorder.snapshot(
+            pid=os.getpid(),
+            bind=self.bind,
+            http_port=self.http_port,
+            udp_port=self.udp_port,
+            final=final,
+        )
         write_json_atomic(self.record_path, snap)
 
     def request_stop(self, *_args) -> None:
@@ -686,9 +756,16 @@ class Backend:
         self.udp.start()
         self.write_record()
         if self.ready_file:
-            write_json_atomic(self.ready_file, {
-                "backend": self.recorder.name, "pid": os.getpid(), "bind": self.bind,
-                "http_port": self.http_port, "udp_port": self.udp_port})
+            write_json_atomic(
+                self.ready_file,
+                {
+                    "backend": self.recorder.name,
+                    "pid": os.getpid(),
+                    "bind": self.bind,
+                    "http_port": self.http_port,
+                    "udp_port": self.udp_port,
+                },
+            )
         next_write = time.monotonic() + self.interval
         while not self._stop:
             time.sleep(0.05)
@@ -702,8 +779,10 @@ class Backend:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m topologies.servers",
-                                     description="vnflab backend: HTTP + UDP echo, per-flow record")
+    parser = argparse.ArgumentParser(
+        prog="python -m topologies.servers",
+        description="vnflab backend: HTTP + UDP echo, per-flow record",
+    )
     parser.add_argument("--name", required=True, help="backend name, e.g. b1 (ASCII)")
     parser.add_argument("--bind", default="0.0.0.0")
     parser.add_argument("--http-port", type=int, default=80, help="0 = any free port")
@@ -711,11 +790,22 @@ def main(argv=None) -> int:
     parser.add_argument("--record", required=True, help="JSON record path (rewritten atomically)")
     parser.add_argument("--ready-file", help="written (JSON with ports) once both servers listen")
     parser.add_argument("--interval", type=float, default=1.0, help="record rewrite period, s")
-    parser.add_argument("--address", help="this host's address, named in replies to plain HTTP "
-                                          "requests (default: --bind, else the address hit)")
+    parser.add_argument(
+        "--address",
+        help="this host's address, named in replies to plain HTTP "
+        "requests (default: --bind, else the address hit)",
+    )
     args = parser.parse_args(argv)
-    backend = Backend(args.name, args.bind, args.http_port, args.udp_port, args.record,
-                      args.ready_file, args.interval, args.address)
+    backend = Backend(
+        args.name,
+        args.bind,
+        args.http_port,
+        args.udp_port,
+        args.record,
+        args.ready_file,
+        args.interval,
+        args.address,
+    )
     signal.signal(signal.SIGTERM, backend.request_stop)
     signal.signal(signal.SIGINT, backend.request_stop)
     signal.signal(signal.SIGUSR1, backend.request_flush)

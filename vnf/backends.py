@@ -17,23 +17,25 @@ Drained and unhealthy backends get no new flows; every change rebuilds the choic
 flow that already has a backend keeps it is the load balancer's business (``vnf/lb.py``):
 drained backends keep their flows, failed or removed ones lose them.
 """
+
 from __future__ import annotations
 
 import copy
 import hashlib
-from functools import lru_cache
-from typing import Iterable, List, NamedTuple, Optional
+from collections.abc import Iterable
+from functools import cache, lru_cache
+from typing import NamedTuple
 
 from vnf.hashing import flow_hash
 from vnf.packet import ip_to_int
 
 POLICIES = ("hash", "roundrobin", "maglev")
-DEFAULT_MAGLEV_TABLE_SIZE = 65537   # prime; the paper uses 65537 for small backend sets
+DEFAULT_MAGLEV_TABLE_SIZE = 65537  # prime; the paper uses 65537 for small backend sets
 
 
-@lru_cache(maxsize=None)
+@cache
 def mac_to_bytes(mac: str) -> bytes:
-    """"aa:bb:cc:dd:ee:ff" -> 6 bytes (cached: backends are few, packets many)."""
+    """ "aa:bb:cc:dd:ee:ff" -> 6 bytes (cached: backends are few, packets many)."""
     raw = bytes.fromhex(mac.replace(":", ""))
     if len(raw) != 6:
         raise ValueError(f"not a MAC address: {mac!r}")
@@ -41,7 +43,7 @@ def mac_to_bytes(mac: str) -> bytes:
 
 
 _cached_ip_to_int = lru_cache(maxsize=None)(ip_to_int)
-_MAC_BYTES: dict = {}                 # MAC string -> 6 bytes, for Backend.mac_bytes
+_MAC_BYTES: dict = {}  # MAC string -> 6 bytes, for Backend.mac_bytes
 
 
 class Backend(NamedTuple):
@@ -86,7 +88,7 @@ def _name_hash(name: str, purpose: bytes) -> int:
     return int.from_bytes(digest, "big")
 
 
-def maglev_table(names: List[str], size: int) -> List[int]:
+def maglev_table(names: list[str], size: int) -> list[int]:
     """Maglev lookup table: slot -> index into names (Eisenbud et al. 2016, Pseudocode 1).
 
     Each backend walks its own permutation of the slots, ``(offset + j * skip) % size``, with
@@ -100,13 +102,13 @@ def maglev_table(names: List[str], size: int) -> List[int]:
         return []
     offsets = [_name_hash(name, b"maglev-offset") % size for name in names]
     skips = [_name_hash(name, b"maglev-skip") % (size - 1) + 1 for name in names]
-    next_step = [0] * len(names)       # how far along its permutation each backend is
+    next_step = [0] * len(names)  # how far along its permutation each backend is
     table = [-1] * size
     filled = 0
     while True:
         for i in range(len(names)):
             slot = (offsets[i] + next_step[i] * skips[i]) % size
-            while table[slot] >= 0:    # taken: try the backend's next preference
+            while table[slot] >= 0:  # taken: try the backend's next preference
                 next_step[i] += 1
                 slot = (offsets[i] + next_step[i] * skips[i]) % size
             table[slot] = i
@@ -119,15 +121,19 @@ def maglev_table(names: List[str], size: int) -> List[int]:
 class BackendPool:
     """The backend set and the policy that picks a backend for a new flow."""
 
-    def __init__(self, backends: Iterable[Backend], policy: str = "maglev",
-                 table_size: int = DEFAULT_MAGLEV_TABLE_SIZE):
+    def __init__(
+        self,
+        backends: Iterable[Backend],
+        policy: str = "maglev",
+        table_size: int = DEFAULT_MAGLEV_TABLE_SIZE,
+    ):
         if policy not in POLICIES:
             raise ValueError(f"policy: unknown policy {policy!r}, expected one of {POLICIES}")
         self.policy = policy
         self.table_size = table_size
-        self.backends: List[Backend] = []
-        self._index: dict = {}           # name -> stable number, never reused (see index_of)
-        self._numbered: dict = {}        # number -> the backend last known by it (by_number)
+        self.backends: list[Backend] = []
+        self._index: dict = {}  # name -> stable number, never reused (see index_of)
+        self._numbered: dict = {}  # number -> the backend last known by it (by_number)
         self.unhealthy: set = set()
         self.drained: set = set()
         for backend in backends:
@@ -171,8 +177,12 @@ class BackendPool:
             self.drained.discard(name)
         self._rebuild()
 
-    def rebuilt(self, backends: Iterable[Backend], unhealthy: Iterable[str] = (),
-                drained: Iterable[str] = ()) -> "BackendPool":
+    def rebuilt(
+        self,
+        backends: Iterable[Backend],
+        unhealthy: Iterable[str] = (),
+        drained: Iterable[str] = (),
+    ) -> BackendPool:
         """A new pool with these backends and states; this pool is left as it is.
 
         For a control plane: the new pool is built aside (a Maglev table takes ~0.1 s to fill)
@@ -180,7 +190,7 @@ class BackendPool:
         sees the old pool or the new one, never half of each. Backend numbers (``index_of``)
         carry over and a backend new to this pool gets the next unused one, so the numbers the
         data plane holds (flow state, MAC tables) keep meaning the same backend."""
-        pool = copy.copy(self)                       # policy, table size, round-robin position
+        pool = copy.copy(self)  # policy, table size, round-robin position
         pool._index, pool._numbered = dict(self._index), dict(self._numbered)
         pool.backends = []
         for backend in backends:
@@ -201,11 +211,11 @@ class BackendPool:
                 return backend
         raise KeyError(f"no backend named {name!r}")
 
-    def choose(self, flow) -> Optional[Backend]:
+    def choose(self, flow) -> Backend | None:
         """Backend for a new flow, or None if no backend is eligible (all failed or drained)."""
         return self.choose_by_hash(flow_hash(flow))
 
-    def choose_by_hash(self, h: int) -> Optional[Backend]:
+    def choose_by_hash(self, h: int) -> Backend | None:
         """``choose`` given the flow's hash (``vnf.hashing.flow_hash``) instead of the flow:
         the batch paths have the hash from the C parser, not the 5-tuple."""
         active = self.active
@@ -237,7 +247,7 @@ class BackendPool:
         number is below this, so it sizes the per-backend arrays of the C layers."""
         return len(self._index)
 
-    def by_number(self) -> List[Backend]:
+    def by_number(self) -> list[Backend]:
         """Every backend this pool has numbered, at its number (``index_of``): the layout of a
         data plane's per-backend tables (MACs, NAT addresses). A removed backend keeps its
         place, since its number is never reused; the pool just never picks it again."""
@@ -254,19 +264,22 @@ class BackendPool:
             return
         size, count = self.table_size, len(self.backends)
         if not is_prime(size):
-            raise ValueError(f"table_size: {size} is not prime "
-                             f"(Maglev needs a prime table size, e.g. 65537)")
+            raise ValueError(
+                f"table_size: {size} is not prime (Maglev needs a prime table size, e.g. 65537)"
+            )
         if size <= count:
-            raise ValueError(f"table_size: {size} must be larger than the number of "
-                             f"backends ({count}); Maglev wants it 100x larger")
+            raise ValueError(
+                f"table_size: {size} must be larger than the number of "
+                f"backends ({count}); Maglev wants it 100x larger"
+            )
 
     def _rebuild(self) -> None:
         """Recompute everything choose() and serves() read, so they stay cheap."""
-        self.alive_names = frozenset(b.name for b in self.backends
-                                     if b.name not in self.unhealthy)
-        self.active: List[Backend] = [b for b in self.backends
-                                      if b.name in self.alive_names and b.name not in self.drained]
-        self.table: List[Backend] = []
+        self.alive_names = frozenset(b.name for b in self.backends if b.name not in self.unhealthy)
+        self.active: list[Backend] = [
+            b for b in self.backends if b.name in self.alive_names and b.name not in self.drained
+        ]
+        self.table: list[Backend] = []
         if self.policy == "maglev" and self.active:
             # The turns break ties, so their order shapes the table: sort by name so that every
             # LB instance with the same backends builds the same table, whatever the config order.

@@ -45,6 +45,7 @@ For a stable pool and distinct slots it returns, flow by flow, exactly what ``ba
 returns (tests/test_dpdk_way.py checks this; tests/test_batch_decision.py checks the C kernel
 against a plain Python reference).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -52,12 +53,12 @@ import numpy as np
 from vnf.backends import Backend, BackendPool
 from vnf.packet import NOT_FOR_VIP, REASONS
 
-try:                                # the C kernel (setup.py build_ext)
+try:  # the C kernel (setup.py build_ext)
     import vnf._fastpath as _fastpath
-except ImportError:                 # pragma: no cover - BatchFlowCache() says what to do
+except ImportError:  # pragma: no cover - BatchFlowCache() says what to do
     _fastpath = None
 
-MISS = -2                           # a choice between the C lookup and the pool
+MISS = -2  # a choice between the C lookup and the pool
 
 
 class BatchFlowCache:
@@ -73,7 +74,7 @@ class BatchFlowCache:
     def __init__(self, flow_capacity: int, idle_timeout: float, protos=frozenset()):
         if _fastpath is None:
             raise RuntimeError("vnf._fastpath is not built: python setup.py build_ext --inplace")
-        capacity = 1 << max(0, int(flow_capacity) - 1).bit_length()    # power of two >= it
+        capacity = 1 << max(0, int(flow_capacity) - 1).bit_length()  # power of two >= it
         self.capacity = capacity
         self.mask = np.uint32(capacity - 1)
         self.bits = capacity.bit_length() - 1
@@ -81,20 +82,20 @@ class BatchFlowCache:
         self.hash = np.zeros(capacity, np.uint32)
         self.backend = np.full(capacity, -1, np.int32)
         self.seen = np.zeros(capacity, np.float64)
-        self.alive = np.zeros(0, bool)            # by pool.index_of: may carry its flows
-        self.alive_ref: frozenset[str] | None = None     # the pool's objects alive was built from
+        self.alive = np.zeros(0, bool)  # by pool.index_of: may carry its flows
+        self.alive_ref: frozenset[str] | None = None  # the pool's objects alive was built from
         self.table_ref: list[Backend] | None = None
         self.hits = self.misses = self.evictions = self.expirations = 0
-        self.proto_mask = sum(1 << p for p in protos)   # bit p: IP protocol p is served
+        self.proto_mask = sum(1 << p for p in protos)  # bit p: IP protocol p is served
         # The kernel's arguments, pinned once (these arrays are never reallocated): see pin().
         self._table_pins = tuple(_fastpath.pin(a) for a in (self.hash, self.backend, self.seen))
         self.pins = self._table_pins + (_fastpath.pin(self.alive),)
-        self.choice = np.zeros(0, np.int32)       # the kernel's output, grown to the largest burst
+        self.choice = np.zeros(0, np.int32)  # the kernel's output, grown to the largest burst
         self.choice_pin = _fastpath.pin(self.choice)
         self._choice_views: dict = {}
         self._columns: object = None
         self._columns_args: tuple | None = None
-        self.version = 0                          # +1 whenever alive or choice is replaced
+        self.version = 0  # +1 whenever alive or choice is replaced
 
     def slot(self, flow_hash: int) -> int:
         """Where a flow lives: Fibonacci hashing (the top bits of hash * 2^32/phi), because
@@ -159,9 +160,10 @@ class BatchFlowCache:
         """``lb``'s backend for each of the ``n`` packets in ``columns`` (see the module
         docstring): an int32 array of n, the backend's ``pool.index_of`` number per packet, -1
         to drop. Valid until the next call (it is reused)."""
-        packet_args = self.columns_args(columns, n)       # pinned: the same objects each burst
-        counts = _fastpath.cache_lookup(                            # C: the whole burst
-            n, now, packet_args, (lb.vip, lb.port, self.proto_mask), self.pins, self.choice_pin)
+        packet_args = self.columns_args(columns, n)  # pinned: the same objects each burst
+        counts = _fastpath.cache_lookup(  # C: the whole burst
+            n, now, packet_args, (lb.vip, lb.port, self.proto_mask), self.pins, self.choice_pin
+        )
         return self.settle(lb, columns, n, counts, now)
 
     def settle(self, lb, columns, n: int, counts: tuple, now: float) -> np.ndarray:
@@ -172,14 +174,14 @@ class BatchFlowCache:
         choice = self.choice_view(n)
         self.hits += hits
         lb.count_forwarded(hits)
-        if valid < n:                                     # drops, counted in bulk
+        if valid < n:  # drops, counted in bulk
             if parsed > valid:
                 lb.count_drop(NOT_FOR_VIP, parsed - valid)
             if parsed < n:
                 reasons = np.bincount(_column(columns, "reason")[:n], minlength=len(REASONS))
                 for code in np.flatnonzero(reasons[1:]) + 1:
                     lb.count_drop(REASONS[code], int(reasons[code]))
-        if hits < valid:                                  # new flows: one by one, in order
+        if hits < valid:  # new flows: one by one, in order
             self.fill_misses(lb, _column(columns, "hash"), choice, now)
         return choice
 
@@ -193,15 +195,15 @@ class BatchFlowCache:
             moved = False
             if held is not None:
                 b = int(self.backend[held])
-                if b < len(self.alive) and self.alive[b]:    # inserted earlier in this burst
+                if b < len(self.alive) and self.alive[b]:  # inserted earlier in this burst
                     choice[i] = b
                     self.seen[held] = now
                     self.hits += 1
                     lb.count_forwarded(1)
                     continue
-                moved = True                              # its backend failed or was removed
+                moved = True  # its backend failed or was removed
                 s = held
-            else:                                         # an empty way, else the older entry
+            else:  # an empty way, else the older entry
                 s = min(ways, key=lambda w: (self.backend[w] >= 0, self.seen[w]))
                 if self.backend[s] >= 0:
                     self.evictions += 1
@@ -235,13 +237,17 @@ class BatchFlowCache:
         if len(held) > n:
             held = held[np.argpartition(-self.seen[held], n - 1)[:n]]
         held = held[np.argsort(-self.seen[held], kind="stable")]
-        return [(int(self.hash[s]), int(self.backend[s]), now - float(self.seen[s]))
-                for s in held]
+        return [(int(self.hash[s]), int(self.backend[s]), now - float(self.seen[s])) for s in held]
 
     def stats(self) -> dict[str, int]:
-        return {"size": int(np.count_nonzero(self.backend >= 0)), "capacity": self.capacity,
-                "hits": self.hits, "misses": self.misses, "evictions": self.evictions,
-                "expirations": self.expirations}
+        return {
+            "size": int(np.count_nonzero(self.backend >= 0)),
+            "capacity": self.capacity,
+            "hits": self.hits,
+            "misses": self.misses,
+            "evictions": self.evictions,
+            "expirations": self.expirations,
+        }
 
 
 def _column(columns, name: str) -> np.ndarray:

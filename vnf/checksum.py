@@ -19,12 +19,12 @@ UDP adds one rule (RFC 768): checksum 0 means "the sender computed none", so a r
 and a computed 0 is sent as 0xFFFF (the other zero of one's complement). ``vnf/rewrite.py`` applies
 these rules; ``vnf/csrc/nf.h`` does the same in C.
 """
+
 from __future__ import annotations
 
 import struct
-from typing import Union
 
-Buffer = Union[bytes, bytearray, memoryview]
+Buffer = bytes | bytearray | memoryview
 
 
 def ones_complement_fold(total: int) -> int:
@@ -59,7 +59,11 @@ def update16(checksum: int, old: int, new: int) -> int:
 
 def update32(checksum: int, old: int, new: int) -> int:
     """RFC 1624 eqn. 3 for a 32-bit field (an IPv4 address): two 16-bit words at once."""
-    total = ((~checksum & 0xFFFF)
-             + (~(old >> 16) & 0xFFFF) + (~old & 0xFFFF)
-             + (new >> 16) + (new & 0xFFFF))
+    total = (
+        (~checksum & 0xFFFF)
+        + (~(old >> 16) & 0xFFFF)
+        + (~old & 0xFFFF)
+        + (new >> 16)
+        + (new & 0xFFFF)
+    )
     return ~ones_complement_fold(total) & 0xFFFF

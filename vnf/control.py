@@ -21,6 +21,7 @@ The new pool is built aside (``BackendPool.rebuilt``) and published with one ass
 data plane never sees a half-built pool. Whether a flow keeps its backend across the change is
 the flow table's work: a balancer that asked the pool for every packet would move flows here.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -47,14 +48,13 @@ class PoolChange:
     remove: frozenset = frozenset()
 
     @classmethod
-    def from_doc(cls, doc, config: LBConfig) -> "PoolChange":
+    def from_doc(cls, doc, config: LBConfig) -> PoolChange:
         """Check a parsed control document against the LB's config; raise ControlError."""
         if not isinstance(doc, dict):
             raise ControlError(f"control: expected a JSON object with keys {', '.join(KEYS)}")
         unknown = sorted(set(doc) - set(KEYS))
         if unknown:
-            raise ControlError(f"control: unknown key {unknown[0]!r} "
-                               f"(expected {', '.join(KEYS)})")
+            raise ControlError(f"control: unknown key {unknown[0]!r} (expected {', '.join(KEYS)})")
         added = doc.get("add") or []
         if not isinstance(added, list):
             raise ControlError("add: expected a list of backends {name, ip, mac, port}")
@@ -63,16 +63,17 @@ class PoolChange:
             try:
                 backends.append(item if isinstance(item, Backend) else Backend(**item))
             except TypeError:
-                raise ControlError(f"add[{i}]: expected {{name, ip, mac, port}}, "
-                                   f"got {item!r}") from None
+                raise ControlError(
+                    f"add[{i}]: expected {{name, ip, mac, port}}, got {item!r}"
+                ) from None
         configured = [b for b in config.backends]
-        try:       # the configured and the added backends together must make a valid config
+        try:  # the configured and the added backends together must make a valid config
             dataclasses.replace(config, backends=configured + backends).validate()
         except ConfigError as exc:
             field = exc.field
             if field.startswith("backends["):
-                i = int(field[len("backends["):field.index("]")]) - len(configured)
-                field = f"add[{i}]{field[field.index(']') + 1:]}" if i >= 0 else field
+                i = int(field[len("backends[") : field.index("]")]) - len(configured)
+                field = f"add[{i}]{field[field.index(']') + 1 :]}" if i >= 0 else field
             raise ControlError(f"{field}: {exc.message}") from None
         known = {b.name for b in configured + backends}
         names = {}
@@ -87,8 +88,12 @@ class PoolChange:
         return cls(names["drain"], names["fail"], tuple(backends), names["remove"])
 
     def to_doc(self) -> dict:
-        return {"drain": sorted(self.drain), "fail": sorted(self.fail),
-                "add": [b._asdict() for b in self.add], "remove": sorted(self.remove)}
+        return {
+            "drain": sorted(self.drain),
+            "fail": sorted(self.fail),
+            "add": [b._asdict() for b in self.add],
+            "remove": sorted(self.remove),
+        }
 
 
 def read_control_file(path: str, config: LBConfig) -> PoolChange:
@@ -103,12 +108,12 @@ def read_control_file(path: str, config: LBConfig) -> PoolChange:
     return PoolChange.from_doc(doc, config)
 
 
-def wanted_pool(current: BackendPool, config: LBConfig, change: PoolChange,
-                unhealthy: Iterable[str] = ()) -> BackendPool:
+def wanted_pool(
+    current: BackendPool, config: LBConfig, change: PoolChange, unhealthy: Iterable[str] = ()
+) -> BackendPool:
     """The pool ``change`` asks for, built aside from ``current`` (whose backend numbers it
     keeps): the configured backends plus the added ones, minus the removed ones, with
     ``change.fail`` and ``unhealthy`` (a health checker's verdicts) failed and ``change.drain``
     drained. Publish it with one assignment: ``lb.pool = wanted_pool(lb.pool, ...)``."""
-    members = [b for b in list(config.backends) + list(change.add)
-               if b.name not in change.remove]
+    members = [b for b in list(config.backends) + list(change.add) if b.name not in change.remove]
     return current.rebuilt(members, unhealthy=change.fail | set(unhealthy), drained=change.drain)

@@ -25,11 +25,13 @@ the order, but popping from its front can scan over deleted slots, so eviction i
 ``now`` is a caller-supplied clock (use ``time.monotonic()``), which keeps the table pure and
 testable, and must not go backwards.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Hashable
 from itertools import islice
-from typing import Any, Dict, Hashable, List, Optional, Tuple
+from typing import Any
 
 
 class FlowTable:
@@ -43,7 +45,7 @@ class FlowTable:
         self.capacity = capacity
         self.idle_timeout = idle_timeout
         # key -> [value, last_seen]; a list so a hit updates last_seen in place.
-        self._entries: "OrderedDict[Hashable, list]" = OrderedDict()
+        self._entries: OrderedDict[Hashable, list] = OrderedDict()
         self.hits = 0
         self.misses = 0
         self.evictions = 0
@@ -56,7 +58,7 @@ class FlowTable:
         """Membership without touching counters or recency (for tests and inspection)."""
         return key in self._entries
 
-    def lookup(self, key: Hashable, now: float) -> Optional[Any]:
+    def lookup(self, key: Hashable, now: float) -> Any | None:
         """The value for key, or None on a miss. A hit makes the entry the most recent one."""
         # BEGIN SOLUTION lab1: miss -> count it, return None; expired -> drop it, count expiration + miss; hit -> refresh last_seen, move to the end, count the hit
         entry = self._entries.get(key)
@@ -114,15 +116,17 @@ class FlowTable:
         """(key, value) pairs, least recently used first (for inspection, not the hot path)."""
         return [(key, entry[0]) for key, entry in self._entries.items()]
 
-    def recent(self, n: int, now: float) -> List[Tuple[Hashable, Any, float]]:
+    def recent(self, n: int, now: float) -> list[tuple[Hashable, Any, float]]:
         """Up to ``n`` (key, value, idle seconds) of the most recently used flows, newest
         first: what ``vnflab shell``'s ``flows`` shows. For inspection (the LB program calls it
         when it writes its stats), not the hot path; it reads from the back of the order, so it
         costs O(n) whatever the table's size, and it touches neither counters nor recency."""
-        return [(key, entry[0], now - entry[1])
-                for key, entry in islice(reversed(self._entries.items()), max(0, n))]
+        return [
+            (key, entry[0], now - entry[1])
+            for key, entry in islice(reversed(self._entries.items()), max(0, n))
+        ]
 
-    def stats(self) -> Dict[str, int]:
+    def stats(self) -> dict[str, int]:
         return {
             "size": len(self._entries),
             "capacity": self.capacity,

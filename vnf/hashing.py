@@ -6,6 +6,7 @@ network byte order (13 bytes). Hash-mod-N and Maglev both index with it, and the
 instance sends a given flow to the same backend. CRC-32 is not a cryptographic hash: a client
 that wants to aim its flows at one backend can; real LBs add a secret seed.
 """
+
 from __future__ import annotations
 
 import struct

@@ -8,25 +8,43 @@ differ only in how packets arrive and leave; they all ask ``LoadBalancer.backend
 
 Counters obey ``packets == forwarded + sum(dropped.values())``.
 """
+
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING
 
 from vnf.addresses import SERVICE_PORT, SUBNET, VIP
 from vnf.backends import POLICIES, Backend, BackendPool, is_prime, mac_to_bytes
 from vnf.flowtable import FlowTable
-from vnf.packet import (IPPROTO_TCP, IPPROTO_UDP, LB_REASONS, NO_BACKEND, NOT_FOR_VIP, REASONS,
-                        Parsed, ip_to_int, parse_frame)
+from vnf.packet import (
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    LB_REASONS,
+    NO_BACKEND,
+    NOT_FOR_VIP,
+    REASONS,
+    Parsed,
+    ip_to_int,
+    parse_frame,
+)
 
-if TYPE_CHECKING:                   # numpy and C: imported by prepared_batch_cache when used
+if TYPE_CHECKING:  # numpy and C: imported by prepared_batch_cache when used
     from vnf.batch import BatchFlowCache
 
 PROTOCOLS = {"tcp": IPPROTO_TCP, "udp": IPPROTO_UDP}
 
-__all__ = ["LBConfig", "LoadBalancer", "ConfigError", "PROTOCOLS", "NOT_FOR_VIP", "NO_BACKEND",
-           "LB_REASONS"]
+__all__ = [
+    "LBConfig",
+    "LoadBalancer",
+    "ConfigError",
+    "PROTOCOLS",
+    "NOT_FOR_VIP",
+    "NO_BACKEND",
+    "LB_REASONS",
+]
 
 
 class ConfigError(ValueError):
@@ -43,22 +61,23 @@ class LBConfig:
     vip: str = VIP
     port: int = SERVICE_PORT
     protos: Sequence[str] = ("udp", "tcp")
-    backends: List[Backend] = field(default_factory=list)
+    backends: list[Backend] = field(default_factory=list)
     policy: str = "maglev"
     table_size: int = 65537
     flow_capacity: int = 65536
     idle_timeout: float = 30.0
-    subnet: Optional[str] = SUBNET   # where VIP and backends must live; None: anywhere
+    subnet: str | None = SUBNET  # where VIP and backends must live; None: anywhere
 
     @classmethod
-    def from_dict(cls, data: dict) -> "LBConfig":
+    def from_dict(cls, data: dict) -> LBConfig:
         """Build from plain data (JSON/TOML); backends as dicts with name, ip, mac, port."""
         data = dict(data)
-        data["backends"] = [b if isinstance(b, Backend) else Backend(**b)
-                            for b in data.get("backends", [])]
+        data["backends"] = [
+            b if isinstance(b, Backend) else Backend(**b) for b in data.get("backends", [])
+        ]
         return cls(**data)
 
-    def validate(self) -> "LBConfig":
+    def validate(self) -> LBConfig:
         """Check every field; raise ConfigError naming the first bad one. Returns self."""
         subnet = None
         if self.subnet is not None:
@@ -69,11 +88,13 @@ class LBConfig:
         _check_ip("vip", self.vip, subnet)
         _check_port("port", self.port)
         if not self.protos or any(p not in PROTOCOLS for p in self.protos):
-            raise ConfigError("protos", f"need a non-empty subset of {sorted(PROTOCOLS)}, "
-                                        f"got {list(self.protos)}")
+            raise ConfigError(
+                "protos", f"need a non-empty subset of {sorted(PROTOCOLS)}, got {list(self.protos)}"
+            )
         if self.policy not in POLICIES:
-            raise ConfigError("policy", f"unknown policy {self.policy!r}, "
-                                        f"expected one of {', '.join(POLICIES)}")
+            raise ConfigError(
+                "policy", f"unknown policy {self.policy!r}, expected one of {', '.join(POLICIES)}"
+            )
         if len(self.backends) < 1:
             raise ConfigError("backends", f"need at least 1 backend, got {len(self.backends)}")
         names = set()
@@ -92,21 +113,27 @@ class LBConfig:
             try:
                 mac_to_bytes(backend.mac)
             except (ValueError, AttributeError):
-                raise ConfigError(f"{where}.mac", f"{backend.mac!r} is not a MAC address "
-                                                  f"(aa:bb:cc:dd:ee:ff)") from None
+                raise ConfigError(
+                    f"{where}.mac", f"{backend.mac!r} is not a MAC address (aa:bb:cc:dd:ee:ff)"
+                ) from None
             _check_port(f"{where}.port", backend.port)
         if self.policy == "maglev":
             if not isinstance(self.table_size, int) or not is_prime(self.table_size):
-                raise ConfigError("table_size", f"{self.table_size} is not prime "
-                                                f"(Maglev needs a prime, e.g. 65537)")
+                raise ConfigError(
+                    "table_size",
+                    f"{self.table_size} is not prime (Maglev needs a prime, e.g. 65537)",
+                )
             if self.table_size <= len(self.backends):
-                raise ConfigError("table_size", f"{self.table_size} must exceed the number of "
-                                                f"backends ({len(self.backends)})")
+                raise ConfigError(
+                    "table_size",
+                    f"{self.table_size} must exceed the number of backends ({len(self.backends)})",
+                )
         if not isinstance(self.flow_capacity, int) or self.flow_capacity < 1:
             raise ConfigError("flow_capacity", f"need at least 1, got {self.flow_capacity}")
         if not isinstance(self.idle_timeout, (int, float)) or self.idle_timeout <= 0:
-            raise ConfigError("idle_timeout", f"need a positive number of seconds, "
-                                              f"got {self.idle_timeout}")
+            raise ConfigError(
+                "idle_timeout", f"need a positive number of seconds, got {self.idle_timeout}"
+            )
         return self
 
 
@@ -137,10 +164,10 @@ class LoadBalancer:
         self.packets = 0
         self.forwarded = 0
         self.new_flows = 0
-        self.reassigned = 0       # flows moved because their backend failed or was removed
-        self.dropped: Dict[str, int] = {reason: 0 for reason in REASONS[1:] + LB_REASONS}
-        self.assigned: Dict[str, int] = {b.name: 0 for b in config.backends}  # new flows each
-        self.batch_cache: BatchFlowCache | None = None    # made by backends_for_batch
+        self.reassigned = 0  # flows moved because their backend failed or was removed
+        self.dropped: dict[str, int] = {reason: 0 for reason in REASONS[1:] + LB_REASONS}
+        self.assigned: dict[str, int] = {b.name: 0 for b in config.backends}  # new flows each
+        self.batch_cache: BatchFlowCache | None = None  # made by backends_for_batch
 
     def is_for_service(self, flow) -> bool:
         """True if the flow is addressed to the service: VIP, port and a served protocol.
@@ -149,7 +176,7 @@ class LoadBalancer:
         (dst_ip, dst_port, proto): a FiveTuple and a C parser's plain tuple (``Burst.flow``)."""
         return flow[1] == self.vip and flow[3] == self.port and flow[4] in self.protos
 
-    def backend_for(self, flow, now: float) -> Optional[Backend]:
+    def backend_for(self, flow, now: float) -> Backend | None:
         """The backend for this packet's flow; None (counted as no-backend) if none is left.
 
         A flow-table hit returns the flow's backend as long as that backend still serves
@@ -162,7 +189,7 @@ class LoadBalancer:
             self.packets += 1
             self.forwarded += 1
             return backend
-        moved = backend is not None               # its backend failed or was removed
+        moved = backend is not None  # its backend failed or was removed
         backend = self.pool.choose(flow)
         self.count_new_flow(backend, moved)
         if backend is not None:
@@ -191,9 +218,11 @@ class LoadBalancer:
         told which backends may keep their flows whenever the pool changed."""
         cache = self.batch_cache
         if cache is None:
-            from vnf.batch import BatchFlowCache   # numpy and C: only batch paths need them
-            cache = self.batch_cache = BatchFlowCache(self.config.flow_capacity,
-                                                      self.config.idle_timeout, self.protos)
+            from vnf.batch import BatchFlowCache  # numpy and C: only batch paths need them
+
+            cache = self.batch_cache = BatchFlowCache(
+                self.config.flow_capacity, self.config.idle_timeout, self.protos
+            )
         if not cache.follows(self.pool):
             cache.sync(self.pool)
         return cache
@@ -203,7 +232,7 @@ class LoadBalancer:
         self.packets += n
         self.forwarded += n
 
-    def count_new_flow(self, backend: Optional[Backend], moved: bool = False) -> None:
+    def count_new_flow(self, backend: Backend | None, moved: bool = False) -> None:
         """Count a packet that starts a flow (or moves one whose backend failed: ``moved``)
         with the pool's ``backend`` for it (None: no backend left, dropped as no-backend)."""
         self.packets += 1
@@ -216,7 +245,7 @@ class LoadBalancer:
         self.assigned[backend.name] = self.assigned.get(backend.name, 0) + 1
         self.forwarded += 1
 
-    def handle_frame(self, frame, now: float) -> Tuple[Optional[Backend], Parsed]:
+    def handle_frame(self, frame, now: float) -> tuple[Backend | None, Parsed]:
         """Parse an Ethernet frame and pick its backend; (None, parsed) when it is dropped.
 
         The Parsed is returned too, so the caller can rewrite the frame without parsing again.
@@ -224,7 +253,7 @@ class LoadBalancer:
         parsed = parse_frame(frame)
         flow = parsed.flow
         if flow is None:
-            assert parsed.reason is not None        # a dropped frame always says why
+            assert parsed.reason is not None  # a dropped frame always says why
             self.count_drop(parsed.reason)
             return None, parsed
         if not self.is_for_service(flow):
@@ -254,7 +283,14 @@ class LoadBalancer:
             "assigned": dict(self.assigned),
             "flow_table": self.flows.stats(),
             "policy": self.pool.policy,
-            "backends": {b.name: ("unhealthy" if b.name in self.pool.unhealthy else
-                                  "draining" if b.name in self.pool.drained else "up")
-                         for b in self.pool.backends},
+            "backends": {
+                b.name: (
+                    "unhealthy"
+                    if b.name in self.pool.unhealthy
+                    else "draining"
+                    if b.name in self.pool.drained
+                    else "up"
+                )
+                for b in self.pool.backends
+            },
         }

@@ -15,6 +15,7 @@ All functions modify ``frame`` (a bytearray or writable memoryview) in place and
 ``Parsed`` of that frame, so the offsets are known without a second parse. ``vnf/csrc/nf.h``
 does the same in C (``nf_set_macs``, ``nf_nat_dst``, ``nf_nat_src``).
 """
+
 from __future__ import annotations
 
 import struct
@@ -47,8 +48,9 @@ def set_macs(frame, dst_mac: bytes, src_mac: bytes) -> None:
     frame[6:12] = src_mac
 
 
-def _nat_rewrite(frame, parsed: Parsed, ip_field: int, port_field: int,
-                 new_ip: int, new_port: int) -> None:
+def _nat_rewrite(
+    frame, parsed: Parsed, ip_field: int, port_field: int, new_ip: int, new_port: int
+) -> None:
     """Replace one address and one port, and patch both checksums (see the module docstring)."""
     assert parsed.flow is not None, "a dropped frame has no 5-tuple to rewrite"
     l3, l4, proto = parsed.l3_offset, parsed.l4_offset, parsed.flow.proto
@@ -63,10 +65,10 @@ def _nat_rewrite(frame, parsed: Parsed, ip_field: int, port_field: int,
     l4_checksum = _U16.unpack_from(frame, l4_checksum_at)[0]
     # UDP checksum 0 means "none was computed" (RFC 768): leave it 0.
     if proto == IPPROTO_TCP or l4_checksum != 0:
-        l4_checksum = update32(l4_checksum, old_ip, new_ip)      # pseudo-header address
+        l4_checksum = update32(l4_checksum, old_ip, new_ip)  # pseudo-header address
         l4_checksum = update16(l4_checksum, old_port, new_port)  # the port itself
         if proto == IPPROTO_UDP and l4_checksum == 0:
-            l4_checksum = 0xFFFF                                 # computed 0 is sent as 0xFFFF
+            l4_checksum = 0xFFFF  # computed 0 is sent as 0xFFFF
         _U16.pack_into(frame, l4_checksum_at, l4_checksum)
     _U16.pack_into(frame, l4 + port_field, new_port)
 

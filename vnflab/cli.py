@@ -1,4 +1,5 @@
 """The ``vnflab`` command: one entry point for students, instructors and CI."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,8 +7,9 @@ import sys
 
 
 def cmd_demo(args) -> int:
-    from vnflab.demo import available_ways, run_demo
     from testbed.sandbox import can_sandbox
+    from vnflab.demo import available_ways, run_demo
+
     problem = can_sandbox()
     if problem:
         print(f"vnflab demo: {problem}", file=sys.stderr)
@@ -31,6 +33,7 @@ def cmd_demo(args) -> int:
     if args.pcap:
         overrides["pcap_dir"] = args.pcap
     from topologies.lb import TopologyError
+
     try:
         return run_demo(ways, args.json, quick=args.quick, **overrides)
     except TopologyError as exc:
@@ -42,6 +45,7 @@ def cmd_shell(args) -> int:
     from testbed.sandbox import can_sandbox
     from testbed.shell import ShellSpec, run_shell
     from vnflab.demo import available_ways
+
     problem = can_sandbox() or available_ways().get(args.way)
     if problem:
         print(f"vnflab shell: {problem}", file=sys.stderr)
@@ -51,28 +55,45 @@ def cmd_shell(args) -> int:
 
 def cmd_bench(args) -> int:
     import shlex
+
     from bench import runner
     from bench.report import method_brief, table
     from bench.spec import BenchSpec, estimate_seconds, parse_io_options
-    from vnf.jsonfile import write_json_atomic
     from testbed.sandbox import can_sandbox
+    from vnf.jsonfile import write_json_atomic
+
     problem = can_sandbox()
     if problem:
         print(f"vnflab bench: {problem}", file=sys.stderr)
         return 2
     try:
-        ways = [w.strip() for w in args.compare.split(",") if w.strip()] if args.compare else [args.way]
+        ways = (
+            [w.strip() for w in args.compare.split(",") if w.strip()]
+            if args.compare
+            else [args.way]
+        )
         batches = [int(b) for b in args.batch.split(",")] if args.batch else None
-        spec = BenchSpec(ways=ways, runs=args.runs, seconds=args.seconds, batches=batches,
-                         flows=args.flows, whole_core=not args.no_whole_core,
-                         baseline=args.baseline, style=args.style, tx=args.tx,
-                         dpdk_io=parse_io_options(args.dpdk_io) if args.dpdk_io else None).validate()
+        spec = BenchSpec(
+            ways=ways,
+            runs=args.runs,
+            seconds=args.seconds,
+            batches=batches,
+            flows=args.flows,
+            whole_core=not args.no_whole_core,
+            baseline=args.baseline,
+            style=args.style,
+            tx=args.tx,
+            dpdk_io=parse_io_options(args.dpdk_io) if args.dpdk_io else None,
+        ).validate()
     except ValueError as exc:
         print(f"vnflab bench: {exc}", file=sys.stderr)
         return 2
     spec.timeout_s = estimate_seconds(spec) * 2 + 120
-    print(f"vnflab bench: {', '.join(ways)}; {spec.runs} runs x {spec.seconds:g} s "
-          f"(about {estimate_seconds(spec):.0f} s)", flush=True)
+    print(
+        f"vnflab bench: {', '.join(ways)}; {spec.runs} runs x {spec.seconds:g} s "
+        f"(about {estimate_seconds(spec):.0f} s)",
+        flush=True,
+    )
     result = runner.run_bench(spec)
     if "error" in result:
         print(f"vnflab bench: {result['error']}", file=sys.stderr)
@@ -92,6 +113,7 @@ def notebooks_module(name: str):
     not an installed package: the notebooks and their data live in the source tree)."""
     import importlib
     from pathlib import Path
+
     here = Path(__file__).resolve().parent.parent / "notebooks"
     if not (here / f"{name}.py").exists():
         return None
@@ -112,8 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vnflab", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
 
-    demo = sub.add_parser("demo", help="run the load balancer(s) on the default topology, "
-                                       "check affinity, print the per-packet cost table")
+    demo = sub.add_parser(
+        "demo",
+        help="run the load balancer(s) on the default topology, "
+        "check affinity, print the per-packet cost table",
+    )
     demo.add_argument("--way", default="all", choices=["all", "socket", "afpacket", "dpdk"])
     demo.add_argument("--json", metavar="PATH", help="write the results as JSON")
     demo.add_argument("--quick", action="store_true", help="fewer flows (for a fast check)")
@@ -122,49 +147,93 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--udp-flows", type=int)
     demo.add_argument("--http-conns", type=int)
     demo.add_argument("--policy", choices=["maglev", "hash", "roundrobin"])
-    demo.add_argument("--pcap", metavar="DIR", help="keep captures of the LB's and the "
-                                                    "backends' interfaces (affinity traffic)")
+    demo.add_argument(
+        "--pcap",
+        metavar="DIR",
+        help="keep captures of the LB's and the backends' interfaces (affinity traffic)",
+    )
     demo.set_defaults(func=cmd_demo)
 
-    shell = sub.add_parser("shell", help="the topology with the reference LB running, at "
-                                         "Mininet's prompt with vnflab's commands (traffic, "
-                                         "stats, flows, pcap, drain, fail, add, restart)")
+    shell = sub.add_parser(
+        "shell",
+        help="the topology with the reference LB running, at "
+        "Mininet's prompt with vnflab's commands (traffic, "
+        "stats, flows, pcap, drain, fail, add, restart)",
+    )
     shell.add_argument("--way", default="socket", choices=["socket", "afpacket", "dpdk"])
     shell.add_argument("--policy", default="maglev", choices=["maglev", "hash", "roundrobin"])
-    shell.add_argument("--pcap", metavar="DIR", help="where pcap writes its captures "
-                                                     "(default: a new directory, printed)")
+    shell.add_argument(
+        "--pcap",
+        metavar="DIR",
+        help="where pcap writes its captures (default: a new directory, printed)",
+    )
     shell.set_defaults(func=cmd_shell)
 
-    bench = sub.add_parser("bench", help="per-packet cost of a way (CPU ns/packet, Mpps, whole-core "
-                                         "cost with RPS), median of runs; --compare runs ways side by side")
-    bench.add_argument("--style", default="vector", choices=["vector", "perpacket"],
-                       help="AF_PACKET style: the reference fast path (vector) or the lab 2 loop")
-    bench.add_argument("--tx", default="sendmmsg", choices=["sendmmsg", "ring"],
-                       help="AF_PACKET transmit: sendmmsg from the RX ring, or the TPACKET TX ring")
+    bench = sub.add_parser(
+        "bench",
+        help="per-packet cost of a way (CPU ns/packet, Mpps, whole-core "
+        "cost with RPS), median of runs; --compare runs ways side by side",
+    )
+    bench.add_argument(
+        "--style",
+        default="vector",
+        choices=["vector", "perpacket"],
+        help="AF_PACKET style: the reference fast path (vector) or the lab 2 loop",
+    )
+    bench.add_argument(
+        "--tx",
+        default="sendmmsg",
+        choices=["sendmmsg", "ring"],
+        help="AF_PACKET transmit: sendmmsg from the RX ring, or the TPACKET TX ring",
+    )
     bench.add_argument("--way", default="socket", choices=["socket", "afpacket", "dpdk"])
-    bench.add_argument("--compare", metavar="A,B", help="ways to run interleaved in one invocation "
-                                                         "(the first is the baseline of the ratios)")
+    bench.add_argument(
+        "--compare",
+        metavar="A,B",
+        help="ways to run interleaved in one invocation (the first is the baseline of the ratios)",
+    )
     bench.add_argument("--runs", type=int, default=5)
     bench.add_argument("--seconds", type=float, default=3.0, help="measurement window per phase")
-    bench.add_argument("--batch", metavar="N,N,...", help='sweep the io "batch" option (afpacket, dpdk)')
-    bench.add_argument("--flows", type=int, default=1024, help="distinct UDP flows the generator cycles")
+    bench.add_argument(
+        "--batch", metavar="N,N,...", help='sweep the io "batch" option (afpacket, dpdk)'
+    )
+    bench.add_argument(
+        "--flows", type=int, default=1024, help="distinct UDP flows the generator cycles"
+    )
     bench.add_argument("--no-whole-core", action="store_true", help="skip the RPS whole-core phase")
-    bench.add_argument("--baseline", choices=["testpmd"], help="dpdk: also run dpdk-testpmd "
-                       "--forward-mode=io (and the binding's io-forward) on the same vdevs")
-    bench.add_argument("--dpdk-io", metavar="K=V,...", help="dpdk: extra LB io options, e.g. "
-                       "model=pipeline,lcores=2,queues=2 (the generator uses the LB's queues)")
+    bench.add_argument(
+        "--baseline",
+        choices=["testpmd"],
+        help="dpdk: also run dpdk-testpmd "
+        "--forward-mode=io (and the binding's io-forward) on the same vdevs",
+    )
+    bench.add_argument(
+        "--dpdk-io",
+        metavar="K=V,...",
+        help="dpdk: extra LB io options, e.g. "
+        "model=pipeline,lcores=2,queues=2 (the generator uses the LB's queues)",
+    )
     bench.add_argument("--json", metavar="PATH", help="write the results as JSON")
-    bench.add_argument("--method", action="store_true",
-                       help="print the full method text (default: a few lines; the JSON has it all)")
+    bench.add_argument(
+        "--method",
+        action="store_true",
+        help="print the full method text (default: a few lines; the JSON has it all)",
+    )
     bench.set_defaults(func=cmd_bench)
 
-    if notebooks_module("nbdata"):              # a source checkout: the notebooks are here
-        nbdata = sub.add_parser("notebook-data", help="measure the notebooks' data on this "
-                                "machine (progress streamed; --quick or --full)")
+    if notebooks_module("nbdata"):  # a source checkout: the notebooks are here
+        nbdata = sub.add_parser(
+            "notebook-data",
+            help="measure the notebooks' data on this "
+            "machine (progress streamed; --quick or --full)",
+        )
         notebooks_module("nbdata").add_arguments(nbdata)
         nbdata.set_defaults(func=cmd_notebook_data)
-        notebooks = sub.add_parser("notebooks", help="render the notebooks on the reference "
-                                   "data into docs/notebooks/, or check that it is up to date")
+        notebooks = sub.add_parser(
+            "notebooks",
+            help="render the notebooks on the reference "
+            "data into docs/notebooks/, or check that it is up to date",
+        )
         notebooks_module("render").add_arguments(notebooks)
         notebooks.set_defaults(func=cmd_notebooks)
     register_features(sub)
@@ -179,11 +248,12 @@ FEATURE_MODULES = ("bench.report", "vnflab.doctor", "vnflab.labs", "grader.cli",
 
 def register_features(sub) -> None:
     import importlib
+
     for name in FEATURE_MODULES:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if exc.name and name.startswith(exc.name):   # the feature is not there yet
+            if exc.name and name.startswith(exc.name):  # the feature is not there yet
                 continue
             raise
         register = getattr(module, "register", None)
@@ -194,7 +264,7 @@ def register_features(sub) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    args.argv = argv              # the command line, recorded in the bench's JSON
+    args.argv = argv  # the command line, recorded in the bench's JSON
     return args.func(args)
 
 

@@ -4,6 +4,7 @@ Every way runs in its own sandbox (fresh namespaces), one after the other, so th
 a core's worth of leftovers; the cost figures are measured in the same ``demo`` run, so compare
 them as ratios, not absolute numbers (these machines are shared and noisy).
 """
+
 from __future__ import annotations
 
 import json
@@ -32,11 +33,16 @@ def summary_table(results: list[dict]) -> str:
             rows.append((r.get("way", "?"), "ERROR", r["error"][:60], "", "", ""))
             continue
         lost = r.get("lost") or {}
-        rows.append((r["way"], str((r.get("flows") or {}).get("seen", "-")),
-                     str(r.get("split_flows", "-")),
-                     f"{lost.get('forward', '-')}+{lost.get('return', '-')}",
-                     str((r.get("http") or {}).get("failures", "-")),
-                     f"{(r.get('balance') or {}).get('max_mean') or 0:.3f}"))
+        rows.append(
+            (
+                r["way"],
+                str((r.get("flows") or {}).get("seen", "-")),
+                str(r.get("split_flows", "-")),
+                f"{lost.get('forward', '-')}+{lost.get('return', '-')}",
+                str((r.get("http") or {}).get("failures", "-")),
+                f"{(r.get('balance') or {}).get('max_mean') or 0:.3f}",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -49,6 +55,7 @@ def run_demo(ways: list[str], json_path: str | None, quick: bool = False, **over
     from bench.report import method_brief, table
     from bench.runner import run_bench
     from bench.spec import BenchSpec
+
     results = []
     for way in ways:
         spec = ExperimentSpec(way=way, cost_rate_pps=0, saturation_seconds=0, **overrides)
@@ -69,8 +76,9 @@ def run_demo(ways: list[str], json_path: str | None, quick: bool = False, **over
     print(summary_table(results))
 
     print("\n=== per-packet cost, measured side by side (vnflab bench) ===", flush=True)
-    bench_spec = BenchSpec(ways=list(ways), runs=1 if quick else 3, seconds=1.0 if quick else 2.0,
-                           whole_core=False)
+    bench_spec = BenchSpec(
+        ways=list(ways), runs=1 if quick else 3, seconds=1.0 if quick else 2.0, whole_core=False
+    )
     bench = run_bench(bench_spec)
     if "error" in bench:
         print(f"bench: ERROR: {bench['error']}")
@@ -81,9 +89,14 @@ def run_demo(ways: list[str], json_path: str | None, quick: bool = False, **over
         for r in results:
             w = by_way.get(r.get("way"))
             if w:
-                r.update(ns_per_packet=w.get("ns_per_packet"), mpps=w.get("mpps"),
-                         cost={k: w.get(k) for k in ("ns_per_packet", "user_ns", "sys_ns", "mpps", "cv")},
-                         method=bench.get("method"))
+                r.update(
+                    ns_per_packet=w.get("ns_per_packet"),
+                    mpps=w.get("mpps"),
+                    cost={
+                        k: w.get(k) for k in ("ns_per_packet", "user_ns", "sys_ns", "mpps", "cv")
+                    },
+                    method=bench.get("method"),
+                )
     if json_path:
         doc = results[0] if len(results) == 1 else {"ways": results}
         if len(results) > 1:
@@ -91,8 +104,10 @@ def run_demo(ways: list[str], json_path: str | None, quick: bool = False, **over
         with open(json_path, "w") as f:
             json.dump(doc, f, indent=1)
         print(f"wrote {json_path}")
-    ok = all("error" not in r and r.get("split_flows") == 0 and (r.get("flows") or {}).get("seen", 0) > 0
-             for r in results)
+    ok = all(
+        "error" not in r and r.get("split_flows") == 0 and (r.get("flows") or {}).get("seen", 0) > 0
+        for r in results
+    )
     print("\naffinity:", "OK (0 split flows)" if ok else "BROKEN")
     return 0 if ok else 1
 

@@ -6,6 +6,7 @@ lab's ``[release.extra]``; the lab's own ``checks.py`` says which lab it is and 
     make unit                           # unit checks of your file(s) (= vnflab lab unit N)
     make check                          # + the end-to-end public tests (root: network namespaces)
 """
+
 import importlib.util
 import os
 import shutil
@@ -35,10 +36,18 @@ def test_unit(check):
     check(_student_module())
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("vnflab"),
-                    reason="the end-to-end check needs root and vnflab (run: make check)")
-@pytest.mark.skipif(os.environ.get("VNFLAB_E2E") != "1", reason="set VNFLAB_E2E=1 (make check runs it)")
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("vnflab"),
+    reason="the end-to-end check needs root and vnflab (run: make check)",
+)
+@pytest.mark.skipif(
+    os.environ.get("VNFLAB_E2E") != "1", reason="set VNFLAB_E2E=1 (make check runs it)"
+)
 def test_end_to_end_public_tests():
-    r = subprocess.run(["vnflab", "lab", "check", str(LAB), "--submission", LAB_DIR],
-                       capture_output=True, text=True, timeout=900)
+    r = subprocess.run(
+        ["vnflab", "lab", "check", str(LAB), "--submission", LAB_DIR],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert r.returncode == 0, r.stdout + r.stderr

@@ -3,6 +3,7 @@
 It is the socket LB with the flow table bypassed, so consecutive packets of one flow land on
 different backends: the affinity check must report split flows.
 """
+
 import itertools
 
 from vnf.ways.socket_lb import SocketLB
@@ -15,7 +16,7 @@ class PerPacketRoundRobinLB(SocketLB):
         super().setup()
         backends = itertools.cycle(self.config.backends)
 
-        class ForgetfulNF:               # stands in for LoadBalancer: no memory of flows at all
+        class ForgetfulNF:  # stands in for LoadBalancer: no memory of flows at all
             def backend_for(self, flow, now):
                 return next(backends)
 

@@ -8,6 +8,7 @@ drained backend loses its own, a recovered one takes its flows back), which
 
     python tests/broken/stateless_lb.py WAY --config ... (the way contract, WAY first)
 """
+
 import importlib
 import sys
 
@@ -20,7 +21,7 @@ PROGRAMS = {"socket": "SocketLB", "afpacket": "AfPacketLB", "dpdk": "DpdkLB"}
 class StatelessLoadBalancer(LoadBalancer):
     def backend_for(self, flow, now):
         self.packets += 1
-        backend = self.pool.choose(flow)             # no lookup, nothing remembered
+        backend = self.pool.choose(flow)  # no lookup, nothing remembered
         if backend is None:
             self.dropped[NO_BACKEND] += 1
             return None

@@ -17,6 +17,7 @@ directory; ``HOSTILE`` says what each attacks and what it may score at most.
 - ``reportforge``: exception messages and log lines that would close a Markdown fence and render
   "# Score: 105/105" and raw HTML in report.md (hole 8).
 """
+
 from __future__ import annotations
 
 import os
@@ -100,8 +101,10 @@ def _hostile_flood(fd):
             return
 '''
 
-_REPORT_FORGE_MSG = ('"\\n````````````\\n" + FORGED + "\\n<script>alert(1)</script>\\n'
-                     '<img src=x onerror=alert(1)>\\n````````````\\n"')
+_REPORT_FORGE_MSG = (
+    '"\\n````````````\\n" + FORGED + "\\n<script>alert(1)</script>\\n'
+    '<img src=x onerror=alert(1)>\\n````````````\\n"'
+)
 
 
 def _patch(text: str, old: str, new: str) -> str:
@@ -118,8 +121,11 @@ def _reference(name: str) -> str:
 def _lb_setup_hook(code: str, call: str) -> str:
     """The reference socket LB with ``code`` added and ``call`` run first in setup()."""
     text = _reference("socket_lb.py")
-    text = _patch(text, "    def setup(self) -> None:\n        cfg = self.config\n",
-                  f"    def setup(self) -> None:\n        {call}\n        cfg = self.config\n")
+    text = _patch(
+        text,
+        "    def setup(self) -> None:\n        cfg = self.config\n",
+        f"    def setup(self) -> None:\n        {call}\n        cfg = self.config\n",
+    )
     return _patch(text, "class SocketLB(LBProgram):", code + "\n\nclass SocketLB(LBProgram):")
 
 
@@ -137,32 +143,50 @@ def build(name: str, dest: str) -> None:
         return
     if name == "statslink":
         _write(dest, "flowtable.py", _reference("flowtable.py"))
-        _write(dest, "socket_lb.py", _lb_setup_hook(
-            _READ_AND_LEAK + _STATS_LINK, "_hostile_stats_link(); _hostile_read_everything()"))
+        _write(
+            dest,
+            "socket_lb.py",
+            _lb_setup_hook(
+                _READ_AND_LEAK + _STATS_LINK, "_hostile_stats_link(); _hostile_read_everything()"
+            ),
+        )
         return
     if name == "forger":
         from grader.labconfig import load
         from grader.overlay import starter_text
+
         starter = starter_text(load(1), "flowtable.py")
         _write(dest, "flowtable.py", starter + "\n" + _FORGE + "\n\n_hostile_forge()\n")
-        shutil.copyfile(os.path.join(REPO, FILES["socket_lb.py"]),
-                        os.path.join(dest, "socket_lb.py"))
+        shutil.copyfile(
+            os.path.join(REPO, FILES["socket_lb.py"]), os.path.join(dest, "socket_lb.py")
+        )
         return
     if name == "flood":
-        _write(dest, "flowtable.py", _reference("flowtable.py") + "\n" + _FLOOD
-               + "\n_hostile_flood(1)\n")
+        _write(
+            dest,
+            "flowtable.py",
+            _reference("flowtable.py") + "\n" + _FLOOD + "\n_hostile_flood(1)\n",
+        )
         _write(dest, "socket_lb.py", _lb_setup_hook(_FLOOD, "_hostile_flood(1)"))
         return
     if name == "reportforge":
         forged = f"FORGED = {FORGED_SCORE!r}\n"
         table = _reference("flowtable.py")
-        table = _patch(table, "    def stats(self)",
-                       "    def stats(self):\n        raise ValueError(" + _REPORT_FORGE_MSG
-                       + ")\n\n    def _unused_stats(self)")
+        table = _patch(
+            table,
+            "    def stats(self)",
+            "    def stats(self):\n        raise ValueError("
+            + _REPORT_FORGE_MSG
+            + ")\n\n    def _unused_stats(self)",
+        )
         _write(dest, "flowtable.py", table + "\n\n" + forged)
-        lb = _lb_setup_hook(forged + "\n\ndef _hostile_print():\n    import os, sys\n"
-                            "    os.write(1, b'\\xff\\xfe\\xc3(' + (" + _REPORT_FORGE_MSG
-                            + ").encode())\n    sys.exit(3)\n", "_hostile_print()")
+        lb = _lb_setup_hook(
+            forged + "\n\ndef _hostile_print():\n    import os, sys\n"
+            "    os.write(1, b'\\xff\\xfe\\xc3(' + ("
+            + _REPORT_FORGE_MSG
+            + ").encode())\n    sys.exit(3)\n",
+            "_hostile_print()",
+        )
         _write(dest, "socket_lb.py", lb)
         return
     raise KeyError(name)
@@ -170,18 +194,31 @@ def build(name: str, dest: str) -> None:
 
 # name -> (what it attacks, the tests it may score on at most: its honest part)
 HOSTILE = {
-    "links": ("symbolic links, a FIFO and a directory link where the files should be",
-              set()),
-    "statslink": ("its stats file a link to the plan; reads of the plan, facts, /etc/shadow",
-                  {"unit", "starts", "cost", "hidden: two backends, hash policy, UDP-heavy mix"}),
-    "forger": ("forged unit-check verdicts and garbage on every descriptor",
-               {"starts", "cost", "hidden: two backends, hash policy, UDP-heavy mix",
-                "hidden: eviction under a 64-entry flow table"}),
+    "links": ("symbolic links, a FIFO and a directory link where the files should be", set()),
+    "statslink": (
+        "its stats file a link to the plan; reads of the plan, facts, /etc/shadow",
+        {"unit", "starts", "cost", "hidden: two backends, hash policy, UDP-heavy mix"},
+    ),
+    "forger": (
+        "forged unit-check verdicts and garbage on every descriptor",
+        {
+            "starts",
+            "cost",
+            "hidden: two backends, hash policy, UDP-heavy mix",
+            "hidden: eviction under a 64-entry flow table",
+        },
+    ),
     # Python ignores SIGXFSZ: past the file-size limit its LB's writes fail and it goes on, so
     # it may earn everything; the flood must only not stop or slow the grading.
-    "flood": ("1 GiB of output with non-UTF-8 bytes, from the unit checks and the LB",
-              {"unit", "starts", "cost", "hidden: two backends, hash policy, UDP-heavy mix",
-               "hidden: eviction under a 64-entry flow table"}),
-    "reportforge": ("a Markdown fence and a forged score in its messages and its log",
-                    {"unit"}),
+    "flood": (
+        "1 GiB of output with non-UTF-8 bytes, from the unit checks and the LB",
+        {
+            "unit",
+            "starts",
+            "cost",
+            "hidden: two backends, hash policy, UDP-heavy mix",
+            "hidden: eviction under a 64-entry flow table",
+        },
+    ),
+    "reportforge": ("a Markdown fence and a forged score in its messages and its log", {"unit"}),
 }

@@ -34,16 +34,18 @@ The student loop (the file ``vnf/ways/afpacket_lb.py``) reads::
 and the "plain Python" first version uses ``batch.frames()`` (memoryviews straight into the ring)
 with ``vnf.packet.parse_frame`` and ``tx.send_frames()``.
 """
+
 from __future__ import annotations
 
 import fcntl
+import mmap
 import select
 import socket
 import struct
 import time
-from typing import Iterator, List, NamedTuple, Optional, Sequence, Union
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
-import mmap
 import numpy as np
 
 import vnf.afpacket._ring as _ring
@@ -82,17 +84,50 @@ DROP = -1
 REASON_NAMES = _ring.REASON_NAMES
 
 #: One row per packet, filled by ``_ring.parse_block``: the numpy mirror of ``struct ring_pkt``.
-RECORD_DTYPE = np.dtype({
-    "names": ["offset", "length", "src_ip", "dst_ip", "src_port", "dst_port", "proto", "reason",
-              "flags", "l3_offset", "l4_offset", "vlan", "hash", "vlan_tci", "vlan_tpid"],
-    "formats": ["<u4", "<u4", "<u4", "<u4", "<u2", "<u2", "u1", "u1",
-                "u1", "<u2", "<u2", "<i4", "<u4", "<u2", "<u2"],
-    "offsets": [0, 4, 8, 12, 16, 18, 20, 21, 22, 24, 26, 28, 32, 36, 38],
-    "itemsize": 40,
-})
+RECORD_DTYPE = np.dtype(
+    {
+        "names": [
+            "offset",
+            "length",
+            "src_ip",
+            "dst_ip",
+            "src_port",
+            "dst_port",
+            "proto",
+            "reason",
+            "flags",
+            "l3_offset",
+            "l4_offset",
+            "vlan",
+            "hash",
+            "vlan_tci",
+            "vlan_tpid",
+        ],
+        "formats": [
+            "<u4",
+            "<u4",
+            "<u4",
+            "<u4",
+            "<u2",
+            "<u2",
+            "u1",
+            "u1",
+            "u1",
+            "<u2",
+            "<u2",
+            "<i4",
+            "<u4",
+            "<u2",
+            "<u2",
+        ],
+        "offsets": [0, 4, 8, 12, 16, 18, 20, 21, 22, 24, 26, 28, 32, 36, 38],
+        "itemsize": 40,
+    }
+)
 if RECORD_DTYPE.itemsize != _ring.RECORD_SIZE:  # pragma: no cover - build mismatch
-    raise ImportError("vnf.afpacket._ring is out of date: rebuild with "
-                      "'python setup.py build_ext --inplace'")
+    raise ImportError(
+        "vnf.afpacket._ring is out of date: rebuild with 'python setup.py build_ext --inplace'"
+    )
 
 # tpacket_req3: block size, block count, frame size, frame count, block timeout (ms),
 # private area per block, feature request word.
@@ -106,6 +141,7 @@ _U32 = struct.Struct("I")
 
 try:  # the flow key type of the lab; plain tuples compare and hash the same if it is absent
     from vnf.packet import FiveTuple
+
     _DEFAULT_FLOW_TYPE: type | None = FiveTuple
 except ImportError:  # pragma: no cover
     _DEFAULT_FLOW_TYPE = None
@@ -119,10 +155,10 @@ def interface_mac(ifname: str) -> bytes:
     with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0) as sock:
         ifreq = struct.pack("16s16x", ifname.encode())
         reply = fcntl.ioctl(sock.fileno(), _SIOCGIFHWADDR, ifreq)
-    return reply[18:24]            # ifr_name[16], then sockaddr: family (2 bytes), address
+    return reply[18:24]  # ifr_name[16], then sockaddr: family (2 bytes), address
 
 
-def mac_bytes(mac: Union[str, bytes]) -> bytes:
+def mac_bytes(mac: str | bytes) -> bytes:
     """'aa:bb:cc:dd:ee:ff' or 6 raw bytes -> 6 raw bytes."""
     if isinstance(mac, (bytes, bytearray)):
         if len(mac) != 6:
@@ -134,7 +170,7 @@ def mac_bytes(mac: Union[str, bytes]) -> bytes:
     return raw
 
 
-def _ip_int(ip: Union[int, str]) -> int:
+def _ip_int(ip: int | str) -> int:
     return ip if isinstance(ip, int) else int.from_bytes(socket.inet_aton(ip), "big")
 
 
@@ -151,9 +187,9 @@ def _let_go(mapping, method: str) -> None:
 class RxStats(NamedTuple):
     """PACKET_STATISTICS (reading it resets the kernel's counters)."""
 
-    packets: int   #: frames the kernel delivered to this socket (including dropped ones)
-    drops: int     #: frames lost because every block was still owned by user space
-    freezes: int   #: times the ring was full ("queue frozen"): the LB fell behind
+    packets: int  #: frames the kernel delivered to this socket (including dropped ones)
+    drops: int  #: frames lost because every block was still owned by user space
+    freezes: int  #: times the ring was full ("queue frozen"): the LB fell behind
 
 
 class Batch:
@@ -168,7 +204,7 @@ class Batch:
 
     __slots__ = ("_ring", "_records", "count", "block_index", "_released")
 
-    def __init__(self, ring: "RxRing", capacity: int):
+    def __init__(self, ring: RxRing, capacity: int):
         self._ring = ring
         self._records = np.zeros(capacity, dtype=RECORD_DTYPE)
         self.count = 0
@@ -181,12 +217,12 @@ class Batch:
     @property
     def packets(self) -> np.ndarray:
         """The records of this batch (a numpy view, length ``count``)."""
-        return self._records[:self.count]
+        return self._records[: self.count]
 
     def __getattr__(self, column: str) -> np.ndarray:
         # batch.src_ip, batch.reason, batch.hash, ...: one column of the records.
         if column in (RECORD_DTYPE.names or ()):
-            return self._records[column][:self.count]
+            return self._records[column][: self.count]
         raise AttributeError(column)
 
     def flows(self, flow_type=_DEFAULT_FLOW_TYPE) -> list:
@@ -201,9 +237,9 @@ class Batch:
         """
         return _ring.flows(self._records, self.count, flow_type)
 
-    def reasons(self) -> List[str]:
+    def reasons(self) -> list[str]:
         """The drop reason of every packet as a string ("ok" when it parsed)."""
-        return [REASON_NAMES[code] for code in self._records["reason"][:self.count].tolist()]
+        return [REASON_NAMES[code] for code in self._records["reason"][: self.count].tolist()]
 
     def frame(self, i: int) -> memoryview:
         """Frame ``i`` as a memoryview straight into the RX ring (zero copy; valid until
@@ -214,16 +250,16 @@ class Batch:
         off = int(rec["offset"])
         view = self._ring._view
         assert view is not None, "the ring is closed"
-        return view[off:off + int(rec["length"])]
+        return view[off : off + int(rec["length"])]
 
-    def frames(self) -> List[memoryview]:
+    def frames(self) -> list[memoryview]:
         """Every frame as a memoryview (for the plain-Python variant, which parses each frame
         itself). Each memoryview is a small Python object: ~100 ns per packet to create."""
         view = self._ring._view
         assert view is not None, "the ring is closed"
-        offsets = self._records["offset"][:self.count].tolist()
-        lengths = self._records["length"][:self.count].tolist()
-        return [view[off:off + length] for off, length in zip(offsets, lengths)]
+        offsets = self._records["offset"][: self.count].tolist()
+        lengths = self._records["length"][: self.count].tolist()
+        return [view[off : off + length] for off, length in zip(offsets, lengths)]
 
     def release(self) -> None:
         """Give the block back to the kernel. Idempotent."""
@@ -255,9 +291,16 @@ class RxRing:
     ``parse``: parse frames in C (5-tuple, reason, hash). Off for the plain-Python variant.
     """
 
-    def __init__(self, ifname: str, block_size: int = 1 << 20, block_count: int = 16,
-                 frame_size: int = 2048, timeout_ms: int = 10,
-                 fanout_group: Optional[int] = None, parse: bool = True):
+    def __init__(
+        self,
+        ifname: str,
+        block_size: int = 1 << 20,
+        block_count: int = 16,
+        frame_size: int = 2048,
+        timeout_ms: int = 10,
+        fanout_group: int | None = None,
+        parse: bool = True,
+    ):
         if block_size % mmap.PAGESIZE or block_size % frame_size:
             raise ValueError("block_size must be a multiple of the page size and of frame_size")
         self.ifname = ifname
@@ -271,11 +314,22 @@ class RxRing:
         self._view = None
         try:
             self._sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
-            req = _TPACKET_REQ3.pack(block_size, block_count, frame_size,
-                                     block_size // frame_size * block_count, timeout_ms, 0, 0)
+            req = _TPACKET_REQ3.pack(
+                block_size,
+                block_count,
+                frame_size,
+                block_size // frame_size * block_count,
+                timeout_ms,
+                0,
+                0,
+            )
             self._sock.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
-            self._map = mmap.mmap(self._sock.fileno(), block_size * block_count,
-                                  mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            self._map = mmap.mmap(
+                self._sock.fileno(),
+                block_size * block_count,
+                mmap.MAP_SHARED,
+                mmap.PROT_READ | mmap.PROT_WRITE,
+            )
             self._view = memoryview(self._map)
             # Our own TX ring's frames leave through this interface too; without this the LB
             # would receive (and forward again) everything it sends.
@@ -283,7 +337,9 @@ class RxRing:
             self._sock.bind((ifname, ETH_P_ALL))
             if fanout_group is not None:
                 mode = PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_IGNORE_OUTGOING
-                self._sock.setsockopt(SOL_PACKET, PACKET_FANOUT, (fanout_group & 0xFFFF) | (mode << 16))
+                self._sock.setsockopt(
+                    SOL_PACKET, PACKET_FANOUT, (fanout_group & 0xFFFF) | (mode << 16)
+                )
         except BaseException:
             self.close()
             raise
@@ -294,7 +350,7 @@ class RxRing:
 
     # -- the hot path -------------------------------------------------------------------
 
-    def next_batch(self, timeout_ms: int = 100) -> Optional[Batch]:
+    def next_batch(self, timeout_ms: int = 100) -> Batch | None:
         """The next block as a Batch, or None if nothing arrived within ``timeout_ms``.
 
         Releases the previous batch if the caller has not (only one block is held at a time,
@@ -305,22 +361,22 @@ class RxRing:
         waited = False
         while True:
             index = self._next_block
-            n = _ring.parse_block(self._map, index * self.block_size, self.block_size,
-                                  batch._records, self._parse)
-            if n < 0:                      # still the kernel's: sleep until it is handed over
+            n = _ring.parse_block(
+                self._map, index * self.block_size, self.block_size, batch._records, self._parse
+            )
+            if n < 0:  # still the kernel's: sleep until it is handed over
                 if waited or not self._poller.poll(timeout_ms):
                     return None
                 waited = True
                 continue
             self._next_block = (index + 1) % self.block_count
-            if n == 0:                     # nothing for us in it: straight back to the kernel
+            if n == 0:  # nothing for us in it: straight back to the kernel
                 _ring.release_block(self._map, index * self.block_size)
                 continue
             batch.count, batch.block_index, batch._released = n, index, False
             return batch
 
-    def batches(self, idle_timeout: Optional[float] = None,
-                poll_ms: int = 100) -> Iterator[Batch]:
+    def batches(self, idle_timeout: float | None = None, poll_ms: int = 100) -> Iterator[Batch]:
         """Yield batches forever, or until nothing arrives for ``idle_timeout`` seconds.
 
         Each batch is released automatically when the next one is requested (calling
@@ -341,7 +397,7 @@ class RxRing:
             self._batch.release()
 
     def _release_block(self, index: int) -> None:
-        if self._map is not None:        # after close() the ring (and the block) is gone
+        if self._map is not None:  # after close() the ring (and the block) is gone
             _ring.release_block(self._map, index * self.block_size)
 
     # -- bookkeeping --------------------------------------------------------------------
@@ -362,7 +418,7 @@ class RxRing:
         self._map = None
         self._sock.close()
 
-    def __enter__(self) -> "RxRing":
+    def __enter__(self) -> RxRing:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -379,8 +435,13 @@ class Rewrite:
     destination IP (and port, unless 0) with incremental checksum updates (nf_nat_dst).
     """
 
-    def __init__(self, src_mac, backend_macs: Sequence, backend_ips: Optional[Sequence] = None,
-                 backend_ports: Optional[Sequence[int]] = None):
+    def __init__(
+        self,
+        src_mac,
+        backend_macs: Sequence,
+        backend_ips: Sequence | None = None,
+        backend_ports: Sequence[int] | None = None,
+    ):
         self.src_mac = mac_bytes(src_mac)
         self.dst_macs = b"".join(mac_bytes(m) for m in backend_macs)
         self.nat_ips = self.nat_ports = None
@@ -392,12 +453,17 @@ class Rewrite:
             self.nat_ports = np.array(ports, dtype=np.uint16)
 
     @classmethod
-    def dsr(cls, src_mac, backend_macs: Sequence) -> "Rewrite":
+    def dsr(cls, src_mac, backend_macs: Sequence) -> Rewrite:
         return cls(src_mac, backend_macs)
 
     @classmethod
-    def nat(cls, src_mac, backend_macs: Sequence, backend_ips: Sequence,
-            backend_ports: Optional[Sequence[int]] = None) -> "Rewrite":
+    def nat(
+        cls,
+        src_mac,
+        backend_macs: Sequence,
+        backend_ips: Sequence,
+        backend_ports: Sequence[int] | None = None,
+    ) -> Rewrite:
         return cls(src_mac, backend_macs, backend_ips, backend_ports)
 
     def __len__(self) -> int:
@@ -405,9 +471,9 @@ class Rewrite:
 
 
 class TxStats(NamedTuple):
-    sent: int      #: frames handed to the kernel (marked SEND_REQUEST and kicked)
-    dropped: int   #: DROP choices, unparsed frames, frames too big for a slot, ring stalls
-    kicks: int     #: send() system calls
+    sent: int  #: frames handed to the kernel (marked SEND_REQUEST and kicked)
+    dropped: int  #: DROP choices, unparsed frames, frames too big for a slot, ring stalls
+    kicks: int  #: send() system calls
 
 
 class _Transmitter:
@@ -449,8 +515,13 @@ class TxRing(_Transmitter):
     malformed slot instead of stopping the whole ring at it.
     """
 
-    def __init__(self, ifname: str, frame_size: int = 2048, frame_count: int = 8192,
-                 qdisc_bypass: bool = True):
+    def __init__(
+        self,
+        ifname: str,
+        frame_size: int = 2048,
+        frame_count: int = 8192,
+        qdisc_bypass: bool = True,
+    ):
         if frame_size & (frame_size - 1) or not 128 <= frame_size <= 1 << 16:
             # a power of two divides a 64 KiB block exactly, so slot i is at i * frame_size
             raise ValueError("TX frame_size must be a power of two between 128 and 65536")
@@ -469,11 +540,16 @@ class TxRing(_Transmitter):
             self._sock.setsockopt(SOL_PACKET, PACKET_LOSS, 1)
             if qdisc_bypass:
                 self._sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
-            req = _TPACKET_REQ3.pack(block_size, block_count, frame_size, self.frame_count,
-                                     0, 0, 0)   # TX: no block timeout, no private area
+            req = _TPACKET_REQ3.pack(
+                block_size, block_count, frame_size, self.frame_count, 0, 0, 0
+            )  # TX: no block timeout, no private area
             self._sock.setsockopt(SOL_PACKET, PACKET_TX_RING, req)
-            self._map = mmap.mmap(self._sock.fileno(), block_size * block_count,
-                                  mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            self._map = mmap.mmap(
+                self._sock.fileno(),
+                block_size * block_count,
+                mmap.MAP_SHARED,
+                mmap.PROT_READ | mmap.PROT_WRITE,
+            )
             self._sock.bind((ifname, 0))
         except BaseException:
             self.close()
@@ -483,8 +559,14 @@ class TxRing(_Transmitter):
 
     # -- the hot path -------------------------------------------------------------------
 
-    def send_batch(self, batch: Batch, choices, rewrite: Rewrite,
-                   stall_timeout_ms: int = 200, kick_every: int = 0) -> int:
+    def send_batch(
+        self,
+        batch: Batch,
+        choices,
+        rewrite: Rewrite,
+        stall_timeout_ms: int = 200,
+        kick_every: int = 0,
+    ) -> int:
         """Forward the packets of ``batch``: ``choices[i]`` is the backend index for packet
         ``i`` (``DROP``/-1/None: not forwarded). Copy + rewrite happen in C; one ``send()``
         kicks the kernel for the whole batch (more only if the batch outgrows the free slots).
@@ -498,16 +580,27 @@ class TxRing(_Transmitter):
         while True:
             stop = n if kick_every <= 0 else min(n, i + kick_every)
             i, self._slot, sent, dropped = _ring.tx_fill(
-                self._map, self.frame_size, self.frame_count, self._slot,
-                batch._ring._map, batch._records, stop, i, choices,
-                rewrite.src_mac, rewrite.dst_macs, rewrite.nat_ips, rewrite.nat_ports)
+                self._map,
+                self.frame_size,
+                self.frame_count,
+                self._slot,
+                batch._ring._map,
+                batch._records,
+                stop,
+                i,
+                choices,
+                rewrite.src_mac,
+                rewrite.dst_macs,
+                rewrite.nat_ips,
+                rewrite.nat_ports,
+            )
             sent_total += sent
             self._dropped += dropped
             if sent:
                 self.kick()
             if i >= n:
                 break
-            if i >= stop:                       # a chunk done: kicked; on to the next one
+            if i >= stop:  # a chunk done: kicked; on to the next one
                 continue
             # The next slot is still in flight: wait for the kernel to hand slots back. Bounded
             # by the clock, not by poll() results: poll() can report POLLOUT/POLLERR at once
@@ -516,9 +609,9 @@ class TxRing(_Transmitter):
             if deadline is None:
                 deadline = now + stall_timeout_ms / 1000
             elif now >= deadline:
-                self._dropped += n - i          # give up on the rest rather than livelock
+                self._dropped += n - i  # give up on the rest rather than livelock
                 break
-            if self._poller.poll(1):            # "ready" yet our slot is busy: do not spin
+            if self._poller.poll(1):  # "ready" yet our slot is busy: do not spin
                 time.sleep(0.0005)
         self._sent += sent_total
         return sent_total
@@ -538,11 +631,13 @@ class TxRing(_Transmitter):
         for frame in frames:
             length = len(frame)
             base = self._slot * fs
-            if length > fs - data_off or \
-                    _U32.unpack_from(m, base + _TX_HDR_STATUS)[0] != TP_STATUS_AVAILABLE:
+            if (
+                length > fs - data_off
+                or _U32.unpack_from(m, base + _TX_HDR_STATUS)[0] != TP_STATUS_AVAILABLE
+            ):
                 self._dropped += 1
                 continue
-            m[base + data_off:base + data_off + length] = frame
+            m[base + data_off : base + data_off + length] = frame
             _U32.pack_into(m, base + _TX_HDR_NEXT_OFFSET, 0)
             _U32.pack_into(m, base + _TX_HDR_SNAPLEN, length)
             _U32.pack_into(m, base + _TX_HDR_LEN, length)
@@ -561,8 +656,8 @@ class TxRing(_Transmitter):
         try:
             self._sock.send(b"", socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
-            pass                       # the kernel will take the slots on the next kick
-        except OSError as e:           # ENOBUFS: device busy; same remedy
+            pass  # the kernel will take the slots on the next kick
+        except OSError as e:  # ENOBUFS: device busy; same remedy
             if e.errno != 105:
                 raise
 
@@ -612,14 +707,29 @@ class MmsgTx(_Transmitter):
             self._sock.close()
             raise
 
-    def send_batch(self, batch: Batch, choices, rewrite: Rewrite,
-                   stall_timeout_ms: int = 200, kick_every: int = 0) -> int:
+    def send_batch(
+        self,
+        batch: Batch,
+        choices,
+        rewrite: Rewrite,
+        stall_timeout_ms: int = 200,
+        kick_every: int = 0,
+    ) -> int:
         """As :meth:`TxRing.send_batch`; ``kick_every=k``: one sendmmsg per ``k`` packets."""
         chunk = kick_every if kick_every > 0 else 0
         n = batch.count
         sent, dropped = _ring.tx_sendmmsg(
-            self._sock.fileno(), batch._ring._map, batch._records, n, choices,
-            rewrite.src_mac, rewrite.dst_macs, rewrite.nat_ips, rewrite.nat_ports, chunk)
+            self._sock.fileno(),
+            batch._ring._map,
+            batch._records,
+            n,
+            choices,
+            rewrite.src_mac,
+            rewrite.dst_macs,
+            rewrite.nat_ips,
+            rewrite.nat_ports,
+            chunk,
+        )
         self._kicks += -(-n // (chunk or 256)) if n else 0
         self._sent += sent
         self._dropped += dropped

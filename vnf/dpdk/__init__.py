@@ -40,14 +40,15 @@ Rules
 
 Each DPDK process should run inside :mod:`testbed.dpdk_sandbox` so nothing survives it.
 """
+
 from __future__ import annotations
 
 import atexit
 import itertools
 import os
 import threading
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -56,29 +57,60 @@ from .hugepages import HugePagesError
 
 try:
     from . import _dpdk
-    from ._dpdk import Burst, DpdkError, Mempool, Ring, rx_burst, tx_burst
-    from ._dpdk import gen_loop     # a C generator + sink loop, for the bench's DPDK generator
-    from ._dpdk import burst_from_frames   # a Burst of mbufs holding these frames (tests, bench)
-    IMPORT_ERROR: Optional[BaseException] = None
-except ImportError as e:          # built without libdpdk-dev
+    from ._dpdk import (
+        Burst,
+        DpdkError,
+        Mempool,
+        Ring,
+        burst_from_frames,  # a Burst of mbufs holding these frames (tests, bench)
+        gen_loop,  # a C generator + sink loop, for the bench's DPDK generator
+        rx_burst,
+        tx_burst,
+    )
+
+    IMPORT_ERROR: BaseException | None = None
+except ImportError as e:  # built without libdpdk-dev
     _dpdk = None
     IMPORT_ERROR = e
 
-    class DpdkError(OSError):      # type: ignore[no-redef]
+    class DpdkError(OSError):  # type: ignore[no-redef]
         pass
+
 
 try:
     from vnf.packet import REASONS as _PACKET_REASONS
+
     REASONS: tuple[str | None, ...] = _PACKET_REASONS
-except ImportError:                # pragma: no cover
+except ImportError:  # pragma: no cover
     REASONS = (None,)
 if _dpdk is not None:
-    _dpdk.use_reason_names(tuple(REASONS))     # Burst.reason(i) speaks vnf.packet's names
+    _dpdk.use_reason_names(tuple(REASONS))  # Burst.reason(i) speaks vnf.packet's names
 
-__all__ = ["init", "eal", "EAL", "Port", "pool", "ParseArrays", "Burst", "Ring", "Mempool",
-           "DpdkError", "HugePagesError", "rx_burst", "tx_burst", "ring", "busy_stats",
-           "busy_reset", "io_forward", "run_workers", "REASONS", "available", "FusedForward",
-           "gen_loop", "burst_from_frames"]
+__all__ = [
+    "init",
+    "eal",
+    "EAL",
+    "Port",
+    "pool",
+    "ParseArrays",
+    "Burst",
+    "Ring",
+    "Mempool",
+    "DpdkError",
+    "HugePagesError",
+    "rx_burst",
+    "tx_burst",
+    "ring",
+    "busy_stats",
+    "busy_reset",
+    "io_forward",
+    "run_workers",
+    "REASONS",
+    "available",
+    "FusedForward",
+    "gen_loop",
+    "burst_from_frames",
+]
 
 
 def available() -> bool:
@@ -88,8 +120,10 @@ def available() -> bool:
 
 def _need_binding():
     if _dpdk is None:
-        raise ImportError(f"vnf.dpdk._dpdk is not built ({IMPORT_ERROR}); install libdpdk-dev "
-                          "and run: python setup.py build_ext --inplace")
+        raise ImportError(
+            f"vnf.dpdk._dpdk is not built ({IMPORT_ERROR}); install libdpdk-dev "
+            "and run: python setup.py build_ext --inplace"
+        )
 
 
 # ----------------------------------------------------------------------------------- EAL
@@ -111,28 +145,37 @@ class EAL:
             # rte_eal_cleanup empties EAL's runtime directory but (22.11) leaves it behind:
             # one empty /var/run/dpdk/<prefix> per run would pile up on a student's VM.
             base = os.environ.get("RUNTIME_DIRECTORY") or (
-                "/var/run/dpdk" if os.geteuid() == 0 else
-                os.path.join(os.environ.get("XDG_RUNTIME_DIR", "/tmp"), "dpdk"))
+                "/var/run/dpdk"
+                if os.geteuid() == 0
+                else os.path.join(os.environ.get("XDG_RUNTIME_DIR", "/tmp"), "dpdk")
+            )
             try:
                 os.rmdir(os.path.join(base, self.file_prefix))
             except OSError:
-                pass                              # not there, or not empty: not ours to force
+                pass  # not there, or not empty: not ours to force
         self.ports.clear()
 
 
-_eal: Optional[EAL] = None
+_eal: EAL | None = None
 _lock = threading.Lock()
 _names = itertools.count()
 
 
-def eal() -> Optional[EAL]:
+def eal() -> EAL | None:
     """The EAL of this process, or None before :func:`init`."""
     return _eal
 
 
-def init(vdevs: Sequence[str] = (), cores: Optional[Sequence[int]] = None, mem_mb: int = 128,
-         file_prefix: Optional[str] = None, in_memory: bool = True, log_level: str = "error",
-         extra_args: Sequence[str] = (), reserve_hugepages: bool = False) -> EAL:
+def init(
+    vdevs: Sequence[str] = (),
+    cores: Sequence[int] | None = None,
+    mem_mb: int = 128,
+    file_prefix: str | None = None,
+    in_memory: bool = True,
+    log_level: str = "error",
+    extra_args: Sequence[str] = (),
+    reserve_hugepages: bool = False,
+) -> EAL:
     """Initialise EAL (once per process; see the module notes).
 
     vdevs: ``--vdev`` strings probed at start-up (ports can also be added later with
@@ -143,25 +186,47 @@ def init(vdevs: Sequence[str] = (), cores: Optional[Sequence[int]] = None, mem_m
     """
     global _eal
     _need_binding()
-    key = (tuple(vdevs), tuple(cores) if cores else None, mem_mb, file_prefix, in_memory,
-           log_level, tuple(extra_args))
+    key = (
+        tuple(vdevs),
+        tuple(cores) if cores else None,
+        mem_mb,
+        file_prefix,
+        in_memory,
+        log_level,
+        tuple(extra_args),
+    )
     with _lock:
         if _eal is not None:
             if key != _eal.key:
-                raise DpdkError(0, "EAL is already initialised in this process with other "
-                                   f"arguments ({_eal.args}); EAL can only init once per "
-                                   "process")
+                raise DpdkError(
+                    0,
+                    "EAL is already initialised in this process with other "
+                    f"arguments ({_eal.args}); EAL can only init once per "
+                    "process",
+                )
             return _eal
         if _dpdk.eal_state() != 0:
-            raise DpdkError(0, "EAL init already failed or was cleaned up in this process; "
-                               "start a new process")
+            raise DpdkError(
+                0, "EAL init already failed or was cleaned up in this process; start a new process"
+            )
         hugepages.require(mem_mb, reserve_if_missing=reserve_hugepages)
         if cores is None:
             cores = [min(os.sched_getaffinity(0))]
         prefix = file_prefix or f"vnfl{os.getpid()}_{os.urandom(3).hex()}"
-        args = ["-l", ",".join(str(c) for c in cores), "--no-pci", "--file-prefix", prefix,
-                "-m", str(mem_mb), "--socket-limit", str(mem_mb), "--single-file-segments",
-                "--no-telemetry", f"--log-level={log_level}"]
+        args = [
+            "-l",
+            ",".join(str(c) for c in cores),
+            "--no-pci",
+            "--file-prefix",
+            prefix,
+            "-m",
+            str(mem_mb),
+            "--socket-limit",
+            str(mem_mb),
+            "--single-file-segments",
+            "--no-telemetry",
+            f"--log-level={log_level}",
+        ]
         if in_memory:
             args.append("--in-memory")
         elif os.environ.get("VNFL_DPDK_HUGE_DIR"):
@@ -182,21 +247,27 @@ def _need_eal() -> EAL:
 
 
 # ----------------------------------------------------------------------------------- pools
-def pool(name: Optional[str] = None, n: int = 8191, cache: int = 256,
-         data_room: int = 2048 + 128) -> Mempool:
+def pool(
+    name: str | None = None, n: int = 8191, cache: int = 256, data_room: int = 2048 + 128
+) -> Mempool:
     """rte_pktmbuf_pool_create with an explicit mbuf count (n = 2^k - 1 is the most
     memory-efficient). Pools live until EAL cleanup."""
     _need_eal()
     return _dpdk.pool_create(name or f"vnflpool{next(_names)}", n, cache, data_room)
 
 
-def ring(size: int = 1024, name: Optional[str] = None, single_producer: bool = False,
-         single_consumer: bool = False) -> Ring:
+def ring(
+    size: int = 1024,
+    name: str | None = None,
+    single_producer: bool = False,
+    single_consumer: bool = False,
+) -> Ring:
     """rte_ring of mbufs (size: power of two; holds size-1). For pipeline stages: one thread
     ``ring.enqueue(burst)``, another ``ring.dequeue(32)``."""
     _need_eal()
-    return _dpdk.ring_create(name or f"vnflring{next(_names)}", size, single_producer,
-                             single_consumer)
+    return _dpdk.ring_create(
+        name or f"vnflring{next(_names)}", size, single_producer, single_consumer
+    )
 
 
 # ----------------------------------------------------------------------------------- ports
@@ -219,13 +290,21 @@ class Port:
         self.mac = _dpdk.port_mac(port_id)
 
     @classmethod
-    def open(cls, devargs: str, pool: Mempool, nrxq: int = 1, ntxq: int = 1,
-             nrxd: int = 1024, ntxd: int = 1024, start: bool = True,
-             promisc: bool = True) -> "Port":
+    def open(
+        cls,
+        devargs: str,
+        pool: Mempool,
+        nrxq: int = 1,
+        ntxq: int = 1,
+        nrxd: int = 1024,
+        ntxd: int = 1024,
+        start: bool = True,
+        promisc: bool = True,
+    ) -> Port:
         e = _need_eal()
         name = devargs.split(",", 1)[0]
         try:
-            pid = _dpdk.port_by_name(name)          # already there (an EAL --vdev)
+            pid = _dpdk.port_by_name(name)  # already there (an EAL --vdev)
         except DpdkError:
             _dpdk.dev_probe(devargs)
             pid = _dpdk.port_by_name(name)
@@ -252,7 +331,7 @@ class Port:
         if _eal is not None:
             _eal.ports.pop(self.id, None)
 
-    def rx(self, queue: int = 0, n: int = 32, into: Optional[Burst] = None) -> Burst:
+    def rx(self, queue: int = 0, n: int = 32, into: Burst | None = None) -> Burst:
         """rx_burst on one queue. Pass `into` to reuse a Burst (its old mbufs are freed)."""
         return rx_burst(self.id, queue, n, into)
 
@@ -289,10 +368,18 @@ class ParseArrays:
     """
 
     # One block (26 bytes per packet) holds all fields, so Burst.parse acquires one buffer.
-    _LAYOUT = (("src_ip", np.uint32), ("dst_ip", np.uint32), ("hash", np.uint32),
-               ("vlan", np.int32), ("src_port", np.uint16), ("dst_port", np.uint16),
-               ("l3_offset", np.uint16), ("l4_offset", np.uint16), ("proto", np.uint8),
-               ("reason", np.uint8))
+    _LAYOUT = (
+        ("src_ip", np.uint32),
+        ("dst_ip", np.uint32),
+        ("hash", np.uint32),
+        ("vlan", np.int32),
+        ("src_port", np.uint16),
+        ("dst_port", np.uint16),
+        ("l3_offset", np.uint16),
+        ("l4_offset", np.uint16),
+        ("proto", np.uint8),
+        ("reason", np.uint8),
+    )
     # Set in __init__ (setattr per _LAYOUT entry); declared here for readers and type checkers.
     src_ip: np.ndarray
     dst_ip: np.ndarray
@@ -310,16 +397,26 @@ class ParseArrays:
         self._block = np.zeros(26 * n, np.uint8)
         off = 0
         for name, dt in self._LAYOUT:
-            arr = self._block[off:off + n * np.dtype(dt).itemsize].view(dt)
+            arr = self._block[off : off + n * np.dtype(dt).itemsize].view(dt)
             setattr(self, name, arr)
             off += arr.nbytes
 
     def flows(self, count: int) -> list:
         """FiveTuples (None for drops) of the first `count` packets (slow: for tests)."""
         from vnf.packet import FiveTuple
-        return [FiveTuple(int(self.src_ip[i]), int(self.dst_ip[i]), int(self.src_port[i]),
-                          int(self.dst_port[i]), int(self.proto[i]))
-                if self.reason[i] == 0 else None for i in range(count)]
+
+        return [
+            FiveTuple(
+                int(self.src_ip[i]),
+                int(self.dst_ip[i]),
+                int(self.src_port[i]),
+                int(self.dst_port[i]),
+                int(self.proto[i]),
+            )
+            if self.reason[i] == 0
+            else None
+            for i in range(count)
+        ]
 
     def reasons(self, count: int) -> list:
         """Drop-reason strings (None = parsed) of the first `count` packets."""
@@ -350,8 +447,7 @@ class FusedForward:
         sent, bursts = kernel.poll(Burst(32), (queue,), 1024)   # 1024 rounds of polling
     """
 
-    def __init__(self, lb, arrays: ParseArrays, mac_table: bytes, src_mac: bytes,
-                 port_id: int):
+    def __init__(self, lb, arrays: ParseArrays, mac_table: bytes, src_mac: bytes, port_id: int):
         self.lb, self.arrays, self.port_id = lb, arrays, port_id
         self.mac_table, self.src_mac = bytes(mac_table), bytes(src_mac)
         self._kernel = None
@@ -362,12 +458,23 @@ class FusedForward:
         lb = self.lb
         cache = lb.prepared_batch_cache()
         cache.grow_choice(self.arrays.n)
-        if self._kernel is None or cache.version != self._version:   # arrays or pool changed
+        if self._kernel is None or cache.version != self._version:  # arrays or pool changed
             self.fold_counters()
             self._kernel = _dpdk.FlowKernel(
-                self.arrays._block, cache.hash, cache.backend, cache.seen,
-                cache.alive.view(np.uint8), cache.choice, self.mac_table, lb.vip, lb.port,
-                cache.proto_mask, self.src_mac, self.port_id, self._slow)
+                self.arrays._block,
+                cache.hash,
+                cache.backend,
+                cache.seen,
+                cache.alive.view(np.uint8),
+                cache.choice,
+                self.mac_table,
+                lb.vip,
+                lb.port,
+                cache.proto_mask,
+                self.src_mac,
+                self.port_id,
+                self._slow,
+            )
             self._version = cache.version
         return self._kernel
 
@@ -378,16 +485,17 @@ class FusedForward:
             self.lb.batch_cache.hits += n
             self.lb.count_forwarded(n)
 
-    def _slow(self, burst: Burst, queue: int, parsed: int, valid: int, hits: int,
-              now: float) -> int:
+    def _slow(
+        self, burst: Burst, queue: int, parsed: int, valid: int, hits: int, now: float
+    ) -> int:
         """A burst with drops or new flows: the LoadBalancer settles it, then transmit."""
         lb = self.lb
         n = len(burst)
         before = lb.forwarded
         choice = lb.settle_batch(self.arrays, n, (parsed, valid, hits), now)
-        if hits < valid:                          # new flows: their MACs now
+        if hits < valid:  # new flows: their MACs now
             burst.set_macs(choice, self.mac_table, self.src_mac)
-        if lb.forwarded - before != n:            # some dropped: free them
+        if lb.forwarded - before != n:  # some dropped: free them
             burst.keep(choice >= 0)
         return tx_burst(self.port_id, queue, burst)
 
@@ -401,9 +509,14 @@ def busy_stats() -> dict:
     per = _dpdk.busy_counters()
     cyc = sum(v[0] for v in per.values())
     pkts = sum(v[1] for v in per.values())
-    return {"busy_cycles": cyc, "busy_packets": pkts,
-            "bursts": sum(v[2] for v in per.values()), "tsc_hz": e.tsc_hz,
-            "ns_per_packet": cyc / pkts / e.tsc_hz * 1e9 if pkts else None, "per_queue": per}
+    return {
+        "busy_cycles": cyc,
+        "busy_packets": pkts,
+        "bursts": sum(v[2] for v in per.values()),
+        "tsc_hz": e.tsc_hz,
+        "ns_per_packet": cyc / pkts / e.tsc_hz * 1e9 if pkts else None,
+        "per_queue": per,
+    }
 
 
 def busy_reset() -> None:
@@ -411,8 +524,15 @@ def busy_reset() -> None:
 
 
 # ----------------------------------------------------------------------------------- loops
-def io_forward(rx_port, tx_port, burst: int = 32, seconds: float = 1.0,
-               bidirectional: bool = False, rx_queue: int = 0, tx_queue: int = 0) -> dict:
+def io_forward(
+    rx_port,
+    tx_port,
+    burst: int = 32,
+    seconds: float = 1.0,
+    bidirectional: bool = False,
+    rx_queue: int = 0,
+    tx_queue: int = 0,
+) -> dict:
     """Baseline C forwarding loop (no parsing) on this thread, GIL released: rx on rx_port,
     tx on tx_port (and back, with bidirectional=True), for `seconds`. Returns rx, tx, dropped,
     polls, cycles, busy_cycles, seconds, mpps and ns_per_packet (wall time / packets)."""
@@ -428,8 +548,9 @@ def io_forward(rx_port, tx_port, burst: int = 32, seconds: float = 1.0,
     return r
 
 
-def run_workers(targets: Iterable[Callable[[], object]], cores: Sequence[int],
-                register: bool = True) -> list:
+def run_workers(
+    targets: Iterable[Callable[[], object]], cores: Sequence[int], register: bool = True
+) -> list:
     """Run each callable on its own Python thread pinned to cores[i] (registered as an EAL
     thread so it gets an lcore id and mempool caches), wait for all, return their results.
     An exception in a worker is re-raised here. The GIL serialises Python code: see the
@@ -441,7 +562,7 @@ def run_workers(targets: Iterable[Callable[[], object]], cores: Sequence[int],
 
     def body(i, fn, core):
         try:
-            os.sched_setaffinity(0, {core})        # pid 0 = this thread
+            os.sched_setaffinity(0, {core})  # pid 0 = this thread
             if register:
                 _dpdk.thread_register()
             try:
@@ -449,11 +570,13 @@ def run_workers(targets: Iterable[Callable[[], object]], cores: Sequence[int],
             finally:
                 if register:
                     _dpdk.thread_unregister()
-        except BaseException as exc:               # noqa: BLE001 - re-raised below
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
             errors.append(exc)
 
-    threads = [threading.Thread(target=body, args=(i, fn, cores[i % len(cores)]),
-                                name=f"vnfl-worker{i}") for i, fn in enumerate(targets)]
+    threads = [
+        threading.Thread(target=body, args=(i, fn, cores[i % len(cores)]), name=f"vnfl-worker{i}")
+        for i, fn in enumerate(targets)
+    ]
     for t in threads:
         t.start()
     for t in threads:

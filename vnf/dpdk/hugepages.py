@@ -4,6 +4,7 @@ DPDK takes its packet memory from huge pages. The kernel keeps a pool of them pe
 (``/proc/sys/vm/nr_hugepages`` is the 2 MiB pool on x86). Nothing is reserved on a fresh
 machine, and EAL then fails with a message that does not say so; :func:`require` says so.
 """
+
 from __future__ import annotations
 
 import os
@@ -56,8 +57,10 @@ def ensure_free(mem_mb: int, size_kb: int = 2048) -> dict:
         reserve(st["total"] + need - st["free"], size_kb)
         st = status(size_kb)
     if st["free"] < need:
-        raise HugePagesError(f"could not reserve {need} huge pages of {size_kb} kB "
-                             f"({st['free']} of {st['total']} free)")
+        raise HugePagesError(
+            f"could not reserve {need} huge pages of {size_kb} kB "
+            f"({st['free']} of {st['total']} free)"
+        )
     return st
 
 
@@ -72,16 +75,17 @@ def require(mem_mb: int, *, reserve_if_missing: bool = False, size_kb: int = 204
     if st["free"] < 2 * need and reserve_if_missing:
         try:
             reserve(st["total"] - st["free"] + 2 * need, size_kb)
-        except PermissionError:   # not root (the grader's student user): use what is free
+        except PermissionError:  # not root (the grader's student user): use what is free
             pass
         st = status(size_kb)
     if st["total"] == 0:
         raise HugePagesError(
-            f"no huge pages reserved: run echo 256 > {NR_PATH} "
-            "(or pass reserve_hugepages=True)")
+            f"no huge pages reserved: run echo 256 > {NR_PATH} (or pass reserve_hugepages=True)"
+        )
     if st["free"] < need:
         raise HugePagesError(
             f"not enough free huge pages: {mem_mb} MiB needs {need} x {size_kb} kB pages, "
             f"{st['free']} of {st['total']} are free; reserve more with "
-            f"echo {st['total'] - st['free'] + need} > {NR_PATH}, or lower mem_mb")
+            f"echo {st['total'] - st['free'] + need} > {NR_PATH}, or lower mem_mb"
+        )
     return st

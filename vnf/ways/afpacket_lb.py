@@ -28,6 +28,7 @@ This file is what lab 2 hands out: the hot loop and the two styles. The rest of 
 ``vnf.ways.afpacket_program.AfPacketProgram``. Measured costs of the styles and transmit
 kinds: ``docs/results.md`` (``vnflab bench`` writes it).
 """
+
 from __future__ import annotations
 
 import time
@@ -49,18 +50,18 @@ class AfPacketLB(AfPacketProgram):
         next_expire = time.monotonic() + EXPIRE_EVERY_S
         try:
             while not self.stopping:
-                batch = rx.next_batch(timeout_ms=100)      # one TPACKET_V3 block, parsed in C
+                batch = rx.next_batch(timeout_ms=100)  # one TPACKET_V3 block, parsed in C
                 if batch is None:
                     continue
                 now = time.monotonic()
-                self.sent += forward(batch, now)           # decide, copy + rewrite, send() kick
-                batch.release()                            # the block goes back to the kernel
+                self.sent += forward(batch, now)  # decide, copy + rewrite, send() kick
+                batch.release()  # the block goes back to the kernel
                 self.batches += 1
                 if now >= next_expire:
                     lb.expire(now)
                     next_expire = now + EXPIRE_EVERY_S
         finally:
-            self.close_rings()                             # keeps their counters for the stats
+            self.close_rings()  # keeps their counters for the stats
 
     # --- one block: the two styles of the lab ------------------------------------------------
     def forward_perpacket(self, batch, now: float) -> int:
@@ -70,23 +71,27 @@ class AfPacketLB(AfPacketProgram):
         lb, index, tx = self.lb, self.backend_index, self.tx
         # BEGIN SOLUTION lab2: one choice per packet of the batch: DROP for unparsed (None) or flows not lb.is_for_service(flow) (lb.count_drop(NOT_FOR_VIP)), else index[lb.backend_for(flow, now).name]; count_drops(batch); return what one tx.send_batch(batch, choices, self.rewrite, kick_every=self.kick_every) sent (NAT: learn clients, queue replies, add nat.send_replies(tx))
         choices = []
-        for i, flow in enumerate(batch.flows()):   # a FiveTuple, or None: unparseable
-            if flow is None:                       # counted per reason below
+        for i, flow in enumerate(batch.flows()):  # a FiveTuple, or None: unparseable
+            if flow is None:  # counted per reason below
                 choices.append(DROP)
-            elif lb.is_for_service(flow):              # VIP, port and a served protocol
-                backend = lb.backend_for(flow, now)    # THE decision, shared by all ways
+            elif lb.is_for_service(flow):  # VIP, port and a served protocol
+                backend = lb.backend_for(flow, now)  # THE decision, shared by all ways
                 choices.append(DROP if backend is None else index[backend.name])
                 if self.nat:
                     self.nat.learn_client(flow, batch.frame(i))
             elif self.nat and self.nat.is_reply(flow):
-                self.nat.queue_reply(batch.frame(i))   # sent below, rewritten
+                self.nat.queue_reply(batch.frame(i))  # sent below, rewritten
                 choices.append(DROP)
             else:
                 lb.count_drop(NOT_FOR_VIP)
                 choices.append(DROP)
         self.count_drops(batch)
-        sent = tx.send_batch(batch, choices, self.rewrite,     # one send() kick
-                             kick_every=self.kick_every)
+        sent = tx.send_batch(
+            batch,
+            choices,
+            self.rewrite,  # one send() kick
+            kick_every=self.kick_every,
+        )
         if self.nat:
             sent += self.nat.send_replies(tx)
         return sent
@@ -99,9 +104,13 @@ class AfPacketLB(AfPacketProgram):
         drop counters; only new flows take Python); the TX copy and MAC rewrite are C too.
         DSR only: NAT's return path is Python per packet anyway. Returns frames sent."""
         # BEGIN SOLUTION lab2-vector: optional (io style "vector"): choices = self.lb.backends_for_batch(batch.packets, len(batch), now) (one call for the block: VIP check, flow cache, drop counters); return what tx.send_batch(batch, choices, self.rewrite, kick_every=self.kick_every) sent
-        choices = self.lb.backends_for_batch(batch.packets, len(batch), now)   # C, whole block
-        return self.tx.send_batch(batch, choices, self.rewrite,      # C copy + rewrite, one kick
-                                  kick_every=self.kick_every)
+        choices = self.lb.backends_for_batch(batch.packets, len(batch), now)  # C, whole block
+        return self.tx.send_batch(
+            batch,
+            choices,
+            self.rewrite,  # C copy + rewrite, one kick
+            kick_every=self.kick_every,
+        )
         # END SOLUTION
 
 

@@ -20,6 +20,7 @@ per ``send()`` kick; 0 = a whole RX block per kick).
   enters the kernel as pages of the ring, which veth must copy into new pages
   (``skb_copy_ubufs``); see ``vnf.afpacket.MmsgTx``.
 """
+
 from __future__ import annotations
 
 import os
@@ -34,7 +35,7 @@ from vnf.packet import ip_to_int, parse_frame
 from vnf.rewrite import nat_rewrite_src, set_macs
 from vnf.ways.common import LBProgram, fail
 
-FANOUT_GROUP = 0x564E     # any 16-bit id shared by the workers of one LB ("VN")
+FANOUT_GROUP = 0x564E  # any 16-bit id shared by the workers of one LB ("VN")
 STYLES = ("perpacket", "vector")
 
 
@@ -64,7 +65,7 @@ class NatReturnPath:
     def queue_reply(self, frame) -> None:
         reply = bytearray(frame)
         parsed = parse_frame(reply)
-        assert parsed.flow is not None       # the LB parsed this reply already
+        assert parsed.flow is not None  # the LB parsed this reply already
         client_mac = self.client_mac.get(parsed.flow.dst_ip)
         if client_mac is None:
             self.unknown_client += 1
@@ -89,12 +90,12 @@ class AfPacketProgram(LBProgram):
 
     def __init__(self, config: LBConfig, io: dict):
         super().__init__(config, io)
-        self.sent = 0                 # frames transmitted
-        self.batches = 0              # RX blocks handled
-        self.rx_stats: RxStats | None = None   # the RX ring's counters, taken when its loop ends
-        self.tx_kicks = 0             # send() kicks, taken when its loop ends
-        self.nat: NatReturnPath | None = None    # in NAT mode
-        self.lb_mac = b""             # the LB interface's MAC, once setup() read it
+        self.sent = 0  # frames transmitted
+        self.batches = 0  # RX blocks handled
+        self.rx_stats: RxStats | None = None  # the RX ring's counters, taken when its loop ends
+        self.tx_kicks = 0  # send() kicks, taken when its loop ends
+        self.nat: NatReturnPath | None = None  # in NAT mode
+        self.lb_mac = b""  # the LB interface's MAC, once setup() read it
         self.children: list[int] = []
         self.worker_id = 0
         self.read_options()
@@ -144,16 +145,19 @@ class AfPacketProgram(LBProgram):
         macs = [b.mac for b in backends]
         if self.mode == "dsr":
             return Rewrite.dsr(src_mac=self.lb_mac, backend_macs=macs)
-        return Rewrite.nat(src_mac=self.lb_mac, backend_macs=macs,
-                           backend_ips=[b.ip for b in backends],
-                           backend_ports=[b.port for b in backends])
+        return Rewrite.nat(
+            src_mac=self.lb_mac,
+            backend_macs=macs,
+            backend_ips=[b.ip for b in backends],
+            backend_ports=[b.port for b in backends],
+        )
 
     def prepare_for_pool(self, pool) -> None:
         """A pool change (control plane): a backend that joins needs its number, its rewrite
         entry and (NAT) its replies recognised before the pool that may pick it goes live."""
         backends = pool.by_number()
         for number, backend in enumerate(backends):
-            self.backend_index[backend.name] = number   # in place: the loop holds this dict
+            self.backend_index[backend.name] = number  # in place: the loop holds this dict
         if self.nat:
             self.nat.backend_addrs |= {(ip_to_int(b.ip), b.port) for b in backends}
         self.rewrite = self.rewrite_for(backends)
@@ -185,7 +189,7 @@ class AfPacketProgram(LBProgram):
         ready_r, ready_w = os.pipe()
         for worker_id in range(1, self.workers):
             pid = os.fork()
-            if pid == 0:                                   # a worker: rings, loop, stats, exit
+            if pid == 0:  # a worker: rings, loop, stats, exit
                 os.close(ready_r)
                 self.worker_id, self.children = worker_id, []
                 code = 0
@@ -193,9 +197,9 @@ class AfPacketProgram(LBProgram):
                     self.open_rings()
                     os.write(ready_w, b"r")
                     os.close(ready_w)
-                    self.start_control()                   # its own pool, from the file
+                    self.start_control()  # its own pool, from the file
                     self.run()
-                except BaseException:                      # noqa: BLE001 - report, then exit
+                except BaseException:  # noqa: BLE001 - report, then exit
                     traceback.print_exc()
                     code = 1
                 finally:
@@ -224,11 +228,16 @@ class AfPacketProgram(LBProgram):
         return path if self.worker_id == 0 else f"{path}.worker{self.worker_id}"
 
     def extra_stats(self) -> dict:
-        return {"sent": self.sent, "batches": self.batches, "workers": self.workers,
-                "mode": self.mode, "style": self.style, "batch": self.kick_every,
-                "tx": self.tx_kind,
-                "packets_per_kick": (round(self.sent / self.tx_kicks, 1)
-                                     if self.tx_kicks else None),
-                "nat_unknown_client": self.nat.unknown_client if self.nat else None,
-                "worker_id": self.worker_id,
-                "ring_drops": self.rx_stats.drops if self.rx_stats else None}
+        return {
+            "sent": self.sent,
+            "batches": self.batches,
+            "workers": self.workers,
+            "mode": self.mode,
+            "style": self.style,
+            "batch": self.kick_every,
+            "tx": self.tx_kind,
+            "packets_per_kick": (round(self.sent / self.tx_kicks, 1) if self.tx_kicks else None),
+            "nat_unknown_client": self.nat.unknown_client if self.nat else None,
+            "worker_id": self.worker_id,
+            "ring_drops": self.rx_stats.drops if self.rx_stats else None,
+        }

@@ -29,6 +29,7 @@ a MAC for a backend that joins), and only then publishes the pool with one assig
 packet never gets a backend number its way's tables do not know yet, and the loop needs no
 lock and no check per batch. Ways with worker processes pass the signal on (``children``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,7 +47,7 @@ from vnf.control import ControlError, PoolChange, read_control_file, wanted_pool
 from vnf.jsonfile import write_json_atomic
 from vnf.lb import ConfigError, LBConfig, LoadBalancer
 
-FLOWS_SAMPLE = 16          # flows listed in the stats file by default (--flows-sample)
+FLOWS_SAMPLE = 16  # flows listed in the stats file by default (--flows-sample)
 
 
 def fail(field: str, message: str) -> NoReturn:
@@ -69,7 +70,7 @@ def load_config(path: str) -> tuple[LBConfig, dict]:
         return LBConfig.from_dict(data["lb"]).validate(), io
     except ConfigError as exc:
         fail(exc.field, exc.message)
-    except TypeError as exc:      # an unknown or missing key in "lb"
+    except TypeError as exc:  # an unknown or missing key in "lb"
         fail("lb", str(exc).replace("LBConfig.__init__() ", ""))
 
 
@@ -77,7 +78,7 @@ class LBProgram:
     """Base class of a way's LB program: subclasses write ``setup()``, ``run()``, ``close()``."""
 
     way = "?"
-    children: Sequence[int] = ()   # pids of worker processes this one forked (they get SIGHUP too)
+    children: Sequence[int] = ()  # pids of worker processes this one forked (they get SIGHUP too)
 
     def __init__(self, config: LBConfig, io: dict):
         self.config = config
@@ -87,9 +88,9 @@ class LBProgram:
         self.stats_file: str | None = None
         self.started = time.monotonic()
         self.control_file: str | None = None
-        self.pool_change = PoolChange()           # what the control file asked for last
+        self.pool_change = PoolChange()  # what the control file asked for last
         self.control_counts: dict[str, Any] = {"applied": 0, "errors": 0, "last_error": None}
-        self.control_live = False                 # tables built: changes apply at once
+        self.control_live = False  # tables built: changes apply at once
         self.control_busy = self.control_again = False
         self.flows_sample_size = FLOWS_SAMPLE
 
@@ -120,9 +121,8 @@ class LBProgram:
     def apply_control(self, change: PoolChange, unhealthy=()) -> None:
         """Build the wanted pool aside for each balancer, let the way prepare its tables, then
         publish: one assignment per balancer (see the module docstring)."""
-        pools = [wanted_pool(lb.pool, self.config, change, unhealthy)
-                 for lb in self.balancers()]
-        self.prepare_for_pool(pools[0])           # same numbering in every balancer's pool
+        pools = [wanted_pool(lb.pool, self.config, change, unhealthy) for lb in self.balancers()]
+        self.prepare_for_pool(pools[0])  # same numbering in every balancer's pool
         for lb, pool in zip(self.balancers(), pools):
             lb.pool = pool
         self.pool_change = change
@@ -172,19 +172,23 @@ class LBProgram:
                 self.reload_control_file()
         finally:
             self.control_busy = False
-        if self.control_again:        # a SIGHUP between the last check and the line above
+        if self.control_again:  # a SIGHUP between the last check and the line above
             self.apply_pending_control()
 
     # shared ------------------------------------------------------------------------------------
     def stats(self) -> dict:
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        return {"way": self.way, "pid": os.getpid(),
-                "uptime_s": round(time.monotonic() - self.started, 3),
-                "cpu_user_s": usage.ru_utime, "cpu_sys_s": usage.ru_stime,
-                "lb": self.lb.stats(), "control": {**self.control_counts,
-                                                   "pool_change": self.pool_change.to_doc()},
-                "flows_sample": self.flows_sample(self.flows_sample_size),
-                **self.extra_stats()}
+        return {
+            "way": self.way,
+            "pid": os.getpid(),
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "cpu_user_s": usage.ru_utime,
+            "cpu_sys_s": usage.ru_stime,
+            "lb": self.lb.stats(),
+            "control": {**self.control_counts, "pool_change": self.pool_change.to_doc()},
+            "flows_sample": self.flows_sample(self.flows_sample_size),
+            **self.extra_stats(),
+        }
 
     def flows_sample(self, n: int) -> list[dict]:
         """The ``n`` most recently used flows of this process's balancers (the module docstring
@@ -195,15 +199,25 @@ class LBProgram:
         try:
             for lb in self.balancers():
                 for key, backend, idle in lb.flows.recent(n, now):
-                    rows.append({"flow": str(key), "backend": getattr(backend, "name", backend),
-                                 "idle_s": round(idle, 3)})
+                    rows.append(
+                        {
+                            "flow": str(key),
+                            "backend": getattr(backend, "name", backend),
+                            "idle_s": round(idle, 3),
+                        }
+                    )
                 cache = lb.batch_cache
                 if cache is not None:
                     names = [b.name for b in lb.pool.by_number()]
                     for flow_hash, number, idle in cache.recent(n, now):
-                        rows.append({"hash": f"0x{flow_hash:08x}", "idle_s": round(idle, 3),
-                                     "backend": names[number] if number < len(names) else number})
-        except Exception as exc:                   # noqa: BLE001 - inspection only
+                        rows.append(
+                            {
+                                "hash": f"0x{flow_hash:08x}",
+                                "idle_s": round(idle, 3),
+                                "backend": names[number] if number < len(names) else number,
+                            }
+                        )
+        except Exception as exc:  # noqa: BLE001 - inspection only
             return [{"error": f"{type(exc).__name__}: {exc}"}]
         rows.sort(key=lambda r: r["idle_s"])
         return rows[:n]
@@ -223,10 +237,16 @@ class LBProgram:
         parser.add_argument("--config", required=True, help="LB.json (see vnf/ways/common.py)")
         parser.add_argument("--ready-file", help="created once the LB forwards")
         parser.add_argument("--stats-file", help="counters, written on SIGUSR1 and at exit")
-        parser.add_argument("--control-file", help="the wanted pool (vnf/control.py); "
-                                                   "read at start and on SIGHUP")
-        parser.add_argument("--flows-sample", type=int, default=FLOWS_SAMPLE, metavar="N",
-                            help="how many recent flows the stats file lists (flows_sample)")
+        parser.add_argument(
+            "--control-file", help="the wanted pool (vnf/control.py); read at start and on SIGHUP"
+        )
+        parser.add_argument(
+            "--flows-sample",
+            type=int,
+            default=FLOWS_SAMPLE,
+            metavar="N",
+            help="how many recent flows the stats file lists (flows_sample)",
+        )
         args = parser.parse_args(argv)
         program = cls(*load_config(args.config))
         program.stats_file = args.stats_file

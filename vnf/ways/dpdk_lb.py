@@ -19,6 +19,7 @@ program (options, EAL and port set-up, the pipeline model and several lcores, th
 ``fused`` style, stats) is ``vnf.ways.dpdk_program.DpdkProgram``. Measured costs of the styles:
 ``docs/results.md`` (``vnflab bench`` writes it).
 """
+
 from __future__ import annotations
 
 import time
@@ -60,18 +61,18 @@ class DpdkLB(DpdkProgram):
         src_mac = self.src_mac
         keep = bytearray(len(burst))
         for i in range(len(burst)):
-            flow = burst.flow(i)                 # C parse: (src_ip, dst_ip, sport, dport, proto)
+            flow = burst.flow(i)  # C parse: (src_ip, dst_ip, sport, dport, proto)
             if flow is None:
                 lb.count_drop(burst.reason(i))
                 continue
-            if not lb.is_for_service(flow):      # VIP, port and a served protocol
+            if not lb.is_for_service(flow):  # VIP, port and a served protocol
                 lb.count_drop(NOT_FOR_VIP)
                 continue
             backend = lb.backend_for(flow, now)  # THE decision, shared by all ways
             if backend is not None:
-                burst.set_macs_at(i, backend.mac_bytes, src_mac)   # in the mbuf, no copy
+                burst.set_macs_at(i, backend.mac_bytes, src_mac)  # in the mbuf, no copy
                 keep[i] = 1
-        burst.keep(keep)                         # frees the dropped ones
+        burst.keep(keep)  # frees the dropped ones
         return dpdk.tx_burst(self.port.id, txq, burst)
         # END SOLUTION
 
@@ -83,10 +84,10 @@ class DpdkLB(DpdkProgram):
         (C, zero copy), transmit. Returns packets sent."""
         # BEGIN SOLUTION lab3-vector: forwarded = lb.forwarded; n = burst.parse(arrays); choice = lb.backends_for_batch(arrays, n, now) (one call: VIP check, flow cache, drop counters); burst.set_macs(choice, self.mac_table, self.src_mac); burst.keep(choice >= 0) when lb.forwarded grew by less than n; tx on txq
         forwarded = lb.forwarded
-        n = burst.parse(arrays)                  # C: 5-tuples + flow hashes into numpy
-        choice = lb.backends_for_batch(arrays, n, now)           # C: VIP check + flow cache
-        burst.set_macs(choice, self.mac_table, self.src_mac)     # C, in place; skips choice < 0
-        if lb.forwarded - forwarded != n:                        # some were dropped: free them
+        n = burst.parse(arrays)  # C: 5-tuples + flow hashes into numpy
+        choice = lb.backends_for_batch(arrays, n, now)  # C: VIP check + flow cache
+        burst.set_macs(choice, self.mac_table, self.src_mac)  # C, in place; skips choice < 0
+        if lb.forwarded - forwarded != n:  # some were dropped: free them
             burst.keep(choice >= 0)
         return dpdk.tx_burst(self.port.id, txq, burst)
         # END SOLUTION

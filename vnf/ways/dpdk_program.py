@@ -47,6 +47,7 @@ io options: ``vhost_socket`` (path; the default vdev is
 ``style``, ``model``, ``lcores``, ``queues``, ``burst`` (or ``batch``; default 32), ``mem_mb``,
 ``cpus`` (CPUs for the lcores; default: the CPUs this process may use), ``link_timeout_s``.
 """
+
 from __future__ import annotations
 
 import os
@@ -60,7 +61,7 @@ from vnf.lb import LBConfig, LoadBalancer
 from vnf.ways.common import LBProgram, fail
 
 EXPIRE_EVERY_S = 1.0
-FUSED_POLLS = 1024      # fused: polling rounds per C call (a few ms at full load, less idle)
+FUSED_POLLS = 1024  # fused: polling rounds per C call (a few ms at full load, less idle)
 STYLES = ("vector", "perpacket", "fused")
 MODELS = ("rtc", "pipeline")
 
@@ -77,17 +78,17 @@ class DpdkProgram(LBProgram):
     ``forward_perpacket`` and ``forward_vector`` (see ``vnf.ways.dpdk_lb``)."""
 
     way = "dpdk"
-    port: dpdk.Port                            # the DPDK port: setup() opens it, before any loop
+    port: dpdk.Port  # the DPDK port: setup() opens it, before any loop
 
     def __init__(self, config: LBConfig, io: dict):
         super().__init__(config, io)
         self.read_options()
-        self.src_mac = b""                     # its MAC
-        self.lbs = [self.lb]                   # one LoadBalancer (flow table) per polling lcore
-        self.fused: list = []                  # style fused: one FusedForward per lcore
-        self.sent = [0] * self.lcores          # packets transmitted, per polling lcore
-        self.bursts = [0] * self.threads       # bursts handled, per thread
-        self.ring_drops = 0                    # pipeline: packets the rings refused
+        self.src_mac = b""  # its MAC
+        self.lbs = [self.lb]  # one LoadBalancer (flow table) per polling lcore
+        self.fused: list = []  # style fused: one FusedForward per lcore
+        self.sent = [0] * self.lcores  # packets transmitted, per polling lcore
+        self.bursts = [0] * self.threads  # bursts handled, per thread
+        self.ring_drops = 0  # pipeline: packets the rings refused
 
     def read_options(self) -> None:
         """The io options (see the module docstring); a bad one exits naming it."""
@@ -104,8 +105,10 @@ class DpdkProgram(LBProgram):
         rtc = self.model == "rtc"
         self.queues = _int_option(io, "queues", self.lcores if rtc else 1, 1, 8)
         if rtc and self.queues < self.lcores:
-            fail("queues", f"run to completion needs a queue per lcore ({self.lcores}), "
-                           f"got {self.queues}")
+            fail(
+                "queues",
+                f"run to completion needs a queue per lcore ({self.lcores}), got {self.queues}",
+            )
         self.burst = _int_option(io, "burst", io.get("batch", 32), 1, 512)
         # pipeline workers transmit on their own TX queue; virtio pairs RX and TX queues
         self.queues = max(self.queues, self.lcores)
@@ -113,8 +116,9 @@ class DpdkProgram(LBProgram):
         mac = io.get("mac") or LB_MAC
         self.vdev: str = io.get("vdev") or ""
         if not self.vdev:
-            sock = io.get("vhost_socket") or fail("vhost_socket", "a vhost-user socket path "
-                                                  "(or a full 'vdev') is required")
+            sock = io.get("vhost_socket") or fail(
+                "vhost_socket", "a vhost-user socket path (or a full 'vdev') is required"
+            )
             self.vdev = f"net_virtio_user0,path={sock},server=1,queues={self.queues},mac={mac}"
         self.cpus = list(io.get("cpus") or sorted(os.sched_getaffinity(0)))
         self.threads = self.lcores + (0 if rtc else 1)
@@ -131,11 +135,16 @@ class DpdkProgram(LBProgram):
         self.port = port
         self.src_mac = bytes(port.mac)
         backends = self.config.backends
-        self.mac_table = b"".join(b.mac_bytes for b in
-                                  sorted(backends, key=self.lb.pool.index_of))
+        self.mac_table = b"".join(b.mac_bytes for b in sorted(backends, key=self.lb.pool.index_of))
         self.lbs += [LoadBalancer(self.config) for _ in range(self.lcores - 1)]
-        self.ring_list = [dpdk.ring(4096, single_producer=True, single_consumer=True)
-                          for _ in range(self.lcores)] if self.model == "pipeline" else []
+        self.ring_list = (
+            [
+                dpdk.ring(4096, single_producer=True, single_consumer=True)
+                for _ in range(self.lcores)
+            ]
+            if self.model == "pipeline"
+            else []
+        )
 
     def balancers(self) -> list:
         return self.lbs
@@ -168,7 +177,7 @@ class DpdkProgram(LBProgram):
         else:
             targets = [self.rx_loop] + [partial(self.worker_loop, i) for i in range(self.lcores)]
         if len(targets) == 1:
-            targets[0]()                      # the main thread is the EAL main lcore already
+            targets[0]()  # the main thread is the EAL main lcore already
         else:
             cores = [self.cpus[i % len(self.cpus)] for i in range(len(targets))]
             dpdk.run_workers(targets, cores)
@@ -204,13 +213,14 @@ class DpdkProgram(LBProgram):
         32 packets per burst weighs as much as the C work: this is the style without them."""
         lb, n = self.lbs[lcore], self.burst
         queues = tuple(range(lcore, self.queues, self.lcores))
-        fused = dpdk.FusedForward(lb, dpdk.ParseArrays(n), self.mac_table, self.src_mac,
-                                  self.port.id)
+        fused = dpdk.FusedForward(
+            lb, dpdk.ParseArrays(n), self.mac_table, self.src_mac, self.port.id
+        )
         self.fused.append(fused)
         buf = dpdk.Burst(n)
         next_expire = time.monotonic() + EXPIRE_EVERY_S
         while not self.stopping:
-            sent, bursts = fused.refresh().poll(buf, queues, FUSED_POLLS)   # picks up pool changes
+            sent, bursts = fused.refresh().poll(buf, queues, FUSED_POLLS)  # picks up pool changes
             self.sent[lcore] += sent
             self.bursts[lcore] += bursts
             next_expire = self.now_and_then(lb, next_expire)
@@ -253,7 +263,7 @@ class DpdkProgram(LBProgram):
     # --- stats -------------------------------------------------------------------------------
     def stats(self) -> dict:
         for fused in self.fused:
-            fused.fold_counters()                # what C forwarded on its own, into lb's counts
+            fused.fold_counters()  # what C forwarded on its own, into lb's counts
         out = super().stats()
         if len(self.lbs) > 1:
             out["lb_per_lcore"] = [lb.stats() for lb in self.lbs]
@@ -263,25 +273,39 @@ class DpdkProgram(LBProgram):
     def extra_stats(self) -> dict:
         """The way's counters, and the busy cycles per packet the grader's cost is read from."""
         busy = port_stats = None
-        try:                                     # before setup, no EAL yet: DpdkError
+        try:  # before setup, no EAL yet: DpdkError
             b = dpdk.busy_stats()
             per = b["per_queue"]
             rx_pkts = sum(v[1] for k, v in per.items() if k != "ring")
-            busy = {"cycles": b["busy_cycles"], "rx_packets": rx_pkts, "bursts": b["bursts"],
-                    "tsc_hz": b["tsc_hz"],
-                    # every stage's cycles per packet received: pipeline stages add up
-                    "ns_per_packet": (b["busy_cycles"] / rx_pkts / b["tsc_hz"] * 1e9
-                                      if rx_pkts else None)}
-            port = getattr(self, "port", None)     # None until setup() opened it
+            busy = {
+                "cycles": b["busy_cycles"],
+                "rx_packets": rx_pkts,
+                "bursts": b["bursts"],
+                "tsc_hz": b["tsc_hz"],
+                # every stage's cycles per packet received: pipeline stages add up
+                "ns_per_packet": (
+                    b["busy_cycles"] / rx_pkts / b["tsc_hz"] * 1e9 if rx_pkts else None
+                ),
+            }
+            port = getattr(self, "port", None)  # None until setup() opened it
             port_stats = port.stats() if port is not None else None
         except dpdk.DpdkError:
             pass
         caches = [lb.batch_cache.stats() for lb in self.lbs if lb.batch_cache is not None]
-        return {"style": self.style, "model": self.model, "lcores": self.lcores,
-                "queues": self.queues, "burst": self.burst, "sent": sum(self.sent),
-                "bursts": sum(self.bursts), "ring_drops": self.ring_drops,
-                "mac": ":".join(f"{x:02x}" for x in self.src_mac),
-                "busy": busy, "port": port_stats, "flow_cache": caches}
+        return {
+            "style": self.style,
+            "model": self.model,
+            "lcores": self.lcores,
+            "queues": self.queues,
+            "burst": self.burst,
+            "sent": sum(self.sent),
+            "bursts": sum(self.bursts),
+            "ring_drops": self.ring_drops,
+            "mac": ":".join(f"{x:02x}" for x in self.src_mac),
+            "busy": busy,
+            "port": port_stats,
+            "flow_cache": caches,
+        }
 
 
 def _merge(parts: list[dict]) -> dict:

@@ -19,6 +19,7 @@ Why one thread with ``selectors`` (epoll): it is the plainest honest event loop 
 socket costs exactly the syscalls you see. Threads would add context switches and GIL hand-offs
 per packet; asyncio adds a layer of Python per event. Neither teaches anything about packets.
 """
+
 from __future__ import annotations
 
 import errno
@@ -32,7 +33,7 @@ from vnf.ways.common import LBProgram, fail
 UDP, TCP = 17, 6
 MAX_DATAGRAM = 2048
 RELAY_CHUNK = 65536
-RECV_BATCH = 64          # datagrams drained per wake-up before we look at other sockets
+RECV_BATCH = 64  # datagrams drained per wake-up before we look at other sockets
 SWEEP_EVERY_S = 1.0
 
 
@@ -54,8 +55,14 @@ class SocketLB(LBProgram):
         self.udp_upstream: dict[tuple, socket.socket] = {}
         self.udp_client_of: dict[socket.socket, tuple] = {}
         self.udp_last_used: dict[socket.socket, float] = {}
-        self.count = {"udp_from_clients": 0, "udp_to_backends": 0, "udp_replies": 0,
-                      "tcp_connections": 0, "tcp_bytes": 0, "upstream_errors": 0}
+        self.count = {
+            "udp_from_clients": 0,
+            "udp_to_backends": 0,
+            "udp_replies": 0,
+            "tcp_connections": 0,
+            "tcp_bytes": 0,
+            "upstream_errors": 0,
+        }
 
     def _bind(self, kind: int, port: int) -> socket.socket:
         sock = socket.socket(socket.AF_INET, kind)
@@ -79,7 +86,7 @@ class SocketLB(LBProgram):
         next_sweep = time.monotonic() + SWEEP_EVERY_S
         while not self.stopping:
             for key, _ in self.selector.select(timeout=0.2):
-                key.data(key.fileobj)               # the handler registered for that socket
+                key.data(key.fileobj)  # the handler registered for that socket
             now = time.monotonic()
             if now >= next_sweep:
                 self.close_idle_udp(now)
@@ -91,19 +98,19 @@ class SocketLB(LBProgram):
         now = time.monotonic()
         for _ in range(RECV_BATCH):
             try:
-                data, client = front.recvfrom(MAX_DATAGRAM)       # one syscall + one copy
+                data, client = front.recvfrom(MAX_DATAGRAM)  # one syscall + one copy
             except BlockingIOError:
                 return
             self.count["udp_from_clients"] += 1
             flow = FiveTuple(ip_to_int(client[0]), self.vip_int, client[1], self.config.port, UDP)
-            backend = self.lb.backend_for(flow, now)            # THE decision, shared by all ways
-            if backend is None:                                 # every backend down or draining
+            backend = self.lb.backend_for(flow, now)  # THE decision, shared by all ways
+            if backend is None:  # every backend down or draining
                 continue
             upstream = self.udp_upstream.get((client, backend.name))
             if upstream is None:
                 upstream = self.open_udp_upstream(client, backend)
             try:
-                upstream.send(data)                               # and one more syscall + copy
+                upstream.send(data)  # and one more syscall + copy
                 self.count["udp_to_backends"] += 1
                 self.udp_last_used[upstream] = now
             except OSError:
@@ -127,10 +134,10 @@ class SocketLB(LBProgram):
                 data = upstream.recv(MAX_DATAGRAM)
             except BlockingIOError:
                 return
-            except OSError:                       # e.g. ICMP port unreachable from the backend
+            except OSError:  # e.g. ICMP port unreachable from the backend
                 self.count["upstream_errors"] += 1
                 return
-            self.udp_front.sendto(data, client)   # the reply leaves from VIP:port
+            self.udp_front.sendto(data, client)  # the reply leaves from VIP:port
             self.count["udp_replies"] += 1
         # END SOLUTION
 
@@ -138,7 +145,7 @@ class SocketLB(LBProgram):
         """Upstream sockets are I/O plumbing only; drop those idle past the flow timeout."""
         idle = [s for s, t in self.udp_last_used.items() if now - t > self.config.idle_timeout]
         for upstream in idle:
-            client = self.udp_client_of.pop(upstream)
+            self.udp_client_of.pop(upstream)
             for key in [k for k, v in self.udp_upstream.items() if v is upstream]:
                 del self.udp_upstream[key]
             del self.udp_last_used[upstream]
@@ -156,13 +163,13 @@ class SocketLB(LBProgram):
             self.count["tcp_connections"] += 1
             flow = FiveTuple(ip_to_int(client[0]), self.vip_int, client[1], self.config.port, TCP)
             backend = self.lb.backend_for(flow, now)
-            if backend is None:                                 # no backend left: refuse
+            if backend is None:  # no backend left: refuse
                 conn.close()
                 continue
             upstream = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             upstream.setblocking(False)
             conn.setblocking(False)
-            upstream.connect_ex((backend.ip, backend.port))   # completes in the background
+            upstream.connect_ex((backend.ip, backend.port))  # completes in the background
             relay = TcpRelay(self, conn, upstream)
             self.selector.register(conn, selectors.EVENT_READ, relay.on_client)
             self.selector.register(upstream, selectors.EVENT_READ, relay.on_backend)

@@ -17,6 +17,7 @@ Layout: ``runner.py`` re-runs a scenario inside a sandbox; ``base.py`` holds wha
 (Mininet set-up, backends, traffic drivers, checks); ``lbctl.py`` is the AF_PACKET LB with a
 health checker and a control file; ``firewall.py`` the firewall NF; ``sdn_app.py`` the os-ken app.
 """
+
 from __future__ import annotations
 
 import sys
@@ -25,8 +26,9 @@ SCENARIOS = ("health", "ecmp", "sdn", "chain")
 
 
 def cmd_scenario(args) -> int:
-    from vnflab.scenarios.runner import print_result, run_scenario
     from testbed.sandbox import can_sandbox
+    from vnflab.scenarios.runner import print_result, run_scenario
+
     problem = can_sandbox()
     if problem:
         print(f"vnflab scenario: {problem}", file=sys.stderr)
@@ -36,6 +38,7 @@ def cmd_scenario(args) -> int:
     print_result(result)
     if args.json:
         import json
+
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
         print(f"(JSON written to {args.json})")
@@ -43,8 +46,11 @@ def cmd_scenario(args) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("scenario", help="run a scenario (health, ecmp, sdn, chain), print "
-                                               "its measured figures; exit 1 if its check fails")
+    p = subparsers.add_parser(
+        "scenario",
+        help="run a scenario (health, ecmp, sdn, chain), print "
+        "its measured figures; exit 1 if its check fails",
+    )
     p.add_argument("name", choices=SCENARIOS)
     p.add_argument("--json", metavar="PATH", help="write the result as JSON")
     p.add_argument("--quick", action="store_true", help="fewer flows (what the tests run)")

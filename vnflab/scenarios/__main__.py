@@ -1,4 +1,5 @@
 """``python -m vnflab.scenarios NAME [--json PATH]``: the same as ``vnflab scenario NAME``."""
+
 import argparse
 import sys
 

@@ -6,6 +6,7 @@ die with it. Processes, the backend servers and the driver are the project's own
 (``topologies.servers``, ``testbed.traffic``); the LB is ``vnflab.scenarios.lbctl`` (the AF_PACKET
 way plus a health checker and a control file) unless a scenario says otherwise.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,10 +15,16 @@ import subprocess
 import sys
 import time
 
+from testbed.experiment import (  # noqa: F401
+    SERVICE_PORT,
+    Driver,
+    MininetBed,
+    RunningLB,
+    log,
+    read_json,
+    traffic_argv,
+)
 from vnf.addresses import VIP
-from testbed.experiment import (SERVICE_PORT, Driver, MininetBed, RunningLB, log,  # noqa: F401
-                               read_json, traffic_argv)
-
 
 
 class Checks:
@@ -45,11 +52,18 @@ class Bed(MininetBed):
         from mininet.log import setLogLevel
         from mininet.net import Mininet
         from mininet.nodelib import LinuxBridge
+
         setLogLevel("error")
-        Mininet.inited = True      # skip fixLimits(): its sysctls fail in a netns, harmlessly
+        Mininet.inited = True  # skip fixLimits(): its sysctls fail in a netns, harmlessly
         MininetBed.__init__(self, workdir)
-        self.net = Mininet(topo=topo, switch=switch or LinuxBridge, controller=controller,
-                           link=Link, autoSetMacs=False, **mn_kwargs)
+        self.net = Mininet(
+            topo=topo,
+            switch=switch or LinuxBridge,
+            controller=controller,
+            link=Link,
+            autoSetMacs=False,
+            **mn_kwargs,
+        )
         self.net.start()
 
     @property
@@ -69,23 +83,42 @@ class Bed(MininetBed):
         for host in self.net.hosts:
             for intf in host.intfNames():
                 if intf != "lo":
-                    host.cmd(f"ethtool -K {intf} tx off rx off gso off tso off gro off "
-                             f">/dev/null 2>&1")
+                    host.cmd(
+                        f"ethtool -K {intf} tx off rx off gso off tso off gro off >/dev/null 2>&1"
+                    )
 
     # --- load balancers ----------------------------------------------------------------------
-    def start_lb(self, host: str, config: dict, tag: str,
-                 module: str = "vnflab.scenarios.lbctl") -> RunningLB:
+    def start_lb(
+        self, host: str, config: dict, tag: str, module: str = "vnflab.scenarios.lbctl"
+    ) -> RunningLB:
         return self.launch_lb(host, [sys.executable, "-m", module], config, tag)
 
     # --- traffic -----------------------------------------------------------------------------
-    def start_driver(self, host: str, tag: str, client_id: int, flows: int, packets: int,
-                     rate: float, http_conns: int = 0, vip: str = VIP) -> Driver:
+    def start_driver(
+        self,
+        host: str,
+        tag: str,
+        client_id: int,
+        flows: int,
+        packets: int,
+        rate: float,
+        http_conns: int = 0,
+        vip: str = VIP,
+    ) -> Driver:
         """``testbed.traffic`` on ``host``: ``flows`` UDP flows of ``packets`` datagrams, sent in
         rounds (packet k of every flow, then k+1 ...) at ``rate`` packets/s. Flow ids start at
         ``client_id * 1_000_000``."""
         out = self.path(f"{tag}-{host}.json")
-        argv = traffic_argv(vip, client_id, flows, packets, rate, http_conns, out,
-                            extra=("--http-timeout", "2", "--drain", "0.5"))
+        argv = traffic_argv(
+            vip,
+            client_id,
+            flows,
+            packets,
+            rate,
+            http_conns,
+            out,
+            extra=("--http-timeout", "2", "--drain", "0.5"),
+        )
         return Driver(self.popen(host, argv, f"{tag}-{host}"), out, host)
 
 
@@ -97,15 +130,31 @@ def setup_dsr(bed: Bed, backends: list[str], vip: str = VIP) -> None:
         bed.cmd(b, "sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2")
 
 
-def lb_config(backends: list[tuple[str, str, str]], iface: str, mac: str, ip: str,
-              policy: str = "maglev", subnet: str | None = "10.0.0.0/24", lb: dict | None = None,
-              io: dict | None = None) -> dict:
+def lb_config(
+    backends: list[tuple[str, str, str]],
+    iface: str,
+    mac: str,
+    ip: str,
+    policy: str = "maglev",
+    subnet: str | None = "10.0.0.0/24",
+    lb: dict | None = None,
+    io: dict | None = None,
+) -> dict:
     """LB.json of the way contract; ``backends`` as (name, ip, mac)."""
-    return {"lb": {"vip": VIP, "port": SERVICE_PORT, "protos": ["udp", "tcp"], "subnet": subnet,
-                   "policy": policy,
-                   "backends": [{"name": n, "ip": i, "mac": m, "port": SERVICE_PORT}
-                                for n, i, m in backends], **(lb or {})},
-            "io": {"iface": iface, "mac": mac, "ip": ip, **(io or {})}}
+    return {
+        "lb": {
+            "vip": VIP,
+            "port": SERVICE_PORT,
+            "protos": ["udp", "tcp"],
+            "subnet": subnet,
+            "policy": policy,
+            "backends": [
+                {"name": n, "ip": i, "mac": m, "port": SERVICE_PORT} for n, i, m in backends
+            ],
+            **(lb or {}),
+        },
+        "io": {"iface": iface, "mac": mac, "ip": ip, **(io or {})},
+    }
 
 
 def live_stats(lb: RunningLB, timeout: float = 3.0) -> dict:
@@ -130,7 +179,10 @@ def flow_facts(backend_records: list[dict], proto: str = "udp") -> dict[int, dic
             if f.get("proto") != proto:
                 continue
             out.setdefault(int(f["flow_id"]), {})[rec["backend"]] = {
-                "packets": f["packets"], "min_seq": f["min_seq"], "max_seq": f["max_seq"]}
+                "packets": f["packets"],
+                "min_seq": f["min_seq"],
+                "max_seq": f["max_seq"],
+            }
     return out
 
 

@@ -20,6 +20,7 @@ contract (``vnf/ways/common.py``); ``io`` adds ``mode``, ``firewall`` (``{"rules
 "default": "deny"}``, see ``vnflab/scenarios/firewall.py``), ``rx_iface``/``tx_iface`` and
 ``next_mac`` (where the firewall stage sends allowed frames).
 """
+
 from __future__ import annotations
 
 import time
@@ -59,12 +60,16 @@ class ChainNF(AfPacketLB):
                 self.firewall = Firewall(spec.get("rules", []), spec.get("default", "deny"))
             except ValueError as exc:
                 fail("firewall", str(exc))
-        if self.chain_mode == "firewall":     # every allowed frame goes to the next NF's MAC
+        if self.chain_mode == "firewall":  # every allowed frame goes to the next NF's MAC
             next_mac = io.get("next_mac") or fail("next_mac", "required in firewall mode")
-            self.rewrite = Rewrite.dsr(src_mac=interface_mac(self.tx_iface), backend_macs=[next_mac])
+            self.rewrite = Rewrite.dsr(
+                src_mac=interface_mac(self.tx_iface), backend_macs=[next_mac]
+            )
         else:
-            self.rewrite = Rewrite.dsr(src_mac=interface_mac(self.tx_iface),
-                                       backend_macs=[b.mac for b in self.config.backends])
+            self.rewrite = Rewrite.dsr(
+                src_mac=interface_mac(self.tx_iface),
+                backend_macs=[b.mac for b in self.config.backends],
+            )
 
     # --- the hot loop ------------------------------------------------------------------------
     def run(self) -> None:
@@ -77,11 +82,11 @@ class ChainNF(AfPacketLB):
                 if batch is None:
                     continue
                 now = time.monotonic()
-                flows = batch.flows()                       # FiveTuple, or None: unparseable
+                flows = batch.flows()  # FiveTuple, or None: unparseable
                 if firewall is not None:
-                    flows = firewall.filter(flows)          # stage 1: denied flows -> None
+                    flows = firewall.filter(flows)  # stage 1: denied flows -> None
                 choices = []
-                for flow in flows:                          # stage 2: the LB (or pass on)
+                for flow in flows:  # stage 2: the LB (or pass on)
                     if flow is None:
                         choices.append(DROP)
                     elif not balance:
@@ -100,8 +105,11 @@ class ChainNF(AfPacketLB):
             self.close_rings()
 
     def extra_stats(self) -> dict:
-        return {**super().extra_stats(), "chain_mode": self.chain_mode,
-                "firewall": self.firewall.stats() if self.firewall else None}
+        return {
+            **super().extra_stats(),
+            "chain_mode": self.chain_mode,
+            "firewall": self.firewall.stats() if self.firewall else None,
+        }
 
 
 if __name__ == "__main__":
@@ -112,9 +120,11 @@ if __name__ == "__main__":
 # the scenario (runs inside the sandbox; see vnflab.scenarios.runner)
 # --------------------------------------------------------------------------------------------
 
-RULES = [{"action": "deny", "src": "10.0.0.12/32"},                 # c2 is not a customer
-         {"action": "allow", "dst": "10.0.0.100/32", "dport": "8080", "proto": "udp"},
-         {"action": "allow", "dst": "10.0.0.100/32", "dport": "8080", "proto": "tcp"}]
+RULES = [
+    {"action": "deny", "src": "10.0.0.12/32"},  # c2 is not a customer
+    {"action": "allow", "dst": "10.0.0.100/32", "dport": "8080", "proto": "udp"},
+    {"action": "allow", "dst": "10.0.0.100/32", "dport": "8080", "proto": "tcp"},
+]
 SETUPS = ("lb alone", "chain, one process", "chain, two processes")
 
 
@@ -125,9 +135,10 @@ def _udp_packets(bed) -> int:
 
 def _start(bed, setup: str, base: dict, fw1_mac: str, phase: str) -> list:
     import copy
+
     firewall = {"rules": RULES, "default": "deny"}
     tag = setup.replace(", ", "-").replace(" ", "-") + "-" + phase
-    if setup == "lb alone":                       # way 2 itself, the baseline
+    if setup == "lb alone":  # way 2 itself, the baseline
         return [bed.start_lb("lb", base, tag, module="vnf.ways.afpacket_lb")]
     if setup == "chain, one process":
         cfg = copy.deepcopy(base)
@@ -136,14 +147,17 @@ def _start(bed, setup: str, base: dict, fw1_mac: str, phase: str) -> list:
     lb_cfg, fw_cfg = copy.deepcopy(base), copy.deepcopy(base)
     lb_cfg["io"].update(chain_mode="lb", rx_iface="fw1")
     fw_cfg["io"].update(chain_mode="firewall", firewall=firewall, tx_iface="fw0", next_mac=fw1_mac)
-    return [bed.start_lb("lb", lb_cfg, tag + "-lb", module="vnflab.scenarios.chain"),
-            bed.start_lb("lb", fw_cfg, tag + "-fw", module="vnflab.scenarios.chain")]
+    return [
+        bed.start_lb("lb", lb_cfg, tag + "-lb", module="vnflab.scenarios.chain"),
+        bed.start_lb("lb", fw_cfg, tag + "-fw", module="vnflab.scenarios.chain"),
+    ]
 
 
 def _cpu(procs) -> float:
     """User + system CPU seconds of the NF processes, from their own getrusage (microsecond
     resolution; /proc ticks are 10 ms, too coarse for a few seconds at a few thousand pps)."""
     from vnflab.scenarios.base import live_stats
+
     total = 0.0
     for p in procs:
         stats = live_stats(p)
@@ -152,9 +166,10 @@ def _cpu(procs) -> float:
 
 
 def run(workdir: str, quick: bool = False) -> dict:
-    from topologies.lb import LBTopo, LBTopoConfig
     from testbed.experiment import log
+    from topologies.lb import LBTopo, LBTopoConfig
     from vnflab.scenarios.base import Bed, Checks, flow_facts, lb_config, live_stats, setup_dsr
+
     rate, seconds, rounds = (8000, 1.5, 3) if quick else (10000, 3.0, 5)
     cfg = LBTopoConfig(clients=2, backends=3)
     checks = Checks()
@@ -165,25 +180,34 @@ def run(workdir: str, quick: bool = False) -> dict:
         setup_dsr(bed, backends)
         for c in cfg.client_names():
             bed.cmd(c, f"ip neigh replace {cfg.vip} lladdr {cfg.host_mac('lb')} dev {c}-eth0")
-        for command in ("sysctl -qw net.ipv4.ip_forward=0",
-                        "ip link add fw0 type veth peer name fw1",
-                        "sysctl -qw net.ipv6.conf.fw0.disable_ipv6=1 net.ipv6.conf.fw1.disable_ipv6=1",
-                        "ip link set fw0 up", "ip link set fw1 up"):
+        for command in (
+            "sysctl -qw net.ipv4.ip_forward=0",
+            "ip link add fw0 type veth peer name fw1",
+            "sysctl -qw net.ipv6.conf.fw0.disable_ipv6=1 net.ipv6.conf.fw1.disable_ipv6=1",
+            "ip link set fw0 up",
+            "ip link set fw1 up",
+        ):
             bed.cmd("lb", command)
         bed.offloads_off()
         fw1_mac = bed.cmd("lb", "cat /sys/class/net/fw1/address").strip()
-        base = lb_config([(b, cfg.host_ip(b), cfg.host_mac(b)) for b in backends], "lb-eth0",
-                         cfg.host_mac("lb"), cfg.host_ip("lb"))
+        base = lb_config(
+            [(b, cfg.host_ip(b), cfg.host_mac(b)) for b in backends],
+            "lb-eth0",
+            cfg.host_mac("lb"),
+            cfg.host_ip("lb"),
+        )
         bed.start_backends(backends)
-        for setup in SETUPS:                  # 1. does the firewall keep c2 out?
+        for setup in SETUPS:  # 1. does the firewall keep c2 out?
             procs = _start(bed, setup, base, fw1_mac, "check")
             log(f"{setup}: allowed (c1) and denied (c2) flows")
-            drivers = [bed.start_driver("c1", f"{setup}-allow", 1, 100, 3, 500, http_conns=6),
-                       bed.start_driver("c2", f"{setup}-deny", 2, 100, 3, 500, http_conns=4)]
+            drivers = [
+                bed.start_driver("c1", f"{setup}-allow", 1, 100, 3, 500, http_conns=6),
+                bed.start_driver("c2", f"{setup}-deny", 2, 100, 3, 500, http_conns=4),
+            ]
             clients = bed.wait_drivers(drivers, timeout=60)
             records = bed.backend_records()
             final = [p.stop() for p in procs]
-            bed.restart_backends()            # fresh records for the next setup
+            bed.restart_backends()  # fresh records for the next setup
             udp, tcp = flow_facts(records, "udp"), flow_facts(records, "tcp")
             results[setup] = {
                 "processes": len(procs),
@@ -192,7 +216,12 @@ def run(workdir: str, quick: bool = False) -> dict:
                 "c2_flows_at_backends": sum(1 for f in [*udp, *tcp] if 2_000_000 <= f < 3_000_000),
                 "c2_http_ok": sum(1 for h in clients[1]["http"] if h["ok"]),
                 "check_ring_drops": sum(st.get("ring_drops") or 0 for st in final),
-                "offered_pps": rate, "sent": 0, "forwarded": 0, "cpu_s": 0.0, "runs_ns": []}
+                "offered_pps": rate,
+                "sent": 0,
+                "forwarded": 0,
+                "cpu_s": 0.0,
+                "runs_ns": [],
+            }
         # 2. cost: the setups take turns, so a busy moment of a shared machine hits all of them
         per_flow = int(rate * seconds) // 64
         for rnd in range(rounds):
@@ -202,8 +231,10 @@ def run(workdir: str, quick: bool = False) -> dict:
                 log(f"{setup}: cost round {rnd + 1}/{rounds}, {rate} pps for {seconds:g} s")
                 before = _udp_packets(bed)
                 cpu0 = _cpu(procs)
-                cost = bed.wait_drivers([bed.start_driver("c1", f"{setup}-cost{rnd}", 1, 64,
-                                                          per_flow, rate)], timeout=seconds * 4 + 30)
+                cost = bed.wait_drivers(
+                    [bed.start_driver("c1", f"{setup}-cost{rnd}", 1, 64, per_flow, rate)],
+                    timeout=seconds * 4 + 30,
+                )
                 cpu = _cpu(procs) - cpu0
                 forwarded = _udp_packets(bed) - before
                 stats = [live_stats(p) for p in procs]
@@ -222,32 +253,49 @@ def run(workdir: str, quick: bool = False) -> dict:
 
     alone = results["lb alone"]["ns_per_packet"]
     for setup, r in results.items():
-        r["vs_lb_alone"] = round(r["ns_per_packet"] / alone, 2) if alone and r["ns_per_packet"] else None
-        checks.add(f"{setup}: allowed flows arrive",
-                   r["c1_udp_flows_arrived"] >= 90 and r["c1_http_ok"] == 6,
-                   f"c1: {r['c1_udp_flows_arrived']} of 100 UDP flows, {r['c1_http_ok']} of 6 HTTP "
-                   f"(RX ring drops {r['check_ring_drops']})")
-        checks.add(f"{setup}: cost measured", r["ns_per_packet"] is not None
-                   and r["forwarded"] >= 0.9 * r["sent"] > 0,
-                   f"{r['forwarded']} of {r['sent']} packets forwarded, {r['ns_per_packet']} ns/packet "
-                   f"(runs: {r['runs_ns']})")
-        if setup == "lb alone":        # the contrast: without the firewall c2 gets through
-            checks.add("lb alone: c2 reaches the backends", r["c2_flows_at_backends"] >= 90,
-                       f"{r['c2_flows_at_backends']} of c2's flows at backends")
+        r["vs_lb_alone"] = (
+            round(r["ns_per_packet"] / alone, 2) if alone and r["ns_per_packet"] else None
+        )
+        checks.add(
+            f"{setup}: allowed flows arrive",
+            r["c1_udp_flows_arrived"] >= 90 and r["c1_http_ok"] == 6,
+            f"c1: {r['c1_udp_flows_arrived']} of 100 UDP flows, {r['c1_http_ok']} of 6 HTTP "
+            f"(RX ring drops {r['check_ring_drops']})",
+        )
+        checks.add(
+            f"{setup}: cost measured",
+            r["ns_per_packet"] is not None and r["forwarded"] >= 0.9 * r["sent"] > 0,
+            f"{r['forwarded']} of {r['sent']} packets forwarded, {r['ns_per_packet']} ns/packet "
+            f"(runs: {r['runs_ns']})",
+        )
+        if setup == "lb alone":  # the contrast: without the firewall c2 gets through
+            checks.add(
+                "lb alone: c2 reaches the backends",
+                r["c2_flows_at_backends"] >= 90,
+                f"{r['c2_flows_at_backends']} of c2's flows at backends",
+            )
         else:
-            checks.add(f"{setup}: denied flows never reach a backend",
-                       r["c2_flows_at_backends"] == 0 and r["c2_http_ok"] == 0,
-                       f"{r['c2_flows_at_backends']} of c2's 104 flows at backends, "
-                       f"{r['c2_http_ok']} HTTP answered")
-    lines = [f"service chain: firewall -> LB on AF_PACKET rings; cost at {rate} pps offered, "
-             f"64 allowed UDP flows, median of {rounds} runs of {seconds:g} s taking turns",
-             f"  {'setup':<24}{'procs':>6}{'forwarded':>11}{'CPU s':>8}{'ns/pkt':>8}{'x alone':>9}"
-             f"{'c2 flows at backends':>22}"]
+            checks.add(
+                f"{setup}: denied flows never reach a backend",
+                r["c2_flows_at_backends"] == 0 and r["c2_http_ok"] == 0,
+                f"{r['c2_flows_at_backends']} of c2's 104 flows at backends, "
+                f"{r['c2_http_ok']} HTTP answered",
+            )
+    lines = [
+        f"service chain: firewall -> LB on AF_PACKET rings; cost at {rate} pps offered, "
+        f"64 allowed UDP flows, median of {rounds} runs of {seconds:g} s taking turns",
+        f"  {'setup':<24}{'procs':>6}{'forwarded':>11}{'CPU s':>8}{'ns/pkt':>8}{'x alone':>9}"
+        f"{'c2 flows at backends':>22}",
+    ]
     for setup, r in results.items():
-        lines.append(f"  {setup:<24}{r['processes']:>6}{r['forwarded']:>11}{r['cpu_s']:>8}"
-                     f"{str(r['ns_per_packet']):>8}{str(r['vs_lb_alone']):>9}{r['c2_flows_at_backends']:>22}")
-    lines.append("  method: user+sys CPU of the NF processes (getrusage) / packets the backends "
-                 "received; the kernel's veth receive work for client->LB runs on the sender's core "
-                 "and is not charged; in the two-process chain the fw0->fw1 hop is charged to the "
-                 "firewall process.")
+        lines.append(
+            f"  {setup:<24}{r['processes']:>6}{r['forwarded']:>11}{r['cpu_s']:>8}"
+            f"{str(r['ns_per_packet']):>8}{str(r['vs_lb_alone']):>9}{r['c2_flows_at_backends']:>22}"
+        )
+    lines.append(
+        "  method: user+sys CPU of the NF processes (getrusage) / packets the backends "
+        "received; the kernel's veth receive work for client->LB runs on the sender's core "
+        "and is not charged; in the two-process chain the fw0->fw1 hop is charged to the "
+        "firewall process."
+    )
     return {"ok": checks.ok, "checks": checks.items, "figures": results, "lines": lines}

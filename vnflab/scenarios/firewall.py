@@ -11,10 +11,12 @@ Like a stateful firewall (or the LB's flow table), the verdict is computed on a 
 packet and remembered: later packets of the flow cost one dict lookup, not a rule walk. The
 firewall knows nothing of I/O; ``vnflab.scenarios.chain`` puts it in front of the LB.
 """
+
 from __future__ import annotations
 
 import ipaddress
-from typing import NamedTuple, Optional, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 from vnf.packet import IPPROTO_TCP, IPPROTO_UDP
 
@@ -22,7 +24,7 @@ PROTOS = {"tcp": IPPROTO_TCP, "udp": IPPROTO_UDP}
 ANY_PORT = (0, 65535)
 
 
-def _net(text: Optional[str]) -> tuple[int, int]:
+def _net(text: str | None) -> tuple[int, int]:
     """(network, mask) as ints; (0, 0) matches every address."""
     if text is None:
         return 0, 0
@@ -46,10 +48,10 @@ class Rule(NamedTuple):
     dst: tuple[int, int]
     sport: tuple[int, int]
     dport: tuple[int, int]
-    proto: Optional[int]
+    proto: int | None
 
     @classmethod
-    def parse(cls, spec: dict) -> "Rule":
+    def parse(cls, spec: dict) -> Rule:
         unknown = set(spec) - {"action", "src", "dst", "sport", "dport", "proto"}
         if unknown:
             raise ValueError(f"rule {spec}: unknown field(s) {sorted(unknown)}")
@@ -58,16 +60,23 @@ class Rule(NamedTuple):
         proto = spec.get("proto")
         if proto is not None and proto not in PROTOS:
             raise ValueError(f"rule {spec}: proto must be one of {sorted(PROTOS)}")
-        return cls(spec["action"] == "allow", _net(spec.get("src")), _net(spec.get("dst")),
-                   _ports(spec.get("sport")), _ports(spec.get("dport")),
-                   PROTOS[proto] if proto else None)
+        return cls(
+            spec["action"] == "allow",
+            _net(spec.get("src")),
+            _net(spec.get("dst")),
+            _ports(spec.get("sport")),
+            _ports(spec.get("dport")),
+            PROTOS[proto] if proto else None,
+        )
 
     def matches(self, flow) -> bool:
-        return ((flow.src_ip & self.src[1]) == self.src[0]
-                and (flow.dst_ip & self.dst[1]) == self.dst[0]
-                and self.sport[0] <= flow.src_port <= self.sport[1]
-                and self.dport[0] <= flow.dst_port <= self.dport[1]
-                and (self.proto is None or self.proto == flow.proto))
+        return (
+            (flow.src_ip & self.src[1]) == self.src[0]
+            and (flow.dst_ip & self.dst[1]) == self.dst[0]
+            and self.sport[0] <= flow.src_port <= self.sport[1]
+            and self.dport[0] <= flow.dst_port <= self.dport[1]
+            and (self.proto is None or self.proto == flow.proto)
+        )
 
 
 class Firewall:
@@ -99,7 +108,7 @@ class Firewall:
                 ok = verdicts.get(flow)
                 if ok is None:
                     if len(verdicts) >= self.capacity:
-                        verdicts.clear()           # crude, bounded; a flow just re-evaluates
+                        verdicts.clear()  # crude, bounded; a flow just re-evaluates
                     ok = verdicts[flow] = self.decide(flow)
                 if ok:
                     self.allowed += 1
@@ -110,5 +119,9 @@ class Firewall:
         return out
 
     def stats(self) -> dict:
-        return {"allowed": self.allowed, "denied": self.denied, "flows_evaluated": self.evaluated,
-                "rules": len(self.rules)}
+        return {
+            "allowed": self.allowed,
+            "denied": self.denied,
+            "flows_evaluated": self.evaluated,
+            "rules": len(self.rules),
+        }

@@ -13,14 +13,23 @@ return, the AF_PACKET LB with TCP health probes every 0.2 s (``vnflab.scenarios.
 
 Figure: the fraction of old flows that moved, next to the fraction that were on b2.
 """
+
 from __future__ import annotations
 
 import json
 import time
 
 from testbed.experiment import log
-from vnflab.scenarios.base import (Bed, Checks, first_backend, flow_facts, lb_config, live_stats,
-                                   pct, setup_dsr)
+from vnflab.scenarios.base import (
+    Bed,
+    Checks,
+    first_backend,
+    flow_facts,
+    lb_config,
+    live_stats,
+    pct,
+    setup_dsr,
+)
 
 DEAD, DRAINED = "b2", "b3"
 
@@ -41,6 +50,7 @@ def _wait_state(path: str, backend: str, state: str, timeout: float) -> float | 
 
 def run(workdir: str, quick: bool = False) -> dict:
     from topologies.lb import LBTopo, LBTopoConfig
+
     cfg = LBTopoConfig(clients=2, backends=4)
     old_flows, rounds, rate = (200, 30, 1000) if quick else (400, 40, 1600)
     new_flows = 200 if quick else 400
@@ -56,14 +66,21 @@ def run(workdir: str, quick: bool = False) -> dict:
         bed.offloads_off()
         bed.start_backends(backends)
         control, state = bed.path("control.json"), bed.path("state.json")
-        config = lb_config([(b, cfg.host_ip(b), cfg.host_mac(b)) for b in backends], "lb-eth0",
-                           cfg.host_mac("lb"), cfg.host_ip("lb"),
-                           # A probe must not call a live backend dead just because this
-                           # 2-core box is busy: a 0.2 s timeout with 2 fails flapped a live
-                           # backend under load (its flows moved). 0.5 s x 3 fails still
-                           # detects a dead one in about a second.
-                           io={"health": {"interval": 0.2, "timeout": 0.5, "fails": 3},
-                               "control_file": control, "state_file": state})
+        config = lb_config(
+            [(b, cfg.host_ip(b), cfg.host_mac(b)) for b in backends],
+            "lb-eth0",
+            cfg.host_mac("lb"),
+            cfg.host_ip("lb"),
+            # A probe must not call a live backend dead just because this
+            # 2-core box is busy: a 0.2 s timeout with 2 fails flapped a live
+            # backend under load (its flows moved). 0.5 s x 3 fails still
+            # detects a dead one in about a second.
+            io={
+                "health": {"interval": 0.2, "timeout": 0.5, "fails": 3},
+                "control_file": control,
+                "state_file": state,
+            },
+        )
         lb = bed.start_lb("lb", config, "health")
 
         log(f"old flows: {old_flows} UDP flows x {rounds} packets at {rate} pps from c1")
@@ -76,7 +93,7 @@ def run(workdir: str, quick: bool = False) -> dict:
         with open(control, "w") as f:
             json.dump({"drain": [DRAINED]}, f)
         drain_took = _wait_state(state, DRAINED, "draining", 5)
-        time.sleep(round_s)           # every old flow has sent at least once since
+        time.sleep(round_s)  # every old flow has sent at least once since
         log(f"new flows: {new_flows} UDP flows x 3 packets from c2")
         new = bed.start_driver("c2", "new", 2, new_flows, 3, rate / 2)
         bed.wait_drivers([old, new], timeout=rounds * round_s * 3 + 60)
@@ -95,36 +112,63 @@ def run(workdir: str, quick: bool = False) -> dict:
     on_drained = {f for f, b in started_on.items() if b == DRAINED}
     moved_live = moved - on_dead
     # Drained flows continued: the drained backend saw (nearly) their last round.
-    continued = {f for f in on_drained
-                 if set(old_seen[f]) == {DRAINED} and old_seen[f][DRAINED]["max_seq"] >= rounds - 2}
+    continued = {
+        f
+        for f in on_drained
+        if set(old_seen[f]) == {DRAINED} and old_seen[f][DRAINED]["max_seq"] >= rounds - 2
+    }
     new_seen = {f: facts[f] for f in new_ids if f in facts}
     new_on = {b: sum(1 for w in new_seen.values() if b in w) for b in backends}
     lbs = stats.get("lb", {})
 
     figures = {
-        "old_flows": len(old_seen), "moved": len(moved), "moved_fraction": len(moved) / max(1, len(old_seen)),
-        "on_dead_backend": len(on_dead), "dead_share": len(on_dead) / max(1, len(old_seen)),
+        "old_flows": len(old_seen),
+        "moved": len(moved),
+        "moved_fraction": len(moved) / max(1, len(old_seen)),
+        "on_dead_backend": len(on_dead),
+        "dead_share": len(on_dead) / max(1, len(old_seen)),
         "moved_from_live_backends": len(moved_live),
-        "detect_s": detect, "drain_applied_s": drain_took, "drained_flows": len(on_drained), "drained_flows_continued": len(continued),
-        "new_flows_seen": len(new_seen), "new_flows_per_backend": new_on,
-        "lb_reassigned": lbs.get("reassigned"), "lb_backends": lbs.get("backends"),
+        "detect_s": detect,
+        "drain_applied_s": drain_took,
+        "drained_flows": len(on_drained),
+        "drained_flows_continued": len(continued),
+        "new_flows_seen": len(new_seen),
+        "new_flows_per_backend": new_on,
+        "lb_reassigned": lbs.get("reassigned"),
+        "lb_backends": lbs.get("backends"),
         "health_probes": stats.get("health_probes"),
     }
-    checks.add("old flows arrived", len(old_seen) >= 0.98 * old_flows,
-               f"{len(old_seen)} of {old_flows} seen at a backend")
-    checks.add("only the dead backend's flows moved", bool(not moved_live and on_dead),
-               f"{len(moved)} moved: {len(moved & on_dead)} of {len(on_dead)} from {DEAD}, "
-               f"{len(moved_live)} from live backends")
-    checks.add("the dead backend's flows were moved", len(moved & on_dead) >= 0.95 * len(on_dead),
-               f"{len(moved & on_dead)} of {len(on_dead)} (LB reassigned {lbs.get('reassigned')})")
-    checks.add("health check noticed the failure", detect is not None and detect < 2.0,
-               f"{DEAD} unhealthy {detect if detect is None else round(detect, 2)} s after exit")
-    checks.add("drained backend kept its flows",
-               bool(on_drained and len(continued) >= 0.95 * len(on_drained)),
-               f"{len(continued)} of {len(on_drained)} flows on {DRAINED} stayed and ran to the end")
-    checks.add("new flows avoid dead and drained backends",
-               new_on[DEAD] == 0 and new_on[DRAINED] == 0 and len(new_seen) >= 0.98 * new_flows,
-               f"{len(new_seen)} new flows: " + ", ".join(f"{b}={n}" for b, n in new_on.items()))
+    checks.add(
+        "old flows arrived",
+        len(old_seen) >= 0.98 * old_flows,
+        f"{len(old_seen)} of {old_flows} seen at a backend",
+    )
+    checks.add(
+        "only the dead backend's flows moved",
+        bool(not moved_live and on_dead),
+        f"{len(moved)} moved: {len(moved & on_dead)} of {len(on_dead)} from {DEAD}, "
+        f"{len(moved_live)} from live backends",
+    )
+    checks.add(
+        "the dead backend's flows were moved",
+        len(moved & on_dead) >= 0.95 * len(on_dead),
+        f"{len(moved & on_dead)} of {len(on_dead)} (LB reassigned {lbs.get('reassigned')})",
+    )
+    checks.add(
+        "health check noticed the failure",
+        detect is not None and detect < 2.0,
+        f"{DEAD} unhealthy {detect if detect is None else round(detect, 2)} s after exit",
+    )
+    checks.add(
+        "drained backend kept its flows",
+        bool(on_drained and len(continued) >= 0.95 * len(on_drained)),
+        f"{len(continued)} of {len(on_drained)} flows on {DRAINED} stayed and ran to the end",
+    )
+    checks.add(
+        "new flows avoid dead and drained backends",
+        new_on[DEAD] == 0 and new_on[DRAINED] == 0 and len(new_seen) >= 0.98 * new_flows,
+        f"{len(new_seen)} new flows: " + ", ".join(f"{b}={n}" for b, n in new_on.items()),
+    )
     detect_txt = "never" if detect is None else f"{detect:.2f} s"
     lines = [
         "health and drain (AF_PACKET LB, DSR, TCP probes every 0.2 s, 2 failures = down)",

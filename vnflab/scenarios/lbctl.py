@@ -23,6 +23,7 @@ io options (LB.json ``io``, next to way 2's): ``health``: ``{"interval": 0.2, "t
 where every change is written (``{"t": ..., "backends": {name: "up"|"unhealthy"|"draining"},
 "events": [...]}``). Run with ``workers: 1`` (a forked worker would not have the thread).
 """
+
 from __future__ import annotations
 
 import os
@@ -53,14 +54,17 @@ class ControlledAfPacketLB(AfPacketLB):
         if self.workers != 1:
             fail("workers", "the control thread needs workers=1")
         health = self.io.get("health")
-        self.health = dict({"interval": 0.2, "timeout": 0.2, "fails": 2, "rises": 2},
-                           **health) if health else None
+        self.health = (
+            dict({"interval": 0.2, "timeout": 0.2, "fails": 2, "rises": 2}, **health)
+            if health
+            else None
+        )
         self.control_file = self.io.get("control_file")
         self.state_file = self.io.get("state_file")
         self.fail_streak: dict = {}
         self.ok_streak: dict = {}
         self.unhealthy: set = set()
-        self.change = PoolChange()             # what the control file asks for
+        self.change = PoolChange()  # what the control file asks for
         self.events: list = []
         self.probes = 0
         self.write_state()
@@ -118,7 +122,10 @@ class ControlledAfPacketLB(AfPacketLB):
             else:
                 self.fail_streak[b.name] = self.fail_streak.get(b.name, 0) + 1
                 self.ok_streak[b.name] = 0
-                if b.name not in self.unhealthy and self.fail_streak[b.name] >= self.health["fails"]:
+                if (
+                    b.name not in self.unhealthy
+                    and self.fail_streak[b.name] >= self.health["fails"]
+                ):
                     self.unhealthy.add(b.name)
                     self.event(b.name, "unhealthy")
                     changed = True
@@ -137,11 +144,22 @@ class ControlledAfPacketLB(AfPacketLB):
             return
         pool = self.lb.pool
         names = [b.name for b in list(self.config.backends) + list(self.change.add)]
-        state = {"t": time.time(), "events": self.events,
-                 "backends": {name: ("removed" if name in self.change.remove else
-                                     "unhealthy" if name in pool.unhealthy else
-                                     "draining" if name in pool.drained else "up")
-                              for name in names}}
+        state = {
+            "t": time.time(),
+            "events": self.events,
+            "backends": {
+                name: (
+                    "removed"
+                    if name in self.change.remove
+                    else "unhealthy"
+                    if name in pool.unhealthy
+                    else "draining"
+                    if name in pool.drained
+                    else "up"
+                )
+                for name in names
+            },
+        }
         write_json_atomic(self.state_file, state)
 
     def extra_stats(self) -> dict:

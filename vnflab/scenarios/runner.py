@@ -5,6 +5,7 @@ RESULT.json`` with ``testbed.sandbox.run_module_in_sandbox`` (new net + pid + mo
 timeout kills the whole sandbox) and returns the result dict. Inside: ``main`` calls
 ``<scenario>.run(workdir, quick)``, which returns ``{"ok", "checks", "figures", "lines"}``.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -18,10 +19,16 @@ TIMEOUT_S = {"health": 180, "ecmp": 420, "sdn": 180, "chain": 240}
 
 def run_scenario(name: str, quick: bool = False, keep_workdir: str | None = None) -> dict:
     from testbed import sandbox
+
     workdir = keep_workdir or tempfile.mkdtemp(prefix=f"vnflab-scenario-{name}-")
-    result = sandbox.run_module_in_sandbox("vnflab.scenarios.runner",
-                                           {"name": name, "quick": quick}, TIMEOUT_S[name],
-                                           workdir, what="scenario", keep=bool(keep_workdir))
+    result = sandbox.run_module_in_sandbox(
+        "vnflab.scenarios.runner",
+        {"name": name, "quick": quick},
+        TIMEOUT_S[name],
+        workdir,
+        what="scenario",
+        keep=bool(keep_workdir),
+    )
     result.setdefault("scenario", name)
     result.setdefault("ok", False)
     if keep_workdir:
@@ -38,8 +45,10 @@ def print_result(result: dict) -> None:
             print(f"  [{'ok' if c['ok'] else 'FAIL'}] {c['name']}: {c['detail']}")
     if result.get("error"):
         print(f"\nerror: {result['error']}")
-    print(f"\nscenario {result.get('scenario')}: {'OK' if result.get('ok') else 'FAILED'}"
-          + (f" ({result['elapsed_s']} s)" if "elapsed_s" in result else ""))
+    print(
+        f"\nscenario {result.get('scenario')}: {'OK' if result.get('ok') else 'FAILED'}"
+        + (f" ({result['elapsed_s']} s)" if "elapsed_s" in result else "")
+    )
 
 
 def run_inside(spec: dict, workdir: str) -> dict:
@@ -60,6 +69,7 @@ def run_inside(spec: dict, workdir: str) -> dict:
 
 def main(argv: list[str]) -> int:
     from testbed import sandbox
+
     return sandbox.serve_module(argv, run_inside)
 
 

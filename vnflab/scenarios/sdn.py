@@ -16,6 +16,7 @@ sits on switch port 1.
    first, which spreads the flows over b1..b3. Evidence: the LB's counters (a new flow per
    client flow) and the steering rule's packet count in ``ovs-ofctl dump-flows``.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,7 +30,7 @@ from functools import partial
 from testbed.experiment import log
 from vnflab.scenarios.base import Bed, Checks, flow_facts, lb_config, live_stats, setup_dsr
 
-OVS_RUN = "/var/run/openvswitch"          # a private tmpfs inside the sandbox
+OVS_RUN = "/var/run/openvswitch"  # a private tmpfs inside the sandbox
 OF_PORT = 6653
 
 
@@ -37,14 +38,19 @@ def start_ovs(workdir: str):
     """ovsdb-server + the plain (non-DPDK) ovs-vswitchd at the default paths of a sandbox
     (``testbed.ovsdpdk.PrivateOVSDPDK`` with ``dpdk=False``), logs in ``workdir``."""
     from testbed.ovsdpdk import PrivateOVSDPDK
+
     if not os.path.ismount(OVS_RUN):
         raise RuntimeError(f"{OVS_RUN} is not a private mount: run inside testbed.sandbox")
     return PrivateOVSDPDK(OVS_RUN, dpdk=False, log_dir=workdir).start()
 
 
 def dump_flows(bridge: str = "s1") -> str:
-    return subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", bridge],
-                          capture_output=True, text=True, timeout=10).stdout
+    return subprocess.run(
+        ["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", bridge],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    ).stdout
 
 
 def steering_packets(flows: str) -> int | None:
@@ -67,18 +73,23 @@ def _wait_for(predicate, timeout: float) -> bool:
 
 def run(workdir: str, quick: bool = False) -> dict:
     from mininet.node import RemoteController
+
     from topologies.scenarios import SdnTopo
+
     flows, packets, rate = (200, 5, 1000) if quick else (500, 5, 1500)
     checks = Checks()
     control = os.path.join(workdir, "sdn-control.json")
     ovs = start_ovs(workdir)
     app_log = open(os.path.join(workdir, "os-ken.log"), "wb")
-    app = subprocess.Popen([sys.executable, "-m", "vnflab.scenarios.sdn_app", "--port", str(OF_PORT)],
-                           env=dict(os.environ, VNFLAB_SDN_CONTROL=control),
-                           stdout=app_log, stderr=subprocess.STDOUT)
+    app = subprocess.Popen(
+        [sys.executable, "-m", "vnflab.scenarios.sdn_app", "--port", str(OF_PORT)],
+        env=dict(os.environ, VNFLAB_SDN_CONTROL=control),
+        stdout=app_log,
+        stderr=subprocess.STDOUT,
+    )
     bed = None
     try:
-        time.sleep(1.0)                  # let the controller listen before the switch connects
+        time.sleep(1.0)  # let the controller listen before the switch connects
         if app.poll() is not None:
             raise RuntimeError(f"the os-ken app exited ({app.returncode}); see os-ken.log")
         topo = SdnTopo(clients=2, backends=3)
@@ -91,14 +102,18 @@ def run(workdir: str, quick: bool = False) -> dict:
         setup_dsr(bed, backends)
         bed.cmd("lb", "sysctl -qw net.ipv4.ip_forward=0")
         bed.offloads_off()
-        loss = bed.net.pingAll(timeout=1)       # the learning switch learns every MAC
+        loss = bed.net.pingAll(timeout=1)  # the learning switch learns every MAC
         service_mac = cfg.host_mac("b1")
         for c in cfg.client_names():
             bed.cmd(c, f"ip neigh replace {cfg.vip} lladdr {service_mac} dev {c}-eth0")
         bed.start_backends(backends)
         lb_port = switch.ports[switch.connectionsTo(bed["lb"])[0][0]]
-        config = lb_config([(b, cfg.host_ip(b), cfg.host_mac(b)) for b in backends], "lb-eth0",
-                           cfg.host_mac("lb"), cfg.host_ip("lb"))
+        config = lb_config(
+            [(b, cfg.host_ip(b), cfg.host_mac(b)) for b in backends],
+            "lb-eth0",
+            cfg.host_mac("lb"),
+            cfg.host_ip("lb"),
+        )
         lb = bed.start_lb("lb", config, "sdn")
 
         log(f"steering off: {flows} UDP flows x {packets} packets from c1 to the VIP")
@@ -108,8 +123,10 @@ def run(workdir: str, quick: bool = False) -> dict:
         off_rule = steering_packets(dump_flows())
 
         with open(control, "w") as f:
-            json.dump({"steer": True, "vip": cfg.vip, "vnf_port": lb_port,
-                       "vnf_mac": cfg.host_mac("lb")}, f)
+            json.dump(
+                {"steer": True, "vip": cfg.vip, "vnf_port": lb_port, "vnf_mac": cfg.host_mac("lb")},
+                f,
+            )
         installed = _wait_for(lambda: steering_packets(dump_flows()) is not None, 10)
         log(f"steering on (rule installed: {installed}): {flows} new flows from c2")
         bed.wait_drivers([bed.start_driver("c2", "on", 2, flows, packets, rate)], timeout=60)
@@ -137,31 +154,53 @@ def run(workdir: str, quick: bool = False) -> dict:
     lb_new_off = off_stats.get("new_flows", 0)
     lb_new_on = on_stats.get("new_flows", 0) - lb_new_off
     sent_on = flows * packets
-    figures = {"ping_loss_pct": loss, "vnf_port": lb_port,
-               "off": {"flows_seen": len(off_seen), "per_backend": off_per, "lb_new_flows": lb_new_off,
-                       "lb_forwarded": off_stats.get("forwarded", 0), "steering_rule_packets": off_rule},
-               "on": {"flows_seen": len(on_seen), "per_backend": on_per, "lb_new_flows": lb_new_on,
-                      "lb_forwarded": on_stats.get("forwarded", 0) - off_stats.get("forwarded", 0),
-                      "steering_rule_packets": on_rule, "packets_sent": sent_on},
-               "dump_flows": flow_dump.splitlines()}
-    checks.add("without the rule the VNF is bypassed",
-               off_rule is None and lb_new_off == 0 and off_per["b1"] == len(off_seen) >= 0.98 * flows,
-               f"steering rule absent: {off_rule is None}; LB new flows {lb_new_off}; "
-               f"{off_per['b1']} of {len(off_seen)} flows on b1")
-    checks.add("with the rule every VIP flow traverses the VNF",
-               len(on_seen) >= 0.98 * flows and lb_new_on == flows and
-               sum(1 for n in on_per.values() if n) == len(backends),
-               f"LB new flows {lb_new_on} for {flows} client flows; {len(on_seen)} arrived: "
-               + ", ".join(f"{b}={n}" for b, n in on_per.items()))
-    checks.add("the steering rule counts every VIP packet",
-               on_rule is not None and on_rule >= sent_on,
-               f"dump-flows n_packets={on_rule} for {sent_on} packets sent")
-    lines = ["SDN service insertion: OVS userspace switch + os-ken (OpenFlow 1.3): L2 learning, "
-             "then a steering rule for the VIP",
-             f"  {'':<26}{'steering off':>14}{'steering on':>14}",
-             f"  {'client flows arrived':<26}{len(off_seen):>14}{len(on_seen):>14}",
-             f"  {'LB new flows':<26}{lb_new_off:>14}{lb_new_on:>14}",
-             f"  {'steering rule n_packets':<26}{str(off_rule or '-'):>14}{str(on_rule):>14}"]
+    figures = {
+        "ping_loss_pct": loss,
+        "vnf_port": lb_port,
+        "off": {
+            "flows_seen": len(off_seen),
+            "per_backend": off_per,
+            "lb_new_flows": lb_new_off,
+            "lb_forwarded": off_stats.get("forwarded", 0),
+            "steering_rule_packets": off_rule,
+        },
+        "on": {
+            "flows_seen": len(on_seen),
+            "per_backend": on_per,
+            "lb_new_flows": lb_new_on,
+            "lb_forwarded": on_stats.get("forwarded", 0) - off_stats.get("forwarded", 0),
+            "steering_rule_packets": on_rule,
+            "packets_sent": sent_on,
+        },
+        "dump_flows": flow_dump.splitlines(),
+    }
+    checks.add(
+        "without the rule the VNF is bypassed",
+        off_rule is None and lb_new_off == 0 and off_per["b1"] == len(off_seen) >= 0.98 * flows,
+        f"steering rule absent: {off_rule is None}; LB new flows {lb_new_off}; "
+        f"{off_per['b1']} of {len(off_seen)} flows on b1",
+    )
+    checks.add(
+        "with the rule every VIP flow traverses the VNF",
+        len(on_seen) >= 0.98 * flows
+        and lb_new_on == flows
+        and sum(1 for n in on_per.values() if n) == len(backends),
+        f"LB new flows {lb_new_on} for {flows} client flows; {len(on_seen)} arrived: "
+        + ", ".join(f"{b}={n}" for b, n in on_per.items()),
+    )
+    checks.add(
+        "the steering rule counts every VIP packet",
+        on_rule is not None and on_rule >= sent_on,
+        f"dump-flows n_packets={on_rule} for {sent_on} packets sent",
+    )
+    lines = [
+        "SDN service insertion: OVS userspace switch + os-ken (OpenFlow 1.3): L2 learning, "
+        "then a steering rule for the VIP",
+        f"  {'':<26}{'steering off':>14}{'steering on':>14}",
+        f"  {'client flows arrived':<26}{len(off_seen):>14}{len(on_seen):>14}",
+        f"  {'LB new flows':<26}{lb_new_off:>14}{lb_new_on:>14}",
+        f"  {'steering rule n_packets':<26}{str(off_rule or '-'):>14}{str(on_rule):>14}",
+    ]
     for b in backends:
         lines.append(f"  {'flows on ' + b:<26}{off_per[b]:>14}{on_per[b]:>14}")
     lines += ["", "  ovs-ofctl -O OpenFlow13 dump-flows s1 (after the steered run):"]

@@ -17,6 +17,7 @@ variable ``VNFLAB_SDN_CONTROL``. os-ken 4.2 ships no ``osken-manager``; run the 
 
     python -m vnflab.scenarios.sdn_app --port 6653
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,7 +32,7 @@ from os_ken.lib.packet import ethernet, packet
 from os_ken.ofproto import ofproto_v1_3
 
 STEER_TABLE, L2_TABLE = 0, 1
-STEER_COOKIE = 0x5645          # "VE"
+STEER_COOKIE = 0x5645  # "VE"
 ETH_TYPE_IP = 0x0800
 
 
@@ -43,7 +44,7 @@ class SteeringSwitch(app_manager.OSKenApp):
         self.mac_to_port: dict[int, dict[str, int]] = {}
         self.datapaths: dict[int, object] = {}
         self.control_path = os.environ.get("VNFLAB_SDN_CONTROL")
-        self.steering: dict | None = None          # the steering now installed
+        self.steering: dict | None = None  # the steering now installed
         self.watcher = hub.spawn(self.watch_control)
 
     # --- switch connects: table-miss rules ---------------------------------------------------
@@ -52,8 +53,9 @@ class SteeringSwitch(app_manager.OSKenApp):
         dp = ev.msg.datapath
         parser, ofp = dp.ofproto_parser, dp.ofproto
         self.datapaths[dp.id] = dp
-        self.add_flow(dp, STEER_TABLE, 0, parser.OFPMatch(),
-                      [parser.OFPInstructionGotoTable(L2_TABLE)])
+        self.add_flow(
+            dp, STEER_TABLE, 0, parser.OFPMatch(), [parser.OFPInstructionGotoTable(L2_TABLE)]
+        )
         to_controller = [parser.OFPActionOutput(ofp.OFPP_CONTROLLER, ofp.OFPCML_NO_BUFFER)]
         self.add_flow(dp, L2_TABLE, 0, parser.OFPMatch(), self.apply(dp, to_controller))
         if self.steering:
@@ -72,29 +74,57 @@ class SteeringSwitch(app_manager.OSKenApp):
         table = self.mac_to_port.setdefault(dp.id, {})
         if not (int(eth.src.split(":")[0], 16) & 1) and table.get(eth.src) != in_port:
             table[eth.src] = in_port
-            self.add_flow(dp, L2_TABLE, 10, parser.OFPMatch(eth_dst=eth.src),
-                          self.apply(dp, [parser.OFPActionOutput(in_port)]))
+            self.add_flow(
+                dp,
+                L2_TABLE,
+                10,
+                parser.OFPMatch(eth_dst=eth.src),
+                self.apply(dp, [parser.OFPActionOutput(in_port)]),
+            )
         out_port = table.get(eth.dst, ofp.OFPP_FLOOD)
-        dp.send_msg(parser.OFPPacketOut(datapath=dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=in_port,
-                                        actions=[parser.OFPActionOutput(out_port)], data=msg.data))
+        dp.send_msg(
+            parser.OFPPacketOut(
+                datapath=dp,
+                buffer_id=ofp.OFP_NO_BUFFER,
+                in_port=in_port,
+                actions=[parser.OFPActionOutput(out_port)],
+                data=msg.data,
+            )
+        )
 
     # --- steering ------------------------------------------------------------------------------
     def install_steering(self, dp, s: dict) -> None:
         parser = dp.ofproto_parser
         from_vnf = parser.OFPMatch(in_port=s["vnf_port"], eth_type=ETH_TYPE_IP, ipv4_dst=s["vip"])
-        self.add_flow(dp, STEER_TABLE, 200, from_vnf, [parser.OFPInstructionGotoTable(L2_TABLE)],
-                      cookie=STEER_COOKIE)
+        self.add_flow(
+            dp,
+            STEER_TABLE,
+            200,
+            from_vnf,
+            [parser.OFPInstructionGotoTable(L2_TABLE)],
+            cookie=STEER_COOKIE,
+        )
         to_vnf = parser.OFPMatch(eth_type=ETH_TYPE_IP, ipv4_dst=s["vip"])
-        actions = [parser.OFPActionSetField(eth_dst=s["vnf_mac"]),
-                   parser.OFPActionOutput(s["vnf_port"])]
+        actions = [
+            parser.OFPActionSetField(eth_dst=s["vnf_mac"]),
+            parser.OFPActionOutput(s["vnf_port"]),
+        ]
         self.add_flow(dp, STEER_TABLE, 100, to_vnf, self.apply(dp, actions), cookie=STEER_COOKIE)
 
     def remove_steering(self, dp) -> None:
         parser, ofp = dp.ofproto_parser, dp.ofproto
-        dp.send_msg(parser.OFPFlowMod(datapath=dp, table_id=STEER_TABLE, command=ofp.OFPFC_DELETE,
-                                      cookie=STEER_COOKIE, cookie_mask=0xFFFFFFFFFFFFFFFF,
-                                      out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
-                                      match=parser.OFPMatch()))
+        dp.send_msg(
+            parser.OFPFlowMod(
+                datapath=dp,
+                table_id=STEER_TABLE,
+                command=ofp.OFPFC_DELETE,
+                cookie=STEER_COOKIE,
+                cookie_mask=0xFFFFFFFFFFFFFFFF,
+                out_port=ofp.OFPP_ANY,
+                out_group=ofp.OFPG_ANY,
+                match=parser.OFPMatch(),
+            )
+        )
 
     def watch_control(self):
         while True:
@@ -112,7 +142,7 @@ class SteeringSwitch(app_manager.OSKenApp):
                 if wanted:
                     self.install_steering(dp, wanted)
             self.steering = wanted
-            self.logger.info("steering %s", "on: %s" % wanted if wanted else "off")
+            self.logger.info("steering %s", f"on: {wanted}" if wanted else "off")
 
     # --- helpers -------------------------------------------------------------------------------
     @staticmethod
@@ -121,9 +151,16 @@ class SteeringSwitch(app_manager.OSKenApp):
 
     @staticmethod
     def add_flow(dp, table: int, priority: int, match, instructions, cookie: int = 0) -> None:
-        dp.send_msg(dp.ofproto_parser.OFPFlowMod(datapath=dp, table_id=table, priority=priority,
-                                                 match=match, instructions=instructions,
-                                                 cookie=cookie))
+        dp.send_msg(
+            dp.ofproto_parser.OFPFlowMod(
+                datapath=dp,
+                table_id=table,
+                priority=priority,
+                match=match,
+                instructions=instructions,
+                cookie=cookie,
+            )
+        )
 
 
 def main(argv=None) -> None:
@@ -132,6 +169,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     hub.patch(thread=False)
     from os_ken import cfg
+
     cfg.CONF(args=["--ofp-tcp-listen-port", str(args.port)], project="os_ken")
     app_manager.AppManager.run_apps(["vnflab.scenarios.sdn_app"])
 
