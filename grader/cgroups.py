@@ -148,6 +148,7 @@ class Cgroup:
         """cgroup2: hugetlb must be enabled in the subtree_control of every level above the
         leaf (``+hugetlb`` is idempotent; the root's only enables the controller below it)."""
         root = self.hugetlb_root
+        assert root is not None and self.unified is not None, "create() calls it with cgroup2 only"
         path = root
         for part in (PREFIX, self.grading, self.name):
             _write(os.path.join(path, "cgroup.subtree_control"), "+hugetlb")

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 from grader import unitserve
 from grader.jail import CODE, Jail, python
@@ -146,7 +147,7 @@ class Grading:
     def smoke(self) -> bool:
         bed = self.bed
         lb = bed.start_student_lb("smoke", self.plan["overlay_sub"])
-        f = {"ready": lb.ready, "error": lb.error}
+        f: dict[str, Any] = {"ready": lb.ready, "error": lb.error}
         udp_seen = 0
         if lb.ready:
             recs = self._drive("smoke", 4, 3, 200, 2, timeout=30)
@@ -217,7 +218,7 @@ class Grading:
         # the frames of split flows, for the report (the affinity run's: the test that names them)
         pcaps = start_affinity_capture(bed) if tag == "affinity" else None
         lb = bed.start_student_lb(tag, self.plan["overlay_sub"], **overrides)
-        f = {"ready": lb.ready, "error": lb.error, "traffic": t}
+        f: dict[str, Any] = {"ready": lb.ready, "error": lb.error, "traffic": t}
         if lb.ready:
             mixed = self._start_mixed(tag)
             recs = self._drive(
@@ -321,7 +322,7 @@ class Grading:
         bed = self.bed
         cfg = bed.topo_cfg
         lb = bed.start_student_lb("key", self.plan["overlay_sub"], policy="maglev")
-        f = {"ready": lb.ready, "error": lb.error}
+        f: dict[str, Any] = {"ready": lb.ready, "error": lb.error}
         client = cfg.client_names()[0]
         if lb.ready:
             out = os.path.join(bed.workdir, "portpairs.json")
@@ -369,13 +370,15 @@ class Grading:
                     SERVICE_PORT,
                     17 if proto == "udp" else 6,
                 )
+                expected = pool.choose(flow)
+                assert expected is not None, "a pool of healthy backends always chooses one"
                 rows.append(
                     {
                         "flow_id": int(fid),
                         "proto": proto,
                         "src_port": port,
                         "flow": str(flow),
-                        "expected": pool.choose(flow).name,
+                        "expected": expected.name,
                         "got": sorted(set(seen.get(fid, []))),
                     }
                 )
@@ -391,7 +394,7 @@ class Grading:
         bed = self.bed
         cfg = bed.topo_cfg
         lb = bed.start_student_lb("robust", self.plan["overlay_sub"])
-        f = {"ready": lb.ready, "error": lb.error}
+        f: dict[str, Any] = {"ready": lb.ready, "error": lb.error}
         if lb.ready:
             client = cfg.client_names()[0]
             out = os.path.join(bed.workdir, "robust.json")
@@ -507,8 +510,14 @@ class Grading:
         from testbed.procfs import netdev
 
         bed, sat = self.bed, self.saturation
+        assert sat is not None, "cost() sets up the saturation traffic first"
         lb = bed.start_student_lb(tag, overlay)
-        w = {"ready": lb.ready, "error": lb.error, "method": "saturation", "ns_per_packet": None}
+        w: dict[str, Any] = {
+            "ready": lb.ready,
+            "error": lb.error,
+            "method": "saturation",
+            "ns_per_packet": None,
+        }
         gen = None
         try:
             if not lb.ready:
@@ -577,7 +586,7 @@ class Grading:
             flows=int(c.get("gen_flows", 1024)),
             log_path=os.path.join(bed.workdir, f"gen-{tag}.log"),
         )
-        w = {"method": "generator", "ns_per_packet": None}
+        w: dict[str, Any] = {"method": "generator", "ns_per_packet": None}
         try:
             gen.start()
         except Exception as exc:  # noqa: BLE001
@@ -659,7 +668,7 @@ class Grading:
 
         c = self.plan["cost"]
         windows = []
-        self.saturation = None
+        self.saturation: dict | None = None  # the kernel ways' trafgen setup
         try:
             if self.plan["way"] != "dpdk":
                 self.saturation = self._saturation_setup(c)
@@ -685,7 +694,7 @@ class Grading:
         bed.restart_backends()
         over = {k: s[k] for k in ("policy", "flow_capacity", "backends", "idle_timeout") if k in s}
         lb = bed.start_student_lb(f"hidden-{s['id']}", self.plan["overlay_sub"], **over)
-        f = {"ready": lb.ready, "error": lb.error}
+        f: dict[str, Any] = {"ready": lb.ready, "error": lb.error}
         if lb.ready:
             recs = self._drive(
                 f"hidden-{s['id']}",

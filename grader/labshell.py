@@ -31,7 +31,7 @@ def lab_shell(lab: Lab, submission: str, pcap_dir: str | None = None) -> int:
     try:
         for name in build_overlay(overlay, submission, lab):
             print(f"(no {name} in {submission}: using the starter)")
-        found, _ = find_submission_files(submission, lab)
+        found, _, _ = find_submission_files(submission, lab)
         refresh = [
             [os.path.abspath(src), os.path.join(overlay, lab.files[name])]
             for name, src in found.items()

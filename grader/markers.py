@@ -98,7 +98,7 @@ def solution_lines(text: str, lab: str) -> set[str]:
     """Distinctive solution lines of ``lab`` in ``text``: stripped, non-trivial, and not found
     anywhere outside the lab's blocks (used to prove a release leaks no solution)."""
     found = [b for b in blocks(text) if b.lab == lab]
-    inside = set()
+    inside: set[str] = set()
     for b in found:
         inside.update(x.strip() for x in b.body)
     outside_text = strip(text, lab)

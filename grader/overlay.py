@@ -43,9 +43,9 @@ def find_submission_files(
         raise GradeError(f"submission {submission!r} is not a directory")
     found, missing, refused = {}, [], {}
     for name in lab.files:
-        hit = os.path.join(submission, name)
-        if not os.path.lexists(hit):
-            hit = None
+        top = os.path.join(submission, name)
+        hit: str | None = top if os.path.lexists(top) else None
+        if hit is None:
             for root, dirs, files in os.walk(submission):  # never follows links
                 dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "tests")
                 if name in files or name in dirs:

@@ -71,9 +71,10 @@ def finish_affinity_capture(captures: Captures | None, phase: dict) -> dict | No
     }
 
 
-def ship_split_flows(facts: dict, workdir: str, out: str) -> list[str]:
-    """Copy WORKDIR/split-flows.pcapng into OUT (next to report.md); the report's lines that
-    name it, or none when there is no such file."""
+def ship_split_flows(facts: dict, workdir: str, out: str) -> list[tuple[str, str]]:
+    """Copy WORKDIR/split-flows.pcapng into OUT (next to report.md); the report's detail that
+    names it (a (title, text) pair, like ``Scorer.details``), or none when there is no such
+    file."""
     held = (facts.get("affinity") or {}).get("split_pcap")
     src = os.path.join(workdir, SPLIT_PCAP)
     if not held or not os.path.isfile(src):
@@ -85,11 +86,11 @@ def ship_split_flows(facts: dict, workdir: str, out: str) -> list[str]:
         f"{f['proto']} flow {int(f['flow_id'])} reached {', '.join(str(b) for b in f['backends'])}"
         for f in held["flows"]
     )
-    return [
-        "",
-        f"**The frames of the first split flows** are in `{SPLIT_PCAP}`, next to this "
+    text = (
+        f"They are in `{SPLIT_PCAP}`, next to this "
         f"report ({int(held['frames'])} frames: {flows}). They were captured at "
         f"{', '.join(str(i) for i in held['interfaces'])}: open the file in Wireshark "
         f"(the Interface column and each frame's comment say where it was seen) or "
-        f"with `scapy.all.rdpcap`.",
-    ]
+        f"with `scapy.all.rdpcap`."
+    )
+    return [("The frames of the first split flows", text)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+from collections.abc import Sequence
 
 from grader.labconfig import Lab
 from vnf.jsonfile import write_json_atomic
@@ -38,7 +39,7 @@ def results_json(
     facts: dict,
     elapsed: float,
     quick: bool,
-    grader_errors: list[str] = (),
+    grader_errors: Sequence[str] = (),
 ) -> dict:
     """Gradescope's results.json from the scored tests (``grader.scoring.Scorer.score``); the
     grader's own faults (``grader_errors``, a sandbox stopped) are noted in its output."""

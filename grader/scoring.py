@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from typing import Any
 
 from grader.labconfig import Lab
 from grader.pool_phase import score_pool_changes
@@ -273,7 +274,7 @@ class Scorer:
         seconds: float | None = None,
         detail: str = "",
     ) -> None:
-        t = {
+        t: dict[str, Any] = {
             "name": name,
             "score": round(max(0.0, min(score, max_score)), 2),
             "max_score": max_score,
@@ -329,7 +330,7 @@ class Scorer:
         if not smoke:
             starts_msg = self.not_run(stopped_early)
             self.add("starts", TEST_TITLES["starts"], 0, P.get("starts", 0), starts_msg)
-            skip = starts_msg
+            skip: str | None = starts_msg
         else:
             if not smoke["ready"]:
                 msg = f"The LB did not start: {smoke['error']}."
@@ -517,6 +518,7 @@ class Scorer:
         if checked == 0:
             problems.append("no frame of the service reached a backend")
         if bad:
+            assert first_bad is not None, "set with the first bad frame"
             backend, frame, probs = first_bad
             problems.append(
                 f"{bad} of {checked} captured frames are wrong; the first, at {backend}: "
@@ -854,7 +856,7 @@ class Scorer:
             )
             return
         if not sub:
-            bad = next((w for w in c["windows"] if w["who"] == "submission"), {})
+            bad: dict = next((w for w in c["windows"] if w["who"] == "submission"), {})
             busy_err = next(
                 (
                     w["busy_error"]

@@ -27,6 +27,7 @@ class StudentLB:
     """A running LB program (submission or reference) in its jail."""
 
     def __init__(self, jail: Jail, log_path: str, ready: bool, error: str | None):
+        assert jail.proc is not None, "the jail's program started (Jail.popen)"
         self.jail, self.proc, self.log_path = jail, jail.proc, log_path
         self.stats_path = jail.out_path("stats.json")
         self.ready, self.error = ready, error
@@ -156,6 +157,7 @@ class GradeBed(Testbed):
     def vhost_dir(self) -> str:
         """The vhost-user sockets' directory: the student's own (the LB is the vhost-user
         *server*: it creates the socket; OVS, root, connects to it as the client)."""
+        assert self.ovs is not None, "the DPDK way only"
         return os.path.join(self.ovs.workdir, "vhost")
 
     @property
@@ -181,6 +183,7 @@ class GradeBed(Testbed):
         # floods clients' frames for it to every backend until it has learned the MAC again
         # (and revalidated its flows), and the backends' captures would hold those copies.
         bridge = self.net["s1"].name
+        assert self.ovs is not None, "the DPDK way only"
         try:
             self.ovs.appctl("fdb/add", bridge, self.vhost_port, "0", self.topo_cfg.host_mac("lb"))
         except Exception as exc:  # noqa: BLE001 - learning still works

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
 from grader import unitserve
 from grader.unitserve import WireError, decode, encode
@@ -78,6 +79,7 @@ class Servant:
 
     def _read(self) -> None:
         out = self.proc.stdout
+        assert out is not None, "started with stdout=PIPE"
         while True:
             line = out.readline(ANSWER_MAX + 1)
             self.lines.put(line)
@@ -90,6 +92,7 @@ class Servant:
             raise ChannelLost(self.lost)
         self.next_id += 1
         req = {"id": self.next_id, **req}
+        assert self.proc.stdin is not None, "started with stdin=PIPE"
         try:
             self.proc.stdin.write((json.dumps(req) + "\n").encode())
             self.proc.stdin.flush()
@@ -134,6 +137,7 @@ class Servant:
         if self.proc.poll() is None:
             kill_session(self.proc)
         for f in (self.proc.stdin, self.proc.stdout):
+            assert f is not None, "started with stdin=PIPE, stdout=PIPE"
             try:
                 f.close()
             except OSError:
@@ -268,7 +272,7 @@ def run_unit_checks(unit: dict, command) -> dict:
         if servant is not None:
             servant.close()
             printed = servant.printed.text()
-    out = {"results": results}
+    out: dict[str, Any] = {"results": results}
     if printed.strip():
         out["printed"] = printed[-3000:]
     return out

@@ -22,6 +22,7 @@ import keyword
 import math
 import os
 import sys
+from typing import Any
 
 MAX_DEPTH = 16
 MESSAGE_MAX = 2000
@@ -34,8 +35,9 @@ class WireError(ValueError):
 _tuple_types: dict = {}
 
 
-def named_tuple_type(name: str, fields: list):
-    """The named-tuple class called ``name`` with ``fields`` (made once per shape)."""
+def named_tuple_type(name: object, fields: object):
+    """The named-tuple class called ``name`` with ``fields`` (made once per shape); both come
+    off the wire, so they are checked here before use."""
     if not (
         isinstance(name, str)
         and name.isidentifier()
@@ -153,12 +155,14 @@ def serve(module_name: str, path: str, requests, answers) -> None:
         try:
             if req["op"] == "import":
                 spec = importlib.util.spec_from_file_location(module_name, path)
+                assert spec is not None and spec.loader is not None, "a .py file has a loader"
                 module = importlib.util.module_from_spec(spec)
                 sys.modules[module_name] = module
                 spec.loader.exec_module(module)
                 answer["value"] = None
             else:
-                target = module if req.get("target") is None else objects[req["target"]]
+                # any object: the student's module or one its calls returned
+                target: Any = module if req.get("target") is None else objects[req["target"]]
                 args = decode(req.get("args", []), resolve)
                 kwargs = decode(req.get("kwargs", {"dict": []}), resolve)
                 name = req["name"]

@@ -241,9 +241,9 @@ def check(backend_records: list[dict], client_records: list[dict]) -> Report:
     client_keys = set()
     udp_flows = http_conns = 0
     udp_sent = replies_received = replies_sent = lost_fwd = lost_ret = never = 0
-    lossy = []
+    lossy: list[dict] = []
     http_failures = 0
-    http_errors = []
+    http_errors: list[dict] = []
     reply_from: dict[str, int] = {}
     for crec in client_records:
         for u in crec.get("udp", []):
@@ -299,7 +299,7 @@ def check(backend_records: list[dict], client_records: list[dict]) -> Report:
                         }
                     )
 
-    split = []
+    split: list[dict] = []
     nsplit = 0
     for key in sorted(set(at_backends) | set(answered)):
         names = set(at_backends.get(key, {})) | set(answered.get(key, {}))

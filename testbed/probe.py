@@ -28,6 +28,7 @@ import socket
 import struct
 import sys
 import time
+from typing import Any
 
 from testbed.procfs import process_state
 from vnf.jsonfile import write_json_atomic
@@ -112,7 +113,7 @@ def robust(a) -> dict:
     named = [(c.name, c.frame) for c in mine.cases(a.dst_mac, a.src_mac, a.src_ip, a.vip, a.port)]
     raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     raw.bind((a.iface, 0))
-    out = {
+    out: dict[str, Any] = {
         "sent": 0,
         "skipped": 0,
         "crashed_after": None,
@@ -341,7 +342,8 @@ def capture(a) -> dict:
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     sock.bind((a.iface, 0))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-    frames, marked = [], []
+    frames: list[str] = []  # hex, like the marked frames
+    marked: list[str] = []
     marker = bytes.fromhex(a.keep_marker) if a.keep_marker else None
     ignore = socket.inet_aton(a.ignore_src) if a.ignore_src else None
     stop = {"now": False}

@@ -31,6 +31,7 @@ import socket
 import sys
 import threading
 import time
+from typing import Any
 
 from topologies.servers import MAGIC, REQUEST, decode_reply, http_body, parse_body_line
 from vnf.addresses import SERVICE_PORT
@@ -289,7 +290,7 @@ def run_udp(cfg: TrafficConfig) -> tuple[list[dict], dict]:
 
 def _one_http_conn(cfg: TrafficConfig, flow_id: int) -> dict:
     """One connection, ``http_requests`` keep-alive GETs; checks status and body byte for byte."""
-    rec = {
+    rec: dict[str, Any] = {
         "flow_id": flow_id,
         "src_port": None,
         "status": None,

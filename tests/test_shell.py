@@ -118,6 +118,28 @@ def test_frames_of_a_flow_are_found_by_its_id_at_every_interface(tmp_path):
     assert sum(1 for iface, _ in seen if iface == "lb-eth0") == 4
 
 
+def test_the_shipped_split_flows_are_named_in_the_report(tmp_path):
+    """The report's detail that names split-flows.pcapng is a (title, text) pair like every
+    other detail: report_md unpacks them (a list of bare lines once crashed it)."""
+    from grader.labconfig import load
+    from grader.pcaps import SPLIT_PCAP, ship_split_flows
+    from grader.report import report_md
+
+    workdir, out = tmp_path / "work", tmp_path / "out"
+    workdir.mkdir()
+    out.mkdir()
+    write_pcapng(str(workdir / SPLIT_PCAP), ["lb-eth0"], [])
+    held = {"frames": 0, "interfaces": ["lb-eth0"]}
+    held["flows"] = [{"proto": "udp", "flow_id": 7, "backends": ["b1", "b2"]}]
+    facts = {"affinity": {"split_pcap": held}}
+    assert ship_split_flows({}, str(workdir), str(out)) == []
+    details = ship_split_flows(facts, str(workdir), str(out))
+    assert os.path.exists(out / SPLIT_PCAP)
+    results = {"score": 0, "max_score": 20, "tests": []}
+    md = report_md(load(1), results, details, "rr", quick=True)
+    assert f"`{SPLIT_PCAP}`" in md and "udp flow 7 reached b1, b2" in md
+
+
 # --- the lab shell through a pty (network) -----------------------------------------------------
 
 
