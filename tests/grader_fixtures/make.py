@@ -43,7 +43,7 @@ FIXTURES = {
         {
             "socket_lb.py": [
                 (
-                    "backend = self.lb.backend_for(flow, now)            # THE decision, shared by all ways",
+                    "backend = self.lb.backend_for(flow, now)  # THE decision, shared by all ways",
                     "backend = self.config.backends[self.count['udp_from_clients'] % len(self.config.backends)]",
                 )
             ]

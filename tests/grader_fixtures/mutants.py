@@ -105,9 +105,7 @@ MUTANTS: dict[str, Mutant] = {
         {
             "socket_lb.py": [
                 (
-                    "            self.udp_front.sendto(data, client)   # the reply leaves"
-                    " from"
-                    " VIP:port\n",
+                    "            self.udp_front.sendto(data, client)  # the reply leaves from VIP:port\n",
                     "            reply = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
                     "            reply.sendto(data, client)\n"
                     "            reply.close()\n",
@@ -139,9 +137,7 @@ MUTANTS: dict[str, Mutant] = {
         {
             "socket_lb.py": [
                 (
-                    "            self.udp_front.sendto(data, client)   # the reply leaves"
-                    " from"
-                    " VIP:port\n",
+                    "            self.udp_front.sendto(data, client)  # the reply leaves from VIP:port\n",
                     "",
                 )
             ]
@@ -199,11 +195,9 @@ MUTANTS: dict[str, Mutant] = {
         {
             "afpacket_lb.py": [
                 (
-                    "        sent = tx.send_batch(batch, choices, self.rewrite,     # one"
-                    " send()"
-                    " kick\n                             kick_every=self.kick_every)",
-                    "        sent = tx.send_batch(batch, choices, self.rewrite,\n"
-                    "                             kick_every=1)",
+                    "            self.rewrite,  # one send() kick\n"
+                    "            kick_every=self.kick_every,\n",
+                    "            self.rewrite,\n            kick_every=1,\n",
                 )
             ]
         },
@@ -233,12 +227,9 @@ MUTANTS: dict[str, Mutant] = {
         {
             "afpacket_lb.py": [
                 (
-                    "            if flow is None:                       # counted per"
-                    " reason"
-                    " below\n                choices.append(DROP)\n",
-                    "            if flow is None:                       # counted per"
-                    " reason"
-                    " below\n                pass\n",
+                    "            if flow is None:  # counted per reason below\n"
+                    "                choices.append(DROP)\n",
+                    "            if flow is None:  # counted per reason below\n                pass\n",
                 )
             ]
         },
@@ -315,8 +306,8 @@ MUTANTS: dict[str, Mutant] = {
         {
             "dpdk_lb.py": [
                 (
-                    "set_macs(frame, backend.mac_bytes, src_mac)",
-                    "set_macs(frame, src_mac, backend.mac_bytes)",
+                    "burst.set_macs_at(i, backend.mac_bytes, src_mac)",
+                    "burst.set_macs_at(i, src_mac, backend.mac_bytes)",
                 )
             ]
         },
@@ -358,8 +349,8 @@ MUTANTS: dict[str, Mutant] = {
         {
             "dpdk_lb.py": [
                 (
-                    "            if flow is None:\n               "
-                    " lb.count_drop(parsed.reason)\n"
+                    "            if flow is None:\n"
+                    "                lb.count_drop(burst.reason(i))\n"
                     "                continue\n",
                     "",
                 )
@@ -373,8 +364,8 @@ MUTANTS: dict[str, Mutant] = {
         {
             "dpdk_lb.py": [
                 (
-                    "burst.set_macs(choice, self.mac_table, self.src_mac)     # C",
-                    "burst.set_macs(choice, self.mac_table, bytes(6))         # C",
+                    "burst.set_macs(choice, self.mac_table, self.src_mac)  # C",
+                    "burst.set_macs(choice, self.mac_table, bytes(6))  # C",
                 )
             ]
         },
@@ -404,11 +395,11 @@ MUTANTS: dict[str, Mutant] = {
         {
             "dpdk_lb.py": [
                 (
-                    "        burst.set_macs(choice, self.mac_table, self.src_mac)     # C",
+                    "        burst.set_macs(choice, self.mac_table, self.src_mac)  # C",
                     "        nb = len(self.mac_table) // 6\n"
                     "        choice = ((choice + 1) % nb) * (choice >= 0) - (choice < 0)\n"
                     '        choice = choice.astype("int32")\n'
-                    "        burst.set_macs(choice, self.mac_table, self.src_mac)     # C",
+                    "        burst.set_macs(choice, self.mac_table, self.src_mac)  # C",
                 )
             ]
         },
