@@ -179,6 +179,7 @@ def cmd_lab(args) -> int:
     # run
     import shutil
 
+    from grader.overlay import lb_command
     from testbed.experiment import ExperimentSpec, run_sandboxed
     from testbed.sandbox import can_sandbox
 
@@ -196,13 +197,7 @@ def cmd_lab(args) -> int:
             packets_per_flow=t["packets_per_flow"],
             rate_pps=t["rate_pps"],
             http_conns=t["http_conns"],
-            lb_command=[
-                "env",
-                f"PYTHONPATH={overlay}",
-                sys.executable,
-                "-m",
-                f"vnf.ways.{lab.way}_lb",
-            ],
+            lb_command=lb_command(overlay, lab),
             saturation_seconds=0,
             timeout_s=300,
             pcap_dir=args.pcap,

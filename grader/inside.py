@@ -273,26 +273,7 @@ class Grading:
         cfg = bed.topo_cfg
         client = cfg.client_names()[-1]
         out = os.path.join(bed.workdir, f"mixed-{tag}.json")
-        argv = [
-            sys.executable,
-            "-m",
-            "testbed.probe",
-            "mixed",
-            "--iface",
-            f"{client}-eth0",
-            "--dst-mac",
-            cfg.host_mac("lb"),
-            "--src-mac",
-            cfg.host_mac(client),
-            "--src-ip",
-            cfg.host_ip(client),
-            "--vip",
-            cfg.vip,
-            "--port",
-            str(SERVICE_PORT),
-            "--out",
-            out,
-        ]
+        argv = [*bed.raw_sender(client, "testbed.probe", "mixed"), "--out", out]
         return bed.popen_off_lb_core(client, argv, f"mixed-{tag}"), out
 
     @staticmethod
@@ -399,22 +380,7 @@ class Grading:
             client = cfg.client_names()[0]
             out = os.path.join(bed.workdir, "robust.json")
             argv = [
-                sys.executable,
-                "-m",
-                "testbed.probe",
-                "robust",
-                "--iface",
-                f"{client}-eth0",
-                "--dst-mac",
-                cfg.host_mac("lb"),
-                "--src-mac",
-                cfg.host_mac(client),
-                "--src-ip",
-                cfg.host_ip(client),
-                "--vip",
-                cfg.vip,
-                "--port",
-                str(SERVICE_PORT),
+                *bed.raw_sender(client, "testbed.probe", "robust"),
                 "--lb-pid",
                 str(lb.pid),
                 "--fuzz",

@@ -15,7 +15,7 @@ import sys
 import tempfile
 
 from grader.labconfig import Lab
-from grader.overlay import build_overlay, find_submission_files
+from grader.overlay import build_overlay, find_submission_files, lb_command
 
 
 def lab_shell(lab: Lab, submission: str, pcap_dir: str | None = None) -> int:
@@ -29,8 +29,11 @@ def lab_shell(lab: Lab, submission: str, pcap_dir: str | None = None) -> int:
     overlay = tempfile.mkdtemp(prefix="vnflab-lab-")
     os.chmod(overlay, 0o755)
     try:
-        for name in build_overlay(overlay, submission, lab):
+        missing, refused = build_overlay(overlay, submission, lab)
+        for name in missing:
             print(f"(no {name} in {submission}: using the starter)")
+        for why in refused.values():
+            print(f"({why}: using the starter)")
         found, _, _ = find_submission_files(submission, lab)
         refresh = [
             [os.path.abspath(src), os.path.join(overlay, lab.files[name])]
@@ -43,13 +46,7 @@ def lab_shell(lab: Lab, submission: str, pcap_dir: str | None = None) -> int:
             policy=lab.traffic(False).get("policy", "maglev"),
             clients=int(topo.get("clients", 2)),
             backends=int(topo.get("backends", 3)),
-            lb_command=[
-                "env",
-                f"PYTHONPATH={overlay}",
-                sys.executable,
-                "-m",
-                f"vnf.ways.{lab.way}_lb",
-            ],
+            lb_command=lb_command(overlay, lab),
             refresh=refresh,
             pcap_dir=pcap_dir or "",
             title=f"lab {lab.number}, your {lab.way} LB ({', '.join(found)} from "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import sys
 
 from grader.errors import GradeError
 from grader.labconfig import REPO, Lab
@@ -71,6 +72,12 @@ def copy_vnf(dest: str) -> None:
         os.path.join(dest, "vnf"),
         ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.c", "*.o"),
     )
+
+
+def lb_command(overlay: str, lab: Lab) -> list[str]:
+    """The lab's LB program on an overlay, unjailed (``vnflab lab run`` and ``lab shell`` on
+    the student's own machine): the way contract, with the overlay first on the path."""
+    return ["env", f"PYTHONPATH={overlay}", sys.executable, "-m", f"vnf.ways.{lab.way}_lb"]
 
 
 def strip_later_labs(dest_dir: str, lab: Lab) -> None:

@@ -324,6 +324,30 @@ class Testbed(MininetBed):
         if start_servers:  # vnflab bench sinks traffic on the backends instead (no servers)
             self.start_backends(cfg.backend_names())
 
+    def raw_sender(self, client: str, module: str, *action: str) -> list[str]:
+        """``python -m MODULE ACTION`` for a raw-frame sender on ``client`` (``testbed.corpus``,
+        ``testbed.probe robust|mixed``), with what they all need: the client's interface and
+        addresses, the LB's MAC, the service."""
+        cfg = self.topo_cfg
+        return [
+            sys.executable,
+            "-m",
+            module,
+            *action,
+            "--iface",
+            f"{client}-eth0",
+            "--dst-mac",
+            cfg.host_mac("lb"),
+            "--src-mac",
+            cfg.host_mac(client),
+            "--src-ip",
+            cfg.host_ip(client),
+            "--vip",
+            cfg.vip,
+            "--port",
+            str(SERVICE_PORT),
+        ]
+
     def wait_network_settled(self, tries: int = 6) -> None:
         """Every host pings the first client until it answers, before any LB starts.
 
@@ -668,27 +692,7 @@ def measure_robustness(bed: Testbed, spec: ExperimentSpec) -> dict:
     out = os.path.join(bed.workdir, "fuzz-send.json")
     sender = bed.popen(
         client,
-        [
-            sys.executable,
-            "-m",
-            "testbed.corpus",
-            "--iface",
-            f"{client}-eth0",
-            "--dst-mac",
-            cfg.host_mac("lb"),
-            "--src-mac",
-            cfg.host_mac(client),
-            "--src-ip",
-            cfg.host_ip(client),
-            "--vip",
-            cfg.vip,
-            "--port",
-            str(SERVICE_PORT),
-            "--count",
-            str(spec.fuzz_frames),
-            "--out",
-            out,
-        ],
+        [*bed.raw_sender(client, "testbed.corpus"), "--count", str(spec.fuzz_frames), "--out", out],
         "fuzz-send",
     )
     try:
