@@ -173,6 +173,8 @@ for v in http_proxy https_proxy no_proxy PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_D
 done
 
 # ---- 1. the root file system -----------------------------------------------------------------
+# systemd-resolved's package points /etc/resolv.conf at its stub, which does not run in a chroot:
+# the host's resolv.conf serves the build, and the stub link comes back at the end.
 if [ "$REUSE" = 1 ]; then
     log "reusing $ROOT (VNFLAB_REUSE_ROOT=1)"
 else
@@ -182,10 +184,11 @@ mmdebstrap --mode=root --variant=apt --arch="$ARCH" --components=main \
     --customize-hook='mkdir -p "$1/opt/vnflab" "$1/tmp/vnflab-build"' \
     --customize-hook="tar-in $WORK/vnflab.tar /opt/vnflab" \
     --customize-hook="sync-in $WORK/in /tmp/vnflab-build" \
+    --customize-hook='rm -f "$1/etc/resolv.conf"; cp -L /etc/resolv.conf "$1/etc/resolv.conf"' \
     --customize-hook='chroot "$1" /bin/bash /tmp/vnflab-build/image-setup.sh' \
     --customize-hook='rm -rf "$1/tmp/vnflab-build"' \
     --customize-hook='rm -f "$1/etc/resolv.conf"; ln -s ../run/systemd/resolve/stub-resolv.conf "$1/etc/resolv.conf"' \
-    --customize-hook='echo vnflab > "$1/etc/hostname"' \
+    --customize-hook='echo vnflab > "$1/etc/hostname"; rm -f "$1/etc/apt/apt.conf.d/99mmdebstrap"' \
     bookworm "$ROOT" "${SOURCES[@]}" >>"$LOG" 2>&1
 fi
 rm -f "$WORK/vnflab.tar" "$WORK/in/password"
