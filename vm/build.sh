@@ -185,7 +185,7 @@ mmdebstrap --mode=root --variant=apt --arch="$ARCH" --components=main \
     --customize-hook="tar-in $WORK/vnflab.tar /opt/vnflab" \
     --customize-hook="sync-in $WORK/in /tmp/vnflab-build" \
     --customize-hook='rm -f "$1/etc/resolv.conf"; cp -L /etc/resolv.conf "$1/etc/resolv.conf"' \
-    --customize-hook='chroot "$1" /bin/bash /tmp/vnflab-build/image-setup.sh' \
+    --customize-hook='chroot "$1" /usr/bin/env -i TERM=dumb /bin/bash /tmp/vnflab-build/image-setup.sh' \
     --customize-hook='rm -rf "$1/tmp/vnflab-build"' \
     --customize-hook='rm -f "$1/etc/resolv.conf"; ln -s ../run/systemd/resolve/stub-resolv.conf "$1/etc/resolv.conf"' \
     --customize-hook='echo vnflab > "$1/etc/hostname"; rm -f "$1/etc/apt/apt.conf.d/99mmdebstrap"' \
@@ -230,12 +230,12 @@ for p in "${PLATFORMS[@]}"; do
     cp -a "$ROOT/usr/lib/grub/$p" "$ROOT/boot/grub/"       # modules GRUB loads at boot
 done
 if [ "$ARCH" = amd64 ]; then
-    grub-mkimage -d "$ROOT/usr/lib/grub/i386-pc" -O i386-pc -o "$WORK/core.img" -c "$WORK/early.cfg" \
+    grub-mkimage -d "$ROOT/usr/lib/grub/i386-pc" -O i386-pc -p /boot/grub -o "$WORK/core.img" -c "$WORK/early.cfg" \
         $MODS biosdisk serial terminal
-    grub-mkimage -d "$ROOT/usr/lib/grub/x86_64-efi" -O x86_64-efi -o "$WORK/$EFI_NAME" -c "$WORK/early.cfg" \
+    grub-mkimage -d "$ROOT/usr/lib/grub/x86_64-efi" -O x86_64-efi -p /boot/grub -o "$WORK/$EFI_NAME" -c "$WORK/early.cfg" \
         $MODS serial terminal efi_gop efi_uga
 else
-    grub-mkimage -d "$ROOT/usr/lib/grub/arm64-efi" -O arm64-efi -o "$WORK/$EFI_NAME" -c "$WORK/early.cfg" \
+    grub-mkimage -d "$ROOT/usr/lib/grub/arm64-efi" -O arm64-efi -p /boot/grub -o "$WORK/$EFI_NAME" -c "$WORK/early.cfg" \
         $MODS efi_gop
 fi
 
