@@ -321,7 +321,7 @@ for f in ${FORMATS//,/ }; do
 done
 if [ "$KEEP_RAW" = 1 ]; then mv "$RAW" "$OUT/$NAME.raw"; fi
 rm -rf "$WORK"
-ls "$NAME".qcow2 "$NAME".ova "$NAME".raw 2>/dev/null | xargs -r sha256sum > SHA256SUMS.tmp
+for f in "$NAME".qcow2 "$NAME".ova "$NAME".raw; do [ ! -f "$f" ] || sha256sum "$f"; done > SHA256SUMS.tmp
 # keep the other architecture's lines when both were built into the same OUT
 { [ -f SHA256SUMS ] && grep -v " $NAME\." SHA256SUMS || true; cat SHA256SUMS.tmp; } > SHA256SUMS.new
 mv SHA256SUMS.new SHA256SUMS && rm -f SHA256SUMS.tmp
