@@ -201,7 +201,7 @@ def run(cmd, timeout):
     dt = time.time() - t0
     rc = int(m.group(1)) if m else None
     expect(r"VNFPROMPT\$ ", 10)
-    results.append((cmd, rc, dt))
+    results.append((cmd, rc, dt, True))
     print(f"boot-test: [{'ok' if rc == 0 else 'rc=%s' % rc}] {cmd}  ({dt:.0f} s)", flush=True)
     return rc
 
@@ -209,7 +209,12 @@ def run(cmd, timeout):
 run("cat /etc/vnflab-image; uname -rm; nproc; grep -E 'HugePages_(Total|Free)' /proc/meminfo; findmnt -n /dev/hugepages", 60)
 run("systemctl is-system-running --wait; systemctl --failed --no-legend", 300)
 run("ls ~/labs && vnflab --help >/dev/null", 60)
-run("sudo vnflab doctor", 300)
+if run("sudo vnflab doctor", 300) != 0 and os.environ["ACCEL"] == "tcg":
+    # Under TCG the first import of the notebook stack from a cold disk cache can exceed the
+    # doctor's 30 s limit for its Jupyter check; a second run says whether that was all.
+    # Both runs are printed; the second decides.
+    results[-1] = (results[-1][0] + "   (1st run, cold cache)", results[-1][1], results[-1][2], False)
+    run("sudo vnflab doctor", 300)
 for way in ways:
     run(f"sudo vnflab demo --quick --way {way}", 3600)
 
@@ -244,11 +249,11 @@ if build:
     print(f"  {build}")
 print(f"  {os.environ['ARCH']}, firmware {os.environ['FIRMWARE']}, accelerator {os.environ['ACCEL']}")
 print(f"  boot to login prompt: {t_login:.0f} s; to a shell: {t_shell:.0f} s")
-for cmd, rc, dt in results:
+for cmd, rc, dt, _ in results:
     print(f"  {'ok ' if rc == 0 else 'rc=%s' % rc:5} {dt:6.0f} s  {cmd[:70]}")
 print(f"  sshd: {'ok' if ssh_ok else 'FAIL'}; powered off: {'yes' if off else 'no (killed)'}")
 print(f"  console transcript: {os.environ['LOG']}")
-failed = [c for c, rc, _ in results if rc != 0] + ([] if ssh_ok else ["sshd"])
+failed = [c for c, rc, _, counts in results if counts and rc != 0] + ([] if ssh_ok else ["sshd"])
 sys.exit(1 if failed else 0)
 PY
 RC=$?
