@@ -173,7 +173,8 @@ for v in http_proxy https_proxy no_proxy PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_D
 done
 
 # ---- 1. the root file system -----------------------------------------------------------------
-# The fstab comes before the kernel, so that its initramfs gets fsck for the root file system.
+# fstab and FSTYPE come before the kernel, so that its initramfs gets fsck for the root file
+# system (initramfs-tools would probe the root device for its type, and there is none here).
 # systemd-resolved's package points /etc/resolv.conf at its stub, which does not run in a chroot:
 # the host's resolv.conf serves the build, and the stub link comes back at the end.
 if [ "$REUSE" = 1 ]; then
@@ -183,6 +184,7 @@ log "mmdebstrap $ARCH: ${#PKGS[@]} packages + scripts/install.sh --hugepages 256
 mmdebstrap --mode=root --variant=apt --arch="$ARCH" --components=main \
     --include="$(IFS=,; echo "${PKGS[*]}")" "${APTOPTS[@]}" \
     --essential-hook="echo 'UUID=$ROOT_UUID / ext4 errors=remount-ro 0 1' > \"\$1/etc/fstab\"" \
+    --essential-hook='mkdir -p "$1/etc/initramfs-tools/conf.d"; echo FSTYPE=ext4 > "$1/etc/initramfs-tools/conf.d/vnflab-root-fs"' \
     --customize-hook='mkdir -p "$1/opt/vnflab" "$1/tmp/vnflab-build"' \
     --customize-hook="tar-in $WORK/vnflab.tar /opt/vnflab" \
     --customize-hook="sync-in $WORK/in /tmp/vnflab-build" \
