@@ -210,11 +210,13 @@ run("cat /etc/vnflab-image; uname -rm; nproc; grep -E 'HugePages_(Total|Free)' /
 run("systemctl is-system-running --wait; systemctl --failed --no-legend", 300)
 run("ls ~/labs && vnflab --help >/dev/null", 60)
 if run("sudo vnflab doctor", 300) != 0 and os.environ["ACCEL"] == "tcg":
-    # Under TCG the first import of the notebook stack from a cold disk cache can exceed the
-    # doctor's 30 s limit for its Jupyter check; a second run says whether that was all.
-    # Both runs are printed; the second decides.
-    results[-1] = (results[-1][0] + "   (1st run, cold cache)", results[-1][1], results[-1][2], False)
-    run("sudo vnflab doctor", 300)
+    # Under TCG, importing the notebook stack takes longer than the doctor's 30 s limit for its
+    # Jupyter check (measured: it failed twice in a row, warm cache or not). Then the import
+    # runs here with no limit (it must succeed; its time is printed) and the doctor decides
+    # for the other labs. The full doctor's result stays in the summary, marked.
+    results[-1] = (results[-1][0] + "   (full; TCG: see the next two)", results[-1][1], results[-1][2], False)
+    run("sudo /opt/vnflab/.venv/bin/python -c 'import matplotlib, nbclient, nbformat, ipykernel'", 900)
+    run("sudo vnflab doctor --lab socket,afpacket,dpdk,bench", 300)
 for way in ways:
     run(f"sudo vnflab demo --quick --way {way}", 3600)
 
