@@ -66,7 +66,8 @@ log() { echo "build.sh [$(( $(date +%s) - T0 ))s] $*" | tee -a "$LOG" >&2; }
 # ---- host tools (a fresh Debian host has none of them) -------------------------------------
 need=(mmdebstrap:mmdebstrap qemu-img:qemu-utils grub-mkimage:grub-common mkfs.vfat:dosfstools
       mcopy:mtools sfdisk:fdisk mkfs.ext4:e2fsprogs git:git)
-[ "$ARCH" = amd64 ] && need+=(/usr/lib/grub/i386-pc/boot.img:grub-pc-bin)
+# (GRUB's boot code and modules come from the image's own grub-*-bin packages: the host needs
+# only grub-mkimage, whatever the target architecture)
 HOST_ARCH=$(dpkg --print-architecture)
 if [ "$ARCH" != "$HOST_ARCH" ]; then
     need+=(/usr/libexec/qemu-binfmt/aarch64-binfmt-P:qemu-user-static update-binfmts:binfmt-support)
