@@ -25,6 +25,10 @@ done
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${VNFLAB_VENV:-$HERE/.venv}
 export DEBIAN_FRONTEND=noninteractive
+# In a chroot (vm/build.sh runs this script inside the image it builds) /proc is the build
+# host's: change only files there, never the host's live huge pages, mounts or services.
+IN_CHROOT=0
+if command -v ischroot >/dev/null && ischroot; then IN_CHROOT=1; fi
 
 if [ "$(id -u)" != 0 ]; then
     echo "install.sh: run as root (Mininet, namespaces and huge pages need it): sudo $0" >&2
@@ -94,15 +98,17 @@ ln -sfn "$VENV/bin/vnflab" /usr/local/bin/vnflab
 
 if [ -n "$HUGEPAGES" ]; then
     echo "vm.nr_hugepages = $HUGEPAGES" > /etc/sysctl.d/80-vnflab-hugepages.conf
-    sysctl -q -w vm.nr_hugepages="$HUGEPAGES" || echo "install.sh: could not reserve huge pages now (set for the next boot)" >&2
-    mkdir -p /dev/hugepages
     grep -qs ' /dev/hugepages ' /etc/fstab || echo 'nodev /dev/hugepages hugetlbfs pagesize=2M 0 0' >> /etc/fstab
-    grep -qs ' /dev/hugepages hugetlbfs' /proc/mounts || mount /dev/hugepages
+    if [ "$IN_CHROOT" = 0 ]; then
+        sysctl -q -w vm.nr_hugepages="$HUGEPAGES" || echo "install.sh: could not reserve huge pages now (set for the next boot)" >&2
+        mkdir -p /dev/hugepages
+        grep -qs ' /dev/hugepages hugetlbfs' /proc/mounts || mount /dev/hugepages
+    fi
 fi
 
 if [ "$JUPYTER" = 1 ]; then
     "$VENV/bin/python" -m pip install -q jupyterlab
-    if [ -d /run/systemd/system ]; then
+    if [ -d /run/systemd/system ] || { [ "$IN_CHROOT" = 1 ] && [ -d /etc/systemd/system ]; }; then
         # As root: the notebooks measure in network namespaces. Localhost only: use ssh -L 8888:...
         cat > /etc/systemd/system/vnflab-jupyter.service <<UNIT
 [Unit]
@@ -117,8 +123,12 @@ Restart=on-failure
 [Install]
 WantedBy=multi-user.target
 UNIT
-        systemctl daemon-reload
-        systemctl enable --now vnflab-jupyter.service
+        if [ "$IN_CHROOT" = 1 ]; then
+            systemctl enable vnflab-jupyter.service     # offline: starts at the image's first boot
+        else
+            systemctl daemon-reload
+            systemctl enable --now vnflab-jupyter.service
+        fi
         echo "install.sh: JupyterLab on 127.0.0.1:8888 (URL with token: sudo $VENV/bin/jupyter server list)"
     fi
 fi

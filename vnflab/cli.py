@@ -237,7 +237,25 @@ def build_parser() -> argparse.ArgumentParser:
         notebooks_module("render").add_arguments(notebooks)
         notebooks.set_defaults(func=cmd_notebooks)
     register_features(sub)
+    register_vm(sub)
     return parser
+
+
+def register_vm(sub) -> None:
+    """``vnflab vm build OUT ...`` and ``vnflab vm boot-test IMAGE ...``: run vm/build.sh or
+    vm/boot-test.sh of this checkout with the arguments given (see vm/README.md)."""
+    vm = sub.add_parser("vm", help="build the student VM image (vm/build.sh) or boot it in QEMU "
+                                   "and try the labs there (vm/boot-test.sh)")
+    vm.add_argument("action", choices=["build", "boot-test"])
+    vm.add_argument("args", nargs=argparse.REMAINDER, help="the script's own arguments")
+    vm.set_defaults(func=cmd_vm)
+
+
+def cmd_vm(args) -> int:
+    import os
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "vm", args.action + ".sh")
+    os.execvp("bash", ["bash", script, *args.args])
 
 
 # Each feature lives in its own module with a ``register(subparsers)`` function, so adding a
