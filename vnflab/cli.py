@@ -244,8 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
 def register_vm(sub) -> None:
     """``vnflab vm build OUT ...`` and ``vnflab vm boot-test IMAGE ...``: run vm/build.sh or
     vm/boot-test.sh of this checkout with the arguments given (see vm/README.md)."""
-    vm = sub.add_parser("vm", help="build the student VM image (vm/build.sh) or boot it in QEMU "
-                                   "and try the labs there (vm/boot-test.sh)")
+    vm = sub.add_parser(
+        "vm",
+        help="build the student VM image (vm/build.sh) or boot it in QEMU "
+        "and try the labs there (vm/boot-test.sh)",
+    )
     vm.add_argument("action", choices=["build", "boot-test"])
     vm.add_argument("args", nargs=argparse.REMAINDER, help="the script's own arguments")
     vm.set_defaults(func=cmd_vm)
@@ -253,8 +256,10 @@ def register_vm(sub) -> None:
 
 def cmd_vm(args) -> int:
     import os
-    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                          "vm", args.action + ".sh")
+
+    script = os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "vm", args.action + ".sh"
+    )
     os.execvp("bash", ["bash", script, *args.args])
 
 
