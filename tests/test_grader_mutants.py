@@ -19,7 +19,7 @@ import pytest
 
 from grader.labconfig import REPO
 
-pytestmark = [pytest.mark.network, pytest.mark.slow]
+pytestmark = [pytest.mark.network, pytest.mark.slow, pytest.mark.extended]
 
 SUBSETS = {
     1: ["l1_reply_from_own_port", "l1_list_scan_table"],

@@ -93,6 +93,7 @@ def _results(out, name):
     return res, {t["name"].split(":")[0]: t for t in res["tests"]}
 
 
+@pytest.mark.extended
 def test_every_hostile_grading_finishes(hostile):
     out, _, log = hostile
     with open(os.path.join(out, "gradebook.json")) as f:
@@ -100,6 +101,7 @@ def test_every_hostile_grading_finishes(hostile):
     assert [s["error"] for s in book["submissions"]] == [None] * 5, log
 
 
+@pytest.mark.extended
 def test_daemon_is_gone_after_stop_and_cannot_reach_the_reference(hostile):
     out, watch, _ = hostile
     assert watch.daemon_seen, "the daemon fixture never ran: the test would prove nothing"
@@ -113,6 +115,7 @@ def test_daemon_is_gone_after_stop_and_cannot_reach_the_reference(hostile):
             assert test["score"] == test["max_score"], (name, test["output"])
 
 
+@pytest.mark.extended
 def test_memory_cap_holds_across_processes_memfd_and_tmpfs(hostile):
     _, watch, _ = hostile
     drop = watch.baseline - watch.lowest
@@ -120,6 +123,7 @@ def test_memory_cap_holds_across_processes_memfd_and_tmpfs(hostile):
     assert drop < 3 << 30, f"available memory fell by {drop >> 20} MB"
 
 
+@pytest.mark.extended
 def test_fork_bomb_does_not_hurt_the_parallel_grading(hostile):
     out, _, _ = hostile
     res, _ = _results(out, "a-honest")
@@ -128,6 +132,7 @@ def test_fork_bomb_does_not_hurt_the_parallel_grading(hostile):
     ]
 
 
+@pytest.mark.extended
 def test_no_marker_in_any_output_and_nothing_left(hostile):
     out, _, log = hostile
     assert LEAK not in log
@@ -140,6 +145,7 @@ def test_no_marker_in_any_output_and_nothing_left(hostile):
     assert jail_leftovers() == {"processes": [], "cgroups": [], "workdirs": []}
 
 
+@pytest.mark.extended
 def test_snoop_reads_nothing_and_reference_gets_full_marks(tmp_path):
     """Graded alone with --keep, so that its LB's own output (every log) can be searched too."""
     sub = tmp_path / "snoop"

@@ -61,6 +61,7 @@ def assert_stateless_caught(results):
         assert split == 0, r["table"]  # per flow it is consistent: only a change shows it
 
 
+@pytest.mark.extended
 def test_socket_reference_keeps_flows_across_pool_changes():
     assert_passes(run("socket"))
 
@@ -69,6 +70,7 @@ def test_socket_stateless_lb_is_caught():
     assert_stateless_caught(run("socket", stateless=True))
 
 
+@pytest.mark.extended
 @pytest.mark.parametrize(
     "io", [{}, {"workers": 2, "style": "vector"}], ids=["perpacket", "vector-2-workers"]
 )
@@ -82,6 +84,7 @@ def test_afpacket_stateless_lb_is_caught():
     assert_stateless_caught(run("afpacket", stateless=True))
 
 
+@pytest.mark.extended
 @pytest.mark.dpdk
 @pytest.mark.parametrize("style", ["vector", "fused"])
 def test_dpdk_reference_keeps_flows_across_pool_changes(style):
