@@ -288,6 +288,10 @@ class Scorer:
         if detail and t["score"] < max_score:
             self.details.append((name, detail.strip()))
 
+    def add_zero(self, key: str, pts: float, msg: str) -> None:
+        """Test ``key`` failed: no points, ``msg`` as its output and in "what failed"."""
+        self.add(key, TEST_TITLES[key], 0, pts, msg, seconds=self.seconds(key), detail=msg)
+
     def seconds(self, phase: str) -> float | None:
         return (self.f.get("timings") or {}).get(phase)
 
@@ -715,32 +719,15 @@ class Scorer:
                 "\nAn NF must count and drop a frame it cannot parse, never crash: check every "
                 "length before reading a header field."
             )
-            self.add(
-                "robustness",
-                TEST_TITLES["robustness"],
-                0,
-                pts,
-                msg,
-                seconds=self.seconds("robustness"),
-                detail=msg,
-            )
-            return
+            return self.add_zero("robustness", pts, msg)
         sent = probe.get("sent", 0)
         if not sent:
-            msg = (
-                "The malformed-frame probe sent nothing (a grader problem, not yours: please "
-                "report it); the corpus was not tested."
-            )
-            self.add(
+            return self.add_zero(
                 "robustness",
-                TEST_TITLES["robustness"],
-                0,
                 pts,
-                msg,
-                seconds=self.seconds("robustness"),
-                detail=msg,
+                "The malformed-frame probe sent nothing (a grader problem, not yours: please "
+                "report it); the corpus was not tested.",
             )
-            return
         ok, problems = _traffic_ok(r.get("check"), 1.0)
         end = _ended(r.get("stop"), r.get("alive_after"))
         if ok and not end:
