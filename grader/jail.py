@@ -278,6 +278,16 @@ class Jail:
                 '|| fail "tmpfs root"'
             ),
         ]
+        # The private /tmp first: a venv or checkout that lives under /tmp (a CI clone) is then
+        # bound inside it, not hidden by it.
+        tmp = int(self.limits.get("tmp_mb", 64))
+        lines += [
+            'mkdir -p "$R/tmp" || fail dirs',
+            (
+                f'mount -t tmpfs -o size={tmp}m,mode=1777,nosuid,nodev vnflab-tmp "$R/tmp" '
+                '|| fail "/tmp"'
+            ),
+        ]
 
         def bind(src: str, dst: str, rw: bool = False, opts: str = "nosuid,nodev") -> None:
             d = q(r + dst)
@@ -307,7 +317,7 @@ class Jail:
             bind(src, dst, rw=True)
         bind(self.run_dir, RUN, rw=True, opts="nosuid,nodev,noexec")
         lines += [
-            'mkdir -p "$R/dev" "$R/proc" "$R/sys" "$R/tmp" || fail dirs',
+            'mkdir -p "$R/dev" "$R/proc" "$R/sys" || fail dirs',
             (
                 'mount -t tmpfs -o size=64k,mode=755,nosuid,noexec vnflab-dev "$R/dev" '
                 '|| fail "/dev"'
@@ -317,16 +327,12 @@ class Jail:
             lines.append(
                 f': > "$R/dev/{dev}" && mount --bind /dev/{dev} "$R/dev/{dev}" || fail "/dev/{dev}"'
             )
-        shm, tmp = int(self.limits.get("shm_mb", 64)), int(self.limits.get("tmp_mb", 64))
+        shm = int(self.limits.get("shm_mb", 64))
         lines += [
             'ln -s /proc/self/fd "$R/dev/fd" || fail "/dev/fd"',
             (
                 f'mkdir "$R/dev/shm" && mount -t tmpfs -o size={shm}m,mode=1777,nosuid,nodev '
                 'vnflab-shm "$R/dev/shm" || fail "/dev/shm"'
-            ),
-            (
-                f'mount -t tmpfs -o size={tmp}m,mode=1777,nosuid,nodev vnflab-tmp "$R/tmp" '
-                '|| fail "/tmp"'
             ),
             'mount -t proc -o nosuid,nodev,noexec proc "$R/proc" || fail "/proc"',
             'mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$R/sys" || fail "/sys"',

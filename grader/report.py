@@ -89,7 +89,12 @@ def report_md(
     for name, text in details:
         lines += [f"### {name}", "", quote(text), ""]
     if not details:
-        lines.append("Nothing: every test passed.")
+        missed = [t["name"] for t in results["tests"] if t["score"] < t["max_score"]]
+        lines.append(
+            "Nothing: every test passed."
+            if not missed
+            else "See the outputs below of: " + "; ".join(missed) + "."
+        )
     lines += ["", "## All test outputs", ""]
     for t in results["tests"]:
         if t["visibility"] == "visible" or t["score"] < t["max_score"]:
