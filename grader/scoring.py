@@ -802,7 +802,16 @@ class Scorer:
                 f"{c['seconds']} s per window after a warm-up; windows alternating "
                 f"reference/submission in the same run; {agg_word} compared."
             )
-        if not ref or len(ref) < len(ref_w):
+        # A reference window that could not be measured (None) is left out: the statistic is
+        # the best window, and a measured one is a true figure. One that measured a number that
+        # cannot be (zero, negative, NaN), or no measured window at all, is a grader error.
+        ref_bad = [
+            w.get("ns_per_packet")
+            for w in ref_w
+            if w.get("ns_per_packet") is not None and not finite_positive(w.get("ns_per_packet"))
+        ]
+        ref_missing = [w for w in ref_w if w.get("ns_per_packet") is None]
+        if not ref or ref_bad:
             why = next(
                 (
                     w.get("busy_error") or w.get("error")
@@ -876,6 +885,12 @@ class Scorer:
             f"submission {s_ns:.0f} ns/packet, reference {r_ns:.0f} ns/packet: ratio {ratio:.2f} "
             f"(full points up to {full}, none from {zero})\n{method}"
         )
+        if ref_missing:  # said, not hidden: the grader's own windows that measured nothing
+            why = ref_missing[0].get("busy_error") or ref_missing[0].get("error") or "no figure"
+            msg += (
+                f"\n({len(ref_missing)} of {len(ref_w)} reference windows could not be "
+                f"measured and were left out: {why})"
+            )
         self.add(
             "cost",
             TEST_TITLES["cost"],

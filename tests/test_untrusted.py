@@ -170,3 +170,20 @@ def test_a_cost_below_zero_or_a_reference_without_one_earns_nothing():
     for bad_ref in (None, 0, -1.0, float("nan")):
         score, errors = cost_points(bad_ref, 1000.0)
         assert score == 0 and errors, bad_ref
+    # one reference window that measured nothing, one that did: the measured one is the figure
+    # (the statistic is the best window), and the output says what was left out
+    plan["cost"] = {**lab.cost(True), "statistic": "min"}
+    windows = [
+        {"who": "reference", "ns_per_packet": None, "busy_error": "no busy counters"},
+        {"who": "submission", "ns_per_packet": 1000.0},
+        {"who": "reference", "ns_per_packet": 1000.0},
+        {"who": "submission", "ns_per_packet": 1000.0},
+    ]
+    facts = {
+        "smoke": {"ready": True, "forwards": True},
+        "cost": {"windows": windows, "rate_pps": 1, "seconds": 1},
+    }
+    s = Scorer(lab, plan, facts, [], True)
+    t = next(t for t in s.score() if t["number"] == "cost")
+    assert t["score"] == 10 and not s.grader_errors, t
+    assert "1 of 2 reference windows could not be measured" in t["output"], t["output"]
