@@ -81,7 +81,9 @@ class Captures:
             # -Z root: Debian's tcpdump drops to its own user, which could not write here
             argv = ["tcpdump", "-n", "-i", iface, "-U", "-Z", "root", "-w", path]
             if seconds:
-                argv = ["timeout", "-s", "INT", f"{seconds:g}", *argv]
+                # SIGTERM, not SIGINT: a shell that waits on the sandbox ignores SIGINT, and
+                # its children inherit that (tcpdump closes its file cleanly on either)
+                argv = ["timeout", "-s", "TERM", "-k", "2", f"{seconds:g}", *argv]
             with open(log_path, "wb") as log:
                 proc = self.net[host].popen(argv, stdout=subprocess.DEVNULL, stderr=log)
             started.append(CaptureFile(host, iface, path, proc, log_path))
@@ -96,11 +98,12 @@ class Captures:
         return started
 
     def stop(self) -> list[CaptureFile]:
-        """Stop every running capture (SIGINT: tcpdump closes its file cleanly); make the files
+        """Stop every running capture (SIGTERM: tcpdump closes its file cleanly, and unlike
+        SIGINT it is not ignored by children of the interactive shell); make the files
         readable by everyone (Wireshark usually runs as the user, not root)."""
         for cap in self.files:
             if cap.running():
-                cap.proc.send_signal(signal.SIGINT)
+                cap.proc.send_signal(signal.SIGTERM)
         for cap in self.files:
             try:
                 cap.proc.wait(5)
