@@ -44,9 +44,22 @@ class CaptureFile:
     path: str
     proc: subprocess.Popen
     log_path: str
+    until: float | None = None  # time.monotonic() past which it is stopped (None: by stop())
 
     def running(self) -> bool:
         return self.proc.poll() is None
+
+    def finish(self) -> None:
+        """Stop it now (SIGTERM: tcpdump closes its file cleanly), killing it if it lingers."""
+        if self.running():
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if os.path.exists(self.path):
+            os.chmod(self.path, 0o644)
 
     def frames(self) -> int:
         """Frames written so far (the file is readable while tcpdump runs, thanks to -U)."""
@@ -80,13 +93,12 @@ class Captures:
             log_path = os.path.join(self.log_dir, f"tcpdump-{prefix}{iface}.log")
             # -Z root: Debian's tcpdump drops to its own user, which could not write here
             argv = ["tcpdump", "-n", "-i", iface, "-U", "-Z", "root", "-w", path]
-            if seconds:
-                # SIGTERM, not SIGINT: a shell that waits on the sandbox ignores SIGINT, and
-                # its children inherit that (tcpdump closes its file cleanly on either)
-                argv = ["timeout", "-s", "TERM", "-k", "2", f"{seconds:g}", *argv]
             with open(log_path, "wb") as log:
                 proc = self.net[host].popen(argv, stdout=subprocess.DEVNULL, stderr=log)
-            started.append(CaptureFile(host, iface, path, proc, log_path))
+            # A timed capture is stopped by expire() once its time is up: not by timeout(1),
+            # whose signal the interactive shell's children did not act on
+            until = time.monotonic() + seconds if seconds else None
+            started.append(CaptureFile(host, iface, path, proc, log_path, until))
         deadline = time.monotonic() + self.START_TIMEOUT_S
         for cap in started:
             while time.monotonic() < deadline and cap.running():
@@ -97,21 +109,22 @@ class Captures:
         self.files += started
         return started
 
+    def expire(self) -> None:
+        """Stop the timed captures whose time is up."""
+        now = time.monotonic()
+        for cap in self.files:
+            if cap.until is not None and now >= cap.until and cap.running():
+                cap.finish()
+
     def stop(self) -> list[CaptureFile]:
         """Stop every running capture (SIGTERM: tcpdump closes its file cleanly, and unlike
         SIGINT it is not ignored by children of the interactive shell); make the files
         readable by everyone (Wireshark usually runs as the user, not root)."""
-        for cap in self.files:
+        for cap in self.files:  # all at once, then wait for each
             if cap.running():
                 cap.proc.send_signal(signal.SIGTERM)
         for cap in self.files:
-            try:
-                cap.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                cap.proc.kill()
-                cap.proc.wait()
-            if os.path.exists(cap.path):
-                os.chmod(cap.path, 0o644)
+            cap.finish()
         return self.files
 
 

@@ -422,6 +422,7 @@ class LBShell(CLI):
         traffic meanwhile. pcap: list the captures; pcap stop: stop them now."""
         s = self.session
         words = line.split()
+        s.captures.expire()
         if not words:
             for cap in s.captures.files:
                 state = "capturing" if cap.running() else "done"

@@ -214,6 +214,7 @@ def test_lab_shell_drives_the_students_lb_from_a_terminal(tmp_path):
         )
         assert len(rows) == 5, out
 
+        pcap_started = time.monotonic()
         out = run("pcap lb 2")
         path = re.search(r"-> (\S+lb-eth0\.pcap)", out).group(1)
         assert path.startswith(pcaps)
@@ -227,6 +228,7 @@ def test_lab_shell_drives_the_students_lb_from_a_terminal(tmp_path):
         assert int(per_backend["b2"]) <= 5 < int(per_backend["b1"]), out  # no new flows to b2
         control = re.search(r"control file (\S+)/control\.json", log[-2]).group(1)
 
+        time.sleep(max(0.0, pcap_started + 2.5 - time.monotonic()))  # its 2 s are up
         out = run("pcap")
         assert "(done)" in out and path in out, out
         assert "LB restarted" in run("restart")
