@@ -358,15 +358,21 @@ class Testbed(MininetBed):
         have learnt them long before a test starts."""
         cfg = self.topo_cfg
         first = cfg.client_names()[0]
-        target = cfg.host_ip(first)
         others = [n for n in cfg.host_names() if n != first and not (n == "lb" and self.ovs)]
+        backends = cfg.backend_names()
         for name in others:
             host = self.net[name]
+            target = cfg.host_ip(first)
+            if self.vip_mode == "nat" and name in backends:
+                # NAT routes a backend's packets to the clients through the LB, which is not up
+                # yet (and the LB host does not forward): a backend pings a neighbour backend.
+                neighbours = [b for b in backends if b != name] or ["lb"]
+                target = cfg.host_ip(neighbours[0])
             for _ in range(tries):
                 if host.cmd(f"ping -c1 -W1 -q {target} >/dev/null 2>&1; echo $?").strip() == "0":
                     break
             else:
-                log(f"warning: {name} could not reach {first} ({target}) after set-up")
+                log(f"warning: {name} could not reach {target} after set-up")
         self.net[first].cmd(
             f"ping -c1 -W1 -q {cfg.host_ip(cfg.backend_names()[0])} >/dev/null 2>&1"
         )
