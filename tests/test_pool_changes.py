@@ -8,14 +8,14 @@ import sys
 
 import pytest
 
-from testbed.poolchange import PoolChangeSpec, run_sandboxed
+from testbed.poolchange import QUICK_TIMING, PoolChangeSpec, run_sandboxed
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 HERE = os.path.dirname(os.path.abspath(__file__))
 PLANS = [
-    {"kind": "add", "backend": "b4"},
-    {"kind": "drain", "backend": "b2"},
-    {"kind": "fail", "backend": "b2"},
+    {"kind": "add", "backend": "b4", **QUICK_TIMING},
+    {"kind": "drain", "backend": "b2", **QUICK_TIMING},
+    {"kind": "fail", "backend": "b2", **QUICK_TIMING},
 ]
 
 
