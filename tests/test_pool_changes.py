@@ -91,3 +91,10 @@ def test_dpdk_reference_keeps_flows_across_pool_changes(style):
     """The mac_table the C rewrite indexes grows for the added backend (prepare_for_pool);
     fused: the FlowKernel is rebuilt with it when the pool change bumps the cache version."""
     assert_passes(run("dpdk", style=style))
+
+
+@pytest.mark.extended
+@pytest.mark.dpdk
+def test_dpdk_stateless_lb_is_caught():
+    """The stateless LB needs the per-packet style (it overrides backend_for)."""
+    assert_stateless_caught(run("dpdk", stateless=True, style="perpacket"))
