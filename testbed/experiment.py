@@ -91,6 +91,26 @@ def read_json(path: str, default=None):
         return default
 
 
+def request_stats(proc: subprocess.Popen, path: str, timeout: float = 10) -> dict:
+    """An LB program's counters now: SIGUSR1 makes it rewrite its stats file (the way
+    contract), so the old file is removed first and the new one waited for. Raises when the
+    program exits or stays silent for ``timeout`` seconds."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    proc.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        data = read_json(path)
+        if data is not None:
+            return data
+        if proc.poll() is not None:
+            break
+        time.sleep(0.01)
+    raise RuntimeError(f"the LB wrote no stats to {os.path.basename(path)}")
+
+
 def traffic_argv(
     vip: str,
     client_id: int,
@@ -595,6 +615,10 @@ class RunningLB:
 
     def cpu(self) -> CpuTimes:
         return cpu_times(self.proc.pid)
+
+    def stats_now(self, timeout: float = 10) -> dict:
+        """Its counters at this moment (``request_stats``), e.g. busy cycles at a window's ends."""
+        return request_stats(self.proc, self.stats_path, timeout)
 
     def stop(self) -> dict:
         code = stop_process(self.proc)
