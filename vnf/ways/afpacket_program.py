@@ -8,7 +8,15 @@ over RX blocks and the two styles of the per-block work that lab 2 writes.
 
 io options: ``iface`` (required), ``workers`` (1..64), ``mode`` (``dsr`` | ``nat``), ``style``
 (``perpacket`` | ``vector``, DSR only), ``tx`` (``ring`` | ``sendmmsg``), ``batch`` (packets
-per ``send()`` kick; 0 = a whole RX block per kick).
+per ``send()`` kick; 0 = a whole RX block per kick), ``block_timeout_ms`` (how long the kernel
+waits before it hands over a block that is not full: see ``vnf.afpacket.RxRing``).
+
+* **Batching trades latency for cost.** A request that arrives at a quiet LB waits in a partly
+  filled block until the block times out: with 10 ms, 50 HTTP connections cannot make more
+  than about 50 / 10 ms = 5,000 requests/s, whatever the CPU (``vnflab bench --http`` shows
+  it). At saturation a block holds hundreds of frames even after 2 ms, the default here, so
+  the batch still amortises the wake-up; at 1 ms the batches shrink and the cost per packet
+  at saturation grows (``vnflab bench --way afpacket`` shows it when this default changes).
 
 * **Software RSS.** With ``workers > 1`` each worker process opens its own ring in one
   ``PACKET_FANOUT_HASH`` group: the kernel hashes every packet's flow to one worker, so each
@@ -37,6 +45,7 @@ from vnf.ways.common import LBProgram, fail
 
 FANOUT_GROUP = 0x564E  # any 16-bit id shared by the workers of one LB ("VN")
 STYLES = ("perpacket", "vector")
+BLOCK_TIMEOUT_MS = 2  # the RX ring's block timeout (io "block_timeout_ms"): see above
 
 
 class NatReturnPath:
@@ -124,6 +133,9 @@ class AfPacketProgram(LBProgram):
         self.tx_kind = self.io.get("tx", "ring")
         if self.tx_kind not in ("ring", "sendmmsg"):
             fail("tx", f"must be 'ring' or 'sendmmsg', got {self.tx_kind!r}")
+        self.block_timeout_ms = self.io.get("block_timeout_ms", BLOCK_TIMEOUT_MS)
+        if type(self.block_timeout_ms) is not int or not 1 <= self.block_timeout_ms <= 1000:
+            fail("block_timeout_ms", f"must be 1..1000, got {self.block_timeout_ms}")
 
     def setup(self) -> None:
         backends = self.config.backends
@@ -165,7 +177,11 @@ class AfPacketProgram(LBProgram):
     # --- rings -------------------------------------------------------------------------------
     def open_rings(self) -> None:
         """Map the rings before we report ready, so no packet arrives before there is a ring."""
-        self.rx = RxRing(self.iface, fanout_group=FANOUT_GROUP if self.workers > 1 else None)
+        self.rx = RxRing(
+            self.iface,
+            fanout_group=FANOUT_GROUP if self.workers > 1 else None,
+            timeout_ms=self.block_timeout_ms,
+        )
         self.tx = TxRing(self.iface) if self.tx_kind == "ring" else MmsgTx(self.iface)
 
     def close_rings(self) -> None:
