@@ -656,10 +656,24 @@ class Grading:
         }
 
     def scenario(self, s: dict) -> None:
+        """A hidden scenario: its own LB config and traffic. ``table_bounded`` (the eviction
+        scenario) starts the LB without the last backend and with a control file, so that the
+        eviction probe can grow the pool afterwards (``grader.eviction_phase``)."""
+        from testbed.poolchange import write_control
+
         bed = self.bed
         bed.restart_backends()
         over = {k: s[k] for k in ("policy", "flow_capacity", "backends", "idle_timeout") if k in s}
-        lb = bed.start_student_lb(f"hidden-{s['id']}", self.plan["overlay_sub"], **over)
+        control = None
+        if "table_bounded" in s.get("checks", []):
+            over["backends"] = bed.topo_cfg.backend_names()[:-1]
+            control_dir = os.path.join(bed.workdir, f"control-hidden-{s['id']}")
+            os.makedirs(control_dir, mode=0o755, exist_ok=True)
+            control = os.path.join(control_dir, "pool.json")
+            write_control(control, {})
+        lb = bed.start_student_lb(
+            f"hidden-{s['id']}", self.plan["overlay_sub"], control_file=control, **over
+        )
         f: dict[str, Any] = {"ready": lb.ready, "error": lb.error}
         if lb.ready:
             recs = self._drive(
@@ -671,6 +685,14 @@ class Grading:
             )
             f["alive_after"] = lb.alive()
             f["check"] = self._check(recs)
+            if control and f["alive_after"]:
+                from grader.eviction_phase import run_eviction_probe
+
+                try:
+                    f["eviction"] = run_eviction_probe(bed, lb, s, recs, control)
+                except Exception as exc:  # noqa: BLE001 - the grader's own fault
+                    f["eviction"] = {"grader_error": f"{type(exc).__name__}: {exc}"}
+                f["alive_after"] = lb.alive()
         f["stop"] = lb.stop(self.stop_timeout)
         self.facts.setdefault("hidden", {})[s["id"]] = f
 
