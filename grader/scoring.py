@@ -806,7 +806,9 @@ class Scorer:
                 f"{c['seconds']} s per window after a warm-up; its busy TSC cycles (from a "
                 "non-empty rx_burst to its tx_burst, as the provided binding counts them) "
                 "per packet received, times its share of its core (a poll-mode LB spins "
-                "at 100 % CPU whatever the load, so CPU time alone says nothing); windows "
+                "at 100 % CPU whatever the load, so CPU time alone says nothing), read from "
+                "its stats and checked (packets received at most what the generator sent, busy "
+                "time at most the window's, the TSC frequency the reference's); windows "
                 f"alternating reference/submission in the same run; {agg_word} compared."
             )
         else:

@@ -102,6 +102,32 @@ def test_lab3_per_packet_round_robin_loses_affinity(lab3):
     assert "flow id" in report and "reached b" in report
 
 
+COST = "per-packet cost vs the reference (same run)"
+
+
+def test_lab3_a_forged_tsc_frequency_earns_no_cost_points(tmp_path):
+    """Issue 12: the busy cycles are the LB's own word. ``busyhz`` (the reference, whose stats
+    claim a TSC four times faster: a quarter of the busy time) loses the cost test with the
+    reason; it still starts and forwards. Only the tests the forgery aims at are graded."""
+    from grader.grade import grade
+    from vnf import dpdk
+
+    if not dpdk.available() or not os.path.exists(
+        "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk"
+    ):
+        pytest.skip("lab 3 needs the DPDK binding and ovs-vswitchd-dpdk")
+    sub = fixtures.build("busyhz", str(tmp_path / "busyhz"))
+    res = grade(
+        sub, 3, str(tmp_path / "out"), quick=True, include_hidden=False, tests=["starts", "cost"]
+    )
+    t = {x["name"]: x for x in res["tests"]}
+    assert t[STARTS]["score"] == t[STARTS]["max_score"], t[STARTS]["output"]
+    cost = t[COST]
+    assert cost["score"] == 0, cost["output"]
+    assert "could not be measured" in cost["output"] and "TSC of" in cost["output"], cost["output"]
+    assert "Grader note" not in res["output"], res["output"]  # the reference was measured
+
+
 def test_lab3_leaves_nothing_behind(lab3):
     # (others may be grading labs 1 and 2 on this machine at the same time: look for lab 3's)
     r = subprocess.run(
