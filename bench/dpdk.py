@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from bench.perpacket_steps import STEPS
 from bench.report import cv, fmt_ns, median, rounded
 from bench.spec import GEN_CPU, LB_CPU, BenchSpec
 from testbed.dpdkgen import DpdkGenerator
-from testbed.experiment import read_json
+from testbed.experiment import request_stats
 from testbed.process import expect_line, stop_process, wait_for_file
 from vnf.addresses import LB_MAC, SERVICE_PORT, VIP
 
@@ -152,10 +151,10 @@ class DpdkDriver:
             total = spec.warmup_s + spec.seconds + 1.0
             gen.go(total)
             time.sleep(spec.warmup_s)
-            snaps = [self._snapshot(lb, stats_path)]
+            snaps = [request_stats(lb, stats_path)]
             for _ in range(WINDOWS):  # the window, cut in WINDOWS short ones
                 time.sleep(spec.seconds / WINDOWS)
-                snaps.append(self._snapshot(lb, stats_path))
+                snaps.append(request_stats(lb, stats_path))
             g = gen.result()
         finally:
             stop_process(lb, 10)
@@ -201,23 +200,6 @@ class DpdkDriver:
             ),
             "new_flows_per_lcore": [x.get("new_flows") for x in b.get("lb_per_lcore") or []],
         }
-
-    @staticmethod
-    def _snapshot(lb: subprocess.Popen, path: str) -> dict:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        lb.send_signal(signal.SIGUSR1)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            data = read_json(path)
-            if data is not None:
-                return data
-            if lb.poll() is not None:
-                break
-            time.sleep(0.01)
-        raise RuntimeError("the DPDK LB wrote no stats")
 
     def measure_testpmd(self, bb, burst: int, tag: str) -> dict:
         """dpdk-testpmd --forward-mode=io on the same virtio-user vdev (busy cycles/packet

@@ -212,14 +212,22 @@ def notes(result: dict) -> list[str]:
     return lines
 
 
-def table(result: dict) -> str:
-    rows = [HEADER, *table_rows(result)]
+def aligned(rows: list[tuple[str, ...]], left: tuple[int, ...] = (0, 1)) -> list[str]:
+    """Text columns: a header row, a rule under it, then the rows; the ``left`` columns are
+    left-aligned, the others (numbers) right-aligned."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [
-        "  ".join(c.rjust(wd) if i > 1 else c.ljust(wd) for i, (c, wd) in enumerate(zip(r, widths)))
+        "  ".join(
+            c.ljust(wd) if i in left else c.rjust(wd) for i, (c, wd) in enumerate(zip(r, widths))
+        ).rstrip()
         for r in rows
     ]
     lines.insert(1, "  ".join("-" * wd for wd in widths))
+    return lines
+
+
+def table(result: dict) -> str:
+    lines = aligned([HEADER, *table_rows(result)])
     lines += [f"  {line}" for line in notes(result)]
     return "\n".join(lines)
 
@@ -318,6 +326,8 @@ def cmd_results(args) -> int:
     try:
         with open(args.bench_json) as f:
             result = json.load(f)
+        if result.get("kind") == "http":
+            raise ValueError("a `vnflab bench --http` result: its table is the command's output")
         page = results_page(result, source=args.bench_json)
     except (OSError, ValueError, KeyError) as exc:
         print(f"vnflab results: {args.bench_json}: {exc}", file=sys.stderr)

@@ -45,6 +45,7 @@ from grader.report import results_json, write_gradebook, write_results
 from grader.sandbox_user import ensure_users
 from grader.scoring import Scorer
 from grader.untrusted import MIB, load_json_or, read_text_tail
+from testbed.poolchange import QUICK_TIMING
 
 GRADING_ROOT = "/var/lib/vnflab/grading"
 CAPS = {"socket": (), "afpacket": ("net_raw",), "dpdk": ()}
@@ -90,6 +91,7 @@ def make_plan(
         "path_traffic": dict(QUICK_PATH_TRAFFIC if quick else PATH_TRAFFIC),
         "tests": tests,
         "fuzz_frames": 300 if quick else 2000,
+        "pool_changes": dict(QUICK_TIMING) if quick else {},
     }
 
 

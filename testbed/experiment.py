@@ -91,6 +91,26 @@ def read_json(path: str, default=None):
         return default
 
 
+def request_stats(proc: subprocess.Popen, path: str, timeout: float = 10) -> dict:
+    """An LB program's counters now: SIGUSR1 makes it rewrite its stats file (the way
+    contract), so the old file is removed first and the new one waited for. Raises when the
+    program exits or stays silent for ``timeout`` seconds."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    proc.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        data = read_json(path)
+        if data is not None:
+            return data
+        if proc.poll() is not None:
+            break
+        time.sleep(0.01)
+    raise RuntimeError(f"the LB wrote no stats to {os.path.basename(path)}")
+
+
 def traffic_argv(
     vip: str,
     client_id: int,
@@ -358,15 +378,21 @@ class Testbed(MininetBed):
         have learnt them long before a test starts."""
         cfg = self.topo_cfg
         first = cfg.client_names()[0]
-        target = cfg.host_ip(first)
         others = [n for n in cfg.host_names() if n != first and not (n == "lb" and self.ovs)]
+        backends = cfg.backend_names()
         for name in others:
             host = self.net[name]
+            target = cfg.host_ip(first)
+            if self.vip_mode == "nat" and name in backends:
+                # NAT routes a backend's packets to the clients through the LB, which is not up
+                # yet (and the LB host does not forward): a backend pings a neighbour backend.
+                neighbours = [b for b in backends if b != name] or ["lb"]
+                target = cfg.host_ip(neighbours[0])
             for _ in range(tries):
                 if host.cmd(f"ping -c1 -W1 -q {target} >/dev/null 2>&1; echo $?").strip() == "0":
                     break
             else:
-                log(f"warning: {name} could not reach {first} ({target}) after set-up")
+                log(f"warning: {name} could not reach {target} after set-up")
         self.net[first].cmd(
             f"ping -c1 -W1 -q {cfg.host_ip(cfg.backend_names()[0])} >/dev/null 2>&1"
         )
@@ -589,6 +615,10 @@ class RunningLB:
 
     def cpu(self) -> CpuTimes:
         return cpu_times(self.proc.pid)
+
+    def stats_now(self, timeout: float = 10) -> dict:
+        """Its counters at this moment (``request_stats``), e.g. busy cycles at a window's ends."""
+        return request_stats(self.proc, self.stats_path, timeout)
 
     def stop(self) -> dict:
         code = stop_process(self.proc)

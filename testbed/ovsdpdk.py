@@ -363,6 +363,13 @@ class PrivateOVSDPDK:
         """CPU time ovs-vswitchd has used so far (all its threads)."""
         return process_cpu_seconds(self.vswitchd.pid)
 
+    def processing_cycles(self) -> int:
+        """TSC cycles OVS's datapath threads (PMDs and the main thread) have spent on packets so
+        far: the ``processing cycles`` of ``dpif-netdev/pmd-stats-show``. A PMD polls, so its
+        CPU time says little of its load; these cycles, per TSC Hz and wall second, do."""
+        out = self.appctl("dpif-netdev/pmd-stats-show")
+        return sum(int(n) for n in re.findall(r"processing cycles: (\d+)", out))
+
     def log(self, name="ovs-vswitchd"):
         try:
             with open(os.path.join(self.log_dir, name + ".log")) as f:

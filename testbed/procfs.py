@@ -8,6 +8,7 @@ here, so each file is parsed once:
   counters move in whole 10 ms ticks and only split that total.
 * ``cpu_idle_s``: one CPU's idle time (/proc/stat). With NO_HZ the kernel measures idle time at
   idle entry and exit, so busy = wall - idle is exact even for a core that is never idle long.
+  ``core_times``: the whole line (user, system, softirq, steal, ...).
 * ``netdev``: interface counters of a process's network namespace (/proc/PID/net/dev).
 * ``meminfo``: /proc/meminfo (huge pages, free memory); ``cpu_model``: /proc/cpuinfo.
 """
@@ -102,15 +103,35 @@ def process_cpu_seconds(pid: int) -> float:
     return cpu_times(pid).exact
 
 
-def cpu_idle_s(cpu: int) -> float:
-    """Idle + iowait seconds of one CPU (/proc/stat; NO_HZ measures these at idle entry/exit)."""
+class CoreTimes(NamedTuple):
+    """One CPU's time by kind, in seconds since boot (a ``cpuN`` line of /proc/stat)."""
+
+    user: float
+    nice: float
+    system: float
+    idle: float
+    iowait: float
+    irq: float
+    softirq: float
+    steal: float  # a VM's CPU taken by the hypervisor
+
+
+def core_times(cpu: int) -> CoreTimes:
+    """What one CPU spent its time on (/proc/stat). softirq is the kernel's deferred packet
+    work (a veth hand-off, a bridge, TCP receive) when it runs outside any process's time."""
     tick = os.sysconf("SC_CLK_TCK")
     with open("/proc/stat") as f:
         for line in f:
             if line.startswith(f"cpu{cpu} "):
-                v = [int(x) for x in line.split()[1:]]
-                return (v[3] + v[4]) / tick
+                v = [int(x) / tick for x in line.split()[1:9]]
+                return CoreTimes(*v)
     raise RuntimeError(f"cpu{cpu} not in /proc/stat")
+
+
+def cpu_idle_s(cpu: int) -> float:
+    """Idle + iowait seconds of one CPU (/proc/stat; NO_HZ measures these at idle entry/exit)."""
+    t = core_times(cpu)
+    return t.idle + t.iowait
 
 
 def netdev(pid: int | str = "self") -> dict[str, dict[str, int]]:

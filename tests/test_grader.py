@@ -2,9 +2,10 @@
 
 One grade-all run per lab grades every fixture once; the tests below read its gradebook and
 per-submission results. Lab 1: the reference (full marks), the released starter (<= 10 %),
-per-packet round robin, a key without the protocol, a table that never evicts, a hang, a
-submission that tries to write results.json. Lab 2: the reference through ``vnflab grade``, the
-starter and a parser that crashes on short frames through ``grade-all``.
+per-packet round robin, a key without the protocol, a table that never evicts, a hang (one
+that writes results.json is in the hostile corpus, tests/test_hostile.py); the grade-all starts
+with no student user, as on a fresh machine. Lab 2: the reference, the starter and a parser
+that crashes on short frames.
 """
 
 import csv
@@ -68,28 +69,37 @@ def lab1(tmp_path_factory, student_tree):
         tmp_path_factory,
         student_tree,
         1,
-        ["reference", "starter", "rr", "protokey", "noevict", "hang", "tamper"],
+        ["reference", "starter", "rr", "protokey", "noevict", "hang"],
     )
-    # A private directory (not /tmp) for the results: the tamper fixture writes where it can.
+    # A private directory (not /tmp) for the results, as an instructor would use.
     out = str(tmp_path_factory.mktemp("gradebook1"))
-    r = _cli("grade-all", subs, "--lab", "1", "--jobs", "2", "--quick", "--out", out)
+    # As on a fresh machine: no student user when two gradings start at once (issue 11).
+    from grader.sandbox_user import STUDENT_USER, ensure_users
+
+    gone = subprocess.run(["userdel", STUDENT_USER], capture_output=True, text=True)
+    # 0: deleted, 6: there was none, 8: in use by another grading on this machine
+    assert gone.returncode in (0, 6, 8), gone.stderr
+    try:
+        r = _cli("grade-all", subs, "--lab", "1", "--jobs", "2", "--quick", "--out", out)
+    finally:
+        ensure_users()
     assert r.returncode == 0, r.stdout + r.stderr
-    return out, r.stdout
+    return out, r.stdout, gone.returncode
 
 
 def test_grade_all_writes_the_gradebook_with_progress(lab1):
-    out, stdout = lab1
-    assert "7/7" in stdout and "[###" in stdout
+    out, stdout, _ = lab1
+    assert "6/6" in stdout and "[###" in stdout
     with open(os.path.join(out, "gradebook.csv")) as f:
         rows = {r["student"]: r for r in csv.DictReader(f)}
-    assert set(rows) == {"reference", "starter", "rr", "protokey", "noevict", "hang", "tamper"}
+    assert set(rows) == {"reference", "starter", "rr", "protokey", "noevict", "hang"}
     with open(os.path.join(out, "gradebook.json")) as f:
         book = json.load(f)
-    assert len(book["submissions"]) == 7 and all(s["error"] is None for s in book["submissions"])
+    assert len(book["submissions"]) == 6 and all(s["error"] is None for s in book["submissions"])
 
 
 def test_results_are_in_gradescope_format(lab1):
-    out, _ = lab1
+    out = lab1[0]
     res, _ = _results(out, "reference")
     assert set(res) >= {"score", "tests", "execution_time", "output"}
     for t in res["tests"]:
@@ -153,15 +163,6 @@ def test_hang_costs_the_traffic_tests_with_a_clear_message(lab1):
     assert res["execution_time"] < 120
 
 
-def test_tampering_with_results_fails(lab1):
-    res, t = _results(lab1[0], "tamper")
-    assert "TAMPERED" not in json.dumps(res) and res["score"] <= res["max_score"]
-    assert res["score"] == res["max_score"], [
-        x for x in res["tests"] if x["score"] < x["max_score"]
-    ]  # otherwise the reference: graded normally
-    assert not glob.glob("/tmp/results.json")  # its private /tmp vanished with it
-
-
 def jail_leftovers() -> dict:
     """What gradings left behind: jailed processes (of the jail users, in a vnflab cgroup),
     cgroups and work dirs of gradings no longer running. Gradings still running (another
@@ -199,16 +200,14 @@ def test_nothing_is_left_behind(lab1):
 def test_lab2_reference_full_marks_and_buggy_parser_loses_robustness(
     tmp_path_factory, student_tree
 ):
-    out = str(tmp_path_factory.mktemp("ref2"))
-    r = _cli("grade", "reference", "--lab", "2", "--quick", "--out", out)
-    assert r.returncode == 0, r.stdout + r.stderr
-    with open(os.path.join(out, "results.json")) as f:
-        ref = json.load(f)
-    assert ref["score"] == ref["max_score"], ref
-    subs = _class(tmp_path_factory, student_tree, 2, ["starter", "crash20"])
+    subs = _class(tmp_path_factory, student_tree, 2, ["reference", "starter", "crash20"])
     book = str(tmp_path_factory.mktemp("gradebook2"))
     r = _cli("grade-all", subs, "--lab", "2", "--jobs", "2", "--quick", "--out", book)
     assert r.returncode == 0, r.stdout + r.stderr
+    ref, _ = _results(book, "reference")
+    assert ref["score"] == ref["max_score"], [
+        t for t in ref["tests"] if t["score"] < t["max_score"]
+    ]
     res, _ = _results(book, "starter")
     assert res["score"] <= 0.10 * res["max_score"]
     res, t = _results(book, "crash20")
@@ -232,26 +231,18 @@ def test_grader_refuses_what_it_cannot_grade(tmp_path):
     assert r.returncode == 2 and "not a directory" in r.stderr
 
 
-def test_grade_all_creates_the_student_user_before_its_gradings_race(tmp_path):
+def test_grade_all_creates_the_student_user_before_its_gradings_race(lab1):
     """Issue 11: with no student user, two parallel gradings used to race to create it, and
     one chowned its run dir to a uid its LB did not run as (PermissionError on the ready
-    file: a correct submission scored 0). grade_all makes the user once, before its jobs."""
-    from grader.grade import grade_all
-    from grader.sandbox_user import STUDENT_USER, ensure_users
-
-    gone = subprocess.run(["userdel", STUDENT_USER], capture_output=True, text=True)
-    if gone.returncode == 8:  # a grading of someone else's is running as it
-        pytest.skip(f"{STUDENT_USER} is in use: {gone.stderr.strip()}")
-    assert gone.returncode in (0, 6), gone.stderr  # 6: there was no such user
-    try:
-        subs = tmp_path / "class"
-        for name in ("alice", "bob"):
-            (subs / name).mkdir(parents=True)
-            for student, ref in fixtures.LAB_FILES[1].items():
-                shutil.copyfile(os.path.join(REPO, ref), subs / name / student)
-        out = tmp_path / "book"
-        rows = grade_all(str(subs), 1, str(out), jobs=2, quick=True, progress=lambda _: None)
-        for row in rows:
-            assert row["error"] is None and row["score"] == row["max_score"], row
-    finally:
-        ensure_users()
+    file: a correct submission scored 0). The lab 1 grade-all above starts with no user; its
+    first two jobs (``hang``, ``noevict``: alphabetical) start together, and ``noevict`` keeps
+    its traffic points (its affinity is checked above): grade_all made the user first."""
+    out, _, userdel = lab1
+    if userdel == 8:
+        pytest.skip("the student user was in use by another grading: it could not be removed")
+    with open(os.path.join(out, "gradebook.json")) as f:
+        rows = {s["student"]: s for s in json.load(f)["submissions"]}
+    assert all(row["error"] is None for row in rows.values()), rows
+    _, t = _results(out, "noevict")
+    assert t["affinity"]["score"] == t["affinity"]["max_score"], t["affinity"]["output"]
+    assert "PermissionError" not in json.dumps(_results(out, "noevict")[0])

@@ -199,6 +199,15 @@ def test_a_flood_of_output_does_not_stop_the_grading(graded):
     assert os.path.getsize(os.path.join(graded["out"], "flood", "report.md")) < 200_000
 
 
+def test_a_results_file_written_by_the_submission_is_never_read(graded):
+    res, _, _ = _results(graded, "tamper")
+    assert "TAMPERED" not in json.dumps(res)
+    assert res["score"] == res["max_score"], [
+        x for x in res["tests"] if x["score"] < x["max_score"]
+    ]  # otherwise the reference: graded normally
+    assert not glob.glob("/tmp/results.json")  # its private /tmp vanished with it
+
+
 def test_nothing_is_left_behind(graded):
     """No grading dir of this class remains, and no student process outlives its grading."""
     assert len(graded["workdirs"]) == 1 + len(corpus.HOSTILE)

@@ -8,14 +8,14 @@ import sys
 
 import pytest
 
-from testbed.poolchange import PoolChangeSpec, run_sandboxed
+from testbed.poolchange import QUICK_TIMING, PoolChangeSpec, run_sandboxed
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 HERE = os.path.dirname(os.path.abspath(__file__))
 PLANS = [
-    {"kind": "add", "backend": "b4"},
-    {"kind": "drain", "backend": "b2"},
-    {"kind": "fail", "backend": "b2"},
+    {"kind": "add", "backend": "b4", **QUICK_TIMING},
+    {"kind": "drain", "backend": "b2", **QUICK_TIMING},
+    {"kind": "fail", "backend": "b2", **QUICK_TIMING},
 ]
 
 
@@ -91,3 +91,10 @@ def test_dpdk_reference_keeps_flows_across_pool_changes(style):
     """The mac_table the C rewrite indexes grows for the added backend (prepare_for_pool);
     fused: the FlowKernel is rebuilt with it when the pool change bumps the cache version."""
     assert_passes(run("dpdk", style=style))
+
+
+@pytest.mark.extended
+@pytest.mark.dpdk
+def test_dpdk_stateless_lb_is_caught():
+    """The stateless LB needs the per-packet style (it overrides backend_for)."""
+    assert_stateless_caught(run("dpdk", stateless=True, style="perpacket"))

@@ -66,17 +66,15 @@ def cmd_bench(args) -> int:
     if problem:
         print(f"vnflab bench: {problem}", file=sys.stderr)
         return 2
+    ways = bench_ways(args)
+    if args.http:
+        return cmd_bench_http(args, ways)
     try:
-        ways = (
-            [w.strip() for w in args.compare.split(",") if w.strip()]
-            if args.compare
-            else [args.way]
-        )
         batches = [int(b) for b in args.batch.split(",")] if args.batch else None
         spec = BenchSpec(
             ways=ways,
-            runs=args.runs,
-            seconds=args.seconds,
+            runs=5 if args.runs is None else args.runs,
+            seconds=3.0 if args.seconds is None else args.seconds,
             batches=batches,
             flows=args.flows,
             whole_core=not args.no_whole_core,
@@ -106,6 +104,64 @@ def cmd_bench(args) -> int:
         print(f"(JSON written to {args.json}; vnflab results {args.json} makes a page of it)")
     measured = [w for w in result["ways"] if w.get("ns_per_packet")]
     return 0 if measured else 1
+
+
+def bench_ways(args) -> list[str]:
+    """The ways ``vnflab bench`` runs: ``--compare A,B``, or ``--way`` (``all``: every way)."""
+    from bench.spec import WAYS
+
+    if args.compare:
+        return [w.strip() for w in args.compare.split(",") if w.strip()]
+    return list(WAYS) if args.way == "all" else [args.way]
+
+
+def cmd_bench_http(args, ways: list[str]) -> int:
+    """``vnflab bench --http``: wrk through each way, who bounds it (``bench.http``)."""
+    import shlex
+    from dataclasses import replace
+
+    from bench.http import HttpSpec, run_http_bench, table, text_summary
+    from vnf.jsonfile import write_json_atomic
+
+    packet_only = {
+        "--batch": args.batch,
+        "--baseline": args.baseline,
+        "--dpdk-io": args.dpdk_io,
+        "--no-whole-core": args.no_whole_core,
+        "--runs": args.runs,
+    }
+    given = [flag for flag, value in packet_only.items() if value not in (None, False)]
+    seconds = 5 if args.seconds is None else args.seconds
+    try:
+        if given:
+            raise ValueError(f"{', '.join(given)}: not for --http (the packet bench's)")
+        if seconds != int(seconds):
+            raise ValueError(f"--seconds: wrk runs whole seconds, got {seconds:g}")
+        spec = HttpSpec(
+            seconds=int(seconds),
+            threads=args.threads,
+            connections=args.connections,
+            style=args.style,
+            tx=args.tx,
+        )
+        for way in ways:
+            replace(spec, way=way).validate()
+    except ValueError as exc:
+        print(f"vnflab bench: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"vnflab bench --http: {', '.join(ways)}; wrk -t{spec.threads} -c{spec.connections} "
+        f"-d{spec.seconds}s, a sandbox per way (about {len(ways) * (spec.seconds + 10)} s)",
+        flush=True,
+    )
+    result = run_http_bench(ways, spec)
+    result["command"] = shlex.join(["vnflab", *args.argv])
+    print(table(result))
+    print("\nMethod: " + result["method"] if args.method else "\n" + text_summary(result))
+    if args.json:
+        write_json_atomic(args.json, result, indent=1)
+        print(f"(JSON written to {args.json})")
+    return 0 if all(w.get("wrk") for w in result["ways"]) else 1
 
 
 def notebooks_module(name: str):
@@ -172,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser(
         "bench",
         help="per-packet cost of a way (CPU ns/packet, Mpps, whole-core "
-        "cost with RPS), median of runs; --compare runs ways side by side",
+        "cost with RPS), median of runs; --compare runs ways side by side; --http: "
+        "requests/s through each way with wrk, and what bounds them",
     )
     bench.add_argument(
         "--style",
@@ -186,14 +243,26 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["sendmmsg", "ring"],
         help="AF_PACKET transmit: sendmmsg from the RX ring, or the TPACKET TX ring",
     )
-    bench.add_argument("--way", default="socket", choices=["socket", "afpacket", "dpdk"])
+    bench.add_argument("--way", default="socket", choices=["socket", "afpacket", "dpdk", "all"])
     bench.add_argument(
         "--compare",
         metavar="A,B",
         help="ways to run interleaved in one invocation (the first is the baseline of the ratios)",
     )
-    bench.add_argument("--runs", type=int, default=5)
-    bench.add_argument("--seconds", type=float, default=3.0, help="measurement window per phase")
+    bench.add_argument(
+        "--http",
+        action="store_true",
+        help="requests/s instead: wrk from a client through each way's LB to the backends, "
+        "each part's CPU share, and what bounds the rate (a sandbox per way)",
+    )
+    bench.add_argument("--threads", type=int, default=2, help="--http: wrk's threads (-t)")
+    bench.add_argument("--connections", type=int, default=50, help="--http: wrk's connections (-c)")
+    bench.add_argument("--runs", type=int, help="runs per way (default 5)")
+    bench.add_argument(
+        "--seconds",
+        type=float,
+        help="measurement window per phase (default 3); --http: wrk's duration (default 5)",
+    )
     bench.add_argument(
         "--batch", metavar="N,N,...", help='sweep the io "batch" option (afpacket, dpdk)'
     )

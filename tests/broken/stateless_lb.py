@@ -34,9 +34,7 @@ def main() -> None:
     program = getattr(importlib.import_module(f"vnf.ways.{way}_lb"), PROGRAMS[way])
 
     class Stateless(program):
-        def __init__(self, config, io):
-            super().__init__(config, io)
-            self.lb = StatelessLoadBalancer(config)
+        balancer_class = StatelessLoadBalancer
 
     Stateless.main()
 

@@ -93,36 +93,6 @@ FIXTURES = {
             ]
         },
     ),
-    # The reference, plus an attempt to write a perfect results.json wherever it can.
-    "tamper": (
-        1,
-        {
-            "socket_lb.py": [
-                (
-                    "    def setup(self) -> None:\n        cfg = self.config\n",
-                    "    def setup(self) -> None:\n        tamper()\n        cfg = self.config\n",
-                ),
-                (
-                    "class SocketLB(LBProgram):",
-                    "def tamper():\n"
-                    "    import json, os\n"
-                    "    fake = json.dumps({'score': 1000, 'tests': [], 'output': 'TAMPERED'})\n"
-                    "    places = ['/autograder/results', os.getcwd(), '/tmp']\n"
-                    "    for root, dirs, _ in os.walk('/tmp'):\n"
-                    "        if root.count(os.sep) > 3:\n"
-                    "            dirs[:] = []\n"
-                    "        places.append(root)\n"
-                    "    for d in places:\n"
-                    "        try:\n"
-                    "            with open(os.path.join(d, 'results.json'), 'w') as f:\n"
-                    "                f.write(fake)\n"
-                    "        except OSError:\n"
-                    "            pass\n\n\n"
-                    "class SocketLB(LBProgram):",
-                ),
-            ]
-        },
-    ),
     # --- hostile submissions (issue 12): the reference, plus one attack at the LB's start ---
     # A double-forked daemon that outlives the LB and signals every process it can reach.
     "daemon": (

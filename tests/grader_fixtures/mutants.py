@@ -144,6 +144,19 @@ MUTANTS: dict[str, Mutant] = {
         },
     ),
     # --- lab 2: packet.py, afpacket_lb.py ----------------------------------------------------
+    "l1_stateless": M(
+        1,
+        "pool_changes",
+        "no flow table: Maglev for every datagram (keeps affinity while the pool stays put)",
+        {
+            "socket_lb.py": [
+                (
+                    "backend = self.lb.backend_for(flow, now)  # THE decision, shared by all ways",
+                    "backend = self.lb.pool.choose(flow)  # no flow table: the pool every time",
+                )
+            ]
+        },
+    ),
     "l2_vlan_offset_forgotten": M(
         2,
         "unit",
@@ -285,6 +298,19 @@ MUTANTS: dict[str, Mutant] = {
         },
     ),
     # --- lab 3: dpdk_lb.py -------------------------------------------------------------------
+    "l2_stateless": M(
+        2,
+        "pool_changes",
+        "no flow table: Maglev for every packet (keeps affinity while the pool stays put)",
+        {
+            "afpacket_lb.py": [
+                (
+                    "backend = lb.backend_for(flow, now)  # THE decision, shared by all ways",
+                    "backend = lb.pool.choose(flow)  # no flow table: the pool every time",
+                )
+            ]
+        },
+    ),
     "l3_vector_python_loop": M(
         3,
         "cost",
@@ -296,6 +322,24 @@ MUTANTS: dict[str, Mutant] = {
                     "        return self.forward_perpacket(burst, lb, arrays, txq, now)\n"
                     "        forwarded = lb.forwarded\n        n = burst.parse(arrays)",
                 )
+            ]
+        },
+    ),
+    "l3_stateless": M(
+        3,
+        "pool_changes",
+        "no flow table: a per-packet loop asking Maglev for every packet",
+        {
+            "dpdk_lb.py": [
+                (
+                    "        forwarded = lb.forwarded\n        n = burst.parse(arrays)",
+                    "        return self.forward_perpacket(burst, lb, arrays, txq, now)\n"
+                    "        forwarded = lb.forwarded\n        n = burst.parse(arrays)",
+                ),
+                (
+                    "backend = lb.backend_for(flow, now)  # THE decision, shared by all ways",
+                    "backend = lb.pool.choose(flow)  # no flow table: the pool every time",
+                ),
             ]
         },
     ),

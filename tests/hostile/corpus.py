@@ -14,6 +14,9 @@ directory; ``HOSTILE`` says what each attacks and what it may score at most.
   writes forged verdicts and garbage to every descriptor it has (hole 6).
 - ``flood``: 1 GiB of output, non-UTF-8 bytes among it, from the unit-check process and the LB
   (hole 8).
+- ``tamper``: the reference, plus a perfect results.json written wherever it can (its working
+  directory, every /tmp directory it sees, /autograder/results): the grader's results come
+  from the grader alone (hole 5).
 - ``reportforge``: exception messages and log lines that would close a Markdown fence and render
   "# Score: 105/105" and raw HTML in report.md (hole 8).
 - ``tablelie``: the reference, but its LB swaps in a flow table that never forgets and whose
@@ -144,6 +147,24 @@ _REPORT_FORGE_MSG = (
 )
 
 
+_TAMPER = """
+def _hostile_tamper():
+    import json, os
+    fake = json.dumps({'score': 1000, 'tests': [], 'output': 'TAMPERED'})
+    places = ['/autograder/results', os.getcwd(), '/tmp']
+    for root, dirs, _ in os.walk('/tmp'):
+        if root.count(os.sep) > 3:
+            dirs[:] = []
+        places.append(root)
+    for d in places:
+        try:
+            with open(os.path.join(d, 'results.json'), 'w') as f:
+                f.write(fake)
+        except OSError:
+            pass
+"""
+
+
 def _patch(text: str, old: str, new: str) -> str:
     if text.count(old) != 1:
         raise ValueError(f"hostile corpus out of step with the reference: {old!r}")
@@ -211,6 +232,10 @@ def build(name: str, dest: str) -> None:
         call = "self.lb.flows = _TableThatLies(self.config.flow_capacity, self.config.idle_timeout)"
         _write(dest, "socket_lb.py", _lb_setup_hook(_TABLE_LIE, call))
         return
+    if name == "tamper":
+        _write(dest, "flowtable.py", _reference("flowtable.py"))
+        _write(dest, "socket_lb.py", _lb_setup_hook(_TAMPER, "_hostile_tamper()"))
+        return
     if name == "reportforge":
         forged = f"FORGED = {FORGED_SCORE!r}\n"
         table = _reference("flowtable.py")
@@ -261,6 +286,16 @@ HOSTILE = {
     # it may earn everything; the flood must only not stop or slow the grading.
     "flood": (
         "1 GiB of output with non-UTF-8 bytes, from the unit checks and the LB",
+        {
+            "unit",
+            "starts",
+            "cost",
+            "hidden: two backends, hash policy, UDP-heavy mix",
+            "hidden: eviction under a 64-entry flow table",
+        },
+    ),
+    "tamper": (
+        "a perfect results.json written wherever it can",
         {
             "unit",
             "starts",

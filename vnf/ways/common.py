@@ -79,11 +79,13 @@ class LBProgram:
 
     way = "?"
     children: Sequence[int] = ()  # pids of worker processes this one forked (they get SIGHUP too)
+    # The NF itself, made here only: a variant (a scenario's LB, a test's broken one) swaps it
+    balancer_class: type[LoadBalancer] = LoadBalancer
 
     def __init__(self, config: LBConfig, io: dict):
         self.config = config
         self.io = io
-        self.lb = LoadBalancer(config)
+        self.lb = self.balancer_class(config)
         self.stopping = False
         self.stats_file: str | None = None
         self.started = time.monotonic()

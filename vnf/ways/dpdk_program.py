@@ -136,7 +136,7 @@ class DpdkProgram(LBProgram):
         self.src_mac = bytes(port.mac)
         backends = self.config.backends
         self.mac_table = b"".join(b.mac_bytes for b in sorted(backends, key=self.lb.pool.index_of))
-        self.lbs += [LoadBalancer(self.config) for _ in range(self.lcores - 1)]
+        self.lbs += [self.balancer_class(self.config) for _ in range(self.lcores - 1)]
         self.ring_list = (
             [
                 dpdk.ring(4096, single_producer=True, single_consumer=True)

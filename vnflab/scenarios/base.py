@@ -87,6 +87,20 @@ class Bed(MininetBed):
                         f"ethtool -K {intf} tx off rx off gso off tso off gro off >/dev/null 2>&1"
                     )
 
+    def settle(self, target_host: str, tries: int = 6) -> None:
+        """Every other host pings ``target_host`` until it answers, before the first LB starts:
+        right after set-up a bridge port can stay out of the flood set for a few hundred ms,
+        and the LB's first frames to a backend the switch has not heard from are flooded
+        everywhere but there (seen: a quarter of the first run's flows lost). A ping from each
+        host also teaches the switch every MAC."""
+        target = self.net[target_host].IP()
+        for host in self.net.hosts:
+            if host.name == target_host:
+                continue
+            for _ in range(tries):
+                if host.cmd(f"ping -c1 -W1 -q {target} >/dev/null 2>&1; echo $?").strip() == "0":
+                    break
+
     # --- load balancers ----------------------------------------------------------------------
     def start_lb(
         self, host: str, config: dict, tag: str, module: str = "vnflab.scenarios.lbctl"

@@ -189,6 +189,7 @@ def run(workdir: str, quick: bool = False) -> dict:
         ):
             bed.cmd("lb", command)
         bed.offloads_off()
+        bed.settle(cfg.client_names()[0])
         fw1_mac = bed.cmd("lb", "cat /sys/class/net/fw1/address").strip()
         base = lb_config(
             [(b, cfg.host_ip(b), cfg.host_mac(b)) for b in backends],

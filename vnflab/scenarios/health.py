@@ -64,6 +64,7 @@ def run(workdir: str, quick: bool = False) -> dict:
             bed.cmd(c, f"ip neigh replace {cfg.vip} lladdr {cfg.host_mac('lb')} dev {c}-eth0")
         bed.cmd("lb", "sysctl -qw net.ipv4.ip_forward=0")
         bed.offloads_off()
+        bed.settle(cfg.client_names()[0])
         bed.start_backends(backends)
         control, state = bed.path("control.json"), bed.path("state.json")
         config = lb_config(
