@@ -540,7 +540,19 @@ class Grading:
         tx_burst, counted by the provided binding) per packet received, read from its stats
         (SIGUSR1) after a warm-up and at the end, are its cost. Cycles while the LB's core ran
         something else are taken out with the LB's share of the core (CPU time / wall time).
-        The counters are cross-checked against the generator's own counts."""
+
+        The counters are the LB's own word (its stats file), so they are checked against what
+        the grader knows (``busy_problem``): packets received at most what the generator sent;
+        busy time (cycles / the TSC frequency) at most the wall time the two snapshots span (one
+        polling lcore: its bursts do not overlap); the TSC frequency the reference's, checked
+        once every window is in (``cost``). The jail's CPU time (cpuacct) bounds neither side:
+        the busy timer is the TSC, wall-clock time, so a burst during which the LB was preempted
+        counts the time it was off its core (that is what the share takes out): busy time above
+        CPU time is what a correct LB shows under a competing process. Nor is there a sound
+        lower bound: a poll-mode LB burns CPU on empty polls whenever the generator, not the LB,
+        is the bottleneck (a loaded CPU 0), so few busy cycles beside much CPU time is honest
+        there too, and the generator's counts cover its whole run, not the window. A submission
+        that reports fewer cycles than it spent is not caught here (docs/grading.md)."""
         from testbed.dpdkgen import DpdkGenerator
 
         bed = self.bed
@@ -579,6 +591,7 @@ class Grading:
             warm, secs = float(c.get("warmup_s", 0.5)), float(c["seconds"])
             gen.go(warm + secs + 1.0)
             time.sleep(warm)
+            asked = time.monotonic()  # the counters of ``a`` were read after this
             a, c0, t0 = lb.busy_snapshot(), lb.cpu(), time.monotonic()
             time.sleep(secs)
             b, c1, t1 = lb.busy_snapshot(), lb.cpu(), time.monotonic()
@@ -598,19 +611,18 @@ class Grading:
                 )
                 return w
             cycles, rx = b["cycles"] - a["cycles"], b["rx_packets"] - a["rx_packets"]
-            hz, wall = b["tsc_hz"] or 1, t1 - t0
+            hz, wall = b["tsc_hz"], t1 - t0
+            w.update(tsc_hz=hz, spanned_s=round(t1 - asked, 3))
+            problem = busy_problem(cycles, rx, hz, t1 - asked, g.get("tx") or 0)
             if not g.get("rx"):
                 w["busy_error"] = "it sent nothing back to the generator"
-            elif rx <= 0 or rx > (g.get("tx") or 0) or cycles < 0 or cycles / hz > 1.5 * wall + 1:
-                w["busy_error"] = (
-                    f"its busy counters ({cycles} cycles, {rx} packets received "
-                    f"in {wall:.1f} s) do not agree with the generator's "
-                    f"{g.get('tx')} packets sent"
-                )
+            elif problem:
+                w["busy_error"] = problem
             else:
                 share = min(1.0, (c1 - c0) / wall) if wall > 0 else 1.0
                 w.update(
                     busy_cycles=cycles,
+                    busy_s=round(cycles / hz, 4),
                     busy_rx=rx,
                     core_share=round(share, 3),
                     raw_ns_per_packet=round(cycles / hz / rx * 1e9, 1),
@@ -649,6 +661,8 @@ class Grading:
         finally:
             if self.saturation:
                 stop_dropping(self.saturation["port"])
+        if self.plan["way"] == "dpdk":
+            check_tsc_hz(windows)
         self.facts["cost"] = {
             "windows": windows,
             "seconds": c["seconds"],
@@ -656,10 +670,24 @@ class Grading:
         }
 
     def scenario(self, s: dict) -> None:
+        """A hidden scenario: its own LB config and traffic. ``table_bounded`` (the eviction
+        scenario) starts the LB without the last backend and with a control file, so that the
+        eviction probe can grow the pool afterwards (``grader.eviction_phase``)."""
+        from testbed.poolchange import write_control
+
         bed = self.bed
         bed.restart_backends()
         over = {k: s[k] for k in ("policy", "flow_capacity", "backends", "idle_timeout") if k in s}
-        lb = bed.start_student_lb(f"hidden-{s['id']}", self.plan["overlay_sub"], **over)
+        control = None
+        if "table_bounded" in s.get("checks", []):
+            over["backends"] = bed.topo_cfg.backend_names()[:-1]
+            control_dir = os.path.join(bed.workdir, f"control-hidden-{s['id']}")
+            os.makedirs(control_dir, mode=0o755, exist_ok=True)
+            control = os.path.join(control_dir, "pool.json")
+            write_control(control, {})
+        lb = bed.start_student_lb(
+            f"hidden-{s['id']}", self.plan["overlay_sub"], control_file=control, **over
+        )
         f: dict[str, Any] = {"ready": lb.ready, "error": lb.error}
         if lb.ready:
             recs = self._drive(
@@ -671,8 +699,66 @@ class Grading:
             )
             f["alive_after"] = lb.alive()
             f["check"] = self._check(recs)
+            if control and f["alive_after"]:
+                from grader.eviction_phase import run_eviction_probe
+
+                try:
+                    f["eviction"] = run_eviction_probe(bed, lb, s, recs, control)
+                except Exception as exc:  # noqa: BLE001 - the grader's own fault
+                    f["eviction"] = {"grader_error": f"{type(exc).__name__}: {exc}"}
+                f["alive_after"] = lb.alive()
         f["stop"] = lb.stop(self.stop_timeout)
         self.facts.setdefault("hidden", {})[s["id"]] = f
+
+
+BUSY_SLACK = 1.05, 0.02  # busy time <= wall x 1.05 + 20 ms (the snapshots' own timing)
+TSC_HZ_SLACK = 0.02  # a submission's TSC frequency within 2 % of the reference's
+
+
+def busy_problem(cycles: int, rx: int, hz, spanned_s: float, generated: int) -> str | None:
+    """What is impossible in one DPDK window's busy counters (their difference between the two
+    snapshots, read from the LB's stats), or None: no packet received, more than the generator
+    sent, negative cycles, no TSC frequency, or more busy time than the ``spanned_s`` seconds
+    the two snapshots span (the grader's clock, from asking for the first to reading the
+    second: one polling lcore is busy with one burst at a time)."""
+    if not isinstance(hz, (int, float)) or isinstance(hz, bool) or not hz > 0:
+        return f"its stats give no TSC frequency (busy.tsc_hz {hz!r})"
+    if rx <= 0 or rx > generated or cycles < 0:
+        return (
+            f"its busy counters ({cycles} cycles, {rx} packets received in "
+            f"{spanned_s:.1f} s) do not agree with the generator's {generated} packets sent"
+        )
+    slack, extra = BUSY_SLACK
+    if cycles / hz > spanned_s * slack + extra:
+        return (
+            f"its busy counters claim {cycles / hz:.2f} s busy in a window of "
+            f"{spanned_s:.2f} s ({cycles} cycles at {hz} Hz): more than the time there was"
+        )
+    return None
+
+
+def check_tsc_hz(windows: list[dict]) -> None:
+    """A submission's busy cycles are turned into time with the TSC frequency its own stats
+    give: it must be the machine's, which the reference's windows (same machine, same run)
+    report. A window that claims another is a measurement error (no figure), never a gain."""
+    ref = sorted(
+        w["tsc_hz"]
+        for w in windows
+        if w["who"] == "reference" and w.get("ns_per_packet") and w.get("tsc_hz")
+    )
+    if not ref:
+        return  # no reference figure: scoring reports a grader error anyway
+    machine = ref[len(ref) // 2]
+    for w in windows:
+        hz = w.get("tsc_hz")
+        if w["who"] != "submission" or not isinstance(hz, (int, float)) or w.get("busy_error"):
+            continue
+        if abs(hz / machine - 1) > TSC_HZ_SLACK:
+            w["busy_error"] = (
+                f"its stats claim a TSC of {hz} Hz; this machine's is {machine} Hz (the "
+                "reference's, same run): its busy cycles cannot be turned into time"
+            )
+            w["ns_per_packet"] = None
 
 
 def _udp_flows_seen(check: dict) -> int:

@@ -11,6 +11,7 @@ import math
 import statistics
 from typing import Any
 
+from grader.eviction_phase import score_eviction
 from grader.labconfig import Lab
 from grader.pool_phase import score_pool_changes
 from grader.untrusted import finite_positive
@@ -73,8 +74,22 @@ def _count(value) -> int:
     return int(value) if math.isfinite(value) and 0 <= value < 2**63 else -1
 
 
+def _stats_note(stop: dict) -> str:
+    """What the LB's own stats say of its flow table, quoted for the student and never
+    graded (the submission writes them: ``grader.eviction_phase`` judges by behaviour)."""
+    ft = _table_stats(stop.get("stats") or {})
+    if ft is None:
+        why = stop.get("stats_problem") or "none written"
+        return f"its own stats, not graded: no flow-table counters ({why})"
+    return (
+        f"its own stats, not graded: flow table size {ft['size']}, {ft['evictions']} "
+        f"evictions, {ft['expirations']} expirations"
+    )
+
+
 def _table_stats(st) -> dict | None:
-    """size / evictions / expirations of the LB's flow table, from its stats; None without."""
+    """size / evictions / expirations of the LB's flow table, from its stats (-1: not a
+    count); None without."""
     if not isinstance(st, dict):
         return None
     ft = (st.get("lb") or {}).get("flow_table") if isinstance(st.get("lb"), dict) else None
@@ -791,7 +806,9 @@ class Scorer:
                 f"{c['seconds']} s per window after a warm-up; its busy TSC cycles (from a "
                 "non-empty rx_burst to its tx_burst, as the provided binding counts them) "
                 "per packet received, times its share of its core (a poll-mode LB spins "
-                "at 100 % CPU whatever the load, so CPU time alone says nothing); windows "
+                "at 100 % CPU whatever the load, so CPU time alone says nothing), read from "
+                "its stats and checked (packets received at most what the generator sent, busy "
+                "time at most the window's, the TSC frequency the reference's); windows "
                 f"alternating reference/submission in the same run; {agg_word} compared."
             )
         else:
@@ -924,31 +941,21 @@ class Scorer:
                 got = {b for b, v in c["per_backend"].items() if v["flows"]}
                 if got != want:
                     problems.append(f"flows reached {sorted(got)}, expected exactly {sorted(want)}")
-        if "table_bounded" in checks:
-            stop = h.get("stop") or {}
-            ft = _table_stats(stop.get("stats") or {})
-            cap = s.get("flow_capacity")
-            if ft is None:
-                problems.append(
-                    "the LB wrote no readable stats (it must write --stats-file on "
-                    "exit)" + (f": {stop['stats_problem']}" if stop.get("stats_problem") else "")
-                )
-            elif min(ft.values()) < 0:
-                problems.append(f"its stats' flow-table counters are not counts: {ft}")
-            elif cap and ft.get("size", 0) > cap:
-                problems.append(
-                    f"the flow table holds {ft['size']} entries with flow_capacity "
-                    f"{cap}: it never evicts (memory grows with every new flow)"
-                )
-            elif cap and ft.get("evictions", 0) + ft.get("expirations", 0) == 0:
-                problems.append(
-                    f"no eviction counted with {s.get('udp_flows')} flows in a {cap}-entry table"
-                )
+        notes = []
+        if "table_bounded" in checks and h.get("ready") and h.get("alive_after") is not False:
+            # judged by behaviour (grader.eviction_phase); the LB's own stats are only quoted
+            bound_problems, summary = score_eviction(h.get("eviction"), s)
+            if any(p.startswith("grader problem") for p in bound_problems):
+                self.grader_errors.append(f"hidden {s['id']}: " + "; ".join(bound_problems))
+            problems += bound_problems
+            notes += [] if bound_problems else [summary]  # a problem says what was seen
+            notes.append(_stats_note(h.get("stop") or {}))
         end = _ended(h.get("stop"), h.get("alive_after"))
         if end:
             problems.append(end)
+        note = "".join(f"\n({n})" for n in notes if n)
         if problems:
-            msg = "; ".join(problems)
+            msg = "; ".join(problems) + note
             self.add(f"hidden:{s['id']}", name, 0, pts, msg, "after_published", detail=msg)
         else:
-            self.add(f"hidden:{s['id']}", name, pts, pts, "passed", "after_published")
+            self.add(f"hidden:{s['id']}", name, pts, pts, "passed" + note, "after_published")

@@ -14,6 +14,9 @@
   (``testbed.traffic``'s format: the checker merges it) plus the valid frames sent, which the
   grader compares byte for byte with what the backends captured (``capture --keep-marker``).
 * ``capture``: frames arriving at a backend, for the header and checksum checks.
+* ``resend``: datagrams of given flows once more, each from the source port its flow had (so
+  from the same 5-tuple), under a new flow id: which backend the LB picks for an old 5-tuple
+  now (the grader's eviction check, ``grader.eviction_phase``).
 
 Output: one JSON file each (``--out``).
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import select
 import signal
 import socket
@@ -99,6 +103,60 @@ def portpairs(a) -> dict:
             conn.close()
         http_recs.append(rec)
     return {"client": a.client_id, "udp": udp_recs, "http": http_recs, "ports": ports}
+
+
+# --- resend ------------------------------------------------------------------------------------
+def resend(a) -> dict:
+    """``--packets`` datagrams for each ``[flow_id, src_port]`` of ``--flows`` (a JSON list), in
+    that order, the packets of one flow back to back: a table that still holds the 5-tuple gives
+    all of them its old backend, one that forgot it asks the pool once and keeps that answer.
+    The driver that owned these ports has exited; a port it cannot bind is recorded and skipped.
+    Replies are read for ``--wait`` seconds (for the record; the grader judges by the backends'
+    records, by flow id)."""
+    from topologies.servers import decode_reply, encode_request
+
+    with open(a.flows) as f:
+        flows = [(int(fid), int(port)) for fid, port in json.load(f)]
+    records, socks = [], []
+    try:
+        for fid, port in flows:
+            rec: dict[str, Any] = {"flow_id": fid, "src_port": port, "sent": 0, "replies": 0}
+            rec["error"] = None
+            records.append(rec)
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(("0.0.0.0", port))
+                s.connect((a.vip, a.port))
+                s.setblocking(False)
+            except OSError as exc:
+                rec["error"] = f"{type(exc).__name__}: {exc}"
+                s.close()
+                continue
+            socks.append((s, rec))
+            for seq in range(a.packets):
+                try:
+                    s.send(encode_request(fid, seq, a.client_id, 64))
+                    rec["sent"] += 1
+                except OSError as exc:
+                    rec["error"] = f"{type(exc).__name__}: {exc}"
+            time.sleep(a.gap)
+        deadline = time.monotonic() + a.wait
+        while socks and time.monotonic() < deadline:
+            ready, _, _ = select.select([s for s, _ in socks], [], [], 0.1)
+            for s in ready:
+                try:
+                    data = s.recv(2048)
+                except OSError:
+                    continue
+                rep = decode_reply(data)
+                rec = next(r for x, r in socks if x is s)
+                if rep and rep[0] == rec["flow_id"]:
+                    rec["replies"] += 1
+    finally:
+        for s, _ in socks:
+            s.close()
+    return {"client": a.client_id, "udp": records}
 
 
 # --- robust ------------------------------------------------------------------------------------
@@ -413,6 +471,14 @@ def main(argv=None) -> int:
     mx.add_argument("--seed", type=int, default=11)
     mx.add_argument("--gap", type=float, default=0.02, help="seconds between bursts")
     mx.add_argument("--wait", type=float, default=2.0, help="seconds to wait for replies")
+    rs = sub.add_parser("resend")
+    rs.add_argument("--vip", required=True)
+    rs.add_argument("--port", type=int, required=True)
+    rs.add_argument("--flows", required=True, help="JSON: [[flow_id, src_port], ...], in order")
+    rs.add_argument("--packets", type=int, default=2, help="datagrams per flow, back to back")
+    rs.add_argument("--client-id", type=int, default=1)
+    rs.add_argument("--gap", type=float, default=0.001, help="seconds between flows")
+    rs.add_argument("--wait", type=float, default=1.0, help="seconds to wait for replies")
     cp = sub.add_parser("capture")
     cp.add_argument("--iface", required=True)
     cp.add_argument("--port", type=int, required=True)
@@ -422,12 +488,17 @@ def main(argv=None) -> int:
     cp.add_argument("--keep-marker", help="hex: also keep every frame holding these bytes")
     cp.add_argument("--keep-max", type=int, default=2000)
     cp.add_argument("--ignore-src", help="leave out IPv4 frames from this source address")
-    for sp in (pp, rb, mx, cp):
+    for sp in (pp, rb, mx, rs, cp):
         sp.add_argument("--out", required=True)
     a = p.parse_args(argv)
-    result = {"portpairs": portpairs, "robust": robust, "mixed": mixed, "capture": capture}[a.cmd](
-        a
-    )
+    commands = {
+        "portpairs": portpairs,
+        "robust": robust,
+        "mixed": mixed,
+        "resend": resend,
+        "capture": capture,
+    }
+    result = commands[a.cmd](a)
     write_json_atomic(a.out, result)
     return 0
 

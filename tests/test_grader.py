@@ -12,6 +12,7 @@ import csv
 import glob
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -176,10 +177,11 @@ def jail_leftovers() -> dict:
         for pid in r.stdout.split():
             try:
                 with open(f"/proc/{pid}/cgroup") as f:
-                    if "/vnflab/" in f.read():
-                        procs.append(int(pid))
+                    gradings = set(re.findall(r"/vnflab/(grade-[^/\s]+)", f.read()))
             except OSError:
-                pass
+                continue
+            if gradings and not any(grading_alive(g) for g in gradings):
+                procs.append(int(pid))
     groups = [
         g
         for g in glob.glob("/sys/fs/cgroup/*/vnflab/grade-*")

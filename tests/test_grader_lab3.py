@@ -8,6 +8,7 @@ vhost-user port, and a DPDK generator for the cost windows; about a minute in al
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -102,12 +103,54 @@ def test_lab3_per_packet_round_robin_loses_affinity(lab3):
     assert "flow id" in report and "reached b" in report
 
 
-def test_lab3_leaves_nothing_behind(lab3):
-    # (others may be grading labs 1 and 2 on this machine at the same time: look for lab 3's)
-    r = subprocess.run(
-        ["pgrep", "-u", "vnflab-student", "-f", "vnf.ways.dpdk_lb"], capture_output=True
+COST = "per-packet cost vs the reference (same run)"
+
+
+def test_lab3_a_forged_tsc_frequency_earns_no_cost_points(tmp_path):
+    """Issue 12: the busy cycles are the LB's own word. ``busyhz`` (the reference, whose stats
+    claim a TSC four times faster: a quarter of the busy time) loses the cost test with the
+    reason; it still starts and forwards. Only the tests the forgery aims at are graded."""
+    from grader.grade import grade
+    from vnf import dpdk
+
+    if not dpdk.available() or not os.path.exists(
+        "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk"
+    ):
+        pytest.skip("lab 3 needs the DPDK binding and ovs-vswitchd-dpdk")
+    sub = fixtures.build("busyhz", str(tmp_path / "busyhz"))
+    res = grade(
+        sub, 3, str(tmp_path / "out"), quick=True, include_hidden=False, tests=["starts", "cost"]
     )
-    assert r.returncode == 1, r.stdout
+    t = {x["name"]: x for x in res["tests"]}
+    assert t[STARTS]["score"] == t[STARTS]["max_score"], t[STARTS]["output"]
+    cost = t[COST]
+    assert cost["score"] == 0, cost["output"]
+    assert "could not be measured" in cost["output"] and "TSC of" in cost["output"], cost["output"]
+    assert "Grader note" not in res["output"], res["output"]  # the reference was measured
+
+
+def _dpdk_lbs_of_finished_gradings() -> list[int]:
+    """Lab 3 LB processes whose grading (named by their cgroup) is no longer running: others
+    may be grading on this machine at the same time, lab 3 included."""
+    from grader.grade import grading_alive
+
+    r = subprocess.run(
+        ["pgrep", "-u", "vnflab-student", "-f", "vnf.ways.dpdk_lb"], capture_output=True, text=True
+    )
+    left = []
+    for pid in r.stdout.split():
+        try:
+            with open(f"/proc/{pid}/cgroup") as f:
+                gradings = set(re.findall(r"/vnflab/(grade-[^/\s]+)", f.read()))
+        except OSError:
+            continue
+        if not any(grading_alive(g) for g in gradings):
+            left.append(int(pid))
+    return left
+
+
+def test_lab3_leaves_nothing_behind(lab3):
+    assert _dpdk_lbs_of_finished_gradings() == []
     root = "/var/lib/vnflab/grading"
     for d in os.listdir(root) if os.path.isdir(root) else []:
         try:

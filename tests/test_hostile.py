@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "hos
 import corpus  # noqa: E402
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
-TESTS = ["unit", "starts", "cost"]  # plus the hidden scenarios (eviction reads stats)
+TESTS = ["unit", "starts", "cost"]  # plus the hidden scenarios (eviction: by behaviour)
 
 
 @pytest.fixture(scope="module")
@@ -158,10 +158,33 @@ def test_links_and_fifos_are_refused_with_a_message(graded):
     assert "flowtable.py is a FIFO" in report
 
 
+EVICTION = "hidden: eviction under a 64-entry flow table"
+
+
 def test_a_stats_link_is_not_followed(graded):
+    """Its stats are only quoted (the eviction check is behavioural): the link is named, and
+    its table, the reference's, passes."""
     _, tests, _ = _results(graded, "statslink")
-    evict = tests["hidden: eviction under a 64-entry flow table"]
-    assert evict["score"] == 0 and "symbolic link" in evict["output"], evict["output"]
+    evict = tests[EVICTION]
+    assert "stats.json is a symbolic link" in evict["output"], evict["output"]
+    assert evict["score"] == evict["max_score"], evict["output"]
+
+
+def test_a_table_that_lies_in_its_stats_loses_exactly_the_eviction_points(graded):
+    """Issue 12, hole 5: a never-forgetting table whose stats claim evictions. The reference's
+    flow table is the student file (the unit checks pass); the LB swaps in the liar. Judged by
+    behaviour it loses the eviction scenario and nothing else; the reference passes it."""
+    ref, ref_tests, _ = _results(graded, "reference")
+    res, tests, _ = _results(graded, "tablelie")
+    evict = tests[EVICTION]
+    assert ref_tests[EVICTION]["score"] == ref_tests[EVICTION]["max_score"]
+    assert "re-placed after the pool grew" in ref_tests[EVICTION]["output"]
+    assert evict["score"] == 0, evict["output"]
+    assert "0 of " in evict["output"] and "it never evicts" in evict["output"], evict["output"]
+    assert "evictions" in evict["output"]  # its lie, quoted as not graded
+    assert res["score"] == res["max_score"] - evict["max_score"], [
+        (k, t["score"], t["output"][:300]) for k, t in tests.items() if t["score"] < t["max_score"]
+    ]
 
 
 def test_forged_unit_verdicts_earn_nothing(graded):

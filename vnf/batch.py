@@ -51,6 +51,7 @@ from __future__ import annotations
 import numpy as np
 
 from vnf.backends import Backend, BackendPool
+from vnf.hashing import cache_bits, cache_slot
 from vnf.packet import NOT_FOR_VIP, REASONS
 
 try:  # the C kernel (setup.py build_ext)
@@ -74,10 +75,9 @@ class BatchFlowCache:
     def __init__(self, flow_capacity: int, idle_timeout: float, protos=frozenset()):
         if _fastpath is None:
             raise RuntimeError("vnf._fastpath is not built: python setup.py build_ext --inplace")
-        capacity = 1 << max(0, int(flow_capacity) - 1).bit_length()  # power of two >= it
-        self.capacity = capacity
+        self.bits = cache_bits(flow_capacity)
+        capacity = self.capacity = 1 << self.bits
         self.mask = np.uint32(capacity - 1)
-        self.bits = capacity.bit_length() - 1
         self.idle_timeout = idle_timeout
         self.hash = np.zeros(capacity, np.uint32)
         self.backend = np.full(capacity, -1, np.int32)
@@ -98,10 +98,8 @@ class BatchFlowCache:
         self.version = 0  # +1 whenever alive or choice is replaced
 
     def slot(self, flow_hash: int) -> int:
-        """Where a flow lives: Fibonacci hashing (the top bits of hash * 2^32/phi), because
-        CRC-32 is linear and flows differing in a few bits (stepped source ports) would share
-        few low-bit patterns. The C kernel computes the same (nf_cache_slot in nf.h)."""
-        return ((flow_hash * 2654435769) & 0xFFFFFFFF) >> (32 - self.bits) if self.bits else 0
+        """Where a flow lives (:func:`cache_slot`)."""
+        return cache_slot(flow_hash, self.bits)
 
     def ways(self, flow_hash: int) -> tuple:
         """The two slots a flow may occupy (two-way set associative, as nf_cache_lookup)."""

@@ -232,6 +232,24 @@ FIXTURES = {
             ]
         },
     ),
+    # Lab 3: the reference, but its stats claim a TSC four times faster than the machine's:
+    # its busy cycles would read as a quarter of the time (issue 12: self-reported counters).
+    "busyhz": (
+        3,
+        {
+            "dpdk_lb.py": [
+                (
+                    "    # --- the hot loop ---",
+                    "    def extra_stats(self) -> dict:\n"
+                    "        out = super().extra_stats()\n"
+                    '        if out.get("busy"):                # FORGED: a 4x faster clock\n'
+                    '            out["busy"]["tsc_hz"] *= 4\n'
+                    "        return out\n\n"
+                    "    # --- the hot loop ---",
+                )
+            ]
+        },
+    ),
 }
 
 

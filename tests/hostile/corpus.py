@@ -19,6 +19,9 @@ directory; ``HOSTILE`` says what each attacks and what it may score at most.
   from the grader alone (hole 5).
 - ``reportforge``: exception messages and log lines that would close a Markdown fence and render
   "# Score: 105/105" and raw HTML in report.md (hole 8).
+- ``tablelie``: the reference, but its LB swaps in a flow table that never forgets and whose
+  stats claim a bounded table that evicts (hole 5: every flow-table stat is self-reported);
+  only the hidden eviction scenario, judged by behaviour, may catch it.
 """
 
 from __future__ import annotations
@@ -102,6 +105,40 @@ def _hostile_flood(fd):
             os.write(fd, chunk)
         except OSError:
             return
+'''
+
+_TABLE_LIE = '''
+class _TableThatLies:
+    """Never forgets a flow; its stats say it is bounded and evicts (what the grader once read)."""
+
+    def __init__(self, capacity, idle_timeout):
+        self.capacity, self.idle_timeout = capacity, idle_timeout
+        self.entries, self.misses = {}, 0
+
+    def lookup(self, key, now):
+        value = self.entries.get(key)
+        self.misses += value is None
+        return value
+
+    def insert(self, key, value, now):
+        self.entries[key] = value
+
+    def remove(self, key):
+        return self.entries.pop(key, None) is not None
+
+    def expire(self, now):
+        return 0
+
+    def recent(self, n, now):
+        return []
+
+    def __len__(self):
+        return min(len(self.entries), self.capacity)
+
+    def stats(self):
+        size = min(len(self.entries), self.capacity)
+        return {"size": size, "capacity": self.capacity, "hits": 0, "misses": self.misses,
+                "evictions": len(self.entries) - size, "expirations": 0}
 '''
 
 _REPORT_FORGE_MSG = (
@@ -190,6 +227,11 @@ def build(name: str, dest: str) -> None:
         )
         _write(dest, "socket_lb.py", _lb_setup_hook(_FLOOD, "_hostile_flood(1)"))
         return
+    if name == "tablelie":
+        _write(dest, "flowtable.py", _reference("flowtable.py"))
+        call = "self.lb.flows = _TableThatLies(self.config.flow_capacity, self.config.idle_timeout)"
+        _write(dest, "socket_lb.py", _lb_setup_hook(_TABLE_LIE, call))
+        return
     if name == "tamper":
         _write(dest, "flowtable.py", _reference("flowtable.py"))
         _write(dest, "socket_lb.py", _lb_setup_hook(_TAMPER, "_hostile_tamper()"))
@@ -220,9 +262,16 @@ def build(name: str, dest: str) -> None:
 # name -> (what it attacks, the tests it may score on at most: its honest part)
 HOSTILE = {
     "links": ("symbolic links, a FIFO and a directory link where the files should be", set()),
+    # its stats are quoted in the eviction scenario's output, never graded: it may pass it
     "statslink": (
         "its stats file a link to the plan; reads of the plan, facts, /etc/shadow",
-        {"unit", "starts", "cost", "hidden: two backends, hash policy, UDP-heavy mix"},
+        {
+            "unit",
+            "starts",
+            "cost",
+            "hidden: two backends, hash policy, UDP-heavy mix",
+            "hidden: eviction under a 64-entry flow table",
+        },
     ),
     "forger": (
         "forged unit-check verdicts and garbage on every descriptor",
@@ -256,4 +305,8 @@ HOSTILE = {
         },
     ),
     "reportforge": ("a Markdown fence and a forged score in its messages and its log", {"unit"}),
+    "tablelie": (
+        "a flow table that never forgets, with stats that say it evicts",
+        {"unit", "starts", "cost", "hidden: two backends, hash policy, UDP-heavy mix"},
+    ),
 }
