@@ -25,6 +25,7 @@ This module only puts those steps in order, for one submission (``grade``) or a 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -50,6 +51,10 @@ from testbed.poolchange import QUICK_TIMING
 GRADING_ROOT = "/var/lib/vnflab/grading"
 CAPS = {"socket": (), "afpacket": ("net_raw",), "dpdk": ()}
 LOCK_NAME = "grading.lock"  # held (flock) for as long as the grading runs
+# Held (flock) by the one DPDK-way grading running on this machine: each pins its poll-mode LB
+# and OVS-DPDK's PMD to the same cores, so two at once (two grade-all runs, say) starve each
+# other's LB and a correct submission can lose traffic points. Others wait for it.
+DPDK_LOCK = os.path.join(GRADING_ROOT, "dpdk-grading.lock")
 PUBLIC_TESTS = [
     "unit",
     "starts",
@@ -158,6 +163,28 @@ def run_sandbox(plan: dict, workdir: str) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def machine_cores(way: str):
+    """A DPDK-way grading holds ``DPDK_LOCK`` while its sandbox runs (see there); other ways
+    share the machine freely."""
+    if way != "dpdk":
+        yield
+        return
+    fd = os.open(DPDK_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(
+                "vnflab grade: another DPDK grading runs on this machine; waiting for it",
+                file=sys.stderr,
+            )
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def grade(
     submission: str,
     lab_number,
@@ -195,7 +222,8 @@ def grade(
             try:
                 files = prepare_workdir(lab, submission, workdir)
                 plan = make_plan(lab, files, workdir, quick, include_hidden, tests)
-                facts = run_sandbox(plan, workdir)
+                with machine_cores(lab.way):
+                    facts = run_sandbox(plan, workdir)
                 scorer = Scorer(lab, plan, facts, files["missing"], quick, refused=files["refused"])
                 results_tests = scorer.score()
                 scorer.details.extend(ship_split_flows(facts, workdir, out))
