@@ -107,16 +107,14 @@ class Recipe:
         raise KeyError(self.name)
 
 
-# expected_s: measured on the reference machine (2 cores, shared and loaded) on 2026-12-07.
-# multicore: 57 s / 205 s were measured while every DPDK pipeline run failed at start (the
-# bench measures style fused first, which the pipeline model refuses); its 2 / 6 pipeline runs
-# would add about 40 s / 2.5 min, included below.
+# expected_s: measured on the reference machine (2 cores, shared and loaded) on 2026-12-07;
+# multicore's full size again with its pipeline runs (3:13, load average 1.7 before).
 RECIPES = {
     r.name: r
     for r in (
         Recipe("kernel-vs-bypass", "01-kernel-vs-bypass.ipynb", {"quick": 60, "full": 315}),
         Recipe("batching", "02-batching.ipynb", {"quick": 50, "full": 305}),
-        Recipe("multicore", "03-multicore.ipynb", {"quick": 100, "full": 350}),
+        Recipe("multicore", "03-multicore.ipynb", {"quick": 100, "full": 195}),
         Recipe("affinity-and-hashing", "04-affinity-and-hashing.ipynb", {"quick": 10, "full": 110}),
     )
 }
