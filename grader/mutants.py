@@ -14,13 +14,18 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 
 from grader.grade import grade_all
+from grader.labconfig import REPO
 
 
 def corpus():
-    """The corpus module (it lives with the tests: never released, never in a student's jail)."""
+    """The corpus module (it lives with the tests: never released, never in a student's jail).
+    The checkout's root goes on the path: the installed ``vnflab`` command does not have it."""
+    if REPO not in sys.path:
+        sys.path.insert(0, REPO)
     from tests.grader_fixtures import mutants
 
     return mutants
@@ -67,9 +72,9 @@ def grade_mutants(
     """Grade the lab's mutants (or ``only`` those) and ``references`` copies of the reference
     alongside (it must lose nothing: the reference-vs-reference cost ratios are the spread
     the cost thresholds must clear)."""
-    from tests.grader_fixtures.make import LAB_FILES, REPO
-
     m = corpus()
+    from tests.grader_fixtures.make import LAB_FILES
+
     names = only or m.for_lab(lab)
     bad = [n for n in names if n not in m.MUTANTS or m.MUTANTS[n].lab != lab]
     if bad:
