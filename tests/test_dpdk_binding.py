@@ -347,13 +347,21 @@ def test_batch_rewrites_macs_and_nat_with_valid_checksums():
         oob = None
     except IndexError as e:
         oob = str(e)
+    # set_macs holds the index it had last: the same array again is read afresh
+    held = np.full(n, -1, np.int32)
+    held_counts = [r.set_macs(held, macs, src)]
+    held[0] = 2
+    held_counts.append(r.set_macs(held, macs, src))
+    mac0 = r.frame(0)[:6].hex()
     r.free()
-    out(idx=idx.tolist(), nm=nm, nn=nn, ns=ns, dst=dst, srcs=srcs, oob=oob)
+    out(idx=idx.tolist(), nm=nm, nn=nn, ns=ns, dst=dst, srcs=srcs, oob=oob,
+        held_counts=held_counts, mac0=mac0)
     """,
     )
     n = len(frames)
     assert res["nm"] == n - 2 and res["nn"] == n - 2 and res["ns"] == n - 1
     assert res["oob"] and "beyond mac_table" in res["oob"]
+    assert res["held_counts"] == [0, 1] and res["mac0"] == "0a0000000003"
     ips = ["10.0.10.1", "10.0.10.2", "10.0.10.3"]
 
     def checksums_ok(pkt):

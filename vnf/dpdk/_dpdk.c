@@ -149,6 +149,9 @@ static PyTypeObject MempoolType = {
 };
 
 /* ------------------------------------------------------------------ Burst */
+/* read-only integer index array (any integer dtype) */
+typedef struct { Py_buffer v; int is_signed; } IdxBuf;
+
 typedef struct {
     PyObject_HEAD
     uint16_t n, cap;
@@ -161,6 +164,8 @@ typedef struct {
     uint8_t *reason;
     PyObject *parse_into;       /* the ParseArrays whose block parse_view holds (or NULL) */
     Py_buffer parse_view;
+    PyObject *index_of;         /* the index array set_macs had last, held in index_view */
+    IdxBuf index_view;
 } BurstObject;
 
 static PyTypeObject BurstType;
@@ -181,6 +186,7 @@ static BurstObject *burst_new(Py_ssize_t cap)
     b->t_pkts = 0;
     b->acct = NULL;
     b->parse_into = NULL;
+    b->index_of = NULL;
     b->pkts = PyMem_Calloc(cap, sizeof(*b->pkts));
     b->parsed = PyMem_Calloc(cap, sizeof(*b->parsed));
     b->reason = PyMem_Calloc(cap, 1);
@@ -215,9 +221,18 @@ static void burst_unpin_parse(BurstObject *b)
     }
 }
 
+static void burst_unpin_index(BurstObject *b)
+{
+    if (b->index_of) {
+        PyBuffer_Release(&b->index_view.v);
+        Py_CLEAR(b->index_of);
+    }
+}
+
 static void Burst_dealloc(BurstObject *self)
 {
     burst_unpin_parse(self);
+    burst_unpin_index(self);
     if (self->pkts) {
         if (eal_state == 1)
             burst_stop_timer(self, rte_rdtsc());
@@ -481,8 +496,6 @@ static PyObject *Burst_parse(BurstObject *self, PyObject *arrays)
     return PyLong_FromSsize_t(n);
 }
 
-/* read-only integer index array (any integer dtype) */
-typedef struct { Py_buffer v; int is_signed; } IdxBuf;
 
 static int get_index(PyObject *o, IdxBuf *ib, Py_ssize_t n, const char *what)
 {
@@ -542,8 +555,10 @@ set_macs_loop(BurstObject *self, const void *index, Py_ssize_t itemsize, int is_
 
 /* set_macs(index, mac_table, src_mac) -> number rewritten. Packet i gets dst MAC
  * mac_table[index[i]] (6 bytes each) and src MAC src_mac; skipped when the packet failed
- * to parse (after parse()) or index[i] < 0. Called once per burst by the vector styles: the
- * tables come as bytes (read in place, no buffer request), anything else with a buffer works. */
+ * to parse (after parse()) or index[i] < 0. Called once per burst by the vector styles, which
+ * pass the same choice array burst after burst: the burst holds the buffer of the index it had
+ * last (so, like a numpy array that is exported, that object cannot be resized meanwhile), and
+ * the tables come as bytes, read in place; anything else with a buffer works too. */
 static PyObject *Burst_set_macs(BurstObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 3)
@@ -576,13 +591,21 @@ static PyObject *Burst_set_macs(BurstObject *self, PyObject *const *args, Py_ssi
         PyErr_SetString(PyExc_ValueError, "src_mac must be 6 bytes, mac_table 6*k bytes");
         goto out;
     }
-    if (get_index(args[0], &ib, self->n, "index") < 0)
-        goto out;
+    if (args[0] != self->index_of || self->index_view.v.len / self->index_view.v.itemsize <
+                                         self->n) {
+        if (get_index(args[0], &ib, self->n, "index") < 0)
+            goto out;
+        burst_unpin_index(self);                /* held until another index comes */
+        Py_INCREF(args[0]);
+        self->index_of = args[0];
+        self->index_view = ib;
+    }
+    const IdxBuf *idx = &self->index_view;
     int64_t nmac = table_len / 6;
-    long done = ib.v.itemsize == 4 && ib.is_signed    /* int32: a BatchFlowCache choice */
-                    ? set_macs_loop(self, ib.v.buf, 4, 1, table, nmac, src)
-                    : set_macs_loop(self, ib.v.buf, ib.v.itemsize, ib.is_signed, table, nmac, src);
-    PyBuffer_Release(&ib.v);
+    long done = idx->v.itemsize == 4 && idx->is_signed  /* int32: a BatchFlowCache choice */
+                    ? set_macs_loop(self, idx->v.buf, 4, 1, table, nmac, src)
+                    : set_macs_loop(self, idx->v.buf, idx->v.itemsize, idx->is_signed, table,
+                                    nmac, src);
     if (done >= 0)
         ret = PyLong_FromLong(done);
 out:
