@@ -1,6 +1,7 @@
 """The vectorised decision's C kernel (vnf._fastpath.cache_lookup: nf_for_vip + nf_cache_lookup
 in vnf/csrc/nf.h) against a straightforward Python reference, on random inputs, with plain and
-strided (record-array) columns and pinned or plain arrays; then LoadBalancer.backends_for_batch
+strided (record-array) columns, pinned or plain arrays, called with its arguments or bound once
+(CacheLookup); then LoadBalancer.backends_for_batch
 over both column kinds (DPDK ParseArrays, AF_PACKET ring records) against handle_frame."""
 
 import numpy as np
@@ -82,10 +83,11 @@ packet = st.tuples(
     reuse_hashes=st.booleans(),
     strided=st.booleans(),
     pinned=st.booleans(),
+    bound=st.booleans(),
     extra=st.integers(0, 3),
 )
 def test_kernel_equals_the_python_reference(
-    packets, slots_log2, entries, alive, protos, reuse_hashes, strided, pinned, extra
+    packets, slots_log2, entries, alive, protos, reuse_hashes, strided, pinned, bound, extra
 ):
     slots = 1 << slots_log2
     cache = {
@@ -118,9 +120,11 @@ def test_kernel_equals_the_python_reference(
     if pinned:
         columns = tuple(fastpath.pin(c) for c in columns)
         table = tuple(fastpath.pin(a) for a in table)
-    got = fastpath.cache_lookup(
-        n, 7.5, columns, vip, table, fastpath.pin(choice) if pinned else choice
-    )
+    out = fastpath.pin(choice) if pinned else choice
+    if bound:  # the arguments checked and held once, then one burst through them
+        got = fastpath.CacheLookup(columns, vip, table, out).lookup(n, 7.5)
+    else:
+        got = fastpath.cache_lookup(n, 7.5, columns, vip, table, out)
     assert got == counts
     assert choice[:n].tolist() == expected
     assert (choice[n:] == 99).all()  # nothing written past n
@@ -151,6 +155,14 @@ def test_kernel_refuses_bad_arrays():
         fastpath.cache_lookup(4, 0.0, ok_cols, vip, table, fastpath.pin(ro))
     with pytest.raises(TypeError, match="tuples"):
         fastpath.cache_lookup(4, 0.0, list(ok_cols), vip, table, choice)
+    bound = fastpath.CacheLookup(ok_cols, vip, table, choice)  # the same checks, once
+    assert bound.lookup(4, 0.0) == (4, 0, 0)
+    with pytest.raises(ValueError, match="0..4"):  # more packets than the columns hold
+        bound.lookup(5, 0.0)
+    with pytest.raises(TypeError, match="dst_ip"):
+        fastpath.CacheLookup(ok_cols[:2] + (col.astype(">u4"),) + ok_cols[3:], vip, table, choice)
+    with pytest.raises(ValueError, match="power-of-two"):
+        fastpath.CacheLookup(ok_cols, vip, (np.zeros(6, np.uint32),) + table[1:], choice)
 
 
 # --- LoadBalancer.backends_for_batch over both column kinds ----------------------------------

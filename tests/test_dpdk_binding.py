@@ -256,6 +256,21 @@ def test_c_parse_equals_python_parse():
     d = {f: np.zeros(64, getattr(a, f).dtype) for f in fields if f not in ("l3_offset", "vlan")}
     r.parse(d)
     res["dict_same"] = all(d[f][:n].tolist() == res[f] for f in d)
+    # parse() holds the block of the ParseArrays it parsed into last: switching between two
+    # (and back, into a cleared one) must still fill the one passed
+    b = dpdk.ParseArrays(64)
+    r.parse(b)
+    a.hash[:] = 0
+    a.reason[:] = 0
+    r.parse(a)
+    res["switch_same"] = all(
+        getattr(x, f)[:n].tolist() == res[f] for x in (a, b) for f in fields
+    )
+    try:
+        r.parse(dpdk.ParseArrays(2))
+        res["too_small"] = "no error"
+    except ValueError as e:
+        res["too_small"] = str(e)
     res["reasons"] = a.reasons(n)
     res["flow_i"] = [r.flow(i) for i in range(n)]          # the per-packet style's parse
     res["reason_i"] = [r.reason(i) for i in range(n)]
@@ -265,7 +280,8 @@ def test_c_parse_equals_python_parse():
     out(n=n, **res)
     """,
     )
-    assert res["n"] == len(frames) and res["dict_same"]
+    assert res["n"] == len(frames) and res["dict_same"] and res["switch_same"]
+    assert res["too_small"] == f"ParseArrays for 2 packets, burst has {len(frames)}"
     assert res["rewritten"] == "0a00000000010affffffff00"
     for i, f in enumerate(frames):
         p = parse_frame(f)
@@ -331,13 +347,21 @@ def test_batch_rewrites_macs_and_nat_with_valid_checksums():
         oob = None
     except IndexError as e:
         oob = str(e)
+    # set_macs holds the index it had last: the same array again is read afresh
+    held = np.full(n, -1, np.int32)
+    held_counts = [r.set_macs(held, macs, src)]
+    held[0] = 2
+    held_counts.append(r.set_macs(held, macs, src))
+    mac0 = r.frame(0)[:6].hex()
     r.free()
-    out(idx=idx.tolist(), nm=nm, nn=nn, ns=ns, dst=dst, srcs=srcs, oob=oob)
+    out(idx=idx.tolist(), nm=nm, nn=nn, ns=ns, dst=dst, srcs=srcs, oob=oob,
+        held_counts=held_counts, mac0=mac0)
     """,
     )
     n = len(frames)
     assert res["nm"] == n - 2 and res["nn"] == n - 2 and res["ns"] == n - 1
     assert res["oob"] and "beyond mac_table" in res["oob"]
+    assert res["held_counts"] == [0, 1] and res["mac0"] == "0a0000000003"
     ips = ["10.0.10.1", "10.0.10.2", "10.0.10.3"]
 
     def checksums_ok(pkt):

@@ -7,7 +7,7 @@
 The packets come as columns: 1-D arrays ``hash`` (uint32, ``vnf.hashing.flow_hash`` as the C
 parsers compute it), ``reason`` (uint8, index into ``vnf.packet.REASONS``, 0 = parsed),
 ``dst_ip`` (uint32), ``dst_port`` (uint16) and ``proto`` (uint8): either as attributes that stay
-the same arrays from call to call (``vnf.dpdk.ParseArrays``; pinned once, see below) or as
+the same arrays from call to call (``vnf.dpdk.ParseArrays``; bound once, see below) or as
 fields of a numpy record array (the AF_PACKET ring's ``batch.packets``; any stride, no copy).
 
 Per packet the answer is what ``handle_frame`` then ``backend_for`` would give: an unparsed
@@ -19,9 +19,11 @@ How: ``vnf._fastpath.cache_lookup`` (C, ``nf_for_vip`` + ``nf_cache_lookup`` in
 ``vnf/csrc/nf.h``) does the service check and the flow-state lookup for the whole burst and
 marks misses; the misses (new flows) are then filled one at a time in Python from the pool's
 choice *for that hash* (``BackendPool.choose_by_hash``). In steady state almost every packet
-hits, so the burst costs one C call: no Python, and no numpy call, per packet. The arrays the
-call needs (the cache's, the columns of a ``ParseArrays``) are pinned once (``_fastpath.pin``):
-asking numpy for ten buffers per burst would cost more than the lookup.
+hits, so the burst costs one C call: no Python, and no numpy call, per packet. What is left is
+a fixed cost per burst, so it is kept small: the arrays the call needs (the cache's, the columns
+of a ``ParseArrays``) are checked and held once (``_fastpath.CacheLookup``; a record array,
+new per ring block, gets the cache's arrays pinned once, ``_fastpath.pin``): asking numpy for
+ten buffers per burst would cost more than the lookup.
 
 The flow state is a :class:`BatchFlowCache`, not the ``FlowTable``: a table keyed by the 32-bit
 flow hash (a hit when a slot holds that hash and a backend that still serves). Where it differs
@@ -92,9 +94,11 @@ class BatchFlowCache:
         self.pins = self._table_pins + (_fastpath.pin(self.alive),)
         self.choice = np.zeros(0, np.int32)  # the kernel's output, grown to the largest burst
         self.choice_pin = _fastpath.pin(self.choice)
-        self._choice_views: dict = {}
-        self._columns: object = None
-        self._columns_args: tuple | None = None
+        self.choice_views = ChoiceViews(self.choice)
+        # decide()'s kernel bound to one column holder (a ParseArrays) and the arrays above:
+        # made on its first burst, again after sync() or grow_choice() replaced an array
+        self._bound_columns: object = None
+        self._bound: _fastpath.CacheLookup | None = None
         self.version = 0  # +1 whenever alive or choice is replaced
 
     def slot(self, flow_hash: int) -> int:
@@ -106,36 +110,33 @@ class BatchFlowCache:
         first = self.slot(flow_hash)
         return (first, first ^ 1) if self.bits else (first,)
 
-    def columns_args(self, columns, n: int) -> tuple:
-        """The packet columns as the kernel takes them. A column holder that is not an array
-        (ParseArrays) keeps its arrays: pinned on first sight, reused while it is the same
-        object. A record array (a ring block's packets) is new per block: its fields are
-        passed as they are (strided views, no copy)."""
-        if columns is self._columns and self._columns_args is not None:
-            return self._columns_args
-        if isinstance(columns, np.ndarray):
-            args = tuple(columns[name] for name in self.COLUMNS)
-            self.grow_choice(n)
-            return args
-        args = tuple(_fastpath.pin(getattr(columns, name)) for name in self.COLUMNS)
+    def bind(self, lb, columns) -> _fastpath.CacheLookup:
+        """The kernel for ``columns`` (a holder of arrays that stay the same from burst to burst,
+        a ``ParseArrays``) with every argument checked and held once (``_fastpath.CacheLookup``):
+        a burst then passes only its size and the time. Kept while the holder is the same."""
         self.grow_choice(len(columns.hash))
-        self._columns, self._columns_args = columns, args
-        return args
+        packet_columns = tuple(getattr(columns, name) for name in self.COLUMNS)
+        vip = (lb.vip, lb.port, self.proto_mask)
+        self._bound = _fastpath.CacheLookup(packet_columns, vip, self.pins, self.choice)
+        self._bound_columns = columns
+        return self._bound
+
+    def lookup_block(self, lb, columns: np.ndarray, n: int, now: float) -> tuple:
+        """The kernel over a record array (a ring block's packets: a new array per block, its
+        fields passed as they are, strided views, no copy). Returns (parsed, valid, hits)."""
+        self.grow_choice(n)
+        packet_columns = tuple(columns[name] for name in self.COLUMNS)
+        vip = (lb.vip, lb.port, self.proto_mask)
+        return _fastpath.cache_lookup(n, now, packet_columns, vip, self.pins, self.choice_pin)
 
     def grow_choice(self, n: int) -> None:
         """Room for ``n`` verdicts in ``choice`` (a new array bumps ``version``)."""
         if len(self.choice) < n:
             self.choice = np.zeros(max(n, 2 * len(self.choice)), np.int32)
             self.choice_pin = _fastpath.pin(self.choice)
-            self._choice_views = {}
+            self.choice_views = ChoiceViews(self.choice)
+            self._bound_columns = self._bound = None
             self.version += 1
-
-    def choice_view(self, n: int) -> np.ndarray:
-        """``choice[:n]``, made once per burst size (slicing costs ~0.2 us)."""
-        view = self._choice_views.get(n)
-        if view is None:
-            view = self._choice_views[n] = self.choice[:n]
-        return view
 
     def follows(self, pool: BackendPool) -> bool:
         """True if ``alive`` is up to date with the pool (else call :meth:`sync`)."""
@@ -149,6 +150,7 @@ class BatchFlowCache:
                 alive[pool.index_of(b)] = True
         self.alive = alive
         self.pins = self._table_pins + (_fastpath.pin(alive),)
+        self._bound_columns = self._bound = None
         self.version += 1
         self.alive_ref, self.table_ref = pool.alive_names, pool.table
 
@@ -157,11 +159,22 @@ class BatchFlowCache:
     def decide(self, lb, columns, n: int, now: float) -> np.ndarray:
         """``lb``'s backend for each of the ``n`` packets in ``columns`` (see the module
         docstring): an int32 array of n, the backend's ``pool.index_of`` number per packet, -1
-        to drop. Valid until the next call (it is reused)."""
-        packet_args = self.columns_args(columns, n)  # pinned: the same objects each burst
-        counts = _fastpath.cache_lookup(  # C: the whole burst
-            n, now, packet_args, (lb.vip, lb.port, self.proto_mask), self.pins, self.choice_pin
-        )
+        to drop. Valid until the next call (it is reused).
+
+        Per burst this is a fixed cost, paid again by every burst: one C call, and in the
+        common case (every packet a known flow) two counters; only drops and new flows take
+        :meth:`settle`."""
+        bound = self._bound
+        if bound is not None and columns is self._bound_columns:  # the ParseArrays of last time
+            counts = bound.lookup(n, now)
+        elif isinstance(columns, np.ndarray):
+            counts = self.lookup_block(lb, columns, n, now)
+        else:
+            counts = self.bind(lb, columns).lookup(n, now)
+        if counts[2] == n:  # all hits
+            self.hits += n
+            lb.count_forwarded(n)
+            return self.choice_views[n]
         return self.settle(lb, columns, n, counts, now)
 
     def settle(self, lb, columns, n: int, counts: tuple, now: float) -> np.ndarray:
@@ -169,7 +182,7 @@ class BatchFlowCache:
         (parsed, valid, hits), its verdicts in ``choice``): ``lb``'s counters in bulk, the drop
         reasons, and the misses (new flows) decided one by one. Returns the choices."""
         parsed, valid, hits = counts
-        choice = self.choice_view(n)
+        choice = self.choice_views[n]
         self.hits += hits
         lb.count_forwarded(hits)
         if valid < n:  # drops, counted in bulk
@@ -246,6 +259,19 @@ class BatchFlowCache:
             "evictions": self.evictions,
             "expirations": self.expirations,
         }
+
+
+class ChoiceViews(dict):
+    """``choice[:n]`` by ``n``, each made once: slicing costs ~0.2 us, and a dict subscript that
+    finds it is no Python call (``__missing__`` runs only for a burst size not seen yet)."""
+
+    def __init__(self, choice: np.ndarray):
+        super().__init__()
+        self.choice = choice
+
+    def __missing__(self, n: int) -> np.ndarray:
+        view = self[n] = self.choice[:n]
+        return view
 
 
 def _column(columns, name: str) -> np.ndarray:

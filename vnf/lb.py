@@ -205,7 +205,10 @@ class LoadBalancer:
         ``handle_frame`` would. The flow state is a hash-keyed cache, not the flow table, and
         the machinery (numpy, the C kernel) lives in ``vnf.batch``, which says how it differs.
         """
-        return self.prepared_batch_cache().decide(self, columns, n, now)
+        cache = self.batch_cache
+        if cache is None or not cache.follows(self.pool):  # first use, or the pool changed
+            cache = self.prepared_batch_cache()
+        return cache.decide(self, columns, n, now)
 
     def settle_batch(self, columns, n: int, counts: tuple, now: float):
         """The Python half of a burst a C kernel looked up in ``batch_cache`` itself (the fused

@@ -6,7 +6,9 @@
  * into caller-owned arrays (numpy arrays in practice), so the Python loop only does the flow-table
  * lookup. cache_lookup() is the other half of a vectorised burst: the VIP check and the flow
  * cache lookup (nf_for_vip, nf_cache_lookup) for the whole burst in one call, over the same
- * columns (strided: numpy record-array fields work) and the arrays of vnf.lb.BatchFlowCache.
+ * columns (strided: numpy record-array fields work) and the arrays of vnf.batch.BatchFlowCache;
+ * CacheLookup is the same with its arguments checked and held once, for a loop that looks up
+ * every burst in the same arrays (a burst then pays for its packets, not for its arguments).
  * The other functions exist mainly so tests can compare C with vnf/packet.py and
  * vnf/rewrite.py.
  *
@@ -376,31 +378,50 @@ PyDoc_STRVAR(cache_lookup_doc,
 "Any array may be passed as a Pinned (pin()) to skip asking for its buffer on every call.\n"
 "Returns how many packets parsed (reason 0), were to balance, and hit.");
 
-static PyObject *cache_lookup(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
+/* The arguments of a lookup, checked and held: the packet columns, the VIP, the cache arrays and
+ * the choice output (cache_lookup takes them per call; a CacheLookup holds them). */
+enum { HASH, REASON, DST_IP, DST_PORT, PROTO, C_HASH, C_BACKEND, C_SEEN, ALIVE, CHOICE, NCOLS };
+
+struct lookup_args {
+    struct column c[NCOLS];
+    int got;                  /* columns acquired (released by lookup_release) */
+    struct nf_vip vip;
+    struct nf_cache cache;
+    Py_ssize_t packets;       /* the most packets every packet column (and choice) holds */
+};
+
+static void lookup_release(struct lookup_args *a)
 {
-    if (nargs != 6)
-        return PyErr_Format(PyExc_TypeError, "cache_lookup() takes 6 arguments (%zd given)",
-                            nargs);
-    PyObject *o_cols = args[2], *o_vip = args[3], *o_cache = args[4];
+    for (int k = 0; k < a->got; k++)
+        if (a->c[k].owned)
+            PyBuffer_Release(&a->c[k].view);
+    a->got = 0;
+}
+
+/* Check and acquire the arguments (see cache_lookup_doc) for bursts of up to n packets. */
+static int lookup_bind(struct lookup_args *a, Py_ssize_t n, PyObject *o_cols, PyObject *o_vip,
+                       PyObject *o_cache, PyObject *o_choice)
+{
+    a->got = 0;
     if (!PyTuple_Check(o_cols) || PyTuple_GET_SIZE(o_cols) != 5 || !PyTuple_Check(o_vip) ||
-        PyTuple_GET_SIZE(o_vip) != 3 || !PyTuple_Check(o_cache) || PyTuple_GET_SIZE(o_cache) != 4)
-        return PyErr_Format(PyExc_TypeError, "cache_lookup: columns, vip, cache must be tuples "
-                            "of 5, 3 and 4 items");
-    Py_ssize_t n = PyLong_AsSsize_t(args[0]);
-    double now = PyFloat_AsDouble(args[1]);
+        PyTuple_GET_SIZE(o_vip) != 3 || !PyTuple_Check(o_cache) || PyTuple_GET_SIZE(o_cache) != 4) {
+        PyErr_SetString(PyExc_TypeError, "cache_lookup: columns, vip, cache must be tuples of 5, "
+                        "3 and 4 items");
+        return -1;
+    }
     unsigned long vip_ip = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(o_vip, 0));
     long vip_port = PyLong_AsLong(PyTuple_GET_ITEM(o_vip, 1));
     unsigned long long proto_mask = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(o_vip, 2));
     if (PyErr_Occurred())
-        return NULL;
-    if (n < 0)
-        return PyErr_Format(PyExc_ValueError, "n: must be >= 0, got %zd", n);
-    if (vip_ip > UINT32_MAX || vip_port < 0 || vip_port > 0xffff)
-        return PyErr_Format(PyExc_ValueError, "vip/port out of range: %lu, %ld", vip_ip,
-                            vip_port);
-
-    enum { HASH, REASON, DST_IP, DST_PORT, PROTO, C_HASH, C_BACKEND, C_SEEN, ALIVE, CHOICE,
-           NCOLS };
+        return -1;
+    if (n < 0) {
+        PyErr_Format(PyExc_ValueError, "n: must be >= 0, got %zd", n);
+        return -1;
+    }
+    if (vip_ip > UINT32_MAX || vip_port < 0 || vip_port > 0xffff) {
+        PyErr_Format(PyExc_ValueError, "vip/port out of range: %lu, %ld", vip_ip, vip_port);
+        return -1;
+    }
     static const struct { const char *name, *kinds; Py_ssize_t size; int writable, packet; }
     spec[NCOLS] = {
         {"hash", "bBhHiIlLqQ", 4, 0, 1},          {"reason", "bB", 1, 0, 1},
@@ -414,15 +435,19 @@ static PyObject *cache_lookup(PyObject *Py_UNUSED(self), PyObject *const *args, 
         objs[HASH + k] = PyTuple_GET_ITEM(o_cols, k);
     for (int k = 0; k < 4; k++)
         objs[C_HASH + k] = PyTuple_GET_ITEM(o_cache, k);
-    objs[CHOICE] = args[5];
-    struct column c[NCOLS];
-    int got = 0;
-    PyObject *result = NULL;
-    for (; got < NCOLS; got++)
-        if (get_column(objs[got], &c[got], spec[got].name, spec[got].size, spec[got].kinds,
-                       spec[got].packet ? n : 0, spec[got].writable) < 0)
-            goto done;
-
+    objs[CHOICE] = o_choice;
+    struct column *c = a->c;
+    a->packets = PY_SSIZE_T_MAX;
+    for (; a->got < NCOLS; a->got++) {
+        int k = a->got;
+        if (get_column(objs[k], &c[k], spec[k].name, spec[k].size, spec[k].kinds,
+                       spec[k].packet ? n : 0, spec[k].writable) < 0) {
+            lookup_release(a);
+            return -1;
+        }
+        if (spec[k].packet && c[k].len < a->packets)
+            a->packets = c[k].len;
+    }
     Py_ssize_t slots = c[C_HASH].len;
     if (slots < 1 || (slots & (slots - 1)) || slots > (Py_ssize_t)1 << 32 ||
         c[C_BACKEND].len != slots || c[C_SEEN].len != slots ||
@@ -430,40 +455,170 @@ static PyObject *cache_lookup(PyObject *Py_UNUSED(self), PyObject *const *args, 
         c[ALIVE].stride != 1 || c[ALIVE].len > UINT32_MAX) {
         PyErr_SetString(PyExc_ValueError, "cache_hash, cache_backend, cache_seen: need contiguous "
                         "arrays of one power-of-two length (and a contiguous alive)");
-        goto done;
+        lookup_release(a);
+        return -1;
     }
-    const struct nf_vip vip = {.ip = (uint32_t)vip_ip, .port = (uint16_t)vip_port,
-                               .proto_mask = proto_mask};
-    const struct nf_cache cache = {
+    a->vip = (struct nf_vip){.ip = (uint32_t)vip_ip, .port = (uint16_t)vip_port,
+                             .proto_mask = proto_mask};
+    a->cache = (struct nf_cache){
         .hash = (const uint32_t *)c[C_HASH].base, .backend = (const int32_t *)c[C_BACKEND].base,
         .seen = (double *)c[C_SEEN].base, .mask = (uint32_t)(slots - 1),
         .alive = (const uint8_t *)c[ALIVE].base, .nalive = (uint32_t)c[ALIVE].len,
     };
+    return 0;
+}
+
+/* The loop of a lookup over packets 0..n-1: choice per packet, counts[] = parsed, valid, hits.
+ * Everything it reads is in locals: extensions build with -fno-strict-aliasing, so each store
+ * to choice or seen would otherwise make the compiler reload every column's base and stride.
+ * step[] = each column's stride; always inlined, so a call with constant strides (contiguous
+ * columns, the ParseArrays case) compiles to a loop of its own with plain indexing. */
+static inline __attribute__((always_inline)) void
+lookup_loop(const struct lookup_args *a, Py_ssize_t n, double now, Py_ssize_t hash_step,
+            Py_ssize_t reason_step, Py_ssize_t ip_step, Py_ssize_t port_step,
+            Py_ssize_t proto_step, Py_ssize_t choice_step, Py_ssize_t counts[3])
+{
+    const char *hash_at = a->c[HASH].base, *reason_at = a->c[REASON].base;
+    const char *ip_at = a->c[DST_IP].base, *port_at = a->c[DST_PORT].base;
+    const char *proto_at = a->c[PROTO].base;
+    char *choice_at = a->c[CHOICE].base;
+#define ITEM(column, type, i) (*(type *)(column##_at + (i) * column##_step))
+    const struct nf_cache cache = a->cache;
+    const struct nf_vip vip = a->vip;
     Py_ssize_t parsed = 0, valid = 0, hits = 0;
+    enum { AHEAD = 8 };       /* packets whose slots are requested ahead (nf_cache_prefetch) */
+    for (Py_ssize_t i = 0; i < n && i < AHEAD; i++)
+        nf_cache_prefetch(&cache, ITEM(hash, const uint32_t, i));
     for (Py_ssize_t i = 0; i < n; i++) {
-        uint8_t reason = COL(c[REASON], uint8_t, i);
+        if (i + AHEAD < n)
+            nf_cache_prefetch(&cache, ITEM(hash, const uint32_t, i + AHEAD));
+        uint8_t reason = ITEM(reason, const uint8_t, i);
         int32_t b = NF_CHOICE_DROP;
         parsed += reason == NF_OK;
-        if (nf_for_vip(&vip, reason, COL(c[DST_IP], uint32_t, i), COL(c[DST_PORT], uint16_t, i),
-                       COL(c[PROTO], uint8_t, i))) {
+        if (nf_for_vip(&vip, reason, ITEM(ip, const uint32_t, i), ITEM(port, const uint16_t, i),
+                       ITEM(proto, const uint8_t, i))) {
             valid++;
-            b = nf_cache_lookup(&cache, COL(c[HASH], uint32_t, i), now);
+            b = nf_cache_lookup(&cache, ITEM(hash, const uint32_t, i), now);
             hits += b >= 0;
         }
-        COL(c[CHOICE], int32_t, i) = b;
+        ITEM(choice, int32_t, i) = b;
     }
-    PyObject *counts[3] = {PyLong_FromSsize_t(parsed), PyLong_FromSsize_t(valid),
-                           PyLong_FromSsize_t(hits)};
-    if (counts[0] && counts[1] && counts[2])
-        result = PyTuple_Pack(3, counts[0], counts[1], counts[2]);
-    for (int k = 0; k < 3; k++)
-        Py_XDECREF(counts[k]);
-done:
-    for (int k = 0; k < got; k++)
-        if (c[k].owned)
-            PyBuffer_Release(&c[k].view);
+#undef ITEM
+    counts[0] = parsed;
+    counts[1] = valid;
+    counts[2] = hits;
+}
+
+/* The lookup itself, packets 0..n-1 (n <= a->packets): returns (parsed, valid, hits). */
+static PyObject *lookup_run(const struct lookup_args *a, Py_ssize_t n, double now)
+{
+    const struct column *c = a->c;
+    Py_ssize_t counts[3];
+    if (c[HASH].stride == 4 && c[REASON].stride == 1 && c[DST_IP].stride == 4 &&
+        c[DST_PORT].stride == 2 && c[PROTO].stride == 1 && c[CHOICE].stride == 4)
+        lookup_loop(a, n, now, 4, 1, 4, 2, 1, 4, counts);         /* contiguous columns */
+    else
+        lookup_loop(a, n, now, c[HASH].stride, c[REASON].stride, c[DST_IP].stride,
+                    c[DST_PORT].stride, c[PROTO].stride, c[CHOICE].stride, counts);
+    PyObject *result = PyTuple_New(3);      /* not Py_BuildValue: it parses its format per call */
+    if (!result)
+        return NULL;
+    for (int k = 0; k < 3; k++) {
+        PyObject *v = PyLong_FromSsize_t(counts[k]);
+        if (!v) {
+            Py_DECREF(result);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(result, k, v);
+    }
     return result;
 }
+
+static PyObject *cache_lookup(PyObject *Py_UNUSED(self), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6)
+        return PyErr_Format(PyExc_TypeError, "cache_lookup() takes 6 arguments (%zd given)",
+                            nargs);
+    Py_ssize_t n = PyLong_AsSsize_t(args[0]);
+    double now = PyFloat_AsDouble(args[1]);
+    if (PyErr_Occurred())
+        return NULL;
+    struct lookup_args a;
+    if (lookup_bind(&a, n, args[2], args[3], args[4], args[5]) < 0)
+        return NULL;
+    PyObject *result = lookup_run(&a, n, now);
+    lookup_release(&a);
+    return result;
+}
+
+/* CacheLookup: cache_lookup with its arguments bound once. A vector poll loop looks up every
+ * burst in the same arrays (the ParseArrays it parses into, the flow cache, one choice array):
+ * checking ten buffers per burst would cost more than looking up 32 packets, so they are checked
+ * and held here once, and each burst passes only n and the time. */
+typedef struct {
+    PyObject_HEAD
+    struct lookup_args a;
+    PyObject *held;           /* the bound objects (a Pinned's view is borrowed: keep it alive) */
+} CacheLookupObject;
+
+static void CacheLookup_dealloc(CacheLookupObject *self)
+{
+    lookup_release(&self->a);
+    Py_XDECREF(self->held);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *CacheLookup_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    static char *kwl[] = {"columns", "vip", "cache", "choice", NULL};
+    PyObject *cols, *vip, *cache, *choice;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOO", kwl, &cols, &vip, &cache, &choice))
+        return NULL;
+    CacheLookupObject *self = (CacheLookupObject *)type->tp_alloc(type, 0);
+    if (!self)
+        return NULL;
+    self->a.got = 0;
+    self->held = PyTuple_Pack(4, cols, vip, cache, choice);
+    if (!self->held || lookup_bind(&self->a, 0, cols, vip, cache, choice) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static PyObject *CacheLookup_lookup(CacheLookupObject *self, PyObject *const *args,
+                                    Py_ssize_t nargs)
+{
+    if (nargs != 2)
+        return PyErr_Format(PyExc_TypeError, "lookup(n, now)");
+    Py_ssize_t n = PyLong_AsSsize_t(args[0]);
+    double now = PyFloat_AsDouble(args[1]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (n < 0 || n > self->a.packets)
+        return PyErr_Format(PyExc_ValueError, "n: 0..%zd (the bound columns), got %zd",
+                            self->a.packets, n);
+    return lookup_run(&self->a, n, now);
+}
+
+static PyMethodDef CacheLookup_methods[] = {
+    {"lookup", (PyCFunction)(void (*)(void))CacheLookup_lookup, METH_FASTCALL,
+     "lookup(n, now) -> (parsed, valid, hits): cache_lookup over packets 0..n-1"},
+    {NULL},
+};
+
+static PyTypeObject CacheLookupType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "vnf._fastpath.CacheLookup",
+    .tp_basicsize = sizeof(CacheLookupObject),
+    .tp_dealloc = (destructor)CacheLookup_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = CacheLookup_new,
+    .tp_methods = CacheLookup_methods,
+    .tp_doc = "CacheLookup(columns, vip, cache, choice): cache_lookup's arguments checked and "
+              "held once; .lookup(n, now) per burst. The arrays must outlive it unchanged in "
+              "size (it holds their buffers, so numpy will not resize them).",
+};
 
 /* ---- module ------------------------------------------------------------------------------ */
 
@@ -488,13 +643,14 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__fastpath(void)
 {
-    if (PyType_Ready(&PinnedType) < 0)
+    if (PyType_Ready(&PinnedType) < 0 || PyType_Ready(&CacheLookupType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m && (PyModule_AddIntConstant(m, "REASON_COUNT", NF_REASON_COUNT) < 0 ||
               PyModule_AddIntConstant(m, "CHOICE_DROP", NF_CHOICE_DROP) < 0 ||
               PyModule_AddIntConstant(m, "CHOICE_MISS", NF_CHOICE_MISS) < 0 ||
-              PyModule_AddType(m, &PinnedType) < 0)) {
+              PyModule_AddType(m, &PinnedType) < 0 ||
+              PyModule_AddType(m, &CacheLookupType) < 0)) {
         Py_DECREF(m);
         return NULL;
     }

@@ -374,7 +374,9 @@ static inline int nf_for_vip(const struct nf_vip *v, int reason, uint32_t dst_ip
  * bits depend on every bit of the hash. == vnf.lb.BatchFlowCache.slot. */
 static inline uint32_t nf_cache_slot(uint32_t hash, uint32_t mask)
 {
-    uint32_t bits = (uint32_t)__builtin_popcount(mask);
+    /* log2(slots): a trailing-zero count (one instruction on any x86-64), not a popcount,
+     * which without -mpopcnt is a library call per lookup */
+    uint32_t bits = (uint32_t)__builtin_ctzll((uint64_t)mask + 1);
     return bits ? (uint32_t)(hash * 2654435769u) >> (32u - bits) : 0u;
 }
 
@@ -395,6 +397,18 @@ static inline int32_t nf_cache_lookup(const struct nf_cache *c, uint32_t hash, d
         }
     }
     return NF_CHOICE_MISS;
+}
+
+/* Ask for the cache lines nf_cache_lookup will read for this hash (both ways share them: slot
+ * and slot ^ 1 are neighbours), ahead of the lookup. A table sized for many flows is larger than
+ * the L1/L2 caches, so each lookup would otherwise wait for up to three misses; a burst's loop
+ * requests the slots of a few packets ahead, and the misses overlap with the work. */
+static inline void nf_cache_prefetch(const struct nf_cache *c, uint32_t hash)
+{
+    uint32_t slot = nf_cache_slot(hash, c->mask);
+    __builtin_prefetch(&c->hash[slot]);
+    __builtin_prefetch(&c->backend[slot]);
+    __builtin_prefetch(&c->seen[slot], 1);
 }
 
 #endif /* VNF_NF_H */

@@ -367,7 +367,9 @@ class ParseArrays:
     REASONS; 0 = parsed), l3_offset/l4_offset (uint16), vlan (int32, -1 = untagged).
     """
 
-    # One block (26 bytes per packet) holds all fields, so Burst.parse acquires one buffer.
+    # One block (26 bytes per packet) holds all fields, so Burst.parse acquires one buffer, and
+    # holds it from burst to burst while it parses into the same ParseArrays: the block is made
+    # once here and never replaced.
     _LAYOUT = (
         ("src_ip", np.uint32),
         ("dst_ip", np.uint32),

@@ -149,6 +149,9 @@ static PyTypeObject MempoolType = {
 };
 
 /* ------------------------------------------------------------------ Burst */
+/* read-only integer index array (any integer dtype) */
+typedef struct { Py_buffer v; int is_signed; } IdxBuf;
+
 typedef struct {
     PyObject_HEAD
     uint16_t n, cap;
@@ -159,6 +162,10 @@ typedef struct {
     struct rte_mbuf **pkts;
     struct nf_parsed *parsed;
     uint8_t *reason;
+    PyObject *parse_into;       /* the ParseArrays whose block parse_view holds (or NULL) */
+    Py_buffer parse_view;
+    PyObject *index_of;         /* the index array set_macs had last, held in index_view */
+    IdxBuf index_view;
 } BurstObject;
 
 static PyTypeObject BurstType;
@@ -178,6 +185,8 @@ static BurstObject *burst_new(Py_ssize_t cap)
     b->t0 = 0;
     b->t_pkts = 0;
     b->acct = NULL;
+    b->parse_into = NULL;
+    b->index_of = NULL;
     b->pkts = PyMem_Calloc(cap, sizeof(*b->pkts));
     b->parsed = PyMem_Calloc(cap, sizeof(*b->parsed));
     b->reason = PyMem_Calloc(cap, 1);
@@ -204,8 +213,26 @@ static void burst_release(BurstObject *b)
     b->parsed_valid = 0;
 }
 
+static void burst_unpin_parse(BurstObject *b)
+{
+    if (b->parse_into) {
+        PyBuffer_Release(&b->parse_view);
+        Py_CLEAR(b->parse_into);
+    }
+}
+
+static void burst_unpin_index(BurstObject *b)
+{
+    if (b->index_of) {
+        PyBuffer_Release(&b->index_view.v);
+        Py_CLEAR(b->index_of);
+    }
+}
+
 static void Burst_dealloc(BurstObject *self)
 {
+    burst_unpin_parse(self);
+    burst_unpin_index(self);
     if (self->pkts) {
         if (eal_state == 1)
             burst_stop_timer(self, rte_rdtsc());
@@ -361,40 +388,74 @@ static inline int parse_one_into(BurstObject *self, const struct block_cols *b, 
     return r;
 }
 
+/* Frames written by the other side of a virtio ring (another core) are cache misses on first
+ * touch: request packet i + PARSE_AHEAD while packet i is parsed, so the misses overlap with the
+ * work (as the fused kernel, fk_forward, does). */
+enum { PARSE_AHEAD = 4 };
+
 static void parse_into_block(BurstObject *self, uint8_t *base, Py_ssize_t c)
 {
     struct block_cols b = block_cols(base, c);
-    for (Py_ssize_t i = 0; i < self->n; i++)
+    Py_ssize_t n = self->n;
+    for (Py_ssize_t i = 0; i < n && i < PARSE_AHEAD; i++)
+        rte_prefetch0(rte_pktmbuf_mtod(self->pkts[i], void *));
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (i + PARSE_AHEAD < n)
+            rte_prefetch0(rte_pktmbuf_mtod(self->pkts[i + PARSE_AHEAD], void *));
         parse_one_into(self, &b, i);
+    }
     self->parsed_valid = 1;
 }
 
-static PyObject *parse_block(BurstObject *self, PyObject *blk)
+/* The block of a ParseArrays (`arrays._block`), held by the burst from one parse() to the next:
+ * a poll loop parses every burst into the same ParseArrays, and asking numpy for a buffer costs
+ * about as much as parsing a few packets. A ParseArrays' block is made once and never replaced
+ * (vnf.dpdk.ParseArrays), so while `arrays` is the same object its held block is the one. */
+static int pin_parse_block(BurstObject *self, PyObject *arrays)
 {
+    static PyObject *block_name;
+    if (!block_name && !(block_name = PyUnicode_InternFromString("_block")))
+        return -1;
+    PyObject *blk = PyObject_GetAttr(arrays, block_name);
+    if (!blk)
+        return -1;
     Py_buffer v;
-    if (PyObject_GetBuffer(blk, &v, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0)
-        return NULL;
-    Py_ssize_t c = v.len / 26, n = self->n;
-    if (c < n || v.len != 26 * c) {
+    int r = PyObject_GetBuffer(blk, &v, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS);
+    Py_DECREF(blk);
+    if (r < 0)
+        return -1;
+    if (v.len % 26) {
         PyBuffer_Release(&v);
-        PyErr_Format(PyExc_ValueError, "ParseArrays for %zd packets, burst has %zd", c, n);
-        return NULL;
+        PyErr_SetString(PyExc_ValueError, "ParseArrays block: not 26 bytes per packet");
+        return -1;
     }
-    parse_into_block(self, v.buf, c);
-    PyBuffer_Release(&v);
+    burst_unpin_parse(self);
+    Py_INCREF(arrays);
+    self->parse_into = arrays;
+    self->parse_view = v;
+    return 0;
+}
+
+static PyObject *parse_block(BurstObject *self, PyObject *arrays)
+{
+    if (arrays != self->parse_into && pin_parse_block(self, arrays) < 0)
+        return NULL;
+    Py_ssize_t c = self->parse_view.len / 26, n = self->n;
+    if (c < n)
+        return PyErr_Format(PyExc_ValueError, "ParseArrays for %zd packets, burst has %zd", c, n);
+    parse_into_block(self, self->parse_view.buf, c);
     return PyLong_FromSsize_t(n);
 }
 
 static PyObject *Burst_parse(BurstObject *self, PyObject *arrays)
 {
+    if (arrays == self->parse_into)
+        return parse_block(self, arrays);
     if (!PyDict_Check(arrays)) {
-        PyObject *blk = PyObject_GetAttrString(arrays, "_block");
-        if (blk) {
-            PyObject *r = parse_block(self, blk);
-            Py_DECREF(blk);
+        PyObject *r = parse_block(self, arrays);
+        if (r || !PyErr_ExceptionMatches(PyExc_AttributeError))
             return r;
-        }
-        PyErr_Clear();
+        PyErr_Clear();          /* no _block: an object of separate arrays */
     }
     enum { SRC, DST, SP, DP, PR, HS, RS, L4, L3, VL, NB };
     static const char *names[NB] = {"src_ip", "dst_ip", "src_port", "dst_port", "proto",
@@ -435,8 +496,6 @@ static PyObject *Burst_parse(BurstObject *self, PyObject *arrays)
     return PyLong_FromSsize_t(n);
 }
 
-/* read-only integer index array (any integer dtype) */
-typedef struct { Py_buffer v; int is_signed; } IdxBuf;
 
 static int get_index(PyObject *o, IdxBuf *ib, Py_ssize_t n, const char *what)
 {
@@ -453,55 +512,107 @@ static int get_index(PyObject *o, IdxBuf *ib, Py_ssize_t n, const char *what)
     return 0;
 }
 
-static inline int64_t idx_at(const IdxBuf *ib, Py_ssize_t i)
+/* Item i of an index buffer of `itemsize`-byte items (signed or not). Inlined with constant
+ * arguments, the switch disappears: see set_macs_loop. */
+static inline int64_t idx_read(const void *buf, Py_ssize_t i, Py_ssize_t itemsize, int is_signed)
 {
-    const char *p = (const char *)ib->v.buf + i * ib->v.itemsize;
-    switch (ib->v.itemsize) {
-    case 1: return ib->is_signed ? (int64_t)*(const int8_t *)p : (int64_t)*(const uint8_t *)p;
-    case 2: return ib->is_signed ? (int64_t)*(const int16_t *)p : (int64_t)*(const uint16_t *)p;
-    case 4: return ib->is_signed ? (int64_t)*(const int32_t *)p : (int64_t)*(const uint32_t *)p;
+    const char *p = (const char *)buf + i * itemsize;
+    switch (itemsize) {
+    case 1: return is_signed ? (int64_t)*(const int8_t *)p : (int64_t)*(const uint8_t *)p;
+    case 2: return is_signed ? (int64_t)*(const int16_t *)p : (int64_t)*(const uint16_t *)p;
+    case 4: return is_signed ? (int64_t)*(const int32_t *)p : (int64_t)*(const uint32_t *)p;
     default: return *(const int64_t *)p;
     }
 }
 
-/* set_macs(index, mac_table, src_mac) -> number rewritten. Packet i gets dst MAC
- * mac_table[index[i]] (6 bytes each) and src MAC src_mac; skipped when the packet failed
- * to parse (after parse()) or index[i] < 0. */
-static PyObject *Burst_set_macs(BurstObject *self, PyObject *args)
+static inline int64_t idx_at(const IdxBuf *ib, Py_ssize_t i)
 {
-    PyObject *io;
-    Py_buffer tab, srcm;
-    if (!PyArg_ParseTuple(args, "Oy*y*", &io, &tab, &srcm))
-        return NULL;
-    PyObject *ret = NULL;
-    IdxBuf ib;
-    if (srcm.len != 6 || tab.len % 6) {
-        PyErr_SetString(PyExc_ValueError, "src_mac must be 6 bytes, mac_table 6*k bytes");
-        goto out;
-    }
-    if (get_index(io, &ib, self->n, "index") < 0)
-        goto out;
-    int64_t nmac = tab.len / 6;
+    return idx_read(ib->v.buf, i, ib->v.itemsize, ib->is_signed);
+}
+
+/* set_macs' loop: returns the packets rewritten, or -1 (IndexError set) at an index beyond the
+ * table. Always inlined, so the call with the int32 of a choice array compiles to its own loop. */
+static inline __attribute__((always_inline)) long
+set_macs_loop(BurstObject *self, const void *index, Py_ssize_t itemsize, int is_signed,
+              const uint8_t *table, int64_t nmac, const uint8_t *src)
+{
     long done = 0;
+    const int parsed = self->parsed_valid;
     for (Py_ssize_t i = 0; i < self->n; i++) {
-        int64_t k = idx_at(&ib, i);
-        if (k < 0 || (self->parsed_valid && self->reason[i] != NF_OK))
+        int64_t k = idx_read(index, i, itemsize, is_signed);
+        if (k < 0 || (parsed && self->reason[i] != NF_OK))
             continue;
         if (k >= nmac) {
             PyErr_Format(PyExc_IndexError, "index[%zd] = %lld beyond mac_table (%lld)",
                          i, (long long)k, (long long)nmac);
-            PyBuffer_Release(&ib.v);
-            goto out;
+            return -1;
         }
-        nf_set_macs(rte_pktmbuf_mtod(self->pkts[i], uint8_t *),
-                    (const uint8_t *)tab.buf + 6 * k, srcm.buf);
+        nf_set_macs(rte_pktmbuf_mtod(self->pkts[i], uint8_t *), table + 6 * k, src);
         done++;
     }
-    PyBuffer_Release(&ib.v);
-    ret = PyLong_FromLong(done);
+    return done;
+}
+
+/* set_macs(index, mac_table, src_mac) -> number rewritten. Packet i gets dst MAC
+ * mac_table[index[i]] (6 bytes each) and src MAC src_mac; skipped when the packet failed
+ * to parse (after parse()) or index[i] < 0. Called once per burst by the vector styles, which
+ * pass the same choice array burst after burst: the burst holds the buffer of the index it had
+ * last (so, like a numpy array that is exported, that object cannot be resized meanwhile), and
+ * the tables come as bytes, read in place; anything else with a buffer works too. */
+static PyObject *Burst_set_macs(BurstObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3)
+        return PyErr_Format(PyExc_TypeError, "set_macs(index, mac_table, src_mac)");
+    Py_buffer tab = {0}, srcm = {0};
+    const uint8_t *table, *src;
+    Py_ssize_t table_len;
+    if (PyBytes_Check(args[1])) {
+        table = (const uint8_t *)PyBytes_AS_STRING(args[1]);
+        table_len = PyBytes_GET_SIZE(args[1]);
+    } else {
+        if (PyObject_GetBuffer(args[1], &tab, PyBUF_SIMPLE) < 0)
+            return NULL;
+        table = tab.buf;
+        table_len = tab.len;
+    }
+    if (PyBytes_Check(args[2]) && PyBytes_GET_SIZE(args[2]) == 6) {
+        src = (const uint8_t *)PyBytes_AS_STRING(args[2]);
+    } else {
+        if (PyObject_GetBuffer(args[2], &srcm, PyBUF_SIMPLE) < 0) {
+            if (tab.obj)
+                PyBuffer_Release(&tab);
+            return NULL;
+        }
+        src = srcm.buf;
+    }
+    PyObject *ret = NULL;
+    IdxBuf ib;
+    if ((srcm.obj && srcm.len != 6) || table_len % 6) {
+        PyErr_SetString(PyExc_ValueError, "src_mac must be 6 bytes, mac_table 6*k bytes");
+        goto out;
+    }
+    if (args[0] != self->index_of || self->index_view.v.len / self->index_view.v.itemsize <
+                                         self->n) {
+        if (get_index(args[0], &ib, self->n, "index") < 0)
+            goto out;
+        burst_unpin_index(self);                /* held until another index comes */
+        Py_INCREF(args[0]);
+        self->index_of = args[0];
+        self->index_view = ib;
+    }
+    const IdxBuf *idx = &self->index_view;
+    int64_t nmac = table_len / 6;
+    long done = idx->v.itemsize == 4 && idx->is_signed  /* int32: a BatchFlowCache choice */
+                    ? set_macs_loop(self, idx->v.buf, 4, 1, table, nmac, src)
+                    : set_macs_loop(self, idx->v.buf, idx->v.itemsize, idx->is_signed, table,
+                                    nmac, src);
+    if (done >= 0)
+        ret = PyLong_FromLong(done);
 out:
-    PyBuffer_Release(&tab);
-    PyBuffer_Release(&srcm);
+    if (tab.obj)
+        PyBuffer_Release(&tab);
+    if (srcm.obj)
+        PyBuffer_Release(&srcm);
     return ret;
 }
 
@@ -827,10 +938,7 @@ static int fk_forward(FlowKernelObject *k, BurstObject *self, double now, Py_ssi
         parsed += r == NF_OK;
         if (nf_for_vip(&k->vip, r, p->dst_ip, p->dst_port, p->proto)) {
             valid++;
-            uint32_t slot = nf_cache_slot(b.hs[i], cache->mask);
-            rte_prefetch0(&cache->hash[slot]);
-            rte_prefetch0(&cache->backend[slot]);
-            rte_prefetch0(&cache->seen[slot]);
+            nf_cache_prefetch(cache, b.hs[i]);
             choice[i] = NF_CHOICE_MISS;                    /* to look up in pass 2 */
         } else {
             choice[i] = NF_CHOICE_DROP;
@@ -1108,7 +1216,7 @@ static PyMethodDef Burst_methods[] = {
     {"forward", (PyCFunction)(void (*)(void))Burst_forward, METH_FASTCALL,
      "forward(kernel, now) -> (parsed, valid, hits): parse, VIP check, flow cache and MAC "
      "rewrite of the hits, for the whole burst (see FlowKernel)"},
-    {"set_macs", (PyCFunction)Burst_set_macs, METH_VARARGS,
+    {"set_macs", (PyCFunction)(void (*)(void))Burst_set_macs, METH_FASTCALL,
      "set_macs(index, mac_table, src_mac) -> rewritten count"},
     {"nat_dst", (PyCFunction)Burst_nat_dst, METH_VARARGS,
      "nat_dst(index, ip_table_u32, port_table_u16) -> rewritten count (needs parse())"},
