@@ -153,7 +153,7 @@ FIXTURE = os.path.join(
 
 def test_results_page_from_a_real_bench_json(tmp_path):
     """`vnflab results BENCH.json --out PAGE.md`: every figure on the page comes from the JSON
-    (a real `vnflab bench --compare socket,afpacket,dpdk --runs 1 --seconds 1` output)."""
+    (a real `vnflab bench --compare socket,afpacket,dpdk --baseline testpmd --runs 5` output)."""
     from vnflab import cli
 
     result = json.loads(open(FIXTURE).read())
