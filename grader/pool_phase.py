@@ -70,9 +70,29 @@ def run_pool_changes(bed, start_lb, plan: dict) -> dict:
             f["alive_after"] = lb.alive()
         stop = lb.stop(stop_timeout)
         f["stop"] = {k: stop.get(k) for k in ("alive_at_stop", "hung", "exit_code", "log_tail")}
+        f["lb_counts"] = lb_counts(stop.get("stats"))
         facts[change.kind] = f
     bed.restart_backends()
     return facts
+
+
+def lb_counts(stats) -> dict[str, int]:
+    """A few of the LB's own counters (its stats file: the submission's word, never scored),
+    to help read a failed kind: a flow that moved with ``new_flows`` above the flows sent
+    was decided twice, and the flow state's ``evictions``/``expirations`` say whether the LB
+    forgot it for room or for age. Integers only."""
+    stats = stats if isinstance(stats, dict) else {}
+    lb = stats.get("lb") if isinstance(stats.get("lb"), dict) else {}
+    table = lb.get("flow_table") if isinstance(lb.get("flow_table"), dict) else {}
+    caches = stats.get("flow_cache") if isinstance(stats.get("flow_cache"), list) else []
+    counts: dict = {k: lb.get(k) for k in ("new_flows", "reassigned")}
+    for key in ("misses", "evictions", "expirations"):
+        counts[f"flow_table.{key}"] = table.get(key)
+        # the batch styles' flow state, one per polling thread (vnf.batch.BatchFlowCache)
+        cached = [c.get(key) for c in caches[:16] if isinstance(c, dict)]
+        if cached and all(type(v) is int for v in cached):
+            counts[f"flow_cache.{key}"] = sum(cached)
+    return {k: v for k, v in counts.items() if type(v) is int and 0 <= v < 10**12}
 
 
 def score_pool_changes(facts: dict | None, points: float) -> tuple[float, str]:
@@ -100,6 +120,12 @@ def score_pool_changes(facts: dict | None, points: float) -> tuple[float, str]:
             f"{kind} {report.get('backend', '?')}: FAIL" + (f" ({'; '.join(why)})" if why else "")
         )
         lines.append(f.get("table", ""))
+        said = f.get("lb_counts") or {}
+        if said:
+            lines.append(
+                "  the LB's own counters (not judged): "
+                + ", ".join(f"{k} {v}" for k, v in sorted(said.items()))
+            )
     hint = (
         "A flow keeps its backend because the LB remembers it (flow table), not because the "
         "pool still picks the same one: drained backends keep their flows, a failed "

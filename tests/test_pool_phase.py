@@ -3,7 +3,7 @@ drives the same testbed.poolchange code against real LBs)."""
 
 import pytest
 
-from grader.pool_phase import change_plans, score_pool_changes
+from grader.pool_phase import change_plans, lb_counts, score_pool_changes
 from testbed.checker import judge_pool_change
 
 
@@ -79,3 +79,25 @@ def test_change_plans_follow_the_topology():
         p.validate(["b1", "b2", "b3"])
     with pytest.raises(ValueError, match="at least 3 backends"):
         change_plans(["b1", "b2"])
+
+
+def test_a_failed_kind_shows_the_lbs_own_counters_as_integers_only():
+    """The LB's counters help read a failure (was the flow forgotten for room?) but are its
+    own word: only small integers pass, and they never change the score."""
+    stats = {
+        "lb": {"new_flows": 109, "reassigned": "lots", "flow_table": {"misses": 0}},
+        "flow_cache": [{"misses": 100, "evictions": 1}, {"misses": 9, "evictions": 0}, "junk"],
+    }
+    counts = lb_counts(stats)
+    assert counts == {
+        "new_flows": 109,
+        "flow_table.misses": 0,
+        "flow_cache.misses": 109,
+        "flow_cache.evictions": 1,
+    }
+    assert lb_counts("not a dict") == {} and lb_counts({"lb": [1], "flow_cache": {}}) == {}
+    facts = facts_from(STATELESS)
+    facts["drain"]["lb_counts"] = counts
+    score, message = score_pool_changes(facts, 15)
+    assert score == 10
+    assert "the LB's own counters (not judged): flow_cache.evictions 1" in message
