@@ -41,9 +41,34 @@ ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 
 
+def collect_replies(records: dict, seconds: float) -> None:
+    """Read the replies to the probes for ``seconds``: ``records`` maps each flow's socket to its
+    record (``flow_id``, ``replies``; ``reply_from``, a set, if the caller wants addresses). A
+    reply naming the socket's own flow counts, per backend (``backend_replies``); anything
+    else is not this flow's and is skipped."""
+    from topologies.servers import decode_reply
+
+    deadline = time.monotonic() + seconds
+    while records and time.monotonic() < deadline:
+        ready, _, _ = select.select(list(records), [], [], 0.1)
+        for s in ready:
+            try:
+                data, addr = s.recvfrom(2048)
+            except OSError:
+                continue
+            rep, rec = decode_reply(data), records[s]
+            if rep is None or rep[0] != rec["flow_id"]:
+                continue
+            rec["replies"] += 1
+            per_backend = rec.setdefault("backend_replies", {})
+            per_backend[rep[3]] = per_backend.get(rep[3], 0) + 1
+            if "reply_from" in rec:
+                rec["reply_from"].add(f"{addr[0]}:{addr[1]}")
+
+
 # --- portpairs ---------------------------------------------------------------------------------
 def portpairs(a) -> dict:
-    from topologies.servers import decode_reply, encode_request
+    from topologies.servers import encode_request
 
     lo, hi = (int(x) for x in a.ports.split("-"))
     udp_recs, http_recs, ports = [], [], {}
@@ -61,20 +86,7 @@ def portpairs(a) -> dict:
             s.send(encode_request(fid, seq, a.client_id, 32))
             rec["sent"] += 1
         udp_recs.append(rec)
-    deadline = time.monotonic() + 1.5
-    by_fid = {r["flow_id"]: r for r in udp_recs}
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([s for s, _ in socks], [], [], 0.1)
-        for s in ready:
-            try:
-                data = s.recv(2048)
-            except OSError:
-                continue
-            rep = decode_reply(data)
-            if rep and rep[0] in by_fid:
-                r = by_fid[rep[0]]
-                r["replies"] += 1
-                r["backend_replies"][rep[3]] = r["backend_replies"].get(rep[3], 0) + 1
+    collect_replies({s: rec for (s, _), rec in zip(socks, udp_recs)}, 1.5)
     for s, _ in socks:
         s.close()
     for i, port in enumerate(range(lo, hi + 1)):
@@ -113,7 +125,7 @@ def resend(a) -> dict:
     The driver that owned these ports has exited; a port it cannot bind is recorded and skipped.
     Replies are read for ``--wait`` seconds (for the record; the grader judges by the backends'
     records, by flow id)."""
-    from topologies.servers import decode_reply, encode_request
+    from topologies.servers import encode_request
 
     with open(a.flows) as f:
         flows = [(int(fid), int(port)) for fid, port in json.load(f)]
@@ -141,18 +153,7 @@ def resend(a) -> dict:
                 except OSError as exc:
                     rec["error"] = f"{type(exc).__name__}: {exc}"
             time.sleep(a.gap)
-        deadline = time.monotonic() + a.wait
-        while socks and time.monotonic() < deadline:
-            ready, _, _ = select.select([s for s, _ in socks], [], [], 0.1)
-            for s in ready:
-                try:
-                    data = s.recv(2048)
-                except OSError:
-                    continue
-                rep = decode_reply(data)
-                rec = next(r for x, r in socks if x is s)
-                if rep and rep[0] == rec["flow_id"]:
-                    rec["replies"] += 1
+        collect_replies(dict(socks), a.wait)
     finally:
         for s, _ in socks:
             s.close()
@@ -322,8 +323,6 @@ def mixed_frames(a) -> tuple[list[list[bytes]], list[dict], int]:
 
 
 def mixed(a) -> dict:
-    from topologies.servers import decode_reply
-
     bursts, sent, junk = mixed_frames(a)
     socks = {}  # absorb the replies (and see where they come from)
     for i in range(a.flows):
@@ -358,23 +357,7 @@ def mixed(a) -> dict:
         }
         for fid, s in socks.items()
     }
-    deadline = time.monotonic() + a.wait
-    while time.monotonic() < deadline:
-        if not socks:
-            break
-        r, _, _ = select.select(list(socks.values()), [], [], 0.1)
-        for s in r:
-            try:
-                data, addr = s.recvfrom(2048)
-            except OSError:
-                continue
-            got = decode_reply(data)
-            if got is None or got[0] not in records:
-                continue
-            rec = records[got[0]]
-            rec["replies"] += 1
-            rec["backend_replies"][got[3]] = rec["backend_replies"].get(got[3], 0) + 1
-            rec["reply_from"].add(f"{addr[0]}:{addr[1]}")
+    collect_replies({s: records[fid] for fid, s in socks.items()}, a.wait)
     for s in socks.values():
         s.close()
     udp = []
