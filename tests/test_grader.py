@@ -9,10 +9,8 @@ that crashes on short frames.
 """
 
 import csv
-import glob
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +21,7 @@ from grader.labconfig import REPO
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "grader_fixtures"))
 import make as fixtures  # noqa: E402
+from leftovers import NOTHING, jail_leftovers  # noqa: E402
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 CLI = [sys.executable, "-m", "grader.cli"]
@@ -164,39 +163,8 @@ def test_hang_costs_the_traffic_tests_with_a_clear_message(lab1):
     assert res["execution_time"] < 120
 
 
-def jail_leftovers() -> dict:
-    """What gradings left behind: jailed processes (of the jail users, in a vnflab cgroup),
-    cgroups and work dirs of gradings no longer running. Gradings still running (another
-    engineer's or CI job's on the same machine) are not leftovers."""
-    from grader.grade import GRADING_ROOT, grading_alive
-    from grader.sandbox_user import USERS
-
-    procs = []
-    for user in USERS:
-        r = subprocess.run(["pgrep", "-u", user], capture_output=True, text=True)
-        for pid in r.stdout.split():
-            try:
-                with open(f"/proc/{pid}/cgroup") as f:
-                    gradings = set(re.findall(r"/vnflab/(grade-[^/\s]+)", f.read()))
-            except OSError:
-                continue
-            if gradings and not any(grading_alive(g) for g in gradings):
-                procs.append(int(pid))
-    groups = [
-        g
-        for g in glob.glob("/sys/fs/cgroup/*/vnflab/grade-*")
-        if not grading_alive(os.path.basename(g))
-    ]
-    workdirs = [
-        d
-        for d in os.listdir(GRADING_ROOT)
-        if os.path.exists(os.path.join(GRADING_ROOT, d, "grading.lock")) and not grading_alive(d)
-    ]
-    return {"processes": procs, "cgroups": groups, "workdirs": workdirs}
-
-
 def test_nothing_is_left_behind(lab1):
-    assert jail_leftovers() == {"processes": [], "cgroups": [], "workdirs": []}
+    assert jail_leftovers() == NOTHING
 
 
 def test_lab2_reference_full_marks_and_buggy_parser_loses_robustness(

@@ -8,7 +8,6 @@ vhost-user port, and a DPDK generator for the cost windows; about a minute in al
 import csv
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from grader.labconfig import REPO
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "grader_fixtures"))
 import make as fixtures  # noqa: E402
+from leftovers import jail_leftovers  # noqa: E402
 
 pytestmark = [pytest.mark.network, pytest.mark.dpdk, pytest.mark.slow]
 CLI = [sys.executable, "-m", "grader.cli"]
@@ -129,28 +129,8 @@ def test_lab3_a_forged_tsc_frequency_earns_no_cost_points(tmp_path):
     assert "Grader note" not in res["output"], res["output"]  # the reference was measured
 
 
-def _dpdk_lbs_of_finished_gradings() -> list[int]:
-    """Lab 3 LB processes whose grading (named by their cgroup) is no longer running: others
-    may be grading on this machine at the same time, lab 3 included."""
-    from grader.grade import grading_alive
-
-    r = subprocess.run(
-        ["pgrep", "-u", "vnflab-student", "-f", "vnf.ways.dpdk_lb"], capture_output=True, text=True
-    )
-    left = []
-    for pid in r.stdout.split():
-        try:
-            with open(f"/proc/{pid}/cgroup") as f:
-                gradings = set(re.findall(r"/vnflab/(grade-[^/\s]+)", f.read()))
-        except OSError:
-            continue
-        if not any(grading_alive(g) for g in gradings):
-            left.append(int(pid))
-    return left
-
-
 def test_lab3_leaves_nothing_behind(lab3):
-    assert _dpdk_lbs_of_finished_gradings() == []
+    assert jail_leftovers()["processes"] == []  # the LBs of gradings that ended
     root = "/var/lib/vnflab/grading"
     for d in os.listdir(root) if os.path.isdir(root) else []:
         try:

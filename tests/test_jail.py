@@ -21,6 +21,7 @@ from grader.labconfig import REPO
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "grader_fixtures"))
 import make as fixtures  # noqa: E402
+from leftovers import NOTHING, jail_leftovers  # noqa: E402
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 CLI = [sys.executable, "-m", "grader.cli"]
@@ -140,9 +141,7 @@ def test_no_marker_in_any_output_and_nothing_left(hostile):
         if os.path.isfile(path):
             with open(path, errors="replace") as f:
                 assert LEAK not in f.read(), path
-    from test_grader import jail_leftovers
-
-    assert jail_leftovers() == {"processes": [], "cgroups": [], "workdirs": []}
+    assert jail_leftovers() == NOTHING
 
 
 @pytest.mark.extended
