@@ -5,11 +5,10 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
+from local_backends import start_backend, stop_backend
 
 from topologies.servers import (
     decode_reply,
@@ -17,50 +16,7 @@ from topologies.servers import (
     encode_request,
     http_body,
     parse_body_line,
-    wait_ready,
 )
-
-
-def start_backend(tmp_path, name, bind="127.0.0.2"):
-    """Start ``python -m topologies.servers`` on free ports; return (proc, ready, record)."""
-    record = tmp_path / f"{name}.json"
-    ready = tmp_path / f"{name}.ready"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "topologies.servers",
-            "--name",
-            name,
-            "--bind",
-            bind,
-            "--http-port",
-            "0",
-            "--udp-port",
-            "0",
-            "--record",
-            str(record),
-            "--ready-file",
-            str(ready),
-            "--interval",
-            "0.5",
-        ]
-    )
-    try:
-        info = wait_ready(str(ready), timeout=10, proc=proc)
-    except Exception:
-        proc.kill()
-        proc.wait()
-        raise
-    return proc, info, record
-
-
-def stop_backend(proc, record):
-    """SIGTERM, wait, and return the final record."""
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=5) == 0
-    with open(record) as f:
-        return json.load(f)
 
 
 @pytest.fixture

@@ -1,53 +1,16 @@
 """Driver against real backend processes on loopback, then the checker on what they wrote."""
 
 import json
-import signal
 import socket
 import statistics
 import subprocess
 import sys
 
 import pytest
+from local_backends import start_backend, stop_backend
 
 from testbed.checker import check
 from testbed.traffic import HTTP_ID_OFFSET, TrafficConfig, run
-from topologies.servers import wait_ready
-
-
-def start_backend(tmp_path, name, bind):
-    record = tmp_path / f"{name}.json"
-    ready = tmp_path / f"{name}.ready"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "topologies.servers",
-            "--name",
-            name,
-            "--bind",
-            bind,
-            "--http-port",
-            "0",
-            "--udp-port",
-            "0",
-            "--record",
-            str(record),
-            "--ready-file",
-            str(ready),
-        ]
-    )
-    try:
-        return proc, wait_ready(str(ready), timeout=10, proc=proc), record
-    except Exception:
-        proc.kill()
-        proc.wait()
-        raise
-
-
-def stop_backend(proc, record):
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=5) == 0
-    return json.loads(record.read_text())
 
 
 @pytest.fixture
