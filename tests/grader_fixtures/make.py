@@ -141,6 +141,23 @@ FIXTURES = {
 """)
         },
     ),
+    # A noisy neighbour, correct otherwise: four processes that spin and stream 32 MiB each
+    # (past the L2 cache) for as long as the LB runs. Not in the CI corpus (its effect is a
+    # measurement, not a verdict): docs/grading.md, "Gradings side by side", grades it beside
+    # a reference copy with grade-all --jobs 2 and compares the reference's cost ratio.
+    "cpuhog": (
+        1,
+        {
+            "socket_lb.py": _hostile("""
+    for i in range(4):
+        if os.fork() == 0:
+            block = bytearray(32 << 20)
+            while True:
+                for k in range(0, len(block), 64):
+                    block[k] = (block[k] + 1) & 0xFF
+""")
+        },
+    ),
     # A fork bomb (each process forks until it cannot, then tries again).
     "forkbomb": (
         1,
