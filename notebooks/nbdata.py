@@ -58,10 +58,14 @@ class Recipe:
         vnflab = [sys.executable, "-m", "vnflab.cli"]
         if self.name == "kernel-vs-bypass":
             runs, seconds = (1, 0.5) if quick else (5, 3.0)
+            # full: testpmd and the binding's bare loop beside the DPDK styles (the notebook's
+            # "inside the DPDK way" figure); quick leaves them out to stay about a minute
+            baseline = [] if quick else ["--baseline", "testpmd"]
             return vnflab + [
                 "bench",
                 "--compare",
                 "socket,afpacket,dpdk",
+                *baseline,
                 "--runs",
                 str(runs),
                 "--seconds",
