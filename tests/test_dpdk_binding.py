@@ -437,6 +437,8 @@ def test_fused_send_decides_like_the_separate_steps():
         expect = [macs[6 * c:6 * c + 6].hex() + src.hex() for c in choice if c >= 0]
         r = loop(frames)
         sent = send(r, 0)                         # onto net_ring0: it loops back
+        hashes = (ff.arrays.hash[:n].tolist(), a.hash[:n].tolist())  # kernel vs parse()
+        reasons = (ff.arrays.reason[:n].tolist(), a.reason[:n].tolist())
         back = port.rx(n=64)
         got = [back.frame(i)[:12].hex() for i in range(len(back))]
         back.free()
@@ -446,7 +448,8 @@ def test_fused_send_decides_like_the_separate_steps():
         got_poll = [back.frame(i)[:12].hex() for i in range(len(back))]
         back.free()
         rounds.append({"expect": expect, "got": got, "sent": sent, "left": len(r),
-                       "got_poll": got_poll, "polled": polled})
+                       "got_poll": got_poll, "polled": polled, "hashes": hashes,
+                       "reasons": reasons})
     ff.fold_counters()
     fp.fold_counters()
     keys = ("packets", "forwarded", "new_flows", "reassigned", "dropped", "assigned")
@@ -458,6 +461,9 @@ def test_fused_send_decides_like_the_separate_steps():
     for r in res["rounds"]:
         assert r["got"] == r["expect"] and r["sent"] == len(r["expect"]) and r["left"] == 0, r
         assert r["got_poll"] == r["expect"] and r["polled"] == [len(r["expect"]), 1], r
+        # the kernel's own parse and hash: the same flow hash (zlib.crc32 of the packed
+        # 5-tuple, checked for parse() above) and 0 for the drops, the same reasons
+        assert r["hashes"][0] == r["hashes"][1] and r["reasons"][0] == r["reasons"][1], r
     assert len(res["rounds"][0]["expect"]) == 12  # the 12 UDP frames to VIP:8080
     assert "0a0000000002" not in "".join(res["rounds"][3]["got"])
     assert res["fus"] == res["ref"] and res["pol"] == res["ref"]
