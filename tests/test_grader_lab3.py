@@ -129,6 +129,30 @@ def test_lab3_a_forged_tsc_frequency_earns_no_cost_points(tmp_path):
     assert "Grader note" not in res["output"], res["output"]  # the reference was measured
 
 
+# Windows measured with the reference's styles (1 s; the generator's counts over the window):
+# (busy_s, span_s, back_pressure, generator's CPU share). docs/grading.md, "Cost".
+HONEST_WINDOWS = {
+    "vector, quiet": (0.9455, 1.011, 0.569, 0.994),
+    "per-packet, quiet": (0.9881, 1.014, 0.9703, 0.992),
+    "vector, busy loop (nice 0) on the LB's core": (0.5905, 1.013, 0.9022, 0.637),
+    "per-packet, busy loop (nice 0) on the generator's core": (0.4288, 1.021, 0.9807, 0.411),
+    "fused, the generator the bottleneck": (0.4916, 1.015, 0.2939, 0.503),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HONEST_WINDOWS))
+def test_busy_floor_spares_the_references_windows_and_catches_half_the_cycles(name):
+    from grader.inside import under_reported
+
+    busy, span, bp, gen_share = HONEST_WINDOWS[name]
+    gen = {"back_pressure": bp, "cpu_share": gen_share}
+    assert under_reported(busy, span, gen) is None
+    if bp >= 0.5:  # the LB held the generator back: half its cycles are caught
+        assert "held the generator back" in under_reported(busy / 2, span, gen)
+    else:  # the generator set the pace: few busy cycles are honest, nothing is said
+        assert under_reported(busy / 10, span, gen) is None
+
+
 def _dpdk_lbs_of_finished_gradings() -> list[int]:
     """Lab 3 LB processes whose grading (named by their cgroup) is no longer running: others
     may be grading on this machine at the same time, lab 3 included."""
