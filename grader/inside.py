@@ -571,14 +571,15 @@ class Grading:
         From below, by behaviour (``under_reported``): the generator's own running totals are
         read at both ends of the window (``testbed.dpdkgen``: frames sent, frames back, and
         back-pressure, the share of its bursts the LB's full ring refused) with its CPU time.
-        When the LB held the generator back and the generator had its core, the LB's ring was
-        full at nearly every poll, so an honest LB is busy nearly all the window; busy time
-        below ``BUSY_FLOOR`` of it is a count that under-reports, and the window is scored on
-        what the grader counts itself: CPU time (cpuacct) per frame the generator got back.
-        That is the LB's true cost at saturation, so a false alarm costs an honest LB little,
-        while a liar gets its real figure. Outside saturation (the generator the bottleneck:
-        an honest LB polls an empty ring) nothing is said: few busy cycles are honest there;
-        but the slower an LB really is, the surer it saturates (docs/grading.md)."""
+        When the LB held the generator back, its ring was full at nearly every poll while the
+        generator ran, so an honest LB is busy nearly all that time; busy time below
+        ``BUSY_FLOOR`` of it is a count that under-reports, and the window is scored on what
+        the grader counts itself: CPU time (cpuacct) while the generator ran, per frame the
+        generator got back. That is close to the LB's true cost there (0.76-1.10x the honest
+        busy figure, measured), so a false alarm would cost an honest LB little, and a liar
+        gets its real figure. Without back-pressure (the generator the bottleneck: an honest
+        LB polls an empty ring) nothing is said: few busy cycles are honest there; but the
+        slower an LB really is, the surer it holds the generator back (docs/grading.md)."""
         from testbed.dpdkgen import DpdkGenerator, window
 
         bed = self.bed
