@@ -153,6 +153,32 @@ def test_busy_floor_spares_the_references_windows_and_catches_half_the_cycles(na
         assert under_reported(busy / 10, span, gen) is None
 
 
+def test_lab3_under_reported_busy_cycles_earn_no_cost_points(tmp_path):
+    """Issue 12: ``busylow`` (the reference in the per-packet style, about 7x the vector
+    style's cost, whose stats report a tenth of its busy cycles: an honest clock, too few
+    cycles) holds the generator back, so it must be busy nearly all the time: its windows are
+    scored on CPU time per packet that came back, and it loses the cost points, with the
+    reason. The reference's windows are never re-scored."""
+    from grader.grade import grade
+    from vnf import dpdk
+
+    if not dpdk.available() or not os.path.exists(
+        "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk"
+    ):
+        pytest.skip("lab 3 needs the DPDK binding and ovs-vswitchd-dpdk")
+    sub = fixtures.build("busylow", str(tmp_path / "busylow"))
+    res = grade(
+        sub, 3, str(tmp_path / "out"), quick=True, include_hidden=False, tests=["starts", "cost"]
+    )
+    t = {x["name"]: x for x in res["tests"]}
+    assert t[STARTS]["score"] == t[STARTS]["max_score"], t[STARTS]["output"]
+    cost = t[COST]
+    assert cost["score"] <= 0.25 * cost["max_score"], cost["output"]
+    assert "submission windows were scored on CPU time" in cost["output"], cost["output"]
+    assert "reference windows were scored" not in cost["output"], cost["output"]
+    assert "Grader note" not in res["output"], res["output"]
+
+
 def _dpdk_lbs_of_finished_gradings() -> list[int]:
     """Lab 3 LB processes whose grading (named by their cgroup) is no longer running: others
     may be grading on this machine at the same time, lab 3 included."""
