@@ -808,7 +808,9 @@ class Scorer:
                 "per packet received, times its share of its core (a poll-mode LB spins "
                 "at 100 % CPU whatever the load, so CPU time alone says nothing), read from "
                 "its stats and checked (packets received at most what the generator sent, busy "
-                "time at most the window's, the TSC frequency the reference's); windows "
+                "time at most the window's, the TSC frequency the reference's; and when the LB "
+                "held the generator back, busy nearly all the window, else that window is "
+                "scored on its CPU time per packet the generator got back); windows "
                 f"alternating reference/submission in the same run; {agg_word} compared."
             )
         else:
@@ -902,6 +904,13 @@ class Scorer:
             f"submission {s_ns:.0f} ns/packet, reference {r_ns:.0f} ns/packet: ratio {ratio:.2f} "
             f"(full points up to {full}, none from {zero})\n{method}"
         )
+        for who, ws in (("submission", sub_w), ("reference", ref_w)):
+            low = [w for w in ws if w.get("busy_under_reported")]
+            if low:  # said, not hidden: the figures that are not the LB's busy counters
+                msg += (
+                    f"\n({len(low)} of {len(ws)} {who} windows were scored on CPU time per "
+                    f"packet, not on its busy counters: {low[0]['busy_under_reported']})"
+                )
         if ref_missing:  # said, not hidden: the grader's own windows that measured nothing
             why = ref_missing[0].get("busy_error") or ref_missing[0].get("error") or "no figure"
             msg += (

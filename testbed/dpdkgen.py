@@ -5,7 +5,9 @@ process plays the wire: it owns a ``net_vhost`` server socket, the LB connects t
 ``net_virtio_user``, and the generator (the binding's C ``gen_loop``) sends copies of prebuilt
 UDP frames to VIP:SERVICE_PORT (flow i on queue i % queues, one source address and port per
 flow) as fast as the port takes them, and frees whatever comes back: it is also the sink. It
-counts what it tried, sent and got back, so a measurement can be cross-checked against it.
+counts what it tried, sent and got back, so a measurement can be cross-checked against it, and
+how often the port refused all or part of a burst: back-pressure, the LB not draining its ring
+as fast as the generator fills it, i.e. the LB, not the generator, sets the pace.
 
 Used by ``vnflab bench`` (``bench.dpdk``) and by the grader's DPDK cost window::
 
@@ -13,8 +15,14 @@ Used by ``vnflab bench`` (``bench.dpdk``) and by the grader's DPDK cost window::
     ...start the LB on net_virtio_user0,path=sock...
     gen.wait_ready()                                          # the LB connected
     gen.go(seconds)                                           # send for that long
-    counts = gen.result()        # {"tried", "tx", "rx", "seconds"}
+    a = gen.counts()             # the running totals, at a window's start ...
+    b = gen.counts()             # ... and end: window(a, b) says what happened in between
+    counts = gen.result()        # the whole run: {"tried", "tx", "rx", "short", ..., "seconds"}
     gen.stop()
+
+The running totals live in a shared memory block (a memfd the generator maps and the C loop
+stores into every few bursts), so reading them costs the generator nothing and needs no
+message to it.
 
 The generator itself runs in its own process: ``python -m testbed.dpdkgen SOCK --queues Q
 --flows N --payload B --cpu C``. It prints ``listening``, then ``up`` once a peer connected,
@@ -25,18 +33,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import mmap
 import os
+import struct
 import subprocess
 import sys
 import time
 
 from testbed.frames import udp_frame
 from testbed.process import expect_line, stop_process
+from testbed.procfs import process_cpu_seconds
 from vnf.addresses import LB_MAC, SERVICE_PORT, VIP
 
 GEN_MAC = "02:00:00:00:01:01"  # the generator's source MAC (any locally administered one)
 MEM_MB = 128  # its huge-page memory
 BURST = 32
+# the C loop's running totals, in this order (uint64 each): see gen_loop in vnf/dpdk/_dpdk.c
+COUNTERS = ("tried", "tx", "rx", "nomem", "short", "bursts")
+_COUNTERS_FORMAT = f"={len(COUNTERS)}Q"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -76,6 +90,7 @@ class DpdkGenerator:
         self.cpu, self.log_path, self.mem_mb = cpu, log_path, mem_mb
         self.proc: subprocess.Popen | None = None
         self.seconds: float | None = None
+        self.live: mmap.mmap | None = None  # the running totals, shared with the process
 
     def start(self, timeout: float = 60) -> DpdkGenerator:
         """Start the process; return once its vhost socket listens (a peer may connect)."""
@@ -98,18 +113,23 @@ class DpdkGenerator:
             "--mem-mb",
             str(self.mem_mb),
         ]
+        fd = os.memfd_create("vnflab-gen-counters")
         err = open(self.log_path, "wb") if self.log_path else None
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, *sys.path]))
         try:
+            os.ftruncate(fd, struct.calcsize(_COUNTERS_FORMAT))
+            self.live = mmap.mmap(fd, struct.calcsize(_COUNTERS_FORMAT))
             self.proc = subprocess.Popen(
-                argv,
+                [*argv, "--counters-fd", str(fd)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL if err is None else err,
                 text=True,
                 env=env,
+                pass_fds=(fd,),
             )
         finally:
+            os.close(fd)
             if err is not None:
                 err.close()
         try:
@@ -131,9 +151,23 @@ class DpdkGenerator:
         self.proc.stdin.write(f"{seconds}\n")
         self.proc.stdin.flush()
 
+    def counts(self) -> dict:
+        """Its running totals now (zero before ``go``): frames it tried to send (``tried``),
+        the port took (``tx``), came back (``rx``); bursts it could not fill for want of mbufs
+        (``nomem``); tx bursts tried (``bursts``) and those the port took only part of
+        (``short``). Stored every few bursts: a few microseconds old at most."""
+        assert self.live is not None, "start() first"
+        return dict(zip(COUNTERS, struct.unpack_from(_COUNTERS_FORMAT, self.live)))
+
+    def cpu_s(self) -> float:
+        """Its on-CPU seconds so far (every thread): over a window, against the wall time, it
+        says whether the generator had its core or was itself held back by other work."""
+        assert self.proc is not None, "start() first"
+        return process_cpu_seconds(self.proc.pid)
+
     def result(self, timeout: float | None = None) -> dict:
-        """Its counts once the sending is over: {"tried", "tx", "rx", "seconds"} (frames it
-        tried to send, frames the port took, frames that came back, seconds it sent)."""
+        """Its counts once the sending is over: {"tried", "tx", "rx", "nomem", "short",
+        "bursts", "seconds"} (as ``counts``, for the whole run, and the seconds it sent)."""
         if timeout is None:
             timeout = (self.seconds or 0) + 30
         assert self.proc is not None, "start() first"
@@ -144,12 +178,30 @@ class DpdkGenerator:
     def stop(self) -> None:
         if self.proc is not None:
             stop_process(self.proc, 10)
+        if self.live is not None:
+            self.live.close()
+            self.live = None
 
     def __enter__(self) -> DpdkGenerator:
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def window(a: dict, b: dict) -> dict:
+    """What the generator did between two ``counts`` snapshots: ``sent`` (frames the LB's ring
+    took), ``returned`` (frames that came back from the LB), ``tried``, and ``back_pressure``,
+    the share of its tx bursts the port took only in part or not at all (None with no burst):
+    near 1 when the LB is the bottleneck (its ring stays full), near 0 when the generator is
+    (the LB drains whatever arrives)."""
+    d = {k: b[k] - a[k] for k in COUNTERS}
+    return {
+        "sent": d["tx"],
+        "returned": d["rx"],
+        "tried": d["tried"],
+        "back_pressure": round(d["short"] / d["bursts"], 4) if d["bursts"] > 0 else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cpu", type=int, default=0, help="the EAL core (pin with taskset too)")
     ap.add_argument("--mem-mb", type=int, default=MEM_MB)
     ap.add_argument("--peer-timeout", type=float, default=60)
+    ap.add_argument("--counters-fd", type=int, help="a memfd to keep the running totals in")
     a = ap.parse_args(argv)
     from vnf import dpdk
 
@@ -178,7 +231,10 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(0.02)
     print("up", flush=True)
     seconds = float(sys.stdin.readline())
-    counts = dpdk.gen_loop(port.id, pool, frames, a.queues, BURST, seconds)
+    live = None
+    if a.counters_fd is not None:
+        live = mmap.mmap(a.counters_fd, struct.calcsize(_COUNTERS_FORMAT))
+    counts = dpdk.gen_loop(port.id, pool, frames, a.queues, BURST, seconds, counters=live)
     print("GEN " + json.dumps(counts), flush=True)
     return 0
 

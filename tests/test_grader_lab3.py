@@ -129,6 +129,56 @@ def test_lab3_a_forged_tsc_frequency_earns_no_cost_points(tmp_path):
     assert "Grader note" not in res["output"], res["output"]  # the reference was measured
 
 
+# Windows measured with the reference's styles (1 s; the generator's counts over the window):
+# (busy_s, span_s, back_pressure, generator's CPU share). docs/grading.md, "Cost".
+HONEST_WINDOWS = {
+    "vector, quiet": (0.9455, 1.011, 0.569, 0.994),
+    "per-packet, quiet": (0.9881, 1.014, 0.9703, 0.992),
+    "vector, busy loop (nice 0) on the LB's core": (0.5905, 1.013, 0.9022, 0.637),
+    "per-packet, busy loop (nice 0) on the generator's core": (0.4288, 1.021, 0.9807, 0.411),
+    "fused, the generator the bottleneck": (0.4916, 1.015, 0.2939, 0.503),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HONEST_WINDOWS))
+def test_busy_floor_spares_the_references_windows_and_catches_half_the_cycles(name):
+    from grader.inside import under_reported
+
+    busy, span, bp, gen_share = HONEST_WINDOWS[name]
+    gen = {"back_pressure": bp, "cpu_share": gen_share}
+    assert under_reported(busy, span, gen) is None
+    if bp >= 0.5:  # the LB held the generator back: half its cycles are caught
+        assert "held the generator back" in under_reported(busy / 2, span, gen)
+    else:  # the generator set the pace: few busy cycles are honest, nothing is said
+        assert under_reported(busy / 10, span, gen) is None
+
+
+def test_lab3_under_reported_busy_cycles_earn_no_cost_points(tmp_path):
+    """Issue 12: ``busylow`` (the reference in the per-packet style, about 7x the vector
+    style's cost, whose stats report a tenth of its busy cycles: an honest clock, too few
+    cycles) holds the generator back, so it must be busy nearly all the time: its windows are
+    scored on CPU time per packet that came back, and it loses the cost points, with the
+    reason. The reference's windows are never re-scored."""
+    from grader.grade import grade
+    from vnf import dpdk
+
+    if not dpdk.available() or not os.path.exists(
+        "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk"
+    ):
+        pytest.skip("lab 3 needs the DPDK binding and ovs-vswitchd-dpdk")
+    sub = fixtures.build("busylow", str(tmp_path / "busylow"))
+    res = grade(
+        sub, 3, str(tmp_path / "out"), quick=True, include_hidden=False, tests=["starts", "cost"]
+    )
+    t = {x["name"]: x for x in res["tests"]}
+    assert t[STARTS]["score"] == t[STARTS]["max_score"], t[STARTS]["output"]
+    cost = t[COST]
+    assert cost["score"] <= 0.25 * cost["max_score"], cost["output"]
+    assert "submission windows were scored on CPU time" in cost["output"], cost["output"]
+    assert "reference windows were scored" not in cost["output"], cost["output"]
+    assert "Grader note" not in res["output"], res["output"]
+
+
 def test_lab3_leaves_nothing_behind(lab3):
     assert jail_leftovers()["processes"] == []  # the LBs of gradings that ended
     root = "/var/lib/vnflab/grading"

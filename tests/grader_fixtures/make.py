@@ -267,6 +267,30 @@ FIXTURES = {
             ]
         },
     ),
+    # Lab 3: the reference in the slow style (Python per packet, about 7x the vector style's
+    # cost), whose stats report a tenth of its busy cycles: honest clock, too few cycles. Only
+    # behaviour can catch it: it holds the generator back, so it must be busy all the time.
+    "busylow": (
+        3,
+        {
+            "dpdk_lb.py": [
+                (
+                    'forward = self.forward_vector if self.style == "vector" else '
+                    "self.forward_perpacket",
+                    "forward = self.forward_perpacket  # SLOW: Python for every packet",
+                ),
+                (
+                    "    # --- the hot loop ---",
+                    "    def extra_stats(self) -> dict:\n"
+                    "        out = super().extra_stats()\n"
+                    '        if out.get("busy"):                # FORGED: a tenth of the cycles\n'
+                    '            out["busy"]["cycles"] //= 10\n'
+                    "        return out\n\n"
+                    "    # --- the hot loop ---",
+                ),
+            ]
+        },
+    ),
 }
 
 

@@ -1832,21 +1832,28 @@ static PyObject *m_io_forward(PyObject *mod, PyObject *args, PyObject *kw)
                          "seconds", (double)(end - start) / (double)hz);
 }
 
-/* gen_loop(port, pool, frames, queues=1, burst=32, seconds=1.0) -> dict: a C traffic
- * generator for benchmarks (a DPDK process on the vhost side of the port under test). Sends
- * copies of `frames` (bytes, cycled; frame i always goes to tx queue i % queues, so a flow
+/* gen_loop(port, pool, frames, queues=1, burst=32, seconds=1.0, counters=None) -> dict: a C
+ * traffic generator for benchmarks (a DPDK process on the vhost side of the port under test).
+ * Sends copies of `frames` (bytes, cycled; frame i always goes to tx queue i % queues, so a flow
  * stays on one queue) as fast as the port takes them, and drains (frees) whatever arrives on
- * the same queues, so it is also the sink. GIL released for `seconds`. */
+ * the same queues, so it is also the sink. GIL released for `seconds`.
+ * `counters`, a writable buffer of GEN_COUNTERS uint64 (shared memory, read by another
+ * process while this runs): the running totals, stored after every few bursts, so that a
+ * measurement can take them at the start and end of its own window (the returned dict covers
+ * the whole run). Slots: tried, tx, rx, nomem, short (tx bursts the port took only part of,
+ * or none: back-pressure, the peer is not draining its ring), bursts (tx bursts tried). */
 #define GEN_STRIDE 2048
+#define GEN_COUNTERS 6
 static PyObject *m_gen_loop(PyObject *mod, PyObject *args, PyObject *kw)
 {
-    static char *kwl[] = {"port", "pool", "frames", "queues", "burst", "seconds", NULL};
+    static char *kwl[] = {"port", "pool", "frames", "queues", "burst", "seconds", "counters",
+                          NULL};
     long port;
-    PyObject *pool, *frames;
+    PyObject *pool, *frames, *counters = Py_None;
     unsigned nq = 1, burst = 32;
     double seconds = 1.0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "lO!O|IId", kwl, &port, &MempoolType, &pool,
-                                     &frames, &nq, &burst, &seconds))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "lO!O|IIdO", kwl, &port, &MempoolType, &pool,
+                                     &frames, &nq, &burst, &seconds, &counters))
         return NULL;
     if (check_port(port))
         return NULL;
@@ -1854,12 +1861,30 @@ static PyObject *m_gen_loop(PyObject *mod, PyObject *args, PyObject *kw)
         PyErr_Format(PyExc_ValueError, "burst must be 1..512 and queues 1..%d", MAX_Q);
         return NULL;
     }
+    Py_buffer live = {0};
+    if (counters != Py_None) {
+        if (PyObject_GetBuffer(counters, &live, PyBUF_WRITABLE) < 0)
+            return NULL;
+        if (live.len < (Py_ssize_t)(GEN_COUNTERS * sizeof(uint64_t)) ||
+            ((uintptr_t)live.buf % sizeof(uint64_t)) != 0) {
+            PyBuffer_Release(&live);
+            PyErr_Format(PyExc_ValueError, "counters: an aligned buffer of %d uint64",
+                         GEN_COUNTERS);
+            return NULL;
+        }
+    }
+    volatile uint64_t *cnt = live.buf;
     PyObject *fast = PySequence_Fast(frames, "frames must be a sequence of bytes");
-    if (!fast)
+    if (!fast) {
+        if (cnt)
+            PyBuffer_Release(&live);
         return NULL;
+    }
     Py_ssize_t nf = PySequence_Fast_GET_SIZE(fast);
     if (nf < (Py_ssize_t)nq || nf > 65536) {
         Py_DECREF(fast);
+        if (cnt)
+            PyBuffer_Release(&live);
         PyErr_SetString(PyExc_ValueError, "need queues..65536 frames");
         return NULL;
     }
@@ -1869,6 +1894,8 @@ static PyObject *m_gen_loop(PyObject *mod, PyObject *args, PyObject *kw)
     if (!data || !len || !order) {
         Py_DECREF(fast);
         PyMem_Free(data); PyMem_Free(len); PyMem_Free(order);
+        if (cnt)
+            PyBuffer_Release(&live);
         return PyErr_NoMemory();
     }
     for (Py_ssize_t i = 0; i < nf; i++) {
@@ -1881,6 +1908,8 @@ static PyObject *m_gen_loop(PyObject *mod, PyObject *args, PyObject *kw)
             }
             Py_DECREF(fast);
             PyMem_Free(data); PyMem_Free(len); PyMem_Free(order);
+            if (cnt)
+                PyBuffer_Release(&live);
             return NULL;
         }
         memcpy(data + (size_t)i * GEN_STRIDE, v.buf, v.len);
@@ -1898,7 +1927,7 @@ static PyObject *m_gen_loop(PyObject *mod, PyObject *args, PyObject *kw)
         cur[q] = 0;
     }
     struct rte_mempool *mp = ((MempoolObject *)pool)->mp;
-    uint64_t tx = 0, rx = 0, tried = 0, nomem = 0, start, end;
+    uint64_t tx = 0, rx = 0, tried = 0, nomem = 0, shortb = 0, bursts = 0, start, end;
     uint64_t hz = rte_get_tsc_hz();
     Py_BEGIN_ALLOW_THREADS
     struct rte_mbuf *pk[512];
@@ -1924,11 +1953,18 @@ static PyObject *m_gen_loop(PyObject *mod, PyObject *args, PyObject *kw)
                     memcpy(d, data + (size_t)f * GEN_STRIDE, len[f]);
                 }
                 uint16_t s = rte_eth_tx_burst((uint16_t)port, (uint16_t)q, pk, (uint16_t)burst);
-                if (s < burst)
+                if (s < burst) {
                     rte_pktmbuf_free_bulk(pk + s, burst - s);
+                    shortb++;
+                }
+                bursts++;
                 tried += burst;
                 tx += s;
             }
+        }
+        if (cnt) {  /* aligned 64-bit stores: a reader never sees a torn value */
+            cnt[0] = tried; cnt[1] = tx; cnt[2] = rx;
+            cnt[3] = nomem; cnt[4] = shortb; cnt[5] = bursts;
         }
         now = rte_rdtsc();
     }
@@ -1937,8 +1973,11 @@ static PyObject *m_gen_loop(PyObject *mod, PyObject *args, PyObject *kw)
     PyMem_Free(data);
     PyMem_Free(len);
     PyMem_Free(order);
-    return Py_BuildValue("{s:K,s:K,s:K,s:K,s:d}", "tx", tx, "rx", rx, "tried", tried,
-                         "nomem", nomem, "seconds", (double)(end - start) / (double)hz);
+    if (cnt)
+        PyBuffer_Release(&live);
+    return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:d}", "tx", tx, "rx", rx, "tried", tried,
+                         "nomem", nomem, "short", shortb, "bursts", bursts, "seconds",
+                         (double)(end - start) / (double)hz);
 }
 
 static PyObject *m_thread_register(PyObject *mod, PyObject *u)
@@ -2015,8 +2054,8 @@ static PyMethodDef module_methods[] = {
     {"io_forward", (PyCFunction)(void (*)(void))m_io_forward, METH_VARARGS | METH_KEYWORDS,
      "io_forward(pairs, burst=32, seconds=1.0) -> dict; C loop, GIL released"},
     {"gen_loop", (PyCFunction)(void (*)(void))m_gen_loop, METH_VARARGS | METH_KEYWORDS,
-     "gen_loop(port, pool, frames, queues=1, burst=32, seconds=1.0) -> dict; C generator "
-     "+ sink for benchmarks, GIL released"},
+     "gen_loop(port, pool, frames, queues=1, burst=32, seconds=1.0, counters=None) -> dict; "
+     "C generator + sink for benchmarks, GIL released"},
     {"thread_register", m_thread_register, METH_NOARGS,
      "rte_thread_register() for the calling thread -> lcore id"},
     {"thread_unregister", m_thread_unregister, METH_NOARGS, "rte_thread_unregister()"},
