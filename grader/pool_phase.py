@@ -81,10 +81,15 @@ def lb_counts(stats) -> dict[str, int]:
     to help read a failed kind: a flow that moved with ``new_flows`` above the flows sent
     was decided twice, and the flow state's ``evictions``/``expirations`` say whether the LB
     forgot it for room or for age. Integers only."""
+
+    def part(doc: dict, key: str, kind: type):
+        value = doc.get(key)
+        return value if isinstance(value, kind) else kind()
+
     stats = stats if isinstance(stats, dict) else {}
-    lb = stats.get("lb") if isinstance(stats.get("lb"), dict) else {}
-    table = lb.get("flow_table") if isinstance(lb.get("flow_table"), dict) else {}
-    caches = stats.get("flow_cache") if isinstance(stats.get("flow_cache"), list) else []
+    lb: dict = part(stats, "lb", dict)
+    table: dict = part(lb, "flow_table", dict)
+    caches: list = part(stats, "flow_cache", list)
     counts: dict = {k: lb.get(k) for k in ("new_flows", "reassigned")}
     for key in ("misses", "evictions", "expirations"):
         counts[f"flow_table.{key}"] = table.get(key)
