@@ -18,6 +18,12 @@ import sys
 MEM_MB = 128
 
 
+def command(vdev: str, burst: int, cpu: int) -> list[str]:
+    """The command line that runs this loop on ``cpu`` (pinned with taskset) on ``vdev``."""
+    pinned = ["taskset", "-c", str(cpu), sys.executable, "-m", "bench.binding_io"]
+    return pinned + [vdev, str(burst), str(cpu)]
+
+
 def main(argv: list[str]) -> int:
     from vnf import dpdk
 

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 
+from bench import binding_io
 from bench.perpacket_steps import STEPS
 from bench.report import cv, fmt_ns, median, rounded
 from bench.spec import GEN_CPU, LB_CPU, BenchSpec
@@ -263,17 +264,7 @@ class DpdkDriver:
         sock = os.path.join(bb.workdir, f"{tag}-bio.sock")
         gen = self.start_generator(bb, sock, f"{tag}-bio")
         io = subprocess.Popen(
-            [
-                "taskset",
-                "-c",
-                str(LB_CPU),
-                sys.executable,
-                "-m",
-                "bench.binding_io",
-                self.vdev(sock),
-                str(burst),
-                str(LB_CPU),
-            ],
+            binding_io.command(self.vdev(sock), burst, LB_CPU),
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,

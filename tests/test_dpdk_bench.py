@@ -77,6 +77,7 @@ def test_generator_counts_per_window_and_sees_back_pressure(tmp_path):
     import signal
     import time
 
+    from bench import binding_io
     from bench.spec import GEN_CPU, LB_CPU
     from testbed.dpdkgen import DpdkGenerator, window
     from testbed.process import expect_line, stop_process
@@ -87,17 +88,7 @@ def test_generator_counts_per_window_and_sees_back_pressure(tmp_path):
     try:
         assert set(gen.counts().values()) == {0}  # nothing before go()
         peer = subprocess.Popen(
-            [
-                "taskset",
-                "-c",
-                str(LB_CPU),
-                sys.executable,
-                "-m",
-                "bench.binding_io",
-                f"net_virtio_user0,path={sock},queues=1",
-                "32",
-                str(LB_CPU),
-            ],
+            binding_io.command(f"net_virtio_user0,path={sock},queues=1", 32, LB_CPU),
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
