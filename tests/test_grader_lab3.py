@@ -106,10 +106,9 @@ def test_lab3_per_packet_round_robin_loses_affinity(lab3):
 COST = "per-packet cost vs the reference (same run)"
 
 
-def test_lab3_a_forged_tsc_frequency_earns_no_cost_points(tmp_path):
-    """Issue 12: the busy cycles are the LB's own word. ``busyhz`` (the reference, whose stats
-    claim a TSC four times faster: a quarter of the busy time) loses the cost test with the
-    reason; it still starts and forwards. Only the tests the forgery aims at are graded."""
+def grade_forged_cost(tmp_path, fixture: str) -> tuple[dict, dict]:
+    """Grade a lab 3 fixture that forges its busy counters, on only the tests the forgery aims
+    at (starts, cost; quick): (results, tests by name). It must still start and forward."""
     from grader.grade import grade
     from vnf import dpdk
 
@@ -117,12 +116,20 @@ def test_lab3_a_forged_tsc_frequency_earns_no_cost_points(tmp_path):
         "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk"
     ):
         pytest.skip("lab 3 needs the DPDK binding and ovs-vswitchd-dpdk")
-    sub = fixtures.build("busyhz", str(tmp_path / "busyhz"))
+    sub = fixtures.build(fixture, str(tmp_path / fixture))
     res = grade(
         sub, 3, str(tmp_path / "out"), quick=True, include_hidden=False, tests=["starts", "cost"]
     )
     t = {x["name"]: x for x in res["tests"]}
     assert t[STARTS]["score"] == t[STARTS]["max_score"], t[STARTS]["output"]
+    return res, t
+
+
+def test_lab3_a_forged_tsc_frequency_earns_no_cost_points(tmp_path):
+    """Issue 12: the busy cycles are the LB's own word. ``busyhz`` (the reference, whose stats
+    claim a TSC four times faster: a quarter of the busy time) loses the cost test with the
+    reason; it still starts and forwards. Only the tests the forgery aims at are graded."""
+    res, t = grade_forged_cost(tmp_path, "busyhz")
     cost = t[COST]
     assert cost["score"] == 0, cost["output"]
     assert "could not be measured" in cost["output"] and "TSC of" in cost["output"], cost["output"]
@@ -159,19 +166,7 @@ def test_lab3_under_reported_busy_cycles_earn_no_cost_points(tmp_path):
     cycles) holds the generator back, so it must be busy nearly all the time: its windows are
     scored on CPU time per packet that came back, and it loses the cost points, with the
     reason. The reference's windows are never re-scored."""
-    from grader.grade import grade
-    from vnf import dpdk
-
-    if not dpdk.available() or not os.path.exists(
-        "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk"
-    ):
-        pytest.skip("lab 3 needs the DPDK binding and ovs-vswitchd-dpdk")
-    sub = fixtures.build("busylow", str(tmp_path / "busylow"))
-    res = grade(
-        sub, 3, str(tmp_path / "out"), quick=True, include_hidden=False, tests=["starts", "cost"]
-    )
-    t = {x["name"]: x for x in res["tests"]}
-    assert t[STARTS]["score"] == t[STARTS]["max_score"], t[STARTS]["output"]
+    res, t = grade_forged_cost(tmp_path, "busylow")
     cost = t[COST]
     assert cost["score"] <= 0.25 * cost["max_score"], cost["output"]
     assert "submission windows were scored on CPU time" in cost["output"], cost["output"]
