@@ -2,7 +2,8 @@
  * nf.h - the load balancer's per-packet logic in C, header only.
  *
  * This is a bit-for-bit mirror of the pure-Python reference in vnf/:
- *   nf_parse       == vnf.packet.parse_frame   (same drop reasons, same order of checks)
+ *   nf_parse       == vnf.packet.parse_frame   (same drop reasons, same order of checks;
+ *                     the common frame on a fast path of its own, same answers)
  *   nf_flow_hash   == vnf.hashing.flow_hash    (CRC-32 of the packed 5-tuple, like zlib.crc32)
  *   nf_nat_dst/src == vnf.rewrite.nat_rewrite_dst/src (RFC 1624 incremental checksums)
  *   nf_for_vip + nf_cache_lookup == the hit path of vnf.lb.LoadBalancer.backends_for_batch
@@ -63,6 +64,13 @@ static inline uint32_t nf_rd32(const uint8_t *p)
 {
     return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
 }
+/* 8 bytes at p as a little-endian integer, any alignment (memcpy compiles to one load). */
+static inline uint64_t nf_ld64le(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
 static inline void nf_wr16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
 static inline void nf_wr32(uint8_t *p, uint32_t v)
 {
@@ -74,9 +82,8 @@ static inline int nf_is_vlan(uint16_t ethertype)
     return ethertype == NF_ETH_P_8021Q || ethertype == NF_ETH_P_8021AD;
 }
 
-/* Parse Ethernet [+ up to two VLAN tags] + IPv4 + TCP/UDP. Returns an enum nf_reason.
- * On a drop every field of *out is zero and vlan is -1 (as Parsed(None, reason, 0, 0, None)). */
-static inline int nf_parse(const uint8_t *frame, uint32_t len, struct nf_parsed *out)
+/* nf_parse for any frame: every check, in vnf.packet.parse_frame's order. */
+static inline int nf_parse_general(const uint8_t *frame, uint32_t len, struct nf_parsed *out)
 {
     memset(out, 0, sizeof(*out));
     out->vlan = -1;
@@ -156,6 +163,56 @@ static inline int nf_parse(const uint8_t *frame, uint32_t len, struct nf_parsed 
     out->l4_offset = (uint16_t)l4;
     out->vlan = vlan;
     return NF_OK;
+}
+
+/* Parse Ethernet [+ up to two VLAN tags] + IPv4 + TCP/UDP. Returns an enum nf_reason.
+ * On a drop every field of *out is zero and vlan is -1 (as Parsed(None, reason, 0, 0, None)).
+ *
+ * Nearly every frame a load balancer sees is the common one: no VLAN tag, IPv4 without options,
+ * not a fragment, TCP or UDP. It is checked first, on a path of its own: four 8-byte loads at
+ * fixed offsets instead of a dozen byte loads, and the same tests as nf_parse_general with the
+ * offsets known. Any other frame, or any test that fails, goes to nf_parse_general, so every
+ * frame gets the same answer either way (tests/test_fastpath.py sets each header byte to each
+ * value). Specialising the common case is how fast parsers are built: work spent on cases that
+ * never come is paid by every packet. */
+static inline int nf_parse(const uint8_t *frame, uint32_t len, struct nf_parsed *out)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (len >= 42) {                                /* Ethernet + IPv4 + 8 bytes of L4 */
+        uint64_t eth_ip = nf_ld64le(frame + 12);    /* ethertype, version+IHL, ToS, length, id */
+        uint64_t ip_mid = nf_ld64le(frame + 20);    /* flags+fragment offset, TTL, protocol, ... */
+        uint64_t addrs = nf_ld64le(frame + 26);     /* source address, destination address */
+        uint64_t l4 = nf_ld64le(frame + 34);        /* ports; UDP: length, checksum */
+        uint32_t total_len = __builtin_bswap16((uint16_t)(eth_ip >> 32));
+        uint16_t flags_frag = __builtin_bswap16((uint16_t)ip_mid);
+        uint8_t proto = (uint8_t)(ip_mid >> 24);
+        int ok = 0;
+        /* ethertype 0x0800 then version 4, IHL 5: bytes 12..14 are 08 00 45 */
+        if ((eth_ip & 0xffffff) == 0x450008 && total_len >= 20 && 14 + total_len <= len &&
+            !(flags_frag & 0x1fff)) {
+            uint32_t l4_len = total_len - 20;
+            if (proto == NF_IPPROTO_UDP && l4_len >= 8) {
+                uint32_t udp_len = __builtin_bswap16((uint16_t)(l4 >> 32));
+                ok = udp_len >= 8 && (udp_len <= l4_len || (flags_frag & 0x2000));
+            } else if (proto == NF_IPPROTO_TCP && l4_len >= 20) {   /* so byte 46 is there */
+                uint32_t doff = (uint32_t)(frame[46] >> 4) * 4;
+                ok = doff >= 20 && doff <= l4_len;
+            }
+        }
+        if (ok) {
+            out->src_ip = __builtin_bswap32((uint32_t)addrs);
+            out->dst_ip = __builtin_bswap32((uint32_t)(addrs >> 32));
+            out->src_port = __builtin_bswap16((uint16_t)l4);
+            out->dst_port = __builtin_bswap16((uint16_t)(l4 >> 16));
+            out->proto = proto;
+            out->l3_offset = 14;
+            out->l4_offset = 34;
+            out->vlan = -1;
+            return NF_OK;
+        }
+    }
+#endif
+    return nf_parse_general(frame, len, out);
 }
 
 /* ---- flow hash: CRC-32 (IEEE 802.3, reflected, poly 0xEDB88320), identical to zlib.crc32 ---- */
