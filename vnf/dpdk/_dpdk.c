@@ -152,10 +152,15 @@ static PyTypeObject MempoolType = {
 /* read-only integer index array (any integer dtype) */
 typedef struct { Py_buffer v; int is_signed; } IdxBuf;
 
+/* What the burst knows of its packets since it was filled: nothing; each one's parse result
+ * (reason[], what forward() writes: its slow path and set_macs/keep need no more); or that and
+ * the parsed headers too (parsed[], from parse(): what a NAT rewrite needs). */
+enum { PARSED_NONE, PARSED_REASONS, PARSED_HEADERS };
+
 typedef struct {
     PyObject_HEAD
     uint16_t n, cap;
-    int parsed_valid;
+    int parsed_valid;           /* PARSED_NONE, PARSED_REASONS or PARSED_HEADERS */
     uint64_t t0;                /* TSC at the poll that filled it; 0 = not timed */
     uint64_t t_pkts;            /* packets the timer covers */
     struct acct *acct;
@@ -181,7 +186,7 @@ static BurstObject *burst_new(Py_ssize_t cap)
         return NULL;
     b->n = 0;
     b->cap = (uint16_t)cap;
-    b->parsed_valid = 0;
+    b->parsed_valid = PARSED_NONE;
     b->t0 = 0;
     b->t_pkts = 0;
     b->acct = NULL;
@@ -210,7 +215,7 @@ static void burst_release(BurstObject *b)
     if (b->n && eal_state == 1)
         rte_pktmbuf_free_bulk(b->pkts, b->n);
     b->n = 0;
-    b->parsed_valid = 0;
+    b->parsed_valid = PARSED_NONE;
 }
 
 static void burst_unpin_parse(BurstObject *b)
@@ -404,7 +409,7 @@ static void parse_into_block(BurstObject *self, uint8_t *base, Py_ssize_t c)
             rte_prefetch0(rte_pktmbuf_mtod(self->pkts[i + PARSE_AHEAD], void *));
         parse_one_into(self, &b, i);
     }
-    self->parsed_valid = 1;
+    self->parsed_valid = PARSED_HEADERS;
 }
 
 /* The block of a ParseArrays (`arrays._block`), held by the burst from one parse() to the next:
@@ -490,7 +495,7 @@ static PyObject *Burst_parse(BurstObject *self, PyObject *arrays)
         if (l3) l3[i] = p->l3_offset;
         if (vl) vl[i] = p->vlan;
     }
-    self->parsed_valid = 1;
+    self->parsed_valid = PARSED_HEADERS;
     for (int k = 0; k < NB; k++)
         rel(&v[k]);
     return PyLong_FromSsize_t(n);
@@ -537,7 +542,7 @@ set_macs_loop(BurstObject *self, const void *index, Py_ssize_t itemsize, int is_
               const uint8_t *table, int64_t nmac, const uint8_t *src)
 {
     long done = 0;
-    const int parsed = self->parsed_valid;
+    const int parsed = self->parsed_valid != PARSED_NONE;
     for (Py_ssize_t i = 0; i < self->n; i++) {
         int64_t k = idx_read(index, i, itemsize, is_signed);
         if (k < 0 || (parsed && self->reason[i] != NF_OK))
@@ -621,7 +626,7 @@ static PyObject *burst_nat(BurstObject *self, PyObject *args, int dst)
     PyObject *io, *ipo, *pto;
     if (!PyArg_ParseTuple(args, "OOO", &io, &ipo, &pto))
         return NULL;
-    if (!self->parsed_valid) {
+    if (self->parsed_valid != PARSED_HEADERS) {
         PyErr_SetString(PyExc_RuntimeError, "call parse() before a NAT rewrite");
         return NULL;
     }
@@ -688,7 +693,7 @@ static PyObject *Burst_keep(BurstObject *self, PyObject *args)
         return NULL;
     IdxBuf ib;
     int use_mask = mo != Py_None;
-    if (!use_mask && !self->parsed_valid) {
+    if (!use_mask && self->parsed_valid == PARSED_NONE) {
         PyErr_SetString(PyExc_RuntimeError, "keep() without a mask needs parse() first");
         return NULL;
     }
@@ -703,7 +708,7 @@ static PyObject *Burst_keep(BurstObject *self, PyObject *args)
     uint16_t w = 0;
     for (uint16_t i = 0; i < self->n; i++) {
         int ok = use_mask ? idx_at(&ib, i) != 0 : self->reason[i] == NF_OK;
-        if (use_mask && self->parsed_valid && self->reason[i] != NF_OK)
+        if (use_mask && self->parsed_valid != PARSED_NONE && self->reason[i] != NF_OK)
             ok = 0;
         if (ok) {
             self->pkts[w] = self->pkts[i];
@@ -764,7 +769,7 @@ static uint16_t burst_rx(BurstObject *b, uint16_t port, uint16_t queue, uint16_t
     }
     if (n > b->cap)
         n = b->cap;
-    b->parsed_valid = 0;
+    b->parsed_valid = PARSED_NONE;
     uint64_t t0 = rte_rdtsc();
     b->n = rte_eth_rx_burst(port, queue, b->pkts, n);
     if (b->n) {
@@ -783,7 +788,7 @@ static uint16_t burst_tx(BurstObject *b, uint16_t port, uint16_t queue)
     if (sent < b->n)
         rte_pktmbuf_free_bulk(b->pkts + sent, b->n - sent);
     b->n = 0;
-    b->parsed_valid = 0;
+    b->parsed_valid = PARSED_NONE;
     burst_stop_timer(b, rte_rdtsc());
     return sent;
 }
@@ -795,6 +800,7 @@ static uint16_t burst_tx(BurstObject *b, uint16_t port, uint16_t queue)
  * registering buffers with a NIC once, not per I/O). Python rebuilds it when the cache's arrays
  * change (vnf.dpdk.FusedForward). */
 enum { FK_BLOCK, FK_HASH, FK_BACKEND, FK_SEEN, FK_ALIVE, FK_CHOICE, FK_MACS, FK_NBUF };
+enum { NF_MAC_PAIR = 16 };     /* destination + source MAC (12 bytes), padded */
 
 typedef struct {
     PyObject_HEAD
@@ -804,6 +810,9 @@ typedef struct {
     struct nf_cache cache;
     uint8_t src_mac[6];
     uint32_t nmacs;
+    /* per backend number, the 12 bytes a hit writes at the frame's start (its MAC, then ours),
+     * laid out once here: the rewrite is then one 12-byte copy, not two 6-byte ones */
+    uint8_t (*mac_pairs)[NF_MAC_PAIR];
     int port;                  /* send(): the port to transmit on */
     PyObject *slow;            /* send(): called when a burst is not all hits */
     unsigned long long fast_packets;   /* send(): packets forwarded without Python */
@@ -812,6 +821,7 @@ typedef struct {
 static void FlowKernel_dealloc(FlowKernelObject *self)
 {
     Py_XDECREF(self->slow);
+    PyMem_Free(self->mac_pairs);
     for (int k = 0; k < FK_NBUF; k++)
         if (self->buf[k].obj)
             PyBuffer_Release(&self->buf[k]);
@@ -875,6 +885,15 @@ static PyObject *FlowKernel_tp_new(PyTypeObject *t, PyObject *args, PyObject *kw
         .alive = self->buf[FK_ALIVE].buf, .nalive = (uint32_t)self->buf[FK_ALIVE].len};
     memcpy(self->src_mac, srcm.buf, 6);
     self->nmacs = (uint32_t)(self->buf[FK_MACS].len / 6);
+    self->mac_pairs = PyMem_Calloc(self->nmacs ? self->nmacs : 1, NF_MAC_PAIR);
+    if (!self->mac_pairs) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    for (uint32_t b = 0; b < self->nmacs; b++) {
+        memcpy(self->mac_pairs[b], (const uint8_t *)self->buf[FK_MACS].buf + 6 * b, 6);
+        memcpy(self->mac_pairs[b] + 6, self->src_mac, 6);
+    }
     PyBuffer_Release(&srcm);
     return (PyObject *)self;
 fail:
@@ -891,27 +910,28 @@ static PyTypeObject FlowKernelType = {
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "FlowKernel(block, cache_hash, cache_backend, cache_seen, alive, choice, "
               "mac_table, vip, port, proto_mask, src_mac): the buffers Burst.forward uses, "
-              "held once (see vnf.dpdk.FusedForward)",
+              "held once (see vnf.dpdk.FusedForward); mac_table and src_mac are copied then",
     .tp_new = FlowKernel_tp_new,
     .tp_dealloc = (destructor)FlowKernel_dealloc,
     .tp_methods = FlowKernel_methods,
 };
 
 /* The whole per-burst NF, every step from nf.h: for each packet nf_parse + nf_flow_hash (into
- * the kernel's ParseArrays: only the hash and reason columns, all the slow path reads),
- * nf_for_vip, nf_cache_lookup, and for a hit nf_set_macs (DSR: the backend's MAC, ours as the
- * source). choice[i] = backend number (hit), -1 (not to balance), -2
- * (miss: the pool decides, in Python, then set_macs). count[] = parsed, valid (to balance), hits.
+ * the kernel's ParseArrays: only the hash and reason columns, all the slow path reads; the parsed
+ * headers stay in a local and are not stored), nf_for_vip, nf_cache_lookup, and for a hit the
+ * DSR rewrite (the backend's MAC, ours as the source). choice[i] = backend number (hit), -1 (not
+ * to balance), -2 (miss: the pool decides, in Python, then set_macs). count[] = parsed, valid (to
+ * balance), hits.
  *
- * Two passes over the burst, because the work waits on memory more than it computes (a burst of
- * 32 costs ~10 ns of arithmetic per packet when everything is in L1):
+ * Two passes over the burst, because the work waits on memory more than it computes:
  *   1. parse + hash each packet. Its frame was just written by the other side of the virtio
  *      ring, on another core, so its first touch is a cache miss: packet i + PREFETCH_AHEAD is
  *      requested while packet i is parsed, and the misses overlap with work (as DPDK's own
  *      examples do). Once the hash is known, the flow-cache slot it will read is requested too.
  *   2. look each packet up and rewrite the hits: by now its cache slot has arrived and its
  *      frame is still in L1 (32 frames' headers are 2 KiB).
- * Prefetching hides memory latency; it does not remove the work. */
+ * Prefetching hides memory latency; it does not remove the work. Per packet the loop stores only
+ * what is read afterwards (reason, hash, choice, the two MACs): a store is work too. */
 static int fk_forward(FlowKernelObject *k, BurstObject *self, double now, Py_ssize_t count[3])
 {
     if (self->n > k->capacity) {
@@ -921,7 +941,6 @@ static int fk_forward(FlowKernelObject *k, BurstObject *self, double now, Py_ssi
     }
     struct block_cols b = block_cols(k->buf[FK_BLOCK].buf, k->capacity);
     int32_t *choice = k->buf[FK_CHOICE].buf;
-    const uint8_t *macs = k->buf[FK_MACS].buf;
     const struct nf_cache *cache = &k->cache;
     Py_ssize_t n = self->n, parsed = 0, valid = 0, hits = 0;
     enum { PREFETCH_AHEAD = 4 };
@@ -931,12 +950,12 @@ static int fk_forward(FlowKernelObject *k, BurstObject *self, double now, Py_ssi
         if (i + PREFETCH_AHEAD < n)
             rte_prefetch0(rte_pktmbuf_mtod(self->pkts[i + PREFETCH_AHEAD], void *));
         struct rte_mbuf *m = self->pkts[i];
-        struct nf_parsed *p = &self->parsed[i];
-        int r = nf_parse(rte_pktmbuf_mtod(m, const uint8_t *), rte_pktmbuf_data_len(m), p);
+        struct nf_parsed p;
+        int r = nf_parse(rte_pktmbuf_mtod(m, const uint8_t *), rte_pktmbuf_data_len(m), &p);
         self->reason[i] = b.rs[i] = (uint8_t)r;
-        b.hs[i] = r == NF_OK ? nf_flow_hash(p) : 0;
+        b.hs[i] = r == NF_OK ? nf_flow_hash(&p) : 0;
         parsed += r == NF_OK;
-        if (nf_for_vip(&k->vip, r, p->dst_ip, p->dst_port, p->proto)) {
+        if (nf_for_vip(&k->vip, r, p.dst_ip, p.dst_port, p.proto)) {
             valid++;
             nf_cache_prefetch(cache, b.hs[i]);
             choice[i] = NF_CHOICE_MISS;                    /* to look up in pass 2 */
@@ -952,11 +971,11 @@ static int fk_forward(FlowKernelObject *k, BurstObject *self, double now, Py_ssi
             c = NF_CHOICE_MISS;                            /* no MAC for it: let Python decide */
         if (c >= 0) {
             hits++;
-            nf_set_macs(rte_pktmbuf_mtod(self->pkts[i], uint8_t *), macs + 6 * c, k->src_mac);
+            memcpy(rte_pktmbuf_mtod(self->pkts[i], uint8_t *), k->mac_pairs[c], 12);
         }
         choice[i] = c;
     }
-    self->parsed_valid = 1;
+    self->parsed_valid = PARSED_REASONS;
     count[0] = parsed;
     count[1] = valid;
     count[2] = hits;
@@ -1278,7 +1297,7 @@ static PyObject *Ring_enqueue(RingObject *self, PyObject *arg)
     if (n < b->n)
         rte_pktmbuf_free_bulk(b->pkts + n, b->n - n);
     b->n = 0;
-    b->parsed_valid = 0;
+    b->parsed_valid = PARSED_NONE;
     burst_stop_timer(b, rte_rdtsc());
     return PyLong_FromUnsignedLong(n);
 }
@@ -1306,7 +1325,7 @@ static PyObject *Ring_dequeue(RingObject *self, PyObject *args)
     if (n > b->cap) n = b->cap;
     uint64_t t0 = rte_rdtsc();
     b->n = (uint16_t)rte_ring_dequeue_burst(self->r, (void **)b->pkts, (unsigned)n, NULL);
-    b->parsed_valid = 0;
+    b->parsed_valid = PARSED_NONE;
     if (b->n) {
         b->t0 = t0;
         b->t_pkts = b->n;
