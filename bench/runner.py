@@ -61,12 +61,16 @@ def open_bed(spec: BenchSpec, workdir: str, drivers: dict, ways: list[str]):
 
 
 def round_run(r: dict) -> dict:
-    """A run's floats rounded for the JSON (rates and ratios to 4 places, the rest to 1)."""
+    """A run's floats rounded for the JSON (rates and ratios to 4 places, the rest to 1): a ratio
+    compared with a target such as 1.25 needs more than one decimal."""
+
+    def is_ratio(k: str) -> bool:
+        return "ratio" in k or "_over_" in k
 
     def rnd(k, v):
         if not isinstance(v, float):
             return v
-        return round(v, 4) if k == "mpps" or "ratio" in k or k.endswith("_mpps") else round(v, 1)
+        return round(v, 4) if k == "mpps" or is_ratio(k) or k.endswith("_mpps") else round(v, 1)
 
     return {k: rnd(k, v) for k, v in r.items()}
 
