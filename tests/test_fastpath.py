@@ -186,8 +186,10 @@ def test_parse_one_equals_parse_frame_next_to_the_common_frame():
     base = Ether(src="00:00:00:00:00:01", dst="00:00:00:00:00:02") / IP(
         src="10.0.0.1", dst="10.0.0.100"
     )
-    frames = [bytes(base / UDP(sport=1234, dport=8080) / (b"x" * 18)),
-              bytes(base / TCP(sport=40000, dport=8080, flags="S"))]
+    frames = [
+        bytes(base / UDP(sport=1234, dport=8080) / (b"x" * 18)),
+        bytes(base / TCP(sport=40000, dport=8080, flags="S")),
+    ]
     checked = 0
     for good in frames:
         assert fastpath.parse_one(good)[0] == 0  # the fast path's own frame parses
