@@ -21,7 +21,7 @@ import time
 
 from bench import binding_io
 from bench.perpacket_steps import STEPS
-from bench.report import cv, fmt_ns, median, rounded
+from bench.report import cv, fmt_cv, fmt_ns, median, rounded
 from bench.spec import GEN_CPU, LB_CPU, BenchSpec
 from testbed.dpdkgen import DpdkGenerator
 from testbed.experiment import request_stats
@@ -390,6 +390,7 @@ class DpdkDriver:
             "vector_over_fused": med("vector_over_fused", 3),
             "perpacket_over_fused": med("perpacket_over_fused", 3),
             "fused_over_testpmd": med("fused_over_testpmd", 3),
+            "fused_over_testpmd_cv": rounded(cv([r.get("fused_over_testpmd") for r in ok]), 3),
             "perpacket_steps": {
                 k: rounded(
                     median(
@@ -403,8 +404,14 @@ class DpdkDriver:
             "baseline_ratio_mpps": med("baseline_ratio_mpps", 3),
             "testpmd_io_ns_per_packet": sub("testpmd_io", "ns_per_packet"),
             "testpmd_io_mpps": sub("testpmd_io", "mpps", 4),
+            "testpmd_io_cv": rounded(
+                cv([(r.get("testpmd_io") or {}).get("ns_per_packet") for r in ok]), 3
+            ),
             "binding_io_ns_per_packet": sub("binding_io", "ns_per_packet"),
             "binding_io_mpps": sub("binding_io", "mpps", 4),
+            "binding_io_cv": rounded(
+                cv([(r.get("binding_io") or {}).get("ns_per_packet") for r in ok]), 3
+            ),
             "binding_io_ratio": med("binding_io_ratio", 3),
             "binding_io_ratio_mpps": med("binding_io_ratio_mpps", 3),
         }
@@ -419,11 +426,12 @@ class DpdkDriver:
         )
         if ref == "fused":
             txt += (
-                f"lab vector style {fmt_ns(w.get('vector_ns_per_packet'))} ns/pkt busy "
-                f"({w.get('vector_over_fused')}x fused); "
+                f"lab vector style {fmt_ns(w.get('vector_ns_per_packet'))} ns/pkt busy, "
+                f"cv {fmt_cv(w.get('vector_cv'))} ({w.get('vector_over_fused')}x fused); "
             )
         txt += (
-            f"per-packet style {fmt_ns(w.get('perpacket_ns_per_packet'))} ns/pkt busy "
+            f"per-packet style {fmt_ns(w.get('perpacket_ns_per_packet'))} ns/pkt busy, "
+            f"cv {fmt_cv(w.get('perpacket_cv'))} "
             f"({w.get('perpacket_over_fused')}x {ref}; same-run ratios, median)"
         )
         steps = w.get("perpacket_steps") or {}
@@ -434,9 +442,11 @@ class DpdkDriver:
         if w.get("baseline"):
             txt += (
                 f"; testpmd io {w.get('testpmd_io_ns_per_packet')} ns/pkt, "
-                f"{w.get('testpmd_io_mpps')} Mpps; binding io-forward "
-                f"{w.get('binding_io_ns_per_packet')} ns/pkt = {w.get('binding_io_ratio')}x "
-                f"testpmd; fused = {w.get('fused_over_testpmd')}x testpmd io; the NF adds "
+                f"cv {fmt_cv(w.get('testpmd_io_cv'))}, {w.get('testpmd_io_mpps')} Mpps; "
+                f"binding io-forward {w.get('binding_io_ns_per_packet')} ns/pkt, "
+                f"cv {fmt_cv(w.get('binding_io_cv'))} = {w.get('binding_io_ratio')}x "
+                f"testpmd; fused = {w.get('fused_over_testpmd')}x testpmd io, "
+                f"cv {fmt_cv(w.get('fused_over_testpmd_cv'))}; the NF adds "
                 f"{fmt_ns(w.get('nf_ns_per_packet'))} ns/pkt to the binding's io-forward"
             )
         return txt

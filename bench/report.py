@@ -41,6 +41,11 @@ def rounded(x, nd=1):
     return None if x is None else round(x, nd)
 
 
+def fmt_cv(x) -> str:
+    """A CV as a percentage for the text ("-": fewer than two runs measured it)."""
+    return f"{x:.1%}" if x is not None else "-"
+
+
 def fmt_ns(x) -> str:
     """A cost in whole ns for a table cell ("-": not measured)."""
     return f"{x:.0f}" if x else "-"
@@ -180,7 +185,7 @@ def table_rows(result: dict) -> list[tuple[str, ...]]:
                 fmt_ns(w["ns_per_packet"]),
                 fmt_ns(w["user_ns"]),
                 fmt_ns(w["sys_ns"]),
-                f"{w['cv']:.1%}" if w.get("cv") is not None else "-",
+                fmt_cv(w.get("cv")),
                 f"{w['mpps']:.3f}" if w.get("mpps") else "-",
                 wc,
             )
@@ -283,7 +288,7 @@ def results_page(result: dict, source: str = "") -> str:
     ]
     for w, row in zip(result["ways"], table_rows(result)):
         mcv = w.get("machine_cv")
-        lines.append(_md_row(row + (f"{mcv:.1%}" if mcv is not None else "-",)))
+        lines.append(_md_row(row + (fmt_cv(mcv),)))
     lines.append("")
     if result.get("ratios"):
         lines += [

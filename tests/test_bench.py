@@ -177,6 +177,10 @@ def test_results_page_from_a_real_bench_json(tmp_path):
         assert f"| {w['cv']:.1%} |" in row
     for name, ratio in result["ratios"].items():
         assert ratio["text"] in page and f"| {name} | {ratio['ns_per_packet']} |" in page
+    dpdk = next(w for w in result["ways"] if w["way"] == "dpdk")
+    for key in ("vector_cv", "perpacket_cv", "testpmd_io_cv", "binding_io_cv"):
+        assert f"cv {dpdk[key]:.1%}" in page, key  # each DPDK figure's spread, beside the drift
+    assert f"cv {dpdk['fused_over_testpmd_cv']:.1%}" in page
     assert cli.main(["results", str(tmp_path / "missing.json")]) == 2
 
 
