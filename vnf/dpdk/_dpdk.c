@@ -800,7 +800,6 @@ static uint16_t burst_tx(BurstObject *b, uint16_t port, uint16_t queue)
  * registering buffers with a NIC once, not per I/O). Python rebuilds it when the cache's arrays
  * change (vnf.dpdk.FusedForward). */
 enum { FK_BLOCK, FK_HASH, FK_BACKEND, FK_SEEN, FK_ALIVE, FK_CHOICE, FK_MACS, FK_NBUF };
-enum { NF_MAC_PAIR = 16 };     /* destination + source MAC (12 bytes), padded */
 
 typedef struct {
     PyObject_HEAD
@@ -810,9 +809,6 @@ typedef struct {
     struct nf_cache cache;
     uint8_t src_mac[6];
     uint32_t nmacs;
-    /* per backend number, the 12 bytes a hit writes at the frame's start (its MAC, then ours),
-     * laid out once here: the rewrite is then one 12-byte copy, not two 6-byte ones */
-    uint8_t (*mac_pairs)[NF_MAC_PAIR];
     int port;                  /* send(): the port to transmit on */
     PyObject *slow;            /* send(): called when a burst is not all hits */
     unsigned long long fast_packets;   /* send(): packets forwarded without Python */
@@ -821,7 +817,6 @@ typedef struct {
 static void FlowKernel_dealloc(FlowKernelObject *self)
 {
     Py_XDECREF(self->slow);
-    PyMem_Free(self->mac_pairs);
     for (int k = 0; k < FK_NBUF; k++)
         if (self->buf[k].obj)
             PyBuffer_Release(&self->buf[k]);
@@ -885,15 +880,6 @@ static PyObject *FlowKernel_tp_new(PyTypeObject *t, PyObject *args, PyObject *kw
         .alive = self->buf[FK_ALIVE].buf, .nalive = (uint32_t)self->buf[FK_ALIVE].len};
     memcpy(self->src_mac, srcm.buf, 6);
     self->nmacs = (uint32_t)(self->buf[FK_MACS].len / 6);
-    self->mac_pairs = PyMem_Calloc(self->nmacs ? self->nmacs : 1, NF_MAC_PAIR);
-    if (!self->mac_pairs) {
-        PyErr_NoMemory();
-        goto fail;
-    }
-    for (uint32_t b = 0; b < self->nmacs; b++) {
-        memcpy(self->mac_pairs[b], (const uint8_t *)self->buf[FK_MACS].buf + 6 * b, 6);
-        memcpy(self->mac_pairs[b] + 6, self->src_mac, 6);
-    }
     PyBuffer_Release(&srcm);
     return (PyObject *)self;
 fail:
@@ -910,7 +896,7 @@ static PyTypeObject FlowKernelType = {
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "FlowKernel(block, cache_hash, cache_backend, cache_seen, alive, choice, "
               "mac_table, vip, port, proto_mask, src_mac): the buffers Burst.forward uses, "
-              "held once (see vnf.dpdk.FusedForward); mac_table and src_mac are copied then",
+              "held once (see vnf.dpdk.FusedForward)",
     .tp_new = FlowKernel_tp_new,
     .tp_dealloc = (destructor)FlowKernel_dealloc,
     .tp_methods = FlowKernel_methods,
@@ -918,8 +904,8 @@ static PyTypeObject FlowKernelType = {
 
 /* The whole per-burst NF, every step from nf.h: for each packet nf_parse + nf_flow_hash (into
  * the kernel's ParseArrays: only the hash and reason columns, all the slow path reads; the parsed
- * headers stay in a local and are not stored), nf_for_vip, nf_cache_lookup, and for a hit the
- * DSR rewrite (the backend's MAC, ours as the source). choice[i] = backend number (hit), -1 (not
+ * headers stay in a local and are not stored), nf_for_vip, nf_cache_lookup, and for a hit
+ * nf_set_macs (DSR: the backend's MAC, ours as the source). choice[i] = backend number (hit), -1 (not
  * to balance), -2 (miss: the pool decides, in Python, then set_macs). count[] = parsed, valid (to
  * balance), hits.
  *
@@ -941,6 +927,7 @@ static int fk_forward(FlowKernelObject *k, BurstObject *self, double now, Py_ssi
     }
     struct block_cols b = block_cols(k->buf[FK_BLOCK].buf, k->capacity);
     int32_t *choice = k->buf[FK_CHOICE].buf;
+    const uint8_t *macs = k->buf[FK_MACS].buf;
     const struct nf_cache *cache = &k->cache;
     Py_ssize_t n = self->n, parsed = 0, valid = 0, hits = 0;
     enum { PREFETCH_AHEAD = 4 };
@@ -971,7 +958,7 @@ static int fk_forward(FlowKernelObject *k, BurstObject *self, double now, Py_ssi
             c = NF_CHOICE_MISS;                            /* no MAC for it: let Python decide */
         if (c >= 0) {
             hits++;
-            memcpy(rte_pktmbuf_mtod(self->pkts[i], uint8_t *), k->mac_pairs[c], 12);
+            nf_set_macs(rte_pktmbuf_mtod(self->pkts[i], uint8_t *), macs + 6 * c, k->src_mac);
         }
         choice[i] = c;
     }
