@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vnf.backends import Backend
+from vnf.batch import SET_ALIGN, slot_table
 from vnf.hashing import flow_hash
 from vnf.lb import LBConfig, LoadBalancer
 from vnf.packet import REASONS, FiveTuple
@@ -90,12 +91,9 @@ def test_kernel_equals_the_python_reference(
     packets, slots_log2, entries, alive, protos, reuse_hashes, strided, pinned, bound, extra
 ):
     slots = 1 << slots_log2
-    cache = {
-        "hash": np.zeros(slots, np.uint32),
-        "backend": np.full(slots, -1, np.int32),
-        "seen": np.zeros(slots, np.float64),
-        "alive": np.array(alive, bool),
-    }
+    table = slot_table(slots)  # the kernel reads the records; the reference, the field views
+    cache = {name: table[name] for name in ("hash", "backend", "seen")}
+    cache["alive"] = np.array(alive, bool)
     for h, b in entries:  # some slots filled, some collide
         cache["hash"][h % slots], cache["backend"][h % slots] = h, b
     if reuse_hashes and entries:  # make hits likely: packets of cached flows
@@ -116,15 +114,15 @@ def test_kernel_equals_the_python_reference(
     ref_cache = {k: v.copy() for k, v in cache.items()}
     expected, counts = reference(packets, vip, ref_cache, 7.5)
     choice = np.full(n + extra, 99, np.int32)
-    table = (cache["hash"], cache["backend"], cache["seen"], cache["alive"])
+    state = (table.view(np.uint8), cache["alive"])
     if pinned:
         columns = tuple(fastpath.pin(c) for c in columns)
-        table = tuple(fastpath.pin(a) for a in table)
+        state = tuple(fastpath.pin(a) for a in state)
     out = fastpath.pin(choice) if pinned else choice
     if bound:  # the arguments checked and held once, then one burst through them
-        got = fastpath.CacheLookup(columns, vip, table, out).lookup(n, 7.5)
+        got = fastpath.CacheLookup(columns, vip, state, out).lookup(n, 7.5)
     else:
-        got = fastpath.cache_lookup(n, 7.5, columns, vip, table, out)
+        got = fastpath.cache_lookup(n, 7.5, columns, vip, state, out)
     assert got == counts
     assert choice[:n].tolist() == expected
     assert (choice[n:] == 99).all()  # nothing written past n
@@ -135,7 +133,9 @@ def test_kernel_equals_the_python_reference(
 def test_kernel_refuses_bad_arrays():
     col = np.zeros(4, np.uint32)
     ok_cols = (col, np.zeros(4, np.uint8), col, np.zeros(4, np.uint16), np.zeros(4, np.uint8))
-    table = (np.zeros(8, np.uint32), np.zeros(8, np.int32), np.zeros(8), np.zeros(2, bool))
+    table = (slot_table(8).view(np.uint8), np.zeros(2, bool))
+    six_slots = (slot_table(6).view(np.uint8),) + table[1:]
+    off_set = (slot_table(9).view(np.uint8)[SET_ALIGN // 2 : SET_ALIGN // 2 + 128],) + table[1:]
     vip = (VIP, PORT, 1 << UDP)
     choice = np.zeros(4, np.int32)
     assert fastpath.cache_lookup(4, 0.0, ok_cols, vip, table, choice) == (4, 0, 0)
@@ -148,7 +148,11 @@ def test_kernel_refuses_bad_arrays():
             4, 0.0, ok_cols[:2] + (col.astype(">u4"),) + ok_cols[3:], vip, table, choice
         )
     with pytest.raises(ValueError, match="power-of-two"):
-        fastpath.cache_lookup(4, 0.0, ok_cols, vip, (np.zeros(6, np.uint32),) + table[1:], choice)
+        fastpath.cache_lookup(4, 0.0, ok_cols, vip, six_slots, choice)
+    with pytest.raises(ValueError, match="multiple of 32"):  # a set would straddle two lines
+        fastpath.cache_lookup(4, 0.0, ok_cols, vip, off_set, choice)
+    with pytest.raises(TypeError, match="slots"):  # the records, not a field of them
+        fastpath.cache_lookup(4, 0.0, ok_cols, vip, (slot_table(8)["hash"],) + table[1:], choice)
     with pytest.raises(TypeError, match="read-only"):
         ro = np.zeros(4, np.int32)
         ro.flags.writeable = False
@@ -162,7 +166,7 @@ def test_kernel_refuses_bad_arrays():
     with pytest.raises(TypeError, match="dst_ip"):
         fastpath.CacheLookup(ok_cols[:2] + (col.astype(">u4"),) + ok_cols[3:], vip, table, choice)
     with pytest.raises(ValueError, match="power-of-two"):
-        fastpath.CacheLookup(ok_cols, vip, (np.zeros(6, np.uint32),) + table[1:], choice)
+        fastpath.CacheLookup(ok_cols, vip, six_slots, choice)
 
 
 # --- LoadBalancer.backends_for_batch over both column kinds ----------------------------------

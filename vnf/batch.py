@@ -63,14 +63,32 @@ except ImportError:  # pragma: no cover - BatchFlowCache() says what to do
 
 MISS = -2  # a choice between the C lookup and the pool
 
+# One slot of the flow cache, as C's struct nf_flow_slot (vnf/csrc/nf.h): the flow hash held,
+# its backend number (-1: empty), when it was last seen. A lookup reads all three, so they sit
+# side by side in one record (an array of structs): one cache line per lookup, not one per
+# field. The two slots of a set are 32 bytes, and the table starts on a multiple of that
+# (SET_ALIGN, C's NF_CACHE_ALIGN), so a set never straddles two cache lines.
+SLOT = np.dtype([("hash", "<u4"), ("backend", "<i4"), ("seen", "<f8")])
+SET_ALIGN = 32
+
+
+def slot_table(capacity: int) -> np.ndarray:
+    """``capacity`` empty slots (``SLOT`` records, backend -1) starting on ``SET_ALIGN``."""
+    raw = np.zeros(capacity * SLOT.itemsize + SET_ALIGN, np.uint8)
+    start = -raw.ctypes.data % SET_ALIGN
+    table = raw[start : start + capacity * SLOT.itemsize].view(SLOT)
+    table["backend"] = -1
+    return table
+
 
 class BatchFlowCache:
-    """The flow state of ``LoadBalancer.backends_for_batch``: numpy arrays indexed by
-    ``slot(hash)`` (direct mapped): the flow hash held in each slot, its backend number (-1:
-    empty) and when it was last seen, plus ``alive`` per backend number. The C kernel
-    (``vnf._fastpath.cache_lookup``) reads and refreshes these arrays in place; Python fills
-    the misses (:meth:`decide`, :meth:`settle`). The module docstring says how it differs
-    from the ``FlowTable``."""
+    """The flow state of ``LoadBalancer.backends_for_batch``: ``slots``, a numpy array of
+    ``SLOT`` records indexed by ``slot(hash)`` (the flow hash held in each slot, its backend
+    number (-1: empty) and when it was last seen; ``hash``, ``backend`` and ``seen`` are views
+    of its fields), plus ``alive`` per backend number. The C kernel
+    (``vnf._fastpath.cache_lookup``) reads and refreshes the slots in place; Python fills the
+    misses (:meth:`decide`, :meth:`settle`). The module docstring says how it differs from the
+    ``FlowTable``."""
 
     COLUMNS = ("hash", "reason", "dst_ip", "dst_port", "proto")
 
@@ -81,17 +99,17 @@ class BatchFlowCache:
         capacity = self.capacity = 1 << self.bits
         self.mask = np.uint32(capacity - 1)
         self.idle_timeout = idle_timeout
-        self.hash = np.zeros(capacity, np.uint32)
-        self.backend = np.full(capacity, -1, np.int32)
-        self.seen = np.zeros(capacity, np.float64)
+        self.slots = slot_table(capacity)
+        self.slot_bytes = self.slots.view(np.uint8)  # what C takes (nf_flow_slot records)
+        self.hash, self.backend, self.seen = (self.slots[f] for f in ("hash", "backend", "seen"))
         self.alive = np.zeros(0, bool)  # by pool.index_of: may carry its flows
         self.alive_ref: frozenset[str] | None = None  # the pool's objects alive was built from
         self.table_ref: list[Backend] | None = None
         self.hits = self.misses = self.evictions = self.expirations = 0
         self.proto_mask = sum(1 << p for p in protos)  # bit p: IP protocol p is served
         # The kernel's arguments, pinned once (these arrays are never reallocated): see pin().
-        self._table_pins = tuple(_fastpath.pin(a) for a in (self.hash, self.backend, self.seen))
-        self.pins = self._table_pins + (_fastpath.pin(self.alive),)
+        self._slots_pin = _fastpath.pin(self.slot_bytes)
+        self.pins = (self._slots_pin, _fastpath.pin(self.alive))
         self.choice = np.zeros(0, np.int32)  # the kernel's output, grown to the largest burst
         self.choice_pin = _fastpath.pin(self.choice)
         self.choice_views = ChoiceViews(self.choice)
@@ -149,7 +167,7 @@ class BatchFlowCache:
             if pool.serves(b):
                 alive[pool.index_of(b)] = True
         self.alive = alive
-        self.pins = self._table_pins + (_fastpath.pin(alive),)
+        self.pins = (self._slots_pin, _fastpath.pin(alive))
         self._bound_columns = self._bound = None
         self.version += 1
         self.alive_ref, self.table_ref = pool.alive_names, pool.table

@@ -367,20 +367,21 @@ PyDoc_STRVAR(cache_lookup_doc,
 "cache_lookup(n, now, columns, vip, cache, choice) -> (parsed, valid, hits)\n\n"
 "The hit path of LoadBalancer.backends_for_batch for packets 0..n-1, in one call:\n"
 "nf_for_vip (reason == 0, dst_ip == vip, dst_port == port, bit proto of proto_mask set) and\n"
-"nf_cache_lookup (slot = nf_cache_slot(hash): Fibonacci hashing, see nf.h; a hit when cache_hash[slot] == hash and\n"
-"b = cache_backend[slot] is >= 0 and alive[b]; a hit sets cache_seen[slot] = now).\n"
+"nf_cache_lookup (slot = nf_cache_slot(hash): Fibonacci hashing, see nf.h; a hit when the\n"
+"slot's hash == hash and its backend b is >= 0 and alive[b]; a hit sets its seen = now).\n"
 "Writes choice[i] = b for a hit, -1 for a packet not to balance, -2 for a miss.\n"
 "columns = (hash, reason, dst_ip, dst_port, proto): the packets, 1-D with any stride (numpy\n"
 "record-array fields work): hash, dst_ip uint32; dst_port uint16; reason, proto uint8.\n"
-"vip = (ip, port, proto_mask). cache = (cache_hash, cache_backend, cache_seen, alive): the\n"
-"BatchFlowCache arrays, uint32, int32, float64 (writable), all of one power-of-two length;\n"
-"alive: bool/uint8 per backend number. choice: int32, writable, >= n items.\n"
+"vip = (ip, port, proto_mask). cache = (slots, alive): BatchFlowCache.slot_bytes, the\n"
+"slots (vnf.batch.SLOT, struct nf_flow_slot) as writable uint8, a power-of-two count of\n"
+"them, starting on a multiple of 32 bytes; alive: bool/uint8 per backend number.\n"
+"choice: int32, writable, >= n items.\n"
 "Any array may be passed as a Pinned (pin()) to skip asking for its buffer on every call.\n"
 "Returns how many packets parsed (reason 0), were to balance, and hit.");
 
 /* The arguments of a lookup, checked and held: the packet columns, the VIP, the cache arrays and
  * the choice output (cache_lookup takes them per call; a CacheLookup holds them). */
-enum { HASH, REASON, DST_IP, DST_PORT, PROTO, C_HASH, C_BACKEND, C_SEEN, ALIVE, CHOICE, NCOLS };
+enum { HASH, REASON, DST_IP, DST_PORT, PROTO, SLOTS, ALIVE, CHOICE, NCOLS };
 
 struct lookup_args {
     struct column c[NCOLS];
@@ -404,9 +405,9 @@ static int lookup_bind(struct lookup_args *a, Py_ssize_t n, PyObject *o_cols, Py
 {
     a->got = 0;
     if (!PyTuple_Check(o_cols) || PyTuple_GET_SIZE(o_cols) != 5 || !PyTuple_Check(o_vip) ||
-        PyTuple_GET_SIZE(o_vip) != 3 || !PyTuple_Check(o_cache) || PyTuple_GET_SIZE(o_cache) != 4) {
+        PyTuple_GET_SIZE(o_vip) != 3 || !PyTuple_Check(o_cache) || PyTuple_GET_SIZE(o_cache) != 2) {
         PyErr_SetString(PyExc_TypeError, "cache_lookup: columns, vip, cache must be tuples of 5, "
-                        "3 and 4 items");
+                        "3 and 2 items");
         return -1;
     }
     unsigned long vip_ip = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(o_vip, 0));
@@ -426,15 +427,14 @@ static int lookup_bind(struct lookup_args *a, Py_ssize_t n, PyObject *o_cols, Py
     spec[NCOLS] = {
         {"hash", "bBhHiIlLqQ", 4, 0, 1},          {"reason", "bB", 1, 0, 1},
         {"dst_ip", "bBhHiIlLqQ", 4, 0, 1},        {"dst_port", "bBhHiIlLqQ", 2, 0, 1},
-        {"proto", "bB", 1, 0, 1},                 {"cache_hash", "bBhHiIlLqQ", 4, 0, 0},
-        {"cache_backend", "bBhHiIlLqQ", 4, 0, 0}, {"cache_seen", "d", 8, 1, 0},
+        {"proto", "bB", 1, 0, 1},                 {"slots", "B", 1, 1, 0},
         {"alive", "?bB", 1, 0, 0},                {"choice", "bBhHiIlLqQ", 4, 1, 1},
     };
     PyObject *objs[NCOLS];
     for (int k = 0; k < 5; k++)
         objs[HASH + k] = PyTuple_GET_ITEM(o_cols, k);
-    for (int k = 0; k < 4; k++)
-        objs[C_HASH + k] = PyTuple_GET_ITEM(o_cache, k);
+    for (int k = 0; k < 2; k++)
+        objs[SLOTS + k] = PyTuple_GET_ITEM(o_cache, k);
     objs[CHOICE] = o_choice;
     struct column *c = a->c;
     a->packets = PY_SSIZE_T_MAX;
@@ -448,21 +448,21 @@ static int lookup_bind(struct lookup_args *a, Py_ssize_t n, PyObject *o_cols, Py
         if (spec[k].packet && c[k].len < a->packets)
             a->packets = c[k].len;
     }
-    Py_ssize_t slots = c[C_HASH].len;
-    if (slots < 1 || (slots & (slots - 1)) || slots > (Py_ssize_t)1 << 32 ||
-        c[C_BACKEND].len != slots || c[C_SEEN].len != slots ||
-        c[C_HASH].stride != 4 || c[C_BACKEND].stride != 4 || c[C_SEEN].stride != 8 ||
-        c[ALIVE].stride != 1 || c[ALIVE].len > UINT32_MAX) {
-        PyErr_SetString(PyExc_ValueError, "cache_hash, cache_backend, cache_seen: need contiguous "
-                        "arrays of one power-of-two length (and a contiguous alive)");
+    Py_ssize_t slots = c[SLOTS].len / (Py_ssize_t)sizeof(struct nf_flow_slot);
+    if (c[SLOTS].stride != 1 || c[SLOTS].len % (Py_ssize_t)sizeof(struct nf_flow_slot) ||
+        slots < 1 || (slots & (slots - 1)) || slots > (Py_ssize_t)1 << 32 ||
+        (uintptr_t)c[SLOTS].base % NF_CACHE_ALIGN || c[ALIVE].stride != 1 ||
+        c[ALIVE].len > UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "slots: need the contiguous bytes of a power-of-two "
+                        "count of slots, starting on a multiple of 32 bytes (and a contiguous "
+                        "alive)");
         lookup_release(a);
         return -1;
     }
     a->vip = (struct nf_vip){.ip = (uint32_t)vip_ip, .port = (uint16_t)vip_port,
                              .proto_mask = proto_mask};
     a->cache = (struct nf_cache){
-        .hash = (const uint32_t *)c[C_HASH].base, .backend = (const int32_t *)c[C_BACKEND].base,
-        .seen = (double *)c[C_SEEN].base, .mask = (uint32_t)(slots - 1),
+        .slots = (struct nf_flow_slot *)c[SLOTS].base, .mask = (uint32_t)(slots - 1),
         .alive = (const uint8_t *)c[ALIVE].base, .nalive = (uint32_t)c[ALIVE].len,
     };
     return 0;

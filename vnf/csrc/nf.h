@@ -260,17 +260,10 @@ static inline uint32_t nf_crc32(const uint8_t *data, uint32_t len)
     return c ^ 0xffffffffu;
 }
 
-/* The flow key: the 5-tuple packed as struct.pack("!IIHHB", ...), always 13 bytes. */
+/* The flow key is the 5-tuple packed as struct.pack("!IIHHB", src_ip, dst_ip, src_port,
+ * dst_port, proto): always 13 bytes, the source address at bytes 0-3, the destination's at 4-7,
+ * the ports at 8-9 and 10-11, the protocol at 12. */
 #define NF_FLOW_KEY_LEN 13
-
-static inline void nf_flow_key(const struct nf_parsed *p, uint8_t key[NF_FLOW_KEY_LEN])
-{
-    nf_wr32(key, p->src_ip);
-    nf_wr32(key + 4, p->dst_ip);
-    nf_wr16(key + 8, p->src_port);
-    nf_wr16(key + 10, p->dst_port);
-    key[12] = p->proto;
-}
 
 /* CRC-32 of a fixed-length key by byte position. CRC is linear over GF(2): for messages of one
  * length, crc(a ^ b) = crc(a) ^ crc(b) ^ crc(zeros). So the CRC of the 13-byte key is the CRC of
@@ -302,16 +295,33 @@ static inline const struct nf_crc32_by_position *nf_crc32_positions(void)
     return &t;
 }
 
+/* The key's CRC splits by field, by the same linearity: the part of the destination (dst_ip,
+ * dst_port, proto, with the zeros' constant) XOR the part of the source (src_ip, src_port).
+ * Every packet for a service has the same destination, so a kernel serving one VIP computes the
+ * destination's part once per protocol (nf_vip_hash_parts) and per packet looks up only the six
+ * source bytes: 6 table loads, not 13. */
+static inline uint32_t nf_flow_hash_dst(uint32_t dst_ip, uint16_t dst_port, uint8_t proto)
+{
+    const struct nf_crc32_by_position *t = nf_crc32_positions();
+    return t->zeros ^ t->pos[4][dst_ip >> 24] ^ t->pos[5][(dst_ip >> 16) & 0xff] ^
+           t->pos[6][(dst_ip >> 8) & 0xff] ^ t->pos[7][dst_ip & 0xff] ^
+           t->pos[10][dst_port >> 8] ^ t->pos[11][dst_port & 0xff] ^ t->pos[12][proto];
+}
+
+/* The whole flow hash from the destination's part (nf_flow_hash_dst) and the source. */
+static inline uint32_t nf_flow_hash_src(uint32_t dst_part, uint32_t src_ip, uint16_t src_port)
+{
+    const struct nf_crc32_by_position *t = nf_crc32_positions();
+    return dst_part ^ t->pos[0][src_ip >> 24] ^ t->pos[1][(src_ip >> 16) & 0xff] ^
+           t->pos[2][(src_ip >> 8) & 0xff] ^ t->pos[3][src_ip & 0xff] ^
+           t->pos[8][src_port >> 8] ^ t->pos[9][src_port & 0xff];
+}
+
 /* == zlib.crc32(struct.pack("!IIHHB", src_ip, dst_ip, src_port, dst_port, proto)) */
 static inline uint32_t nf_flow_hash(const struct nf_parsed *p)
 {
-    const struct nf_crc32_by_position *t = nf_crc32_positions();
-    uint8_t key[NF_FLOW_KEY_LEN];
-    nf_flow_key(p, key);
-    uint32_t c = t->zeros;
-    for (int k = 0; k < NF_FLOW_KEY_LEN; k++)
-        c ^= t->pos[k][key[k]];
-    return c;
+    return nf_flow_hash_src(nf_flow_hash_dst(p->dst_ip, p->dst_port, p->proto), p->src_ip,
+                            p->src_port);
 }
 
 /* ---- rewrites ---- */
@@ -390,12 +400,12 @@ static inline void nf_nat_src(uint8_t *frame, const struct nf_parsed *p, uint32_
 /* ---- the vectorised decision: VIP check + direct-mapped flow cache -------------------------
  *
  * The hit path of vnf.lb.LoadBalancer.backends_for_batch, for one packet. The state is the
- * arrays of vnf.lb.BatchFlowCache (owned by Python, numpy): per slot the flow hash held, its
- * backend number (-1: empty) and when it was last seen; per backend number whether it may keep
+ * slots of vnf.batch.BatchFlowCache (owned by Python, numpy); each slot holds a flow hash, its
+ * backend number (-1: empty) and when it was last seen; per backend number, whether it may keep
  * its flows (alive). A flow lives in slot nf_cache_slot(hash) or its neighbour (two-way set
- * associative, no chaining): a hit is "same hash in one of the two, and its backend is live". Misses are left to Python, which asks
- * the pool (rare once the flows are known). tests/test_batch_decision.py checks this against a
- * plain Python reference. */
+ * associative, no chaining): a hit is "same hash in one of the two, and its backend is live".
+ * Misses are left to Python, which asks the pool (rare once the flows are known).
+ * tests/test_batch_decision.py checks this against a plain Python reference. */
 
 #define NF_CHOICE_DROP (-1)   /* not balanced: unparsed, or not for VIP:port with a served proto */
 #define NF_CHOICE_MISS (-2)   /* to balance, but not in the cache: the pool decides (Python) */
@@ -406,10 +416,19 @@ struct nf_vip {
     uint64_t proto_mask;      /* bit p set: IP protocol p is served (TCP 6, UDP 17) */
 };
 
+/* One slot, == vnf.batch.SLOT. A lookup reads all three fields, so they sit side by side: one
+ * cache line per lookup, where three arrays (one per field) cost three. The two slots of a set
+ * are 32 bytes, and the table starts on a cache line, so a set never straddles two lines. */
+struct nf_flow_slot {
+    uint32_t hash;            /* the flow hash held */
+    int32_t backend;          /* its backend number, -1 empty */
+    double seen;              /* last-seen time (refreshed on a hit) */
+};
+_Static_assert(sizeof(struct nf_flow_slot) == 16, "vnf.batch.SLOT is 16 bytes");
+#define NF_CACHE_ALIGN 32     /* the table's start: a multiple of a set's size */
+
 struct nf_cache {
-    const uint32_t *hash;     /* [mask + 1] flow hash per slot */
-    const int32_t *backend;   /* [mask + 1] backend number per slot, -1 empty */
-    double *seen;             /* [mask + 1] last-seen time per slot (refreshed on a hit) */
+    struct nf_flow_slot *slots;   /* [mask + 1] */
     uint32_t mask;            /* slots - 1; slots is a power of two */
     const uint8_t *alive;     /* [nalive] nonzero: backend number b may carry its flows */
     uint32_t nalive;
@@ -423,8 +442,15 @@ static inline int nf_for_vip(const struct nf_vip *v, int reason, uint32_t dst_ip
            ((v->proto_mask >> proto) & 1);
 }
 
-/* The backend number remembered for this flow hash (and its last-seen time set to now), or
- * NF_CHOICE_MISS: empty slot, another flow's hash, or a backend that failed or was removed. */
+/* For each protocol number p < 64, the destination's part of the flow hash of a packet for
+ * VIP:port over p (nf_flow_hash_dst). A packet that passed nf_for_vip then hashes as
+ * nf_flow_hash_src(parts[proto], src_ip, src_port), equal to nf_flow_hash. */
+static inline void nf_vip_hash_parts(const struct nf_vip *v, uint32_t parts[64])
+{
+    for (uint32_t p = 0; p < 64; p++)
+        parts[p] = nf_flow_hash_dst(v->ip, v->port, (uint8_t)p);
+}
+
 /* The slot of a flow hash: Fibonacci hashing (multiply by 2^32/golden ratio, keep the top bits).
  * Not plain hash & mask: CRC-32 is linear, so flows that differ only in a few input bits (a
  * generator stepping source ports) map to few low-bit patterns and collide; the product's top
@@ -437,35 +463,34 @@ static inline uint32_t nf_cache_slot(uint32_t hash, uint32_t mask)
     return bits ? (uint32_t)(hash * 2654435769u) >> (32u - bits) : 0u;
 }
 
-/* Two-way set associative: a flow may sit in its slot or the slot's neighbour (slot ^ 1), so two
+/* The backend number remembered for this flow hash (and its last-seen time set to now), or
+ * NF_CHOICE_MISS: empty slot, another flow's hash, or a backend that failed or was removed.
+ * Two-way set associative: a flow may sit in its slot or the slot's neighbour (slot ^ 1), so two
  * flows whose hashes share a slot (the birthday problem: ~F^2/2S pairs of F flows in S slots)
  * both stay cached instead of evicting each other on every packet. */
 static inline int32_t nf_cache_lookup(const struct nf_cache *c, uint32_t hash, double now)
 {
     uint32_t first = nf_cache_slot(hash, c->mask);
     for (uint32_t way = 0; way <= (c->mask ? 1u : 0u); way++) {
-        uint32_t slot = first ^ way;
-        int32_t b = c->backend[slot];
-        if (c->hash[slot] == hash && b >= 0) {
+        struct nf_flow_slot *s = &c->slots[first ^ way];
+        int32_t b = s->backend;
+        if (s->hash == hash && b >= 0) {
             if ((uint32_t)b >= c->nalive || !c->alive[b])
                 return NF_CHOICE_MISS;            /* its backend is gone: the pool decides again */
-            c->seen[slot] = now;
+            s->seen = now;
             return b;
         }
     }
     return NF_CHOICE_MISS;
 }
 
-/* Ask for the cache lines nf_cache_lookup will read for this hash (both ways share them: slot
- * and slot ^ 1 are neighbours), ahead of the lookup. A table sized for many flows is larger than
- * the L1/L2 caches, so each lookup would otherwise wait for up to three misses; a burst's loop
- * requests the slots of a few packets ahead, and the misses overlap with the work. */
+/* Ask for the cache line nf_cache_lookup will read for this hash (the set's two slots share it),
+ * ahead of the lookup. A table sized for many flows is larger than the L1/L2 caches, so each
+ * lookup would otherwise wait for a miss; a burst's loop requests the sets of a few packets
+ * ahead, and the misses overlap with the work. For writing: a hit refreshes the last-seen time. */
 static inline void nf_cache_prefetch(const struct nf_cache *c, uint32_t hash)
 {
-    uint32_t slot = nf_cache_slot(hash, c->mask);
-    __builtin_prefetch(&c->hash[slot]);
-    __builtin_prefetch(&c->backend[slot]);
-    __builtin_prefetch(&c->seen[slot], 1);
+    __builtin_prefetch(&c->slots[nf_cache_slot(hash, c->mask) & ~1u], 1);
 }
 
 #endif /* VNF_NF_H */

@@ -464,9 +464,7 @@ class FusedForward:
             self.fold_counters()
             self._kernel = _dpdk.FlowKernel(
                 self.arrays._block,
-                cache.hash,
-                cache.backend,
-                cache.seen,
+                cache.slot_bytes,
                 cache.alive.view(np.uint8),
                 cache.choice,
                 self.mac_table,

@@ -795,17 +795,18 @@ static uint16_t burst_tx(BurstObject *b, uint16_t port, uint16_t queue)
 
 /* ------------------------------------------------------------------ FlowKernel
  * Everything the fused per-burst NF (Burst.forward) reads, held once: the ParseArrays block,
- * the BatchFlowCache arrays (vnf.lb), the VIP, the backends' MACs and our MAC. Taking numpy
+ * the BatchFlowCache's slots and alive (vnf.batch), the VIP, the backends' MACs and our MAC. Taking numpy
  * buffers costs ~0.1 us each; a per-burst call must not ask for ten of them (the same idea as
  * registering buffers with a NIC once, not per I/O). Python rebuilds it when the cache's arrays
  * change (vnf.dpdk.FusedForward). */
-enum { FK_BLOCK, FK_HASH, FK_BACKEND, FK_SEEN, FK_ALIVE, FK_CHOICE, FK_MACS, FK_NBUF };
+enum { FK_BLOCK, FK_SLOTS, FK_ALIVE, FK_CHOICE, FK_MACS, FK_NBUF };
 
 typedef struct {
     PyObject_HEAD
     Py_buffer buf[FK_NBUF];
     Py_ssize_t capacity;       /* packets the block and choice hold */
     struct nf_vip vip;
+    uint32_t vip_hash_parts[64];   /* the flow hash's destination part per protocol */
     struct nf_cache cache;
     uint8_t src_mac[6];
     uint32_t nmacs;
@@ -825,17 +826,16 @@ static void FlowKernel_dealloc(FlowKernelObject *self)
 
 static PyObject *FlowKernel_tp_new(PyTypeObject *t, PyObject *args, PyObject *kw)
 {
-    static char *kwl[] = {"block", "cache_hash", "cache_backend", "cache_seen", "alive", "choice",
-                          "mac_table", "vip", "port", "proto_mask", "src_mac", "tx_port", "slow",
-                          NULL};
+    static char *kwl[] = {"block", "slots", "alive", "choice", "mac_table", "vip", "port",
+                          "proto_mask", "src_mac", "tx_port", "slow", NULL};
     PyObject *o[FK_NBUF], *slow = Py_None;
     unsigned long vip;
     int port, tx_port = -1;
     unsigned long long mask;
     Py_buffer srcm;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOOkiKy*|iO", kwl, &o[FK_BLOCK], &o[FK_HASH],
-                                     &o[FK_BACKEND], &o[FK_SEEN], &o[FK_ALIVE], &o[FK_CHOICE],
-                                     &o[FK_MACS], &vip, &port, &mask, &srcm, &tx_port, &slow))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOkiKy*|iO", kwl, &o[FK_BLOCK], &o[FK_SLOTS],
+                                     &o[FK_ALIVE], &o[FK_CHOICE], &o[FK_MACS], &vip, &port,
+                                     &mask, &srcm, &tx_port, &slow))
         return NULL;
     FlowKernelObject *self = (FlowKernelObject *)t->tp_alloc(t, 0);
     if (!self) {
@@ -845,10 +845,9 @@ static PyObject *FlowKernel_tp_new(PyTypeObject *t, PyObject *args, PyObject *kw
     self->port = tx_port;
     Py_INCREF(slow);
     self->slow = slow;
-    static const char *names[FK_NBUF] = {"block", "cache_hash", "cache_backend", "cache_seen",
-                                         "alive", "choice", "mac_table"};
-    static const Py_ssize_t item[FK_NBUF] = {1, 4, 4, 8, 1, 4, 1};
-    static const int writable[FK_NBUF] = {1, 0, 0, 1, 0, 1, 0};
+    static const char *names[FK_NBUF] = {"block", "slots", "alive", "choice", "mac_table"};
+    static const Py_ssize_t item[FK_NBUF] = {1, sizeof(struct nf_flow_slot), 1, 4, 1};
+    static const int writable[FK_NBUF] = {1, 1, 0, 1, 0};
     for (int k = 0; k < FK_NBUF; k++) {
         int flags = PyBUF_C_CONTIGUOUS | (writable[k] ? PyBUF_WRITABLE : 0);
         if (PyObject_GetBuffer(o[k], &self->buf[k], flags) < 0)
@@ -858,12 +857,12 @@ static PyObject *FlowKernel_tp_new(PyTypeObject *t, PyObject *args, PyObject *kw
             goto fail;
         }
     }
-    Py_ssize_t slots = self->buf[FK_HASH].len / 4;
+    Py_ssize_t slots = self->buf[FK_SLOTS].len / (Py_ssize_t)sizeof(struct nf_flow_slot);
     self->capacity = self->buf[FK_BLOCK].len / 26;
     if (slots < 1 || (slots & (slots - 1)) || slots > (Py_ssize_t)1 << 31 ||
-        self->buf[FK_BACKEND].len / 4 != slots || self->buf[FK_SEEN].len / 8 != slots) {
-        PyErr_SetString(PyExc_ValueError, "cache_hash, cache_backend, cache_seen: one "
-                        "power-of-two length");
+        (uintptr_t)self->buf[FK_SLOTS].buf % NF_CACHE_ALIGN) {
+        PyErr_SetString(PyExc_ValueError, "slots: a power-of-two count of slots, starting on a "
+                        "multiple of 32 bytes (BatchFlowCache.slot_bytes)");
         goto fail;
     }
     if (self->buf[FK_BLOCK].len != 26 * self->capacity ||
@@ -874,9 +873,9 @@ static PyObject *FlowKernel_tp_new(PyTypeObject *t, PyObject *args, PyObject *kw
         goto fail;
     }
     self->vip = (struct nf_vip){.ip = (uint32_t)vip, .port = (uint16_t)port, .proto_mask = mask};
+    nf_vip_hash_parts(&self->vip, self->vip_hash_parts);
     self->cache = (struct nf_cache){
-        .hash = self->buf[FK_HASH].buf, .backend = self->buf[FK_BACKEND].buf,
-        .seen = self->buf[FK_SEEN].buf, .mask = (uint32_t)(slots - 1),
+        .slots = self->buf[FK_SLOTS].buf, .mask = (uint32_t)(slots - 1),
         .alive = self->buf[FK_ALIVE].buf, .nalive = (uint32_t)self->buf[FK_ALIVE].len};
     memcpy(self->src_mac, srcm.buf, 6);
     self->nmacs = (uint32_t)(self->buf[FK_MACS].len / 6);
@@ -894,15 +893,15 @@ static PyTypeObject FlowKernelType = {
     .tp_name = "vnf.dpdk._dpdk.FlowKernel",
     .tp_basicsize = sizeof(FlowKernelObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "FlowKernel(block, cache_hash, cache_backend, cache_seen, alive, choice, "
-              "mac_table, vip, port, proto_mask, src_mac): the buffers Burst.forward uses, "
+    .tp_doc = "FlowKernel(block, slots, alive, choice, mac_table, vip, port, proto_mask, "
+              "src_mac[, tx_port, slow]): the buffers Burst.forward uses, "
               "held once (see vnf.dpdk.FusedForward)",
     .tp_new = FlowKernel_tp_new,
     .tp_dealloc = (destructor)FlowKernel_dealloc,
     .tp_methods = FlowKernel_methods,
 };
 
-/* The whole per-burst NF, every step from nf.h: for each packet nf_parse + nf_flow_hash (into
+/* The whole per-burst NF, every step from nf.h: for each packet nf_parse + the flow hash (into
  * the kernel's ParseArrays: only the hash and reason columns, all the slow path reads; the parsed
  * headers stay in a local and are not stored), nf_for_vip, nf_cache_lookup, and for a hit
  * nf_set_macs (DSR: the backend's MAC, ours as the source). choice[i] = backend number (hit), -1 (not
@@ -913,7 +912,9 @@ static PyTypeObject FlowKernelType = {
  *   1. parse + hash each packet. Its frame was just written by the other side of the virtio
  *      ring, on another core, so its first touch is a cache miss: packet i + PREFETCH_AHEAD is
  *      requested while packet i is parsed, and the misses overlap with work (as DPDK's own
- *      examples do). Once the hash is known, the flow-cache slot it will read is requested too.
+ *      examples do). A packet for the service hashes only its source (nf_flow_hash_src): the
+ *      destination's part was computed once (nf_vip_hash_parts). Once the hash is known, the
+ *      flow-cache set it will read is requested too.
  *   2. look each packet up and rewrite the hits: by now its cache slot has arrived and its
  *      frame is still in L1 (32 frames' headers are 2 KiB).
  * Prefetching hides memory latency; it does not remove the work. Per packet the loop stores only
@@ -940,13 +941,14 @@ static int fk_forward(FlowKernelObject *k, BurstObject *self, double now, Py_ssi
         struct nf_parsed p;
         int r = nf_parse(rte_pktmbuf_mtod(m, const uint8_t *), rte_pktmbuf_data_len(m), &p);
         self->reason[i] = b.rs[i] = (uint8_t)r;
-        b.hs[i] = r == NF_OK ? nf_flow_hash(&p) : 0;
         parsed += r == NF_OK;
         if (nf_for_vip(&k->vip, r, p.dst_ip, p.dst_port, p.proto)) {
             valid++;
+            b.hs[i] = nf_flow_hash_src(k->vip_hash_parts[p.proto], p.src_ip, p.src_port);
             nf_cache_prefetch(cache, b.hs[i]);
             choice[i] = NF_CHOICE_MISS;                    /* to look up in pass 2 */
         } else {
+            b.hs[i] = r == NF_OK ? nf_flow_hash(&p) : 0;
             choice[i] = NF_CHOICE_DROP;
         }
     }
