@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vnf.backends import Backend
-from vnf.batch import SET_ALIGN, slot_table
+from vnf.batch import SET_ALIGN, SLOT, slot_table
 from vnf.hashing import flow_hash
 from vnf.lb import LBConfig, LoadBalancer
 from vnf.packet import REASONS, FiveTuple
@@ -128,6 +128,21 @@ def test_kernel_equals_the_python_reference(
     assert (choice[n:] == 99).all()  # nothing written past n
     for k in cache:
         assert np.array_equal(cache[k], ref_cache[k]), k
+
+
+def test_python_slot_layout_is_the_c_struct():
+    """vnf.batch.SLOT and SET_ALIGN against what the C compiler made of struct nf_flow_slot and
+    NF_CACHE_ALIGN: the kernel reads the records Python writes, field by field."""
+    assert SLOT.itemsize == fastpath.CACHE_SLOT_SIZE
+    offsets = {name: SLOT.fields[name][1] for name in SLOT.names}
+    assert offsets == {
+        "hash": fastpath.CACHE_SLOT_HASH,
+        "backend": fastpath.CACHE_SLOT_BACKEND,
+        "seen": fastpath.CACHE_SLOT_SEEN,
+    }
+    assert SET_ALIGN == fastpath.CACHE_ALIGN == 2 * SLOT.itemsize  # a set: two slots
+    table = slot_table(5)
+    assert table.ctypes.data % SET_ALIGN == 0 and (table["backend"] == -1).all()
 
 
 def test_kernel_refuses_bad_arrays():

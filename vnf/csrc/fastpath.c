@@ -18,6 +18,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <stddef.h>
+
 #include "nf.h"
 
 /* ---- helpers ----------------------------------------------------------------------------- */
@@ -649,6 +651,15 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     if (m && (PyModule_AddIntConstant(m, "REASON_COUNT", NF_REASON_COUNT) < 0 ||
               PyModule_AddIntConstant(m, "CHOICE_DROP", NF_CHOICE_DROP) < 0 ||
               PyModule_AddIntConstant(m, "CHOICE_MISS", NF_CHOICE_MISS) < 0 ||
+              /* the slot's layout, which vnf.batch.SLOT must match (tested) */
+              PyModule_AddIntConstant(m, "CACHE_SLOT_SIZE", sizeof(struct nf_flow_slot)) < 0 ||
+              PyModule_AddIntConstant(m, "CACHE_SLOT_HASH",
+                                      offsetof(struct nf_flow_slot, hash)) < 0 ||
+              PyModule_AddIntConstant(m, "CACHE_SLOT_BACKEND",
+                                      offsetof(struct nf_flow_slot, backend)) < 0 ||
+              PyModule_AddIntConstant(m, "CACHE_SLOT_SEEN",
+                                      offsetof(struct nf_flow_slot, seen)) < 0 ||
+              PyModule_AddIntConstant(m, "CACHE_ALIGN", NF_CACHE_ALIGN) < 0 ||
               PyModule_AddType(m, &PinnedType) < 0 ||
               PyModule_AddType(m, &CacheLookupType) < 0)) {
         Py_DECREF(m);

@@ -418,7 +418,8 @@ struct nf_vip {
 
 /* One slot, == vnf.batch.SLOT. A lookup reads all three fields, so they sit side by side: one
  * cache line per lookup, where three arrays (one per field) cost three. The two slots of a set
- * are 32 bytes, and the table starts on a cache line, so a set never straddles two lines. */
+ * are 32 bytes, and the table starts on a multiple of that (NF_CACHE_ALIGN), so a set never
+ * straddles two cache lines. vnf._fastpath exports both sizes for Python to check against. */
 struct nf_flow_slot {
     uint32_t hash;            /* the flow hash held */
     int32_t backend;          /* its backend number, -1 empty */

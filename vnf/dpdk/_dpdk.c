@@ -795,10 +795,10 @@ static uint16_t burst_tx(BurstObject *b, uint16_t port, uint16_t queue)
 
 /* ------------------------------------------------------------------ FlowKernel
  * Everything the fused per-burst NF (Burst.forward) reads, held once: the ParseArrays block,
- * the BatchFlowCache's slots and alive (vnf.batch), the VIP, the backends' MACs and our MAC. Taking numpy
- * buffers costs ~0.1 us each; a per-burst call must not ask for ten of them (the same idea as
- * registering buffers with a NIC once, not per I/O). Python rebuilds it when the cache's arrays
- * change (vnf.dpdk.FusedForward). */
+ * the BatchFlowCache's slots and alive (vnf.batch), the VIP, the backends' MACs and our MAC.
+ * Taking numpy buffers costs ~0.1 us each; a per-burst call must not ask for ten of them (the
+ * same idea as registering buffers with a NIC once, not per I/O). Python rebuilds it when the
+ * cache's arrays change (vnf.dpdk.FusedForward). */
 enum { FK_BLOCK, FK_SLOTS, FK_ALIVE, FK_CHOICE, FK_MACS, FK_NBUF };
 
 typedef struct {
@@ -904,9 +904,9 @@ static PyTypeObject FlowKernelType = {
 /* The whole per-burst NF, every step from nf.h: for each packet nf_parse + the flow hash (into
  * the kernel's ParseArrays: only the hash and reason columns, all the slow path reads; the parsed
  * headers stay in a local and are not stored), nf_for_vip, nf_cache_lookup, and for a hit
- * nf_set_macs (DSR: the backend's MAC, ours as the source). choice[i] = backend number (hit), -1 (not
- * to balance), -2 (miss: the pool decides, in Python, then set_macs). count[] = parsed, valid (to
- * balance), hits.
+ * nf_set_macs (DSR: the backend's MAC, ours as the source). choice[i] = backend number (hit),
+ * -1 (not to balance), -2 (miss: the pool decides, in Python, then set_macs). count[] = parsed,
+ * valid (to balance), hits.
  *
  * Two passes over the burst, because the work waits on memory more than it computes:
  *   1. parse + hash each packet. Its frame was just written by the other side of the virtio
